@@ -1,0 +1,1 @@
+export { singleNode } from './single-node.js';

@@ -1,0 +1,188 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+/**
+ * The one config pipeline: defaults → file → MAILGRID_* environment → flags, then
+ * validated with every error and its key path. Every leaf of `defaults` is settable as
+ * `MAILGRID_SMTP_PORT` (env) and `--smtp-port` (flag) for `smtp.port`.
+ */
+const port = z.number().int().min(0).max(65535);
+const positive = z.number().int().positive();
+
+export const configSchema = z.strictObject({
+  nodeId: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash, underscore'),
+  dataDir: z.string().min(1),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    /** smtp-server's own per-command log lines, at debug level. */
+    smtpProtocol: z.boolean(),
+  }),
+  smtp: z.strictObject({
+    host: z.string().min(1),
+    port,
+    /** Name in the greeting and in Received: headers. */
+    hostname: z.string().min(1),
+    maxMessageBytes: positive,
+    maxRecipients: positive,
+    idleTimeoutMs: positive,
+    maxClients: positive,
+    /**
+     * Pause before the greeting during which a client that talks is refused as an early
+     * talker. smtp-server hard-codes 100 ms, which caps one-message sessions; 0 sends the
+     * greeting at once (early talkers are still caught if they beat it).
+     */
+    greetingDelayMs: z.number().int().min(0).max(30_000),
+    reverseDns: z.boolean(),
+    reverseDnsTimeoutMs: positive,
+    /** Expect a PROXY protocol header (from HAProxy) on every connection. */
+    proxyProtocol: z.boolean(),
+    tlsKeyFile: z.string(),
+    tlsCertFile: z.string(),
+  }),
+  grpc: z.strictObject({
+    /** Where the backend's gRPC services listen and where clients on this node reach them. */
+    host: z.string().min(1),
+    port,
+  }),
+  delivery: z.strictObject({
+    /** Deadline of one delivery-channel call. */
+    timeoutMs: positive,
+    chunkBytes: z.number().int().min(1024).max(4 * 1024 * 1024),
+  }),
+  backend: z.strictObject({
+    /** Hosting group this backend serves. */
+    group: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/),
+  }),
+  /** How long stop() waits for sessions and calls under way on SIGTERM. */
+  drainMs: z.number().int().min(0),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export function defaults(): Config {
+  return {
+    nodeId: hostname().replace(/[^A-Za-z0-9._-]/g, '-') || 'mailgrid',
+    dataDir: './data',
+    log: { level: 'info', smtpProtocol: false },
+    smtp: {
+      host: '127.0.0.1',
+      port: 2525,
+      hostname: hostname() || 'localhost',
+      maxMessageBytes: 25 * 1024 * 1024,
+      maxRecipients: 100,
+      idleTimeoutMs: 300_000,
+      maxClients: 1000,
+      greetingDelayMs: 0,
+      reverseDns: false,
+      reverseDnsTimeoutMs: 1500,
+      proxyProtocol: false,
+      tlsKeyFile: '',
+      tlsCertFile: '',
+    },
+    grpc: { host: '127.0.0.1', port: 7525 },
+    delivery: { timeoutMs: 60_000, chunkBytes: 64 * 1024 },
+    backend: { group: 'default' },
+    drainMs: 30_000,
+  };
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+}
+
+export interface Leaf {
+  path: string[];
+  /** `smtp.port` */
+  key: string;
+  /** `MAILGRID_SMTP_PORT` */
+  env: string;
+  /** `smtp-port` */
+  flag: string;
+  kind: 'string' | 'number' | 'boolean';
+}
+
+const snake = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+const kebab = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
+
+/** Every settable key, derived from the defaults so a new setting needs no wiring. */
+export function leaves(): Leaf[] {
+  const out: Leaf[] = [];
+  const walk = (obj: Record<string, unknown>, path: string[]) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const p = [...path, k];
+      if (v !== null && typeof v === 'object') walk(v as Record<string, unknown>, p);
+      else
+        out.push({
+          path: p,
+          key: p.join('.'),
+          env: 'MAILGRID_' + p.map(snake).join('_'),
+          flag: p.map(kebab).join('-'),
+          kind: typeof v as Leaf['kind'],
+        });
+    }
+  };
+  walk(defaults() as unknown as Record<string, unknown>, []);
+  return out;
+}
+
+export interface ConfigSources {
+  /** JSON file with any subset of the config. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Values by key path (`smtp.port`), as strings from the command line or typed. */
+  overrides?: Record<string, string | number | boolean | undefined>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const problems: string[] = [];
+  const config = defaults() as unknown as Record<string, unknown>;
+  const file = sources.file ?? sources.env?.MAILGRID_CONFIG;
+  if (file) {
+    try {
+      merge(config, JSON.parse(readFileSync(file, 'utf8')));
+    } catch (err) {
+      problems.push(`config file ${file}: ${(err as Error).message}`);
+    }
+  }
+  for (const leaf of leaves()) {
+    const fromEnv = sources.env?.[leaf.env];
+    if (fromEnv !== undefined && fromEnv !== '') set(config, leaf, fromEnv, leaf.env, problems);
+    const fromFlag = sources.overrides?.[leaf.key];
+    if (fromFlag !== undefined) set(config, leaf, fromFlag, `--${leaf.flag}`, problems);
+  }
+  const parsed = configSchema.safeParse(config);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return parsed.data!;
+}
+
+function set(config: Record<string, unknown>, leaf: Leaf, raw: string | number | boolean, source: string, problems: string[]) {
+  let value: unknown = raw;
+  if (typeof raw === 'string') {
+    if (leaf.kind === 'number') {
+      value = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(value)) return void problems.push(`${leaf.key}: ${source}=${raw} is not a number`);
+    } else if (leaf.kind === 'boolean') {
+      if (!/^(true|false|1|0|yes|no)$/i.test(raw)) return void problems.push(`${leaf.key}: ${source}=${raw} is not a boolean`);
+      value = /^(true|1|yes)$/i.test(raw);
+    }
+  }
+  let node = config;
+  for (const k of leaf.path.slice(0, -1)) node = node[k] as Record<string, unknown>;
+  node[leaf.path[leaf.path.length - 1]] = value;
+}
+
+function merge(target: Record<string, unknown>, source: unknown) {
+  if (source === null || typeof source !== 'object' || Array.isArray(source)) throw new Error('must be a JSON object');
+  for (const [k, v] of Object.entries(source)) {
+    const t = target[k];
+    if (t !== null && typeof t === 'object' && v !== null && typeof v === 'object' && !Array.isArray(v)) merge(t as Record<string, unknown>, v);
+    else target[k] = v;
+  }
+}

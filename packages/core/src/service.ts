@@ -1,0 +1,54 @@
+import type { Logger } from 'pino';
+
+export type ServiceState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+/** Everything long-running: start, stop (draining up to a deadline), an explicit state. */
+export interface Service {
+  readonly name: string;
+  readonly state: ServiceState;
+  start(): Promise<void>;
+  /** Stops accepting work, finishes what is under way until `drainMs`, then closes. */
+  stop(drainMs?: number): Promise<void>;
+}
+
+/**
+ * Runs services until SIGTERM or SIGINT: starts them in order, stops them in reverse.
+ * A second signal exits at once.
+ */
+export async function runUntilSignal(services: Service[], log: Logger, drainMs: number): Promise<void> {
+  const started: Service[] = [];
+  try {
+    for (const s of services) {
+      await s.start();
+      started.push(s);
+    }
+  } catch (err) {
+    log.fatal({ event: 'start.failed', err }, 'start failed');
+    await stopAll(started, log, drainMs);
+    throw err;
+  }
+  log.info({ event: 'node.ready', services: services.map((s) => s.name) }, 'ready');
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  log.info({ event: 'node.draining', signal, drainMs }, 'draining');
+  const again = () => {
+    log.warn({ event: 'node.forced-exit' }, 'second signal, exiting now');
+    process.exit(1);
+  };
+  process.once('SIGTERM', again);
+  process.once('SIGINT', again);
+  await stopAll(started, log, drainMs);
+  log.info({ event: 'node.stopped' }, 'stopped');
+}
+
+async function stopAll(services: Service[], log: Logger, drainMs: number): Promise<void> {
+  for (const s of [...services].reverse()) {
+    try {
+      await s.stop(drainMs);
+    } catch (err) {
+      log.error({ event: 'stop.failed', service: s.name, err }, 'stop failed');
+    }
+  }
+}

@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { findBadByte, MessageCollector } from './message-check.js';
+
+describe('findBadByte', () => {
+  const cases: [string, string, number][] = [
+    ['clean CRLF lines', 'a\r\nb\r\n', -1],
+    ['bare LF', 'a\nb\r\n', 1],
+    ['bare CR', 'a\rb\r\n', 1],
+    ['NUL', 'a\r\nb\0\r\n', 4],
+    ['LF first in chunk after CR', '\nb\r\n', -1],
+    ['smuggling sequence', 'x\r\n\n.\r\nMAIL FROM:<a@b>\r\n', 3],
+  ];
+  for (const [name, text, want] of cases) {
+    it(name, () => {
+      const prev = name.includes('after CR') ? 0x0d : 0x0a;
+      assert.equal(findBadByte(Buffer.from(text, 'latin1'), prev), want);
+    });
+  }
+
+  it('catches a bare CR split across chunks', async () => {
+    const c = new MessageCollector(1000);
+    c.write(Buffer.from('abc\r'));
+    c.write(Buffer.from('def\r\n'));
+    await new Promise((r) => c.end(r));
+    assert.equal(c.badAt, 4);
+    assert.equal(c.chunks.length, 1, 'nothing after the bad byte is kept');
+  });
+
+  it('keeps a clean message whole', async () => {
+    const c = new MessageCollector(1000);
+    c.write(Buffer.from('Subject: x\r'));
+    c.write(Buffer.from('\n\r\nbody\r\n'));
+    await new Promise((r) => c.end(r));
+    assert.equal(c.badAt, -1);
+    assert.equal(c.body.toString(), 'Subject: x\r\n\r\nbody\r\n');
+  });
+});

@@ -1,0 +1,62 @@
+import { Writable } from 'node:stream';
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * Collects the DATA stream and checks it as it arrives: every CR must be followed by LF
+ * and every LF preceded by CR, and no NUL. A message that breaks this is refused whole —
+ * the bare-LF forms are what SMTP smuggling uses, and nothing we store or relay may carry
+ * them.
+ */
+export class MessageCollector extends Writable {
+  readonly chunks: Buffer[] = [];
+  bytes = 0;
+  /** First offending byte's offset, or -1. */
+  badAt = -1;
+  private last = LF;
+
+  constructor(private readonly keepLimit: number) {
+    super();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    if (this.badAt < 0) {
+      const bad = findBadByte(chunk, this.last);
+      if (bad >= 0) this.badAt = this.bytes + bad;
+    }
+    this.last = chunk.length ? chunk[chunk.length - 1] : this.last;
+    this.bytes += chunk.length;
+    // Over the limit or already refused: keep reading so the session stays in sync, drop the bytes.
+    if (this.badAt < 0 && this.bytes <= this.keepLimit) this.chunks.push(chunk);
+    done();
+  }
+
+  get body(): Buffer {
+    return Buffer.concat(this.chunks, this.bytes);
+  }
+}
+
+/**
+ * Offset of the first NUL, bare CR or bare LF in `chunk`, or -1. `prev` is the byte before
+ * the chunk (LF at the start of the message). A CR as the very last byte is judged when
+ * the next chunk arrives; smtp-server's data always ends with CRLF.
+ */
+export function findBadByte(chunk: Buffer, prev: number): number {
+  const nul = chunk.indexOf(0);
+  let bad = nul;
+  for (let i = chunk.indexOf(LF); i >= 0 && (bad < 0 || i < bad); i = chunk.indexOf(LF, i + 1)) {
+    if ((i === 0 ? prev : chunk[i - 1]) !== CR) {
+      bad = i;
+      break;
+    }
+  }
+  if (prev === CR && chunk.length && chunk[0] !== LF) return 0;
+  for (let i = chunk.indexOf(CR); i >= 0 && (bad < 0 || i < bad); i = chunk.indexOf(CR, i + 1)) {
+    if (i + 1 < chunk.length && chunk[i + 1] !== LF) {
+      bad = i;
+      break;
+    }
+  }
+  return bad;
+}

@@ -1,0 +1,33 @@
+import { randomBytes } from 'node:crypto';
+
+/** Cluster-unique, roughly time-ordered message id: base-36 milliseconds + 48 random bits. */
+export function newMessageId(): string {
+  return Date.now().toString(36).toUpperCase() + randomBytes(6).toString('hex').toUpperCase();
+}
+
+/** RFC 5322 date-time in UTC: `Sat, 21 Nov 2026 14:05:09 +0000`. */
+export function rfc5322Date(d: Date): string {
+  const [wd, day, mon, year, time] = d.toUTCString().split(' ');
+  return `${wd} ${day} ${mon} ${year} ${time} +0000`;
+}
+
+export interface ReceivedInfo {
+  helo: string;
+  clientHostname: string;
+  clientAddress: string;
+  byHost: string;
+  protocol: 'SMTP' | 'ESMTP' | 'ESMTPS' | 'ESMTPA' | 'ESMTPSA';
+  id: string;
+  /** Only named for a single recipient (RFC 5321 §4.4 privacy note). */
+  forRecipient?: string;
+  date: Date;
+}
+
+/** The trace header the frontend prepends, folded onto continuation lines. */
+export function receivedHeader(r: ReceivedInfo): string {
+  const from = r.clientHostname && r.clientHostname !== `[${r.clientAddress}]`
+    ? `${r.helo} (${r.clientHostname} [${r.clientAddress}])`
+    : `${r.helo} ([${r.clientAddress}])`;
+  const forPart = r.forRecipient ? `\r\n\tfor <${r.forRecipient}>` : '';
+  return `Received: from ${from}\r\n\tby ${r.byHost} (mailgrid) with ${r.protocol} id ${r.id}${forPart};\r\n\t${rfc5322Date(r.date)}\r\n`;
+}

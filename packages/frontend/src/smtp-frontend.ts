@@ -1,0 +1,236 @@
+import './smtp-patches.js';
+import { MailError, Replies, isAscii, parseAddress, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import type { Directory, Resolution } from '@mailgrid/directory';
+import type { RecipientResult__Output } from '@mailgrid/protocol';
+import { Resolver } from 'node:dns';
+import { readFileSync } from 'node:fs';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { DeliveryChannel } from './delivery-channel.js';
+import { MessageCollector } from './message-check.js';
+import { newMessageId, receivedHeader } from './received.js';
+import { Router } from './router.js';
+import { accept, answer, refuse, withTimeout, type Verdict } from './verdict.js';
+
+export interface SmtpFrontendOptions {
+  config: Config;
+  log: Logger;
+  directory: Directory;
+  router: Router;
+  channel: DeliveryChannel;
+}
+
+interface LocalRecipient {
+  address: string;
+  account: string;
+  group: string;
+}
+
+/** Directory lookups slower than this fail soft with 451 4.4.3. */
+const LOOKUP_TIMEOUT_MS = 5_000;
+
+/**
+ * The SMTP listener of a frontend. smtp-server speaks the protocol; the hooks here only
+ * decide (verdicts) and hand accepted mail to the owning backends over the delivery channel.
+ */
+export class SmtpFrontend implements Service {
+  readonly name = 'smtp';
+  private _state: ServiceState = 'new';
+  private readonly server: SMTPServer;
+  private readonly log: Logger;
+  private readonly sessions = new Map<string, Logger>();
+  /** What RCPT resolved, kept with smtp-server's own recipient object. */
+  private readonly routes = new WeakMap<SMTPServerAddress, LocalRecipient>();
+  private boundPort = 0;
+
+  constructor(private readonly options: SmtpFrontendOptions) {
+    const smtp = options.config.smtp;
+    this.log = options.log.child({ component: 'smtp' });
+    const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
+      name: smtp.hostname,
+      banner: 'mailgrid ESMTP',
+      size: smtp.maxMessageBytes,
+      maxRecipients: smtp.maxRecipients,
+      socketTimeout: smtp.idleTimeoutMs,
+      maxClients: smtp.maxClients,
+      greetingDelay: smtp.greetingDelayMs,
+      disableReverseLookup: !smtp.reverseDns,
+      resolver: new Resolver({ timeout: smtp.reverseDnsTimeoutMs, tries: 1 }),
+      useProxy: smtp.proxyProtocol,
+      hideENHANCEDSTATUSCODES: false,
+      authOptional: true,
+      // AUTH arrives with submission; STARTTLS only with a configured certificate.
+      disabledCommands: smtp.tlsKeyFile ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      ...(smtp.tlsKeyFile ? { key: readFileSync(smtp.tlsKeyFile), cert: readFileSync(smtp.tlsCertFile) } : {}),
+      logger: options.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol' }) as any) : false,
+      onConnect: (session, cb) => this.onConnect(session, cb),
+      onClose: (session) => this.sessions.delete(session.id),
+      onMailFrom: (address, session, cb) => answer(this.checkSender(address, session), cb),
+      onRcptTo: (address, session, cb) => {
+        this.checkRecipient(address, session).then((v) => answer(v, cb));
+      },
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+    };
+    this.server = new SMTPServer(serverOptions);
+    this.server.on('error', (err) => this.log.error({ event: 'smtp.error', err }, 'SMTP server error'));
+  }
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(): Promise<void> {
+    this._state = 'starting';
+    const { host, port } = this.options.config.smtp;
+    await new Promise<void>((resolve, reject) => {
+      this.server.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.boundPort = (this.server.server.address() as { port: number }).port;
+    this._state = 'running';
+    this.log.info({ event: 'smtp.listening', host, port: this.boundPort }, 'SMTP listening');
+  }
+
+  /** Stops accepting, lets sessions finish until `drainMs`, then closes them with 421. */
+  async stop(drainMs = 30_000): Promise<void> {
+    if (this._state === 'new' || this._state === 'stopped') return;
+    this._state = 'stopping';
+    (this.server.options as { closeTimeout?: number }).closeTimeout = Math.max(drainMs, 1);
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.options.channel.close();
+    this._state = 'stopped';
+    this.log.info({ event: 'smtp.stopped' }, 'stopped');
+  }
+
+  private sessionLog(session: SMTPServerSession): Logger {
+    return this.sessions.get(session.id) ?? this.log;
+  }
+
+  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const log = this.log.child({ session: session.id });
+    this.sessions.set(session.id, log);
+    log.debug({ event: 'smtp.connect', client: session.remoteAddress, hostname: session.clientHostname }, 'connection');
+    cb();
+  }
+
+  private checkSender(address: SMTPServerAddress, session: SMTPServerSession): Verdict {
+    if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8)
+      return refuse(Replies.utf8Required(address.address));
+    if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
+    return accept(undefined);
+  }
+
+  private async checkRecipient(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
+    const rcpt = address.address;
+    if (!isAscii(rcpt) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(rcpt));
+    const parsed = parseAddress(rcpt);
+    if (!parsed) return refuse(Replies.badAddress(rcpt));
+    let res: Resolution;
+    try {
+      res = await withTimeout(this.options.directory.resolve(parsed), LOOKUP_TIMEOUT_MS, () => Replies.lookupFailed(rcpt));
+    } catch (err) {
+      this.sessionLog(session).warn({ event: 'smtp.lookup-failed', rcpt, err }, 'directory lookup failed');
+      return refuse(Replies.lookupFailed(rcpt, err));
+    }
+    switch (res.kind) {
+      case 'account':
+        this.routes.set(address, { address: rcpt, account: res.account, group: res.group });
+        return accept(undefined);
+      case 'unknown-user':
+        return refuse(Replies.unknownUser(rcpt));
+      case 'foreign':
+        // Relay for authenticated clients and trusted networks arrives with the queue.
+        return refuse(Replies.relayDenied(rcpt));
+    }
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const collector = new MessageCollector(this.options.config.smtp.maxMessageBytes);
+    stream.pipe(collector);
+    collector.on('finish', () => {
+      this.deliver(collector, stream, session).then(
+        ({ verdict, message }) => answer(verdict, cb, message),
+        (err) => answer(refuse(Replies.storageFailed(err)), cb),
+      );
+    });
+  }
+
+  private async deliver(
+    collector: MessageCollector,
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+  ): Promise<{ verdict: Verdict; message?: string }> {
+    const log = this.sessionLog(session);
+    const smtp = this.options.config.smtp;
+    if (stream.sizeExceeded) return { verdict: refuse(Replies.messageTooBig(smtp.maxMessageBytes)) };
+    if (collector.badAt >= 0) {
+      log.info({ event: 'smtp.bad-line-endings', offset: collector.badAt }, 'message refused: bare CR/LF or NUL');
+      return { verdict: refuse(Replies.badLineEndings()) };
+    }
+
+    const messageId = newMessageId();
+    const receivedAt = Date.now();
+    const recipients = session.envelope.rcptTo.map((a) => this.routes.get(a)!).filter(Boolean);
+    const header = receivedHeader({
+      helo: session.hostNameAppearsAs || 'unknown',
+      clientHostname: session.clientHostname,
+      clientAddress: session.remoteAddress,
+      byHost: smtp.hostname,
+      protocol: session.secure ? 'ESMTPS' : 'ESMTP',
+      id: messageId,
+      forRecipient: recipients.length === 1 ? recipients[0].address : undefined,
+      date: new Date(receivedAt),
+    });
+    const body = Buffer.concat([Buffer.from(header, 'latin1'), ...collector.chunks]);
+    const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+
+    const routed = await this.options.router.route(recipients);
+    const results = (
+      await Promise.all(
+        routed.map(({ group, address, recipients: list }) => {
+          const delivery = {
+            messageId,
+            mailFrom,
+            group,
+            body,
+            receivedAt,
+            recipients: list.map((r) => ({ address: r.address, account: r.account, idempotencyKey: `${messageId}:${r.account}` })),
+          };
+          if (!address) return this.options.channel.failAll(delivery, Replies.backendUnavailable());
+          return this.options.channel.deliver(address, delivery, { session: session.id, message: messageId, node: this.options.config.nodeId });
+        }),
+      )
+    ).flat();
+
+    log.info(
+      { event: 'smtp.delivered', messageId, from: mailFrom, size: body.length, results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })) },
+      'message handled',
+    );
+    return summarize(results, messageId);
+  }
+}
+
+/**
+ * One reply for the whole transaction: 250 only when every recipient is stored; any
+ * temporary failure makes it 451 (the durable queue will take those instead); 5xx only
+ * when every recipient failed for good.
+ */
+function summarize(results: RecipientResult__Output[], messageId: string): { verdict: Verdict; message?: string } {
+  const temp = results.find((r) => r.outcome === 'TEMPORARY_FAILURE' || r.outcome === 'OUTCOME_UNSPECIFIED');
+  if (temp) return { verdict: refuse(fromReply(temp, 'DELIVERY_DEFERRED')) };
+  if (!results.some((r) => r.outcome === 'STORED')) return { verdict: refuse(fromReply(results[0], 'DELIVERY_FAILED')) };
+  return { verdict: accept(undefined), message: `2.0.0 Ok: stored as ${messageId}` };
+}
+
+function fromReply(r: RecipientResult__Output, code: string): MailError {
+  const reply = r.reply ?? { code: 451, enhanced: '4.3.0', text: 'Delivery failed, try again later' };
+  // Never let a malformed backend answer turn a passing fault into a bounce.
+  const safe = r.outcome !== 'PERMANENT_FAILURE' && reply.code >= 500 ? { code: 451, enhanced: '4.3.0' } : reply;
+  return new MailError(code, { code: safe.code, enhanced: safe.enhanced, text: `<${r.address}>: ${reply.text}` });
+}

@@ -1,0 +1,38 @@
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+
+/**
+ * Two small, documented patches to smtp-server 3.21.6 (pinned exactly in package.json):
+ *
+ * 1. Greeting delay. `SMTPConnection#init` waits a hard-coded 100 ms before the greeting
+ *    to catch early talkers; with one message per connection that alone caps 32 sessions at
+ *    ~320 msgs/s. We read the delay from the server option `greetingDelay` instead.
+ * 2. Enhanced codes. smtp-server derives the enhanced code of an error reply from its
+ *    basic code alone (every 554 becomes 5.6.0); our replies carry their own
+ *    ("554 5.7.1 ..."), so a text that starts with one is sent as it is.
+ *
+ * Both are checked against the library's source at load time so an upgrade that changes
+ * them fails loudly instead of silently losing the patch.
+ */
+const proto = SMTPConnection.prototype as any;
+
+const originalInit: Function = proto.init;
+if (!/setTimeout\(\(\) => this\.connectionReady\(\), 100\)/.test(originalInit.toString())) {
+  throw new Error('smtp-server changed SMTPConnection#init; review packages/frontend/src/smtp-patches.ts');
+}
+proto.init = function init(this: any) {
+  this._setListeners(() => {
+    const options = this._server.options;
+    if (options.maxClients && this._server.connections.size > options.maxClients) {
+      return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
+    }
+    setTimeout(() => this.connectionReady(), options.greetingDelay ?? 100).unref();
+  });
+};
+
+const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+const originalSend: Function = proto.send;
+if (originalSend.length !== 3) throw new Error('smtp-server changed SMTPConnection#send; review smtp-patches.ts');
+proto.send = function send(this: unknown, code: number, data: unknown, context?: unknown) {
+  if (typeof data === 'string' && ENHANCED.test(data)) return originalSend.call(this, code, data, false);
+  return originalSend.call(this, code, data, context);
+};

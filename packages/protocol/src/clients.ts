@@ -1,0 +1,21 @@
+import * as grpc from '@grpc/grpc-js';
+import { proto } from './load.js';
+import type { AdminClient } from './generated/mailgrid/v1/Admin.js';
+import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
+import type { MailboxClient } from './generated/mailgrid/v1/Mailbox.js';
+
+/** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
+export const channelOptions: grpc.ChannelOptions = {
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.max_receive_message_length': 8 * 1024 * 1024,
+};
+
+const insecure = () => grpc.credentials.createInsecure();
+
+export const createDeliveryClient = (address: string): DeliveryClient =>
+  new proto.Delivery(address, insecure(), channelOptions);
+export const createMailboxClient = (address: string): MailboxClient =>
+  new proto.Mailbox(address, insecure(), channelOptions);
+export const createAdminClient = (address: string): AdminClient => new proto.Admin(address, insecure(), channelOptions);

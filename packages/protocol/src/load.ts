@@ -1,0 +1,34 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ProtoGrpcType as AdminProto } from './generated/admin.js';
+import type { ProtoGrpcType as DeliveryProto } from './generated/delivery.js';
+import type { ProtoGrpcType as MailboxProto } from './generated/mailbox.js';
+
+const protoRoot = fileURLToPath(new URL('../../../proto', import.meta.url));
+
+/**
+ * The options the type generator used too (scripts/gen-types.mjs reads the same file);
+ * the file names the conversion types ("String", "Number"), the loader wants them.
+ */
+const TYPES: Record<string, unknown> = { String, Number };
+export const loaderOptions: protoLoader.Options = {
+  ...Object.fromEntries(
+    Object.entries(JSON.parse(readFileSync(new URL('../loader-options.json', import.meta.url), 'utf8'))).map(([k, v]) => [
+      k,
+      typeof v === 'string' ? TYPES[v] : v,
+    ]),
+  ),
+  includeDirs: [protoRoot],
+};
+
+type Proto = DeliveryProto & MailboxProto & AdminProto;
+
+const definition = protoLoader.loadSync(
+  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto'],
+  loaderOptions,
+);
+
+/** Loaded once per process. */
+export const proto = (grpc.loadPackageDefinition(definition) as unknown as Proto).mailgrid.v1;

@@ -1,0 +1,33 @@
+import * as grpc from '@grpc/grpc-js';
+
+/** Ids that travel with a call so one message can be followed across nodes. */
+export interface Trace {
+  session?: string;
+  message?: string;
+  node?: string;
+}
+
+const KEYS = { session: 'x-mailgrid-session', message: 'x-mailgrid-message', node: 'x-mailgrid-node' } as const;
+
+export function traceMetadata(trace: Trace): grpc.Metadata {
+  const md = new grpc.Metadata();
+  for (const [field, key] of Object.entries(KEYS)) {
+    const v = trace[field as keyof Trace];
+    if (v) md.set(key, v);
+  }
+  return md;
+}
+
+export function traceFromMetadata(md: grpc.Metadata): Trace {
+  const out: Trace = {};
+  for (const [field, key] of Object.entries(KEYS)) {
+    const v = md.get(key)[0];
+    if (typeof v === 'string') out[field as keyof Trace] = v;
+  }
+  return out;
+}
+
+/** Every call has a deadline. */
+export function deadline(ms: number): grpc.Deadline {
+  return new Date(Date.now() + ms);
+}

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { LmdbMailStore } from './lmdb-store.js';
+
+describe('LmdbMailStore', () => {
+  let dir: string;
+  let store: LmdbMailStore;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailgrid-store-'));
+    store = new LmdbMailStore(dir);
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('assigns increasing uids per account and keeps the bytes', async () => {
+    const body = Buffer.from('Subject: one\r\n\r\nhello\r\n');
+    const [a] = await store.append({ body, receivedAt: 1, recipients: [{ account: 'a@x.test', idempotencyKey: 'm1:a' }] });
+    const [b] = await store.append({ body, receivedAt: 2, recipients: [{ account: 'a@x.test', idempotencyKey: 'm2:a' }] });
+    assert.equal(a.uid, 1);
+    assert.equal(b.uid, 2);
+    assert.deepEqual(store.fetch('a@x.test', 'INBOX', 1)?.body, body);
+    assert.deepEqual(store.list('a@x.test').map((m) => m.uid), [1, 2]);
+  });
+
+  it('stores a repeated idempotency key once', async () => {
+    const body = Buffer.from('x\r\n');
+    const first = await store.append({ body, receivedAt: 1, recipients: [{ account: 'd@x.test', idempotencyKey: 'k:d' }] });
+    const again = await store.append({ body, receivedAt: 1, recipients: [{ account: 'd@x.test', idempotencyKey: 'k:d' }] });
+    assert.equal(again[0].uid, first[0].uid);
+    assert.equal(again[0].duplicate, true);
+    assert.equal(store.list('d@x.test').length, 1);
+  });
+
+  it('shares one blob between local recipients and frees it with the last reference', async () => {
+    const body = Buffer.from('shared\r\n');
+    const res = await store.append({
+      body,
+      receivedAt: 1,
+      recipients: [
+        { account: 'b@x.test', idempotencyKey: 'm3:b' },
+        { account: 'c@x.test', idempotencyKey: 'm3:c' },
+      ],
+    });
+    assert.equal(res.length, 2);
+    assert.equal(await store.delete('b@x.test', 'INBOX', [res[0].uid]), 1);
+    assert.deepEqual(store.fetch('c@x.test', 'INBOX', res[1].uid)?.body, body);
+    assert.equal(await store.delete('c@x.test', 'INBOX', [res[1].uid, 999]), 1);
+    assert.equal(store.fetch('c@x.test', 'INBOX', res[1].uid), undefined);
+  });
+
+  it('keeps concurrent appends apart', async () => {
+    const all = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        store.append({ body: Buffer.from(`m${i}\r\n`), receivedAt: i, recipients: [{ account: 'e@x.test', idempotencyKey: `c${i}:e` }] }),
+      ),
+    );
+    const uids = all.map((r) => r[0].uid).sort((x, y) => x - y);
+    assert.deepEqual(uids, Array.from({ length: 50 }, (_, i) => i + 1));
+  });
+});

@@ -1,0 +1,118 @@
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { mkdirSync } from 'node:fs';
+import { INBOX, type AppendRequest, type AppendResult, type MailStore, type MessageInfo } from './store.js';
+
+interface IndexEntry {
+  size: number;
+  receivedAt: number;
+  blob: number;
+  flags: string[];
+}
+
+type IndexKey = [account: string, folder: string, uid: number];
+
+/**
+ * The mailbox store on LMDB, one environment per node:
+ * - `mailboxes` [account, folder] → next uid
+ * - `index`     [account, folder, uid] → size, arrival, flags, blob id
+ * - `blobs`     blob id → message bytes, stored once however many local recipients
+ * - `refs`      blob id → number of index entries pointing at it
+ * - `dedupe`    idempotency key → where it was stored
+ * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
+ */
+export class LmdbMailStore implements MailStore {
+  private readonly root: RootDatabase;
+  private readonly mailboxes: Database<{ nextUid: number }, [string, string]>;
+  private readonly index: Database<IndexEntry, IndexKey>;
+  private readonly blobs: Database<Buffer, number>;
+  private readonly refs: Database<number, number>;
+  private readonly dedupe: Database<{ account: string; folder: string; uid: number }, string>;
+  private readonly meta: Database<number, string>;
+
+  constructor(path: string) {
+    mkdirSync(path, { recursive: true });
+    // overlappingSync (lmdb-js's default here) resolves writes at commit; we await `flushed`.
+    this.root = open({ path, maxDbs: 16 });
+    this.mailboxes = this.root.openDB({ name: 'mailboxes' });
+    this.index = this.root.openDB({ name: 'index' });
+    this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
+    this.refs = this.root.openDB({ name: 'refs' });
+    this.dedupe = this.root.openDB({ name: 'dedupe' });
+    this.meta = this.root.openDB({ name: 'meta' });
+  }
+
+  async append(request: AppendRequest): Promise<AppendResult[]> {
+    const folder = request.folder ?? INBOX;
+    const results = await this.root.transaction(() => {
+      const out: AppendResult[] = [];
+      let blob = 0;
+      for (const r of request.recipients) {
+        const seen = this.dedupe.get(r.idempotencyKey);
+        if (seen) {
+          out.push({ ...seen, duplicate: true });
+          continue;
+        }
+        if (!blob) {
+          blob = (this.meta.get('blobSeq') ?? 0) + 1;
+          this.meta.put('blobSeq', blob);
+          this.blobs.put(blob, request.body);
+        }
+        const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
+        this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
+        this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
+        this.refs.put(blob, (this.refs.get(blob) ?? 0) + 1);
+        this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid });
+        out.push({ account: r.account, folder, uid, duplicate: false });
+      }
+      return out;
+    });
+    await this.root.flushed;
+    return results;
+  }
+
+  list(account: string, folder = INBOX): MessageInfo[] {
+    const out: MessageInfo[] = [];
+    for (const { key, value } of this.index.getRange({ start: [account, folder, 0], end: [account, folder, Number.MAX_SAFE_INTEGER] })) {
+      out.push(info(key, value));
+    }
+    return out;
+  }
+
+  fetch(account: string, folder: string, uid: number): { info: MessageInfo; body: Buffer } | undefined {
+    const entry = this.index.get([account, folder, uid]);
+    if (!entry) return undefined;
+    const body = this.blobs.get(entry.blob);
+    if (!body) throw new Error(`blob ${entry.blob} of ${account}/${folder}/${uid} is missing`);
+    return { info: info([account, folder, uid], entry), body };
+  }
+
+  async delete(account: string, folder: string, uids: number[]): Promise<number> {
+    const deleted = await this.root.transaction(() => {
+      let n = 0;
+      for (const uid of uids) {
+        const key: IndexKey = [account, folder, uid];
+        const entry = this.index.get(key);
+        if (!entry) continue;
+        this.index.remove(key);
+        const left = (this.refs.get(entry.blob) ?? 1) - 1;
+        if (left > 0) this.refs.put(entry.blob, left);
+        else {
+          this.refs.remove(entry.blob);
+          this.blobs.remove(entry.blob);
+        }
+        n++;
+      }
+      return n;
+    });
+    await this.root.flushed;
+    return deleted;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+function info([, folder, uid]: IndexKey, e: IndexEntry): MessageInfo {
+  return { folder, uid, size: e.size, receivedAt: e.receivedAt, flags: e.flags };
+}
