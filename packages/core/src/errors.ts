@@ -69,6 +69,7 @@ export const Replies = {
   backendUnavailable: (cause?: unknown) =>
     temporary('BACKEND_UNAVAILABLE', 451, '4.4.1', 'Mailbox server unavailable, try again later', cause),
   storageFailed: (cause?: unknown) => temporary('STORAGE_FAILED', 451, '4.3.0', 'Mail store error, try again later', cause),
+  shuttingDown: () => temporary('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
   wrongGroup: (address: string) =>
     temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
 } as const;

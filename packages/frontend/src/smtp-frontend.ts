@@ -97,12 +97,22 @@ export class SmtpFrontend implements Service {
     this.log.info({ event: 'smtp.listening', host, port: this.boundPort }, 'SMTP listening');
   }
 
-  /** Stops accepting, lets sessions finish until `drainMs`, then closes them with 421. */
+  /**
+   * Drains: stops listening at once, lets open sessions finish their transaction (a new
+   * MAIL gets 421 4.3.2 so the client goes elsewhere) until `drainMs`, then closes what is
+   * left with 421. smtp-server's own close() would refuse every command at once.
+   */
   async stop(drainMs = 30_000): Promise<void> {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
-    (this.server.options as { closeTimeout?: number }).closeTimeout = Math.max(drainMs, 1);
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await new Promise<void>((resolve) => this.server.server.close(() => resolve()).once('error', () => resolve()));
+    const deadline = Date.now() + drainMs;
+    while (this.server.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (this.server.connections.size > 0) {
+      this.log.warn({ event: 'smtp.drain-timeout', sessions: this.server.connections.size }, 'closing sessions still open');
+      (this.server.options as { closeTimeout?: number }).closeTimeout = 1;
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    }
     this.options.channel.close();
     this._state = 'stopped';
     this.log.info({ event: 'smtp.stopped' }, 'stopped');
@@ -120,6 +130,7 @@ export class SmtpFrontend implements Service {
   }
 
   private checkSender(address: SMTPServerAddress, session: SMTPServerSession): Verdict {
+    if (this._state === 'stopping') return refuse(Replies.shuttingDown());
     if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8)
       return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));

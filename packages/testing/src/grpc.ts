@@ -1,0 +1,42 @@
+import * as grpc from '@grpc/grpc-js';
+import { createDeliveryClient, createMailboxClient, deadline, type DeliverResponse__Output, type MessageInfo__Output } from '@mailgrid/protocol';
+
+/** Reads a node's mailboxes over its gRPC Mailbox service. */
+export class MailboxProbe {
+  private readonly client;
+  constructor(address: string) {
+    this.client = createMailboxClient(address);
+  }
+  list(account: string): Promise<MessageInfo__Output[]> {
+    return new Promise((resolve, reject) =>
+      this.client.List({ account }, { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!.messages))),
+    );
+  }
+  fetch(account: string, uid: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const s = this.client.Fetch({ account, uid }, { deadline: deadline(10_000) });
+      s.on('data', (c) => c.chunk && chunks.push(c.chunk));
+      s.on('error', reject);
+      s.on('end', () => resolve(Buffer.concat(chunks)));
+    });
+  }
+  close() {
+    this.client.close();
+  }
+}
+
+/** One raw delivery-channel call, as a frontend would make it. */
+export function deliverRaw(
+  address: string,
+  envelope: { messageId: string; mailFrom: string; recipients: { address: string; account: string; idempotencyKey: string }[]; group?: string },
+  body: Buffer,
+): Promise<DeliverResponse__Output> {
+  const client = createDeliveryClient(address);
+  return new Promise<DeliverResponse__Output>((resolve, reject) => {
+    const call = client.deliver(new grpc.Metadata(), { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!)));
+    call.write({ envelope: { ...envelope, size: body.length, receivedAtMs: Date.now() } });
+    call.write({ chunk: body });
+    call.end();
+  }).finally(() => client.close());
+}

@@ -1,0 +1,4 @@
+export * from './ports.js';
+export * from './node-process.js';
+export * from './smtp-transcript.js';
+export * from './grpc.js';

@@ -1,0 +1,121 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
+import { SmtpTranscript } from './smtp-transcript.js';
+
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const cliPath = join(repoRoot, 'packages', 'cli', 'bin', 'mailgrid.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `mailgrid ARGS` with the given environment; never throws for a non-zero exit. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env }, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: stdout.toString('latin1'), stderr: stderr.toString() });
+    });
+  });
+}
+
+export interface NodeHandle {
+  dataDir: string;
+  smtpPort: number;
+  grpcPort: number;
+  env: NodeJS.ProcessEnv;
+  process: ChildProcess;
+  /** Every log line the node printed, parsed. */
+  logs: Record<string, unknown>[];
+  cli(...args: string[]): Promise<CliResult>;
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts `mailgrid start` as a real process on free loopback ports and waits until it
+ * greets on its SMTP port. Pass the same dataDir again to restart a node on its data.
+ */
+export async function startNode(options: { dataDir?: string; env?: NodeJS.ProcessEnv; smtpPort?: number; grpcPort?: number } = {}): Promise<NodeHandle> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'mailgrid-node-'));
+  const smtpPort = options.smtpPort ?? (await freePort());
+  const grpcPort = options.grpcPort ?? (await freePort());
+  const env: NodeJS.ProcessEnv = {
+    MAILGRID_DATA_DIR: dataDir,
+    MAILGRID_SMTP_PORT: String(smtpPort),
+    MAILGRID_GRPC_PORT: String(grpcPort),
+    MAILGRID_NODE_ID: 'test-node',
+    ...options.env,
+  };
+  const child = spawn(process.execPath, [cliPath, 'start'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line));
+      } catch {
+        // not a log line
+      }
+    }
+  });
+  // Ready means what a client sees: the SMTP port greets (whatever the log level).
+  let exitedEarly: Error | undefined;
+  exited.then((code) => (exitedEarly = new Error(`node exited with ${code} before ready: ${stderr}`)));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exitedEarly) throw exitedEarly;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`node did not become ready in 20 s: ${stderr}`);
+    }
+    if (await greets(smtpPort)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    dataDir,
+    smtpPort,
+    grpcPort,
+    env,
+    process: child,
+    logs,
+    cli: (...args) => runCli(args, env),
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+async function greets(port: number): Promise<boolean> {
+  try {
+    const s = await SmtpTranscript.open(port);
+    try {
+      await s.expect('220');
+      s.write('QUIT\r\n');
+      return true;
+    } finally {
+      s.close();
+    }
+  } catch {
+    return false;
+  }
+}
