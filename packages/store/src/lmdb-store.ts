@@ -31,7 +31,9 @@ export class LmdbMailStore implements MailStore {
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
-    // overlappingSync (lmdb-js's default here) resolves writes at commit; we await `flushed`.
+    // With overlappingSync (lmdb-js's default on Linux) a write resolves at commit and the
+    // flush overlaps the next transaction; append and delete await `flushed` before they
+    // return, so "stored" always means on disk.
     this.root = open({ path, maxDbs: 16 });
     this.mailboxes = this.root.openDB({ name: 'mailboxes' });
     this.index = this.root.openDB({ name: 'index' });
