@@ -38,7 +38,7 @@ export class Backend implements Service {
         log: options.log.child({ component: 'delivery', group: config.backend.group }),
       }),
     );
-    this.server.addService(proto.Mailbox.service, mailboxHandlers({ directory, store, chunkBytes: config.delivery.chunkBytes, log: this.log }));
+    this.server.addService(proto.Mailbox.service, mailboxHandlers({ group: config.backend.group, directory, store, chunkBytes: config.delivery.chunkBytes, log: this.log }));
     if (options.directoryAdmin) this.server.addService(proto.Admin.service, adminHandlers(options.directoryAdmin, config.backend.group));
   }
 

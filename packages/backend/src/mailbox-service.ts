@@ -2,6 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { parseAddress, type Logger } from '@mailgrid/core';
 import type { Directory } from '@mailgrid/directory';
 import {
+  failedPrecondition,
   invalidArgument,
   notFound,
   toServiceError,
@@ -10,6 +11,7 @@ import {
 import { INBOX, type MailStore, type MessageInfo } from '@mailgrid/store';
 
 export interface MailboxServiceDeps {
+  group: string;
   directory: Directory;
   store: MailStore;
   chunkBytes: number;
@@ -23,6 +25,7 @@ export function mailboxHandlers(deps: MailboxServiceDeps): MailboxHandlers {
     if (!a) throw invalidArgument(`invalid address: ${address}`);
     const res = await deps.directory.resolve(a);
     if (res.kind !== 'account') throw notFound(`no such account: ${a.key}`);
+    if (res.group !== deps.group) throw failedPrecondition(`account ${res.account} is in hosting group ${res.group}, not ${deps.group}`);
     return res.account;
   };
   const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });

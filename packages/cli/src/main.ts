@@ -1,7 +1,12 @@
 import { Command, Option } from 'commander';
-import { ConfigError, createLogger, leaves, loadConfig, runUntilSignal, type Config } from '@mailgrid/core';
-import { checkedAddress, checkedDomain, DirectoryError } from '@mailgrid/directory';
+import { clusterBackend } from '@mailgrid/backend';
+import { CLUSTER_SCOPE } from '@mailgrid/cluster';
+import { ConfigError, leaves, loadConfig, runRole, type Config } from '@mailgrid/core';
+import { checkedAddress, checkedDomain, DirectoryError, type DirectoryAdmin } from '@mailgrid/directory';
+import { clusterFrontend } from '@mailgrid/frontend';
 import { CliError, MailboxReader, NodeDirectoryAdmin } from './admin-client.js';
+import { ClusterAdmin } from './cluster-admin.js';
+import { alive, clusterDown, clusterStart, clusterStop, clusterUp, readState, requireState } from './launcher.js';
 import { singleNode } from './single-node.js';
 
 const program = new Command('mailgrid')
@@ -43,17 +48,57 @@ function print(rows: Record<string, unknown>[], columns: string[], data: unknown
   process.stdout.write([line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => String(r[c] ?? ''))))].join('\n') + '\n');
 }
 
-async function withAdmin<T>(work: (admin: NodeDirectoryAdmin) => Promise<T>): Promise<T> {
-  const admin = new NodeDirectoryAdmin(nodeAddress(config()));
+/**
+ * Where directory and mailbox commands go: a cluster (--etcd, MAILGRID_ETCD, or the
+ * launcher's state file in this folder) or else the single node's gRPC services.
+ */
+function clusterTarget(c: Config): ClusterAdmin | undefined {
+  if (c.etcd) return new ClusterAdmin(c.etcd, c.cluster.prefix);
+  const state = readState();
+  return state ? new ClusterAdmin(state.etcd, state.prefix) : undefined;
+}
+
+async function withCluster<T>(work: (admin: ClusterAdmin, c: Config) => Promise<T>): Promise<T> {
+  const c = config();
+  const admin = clusterTarget(c);
+  if (!admin) throw new CliError('not in a cluster: give --etcd <endpoints>, set MAILGRID_ETCD, or run where `mailgrid cluster up` ran');
   try {
-    return await work(admin);
+    return await admin.run(() => work(admin, c));
   } finally {
     admin.close();
   }
 }
 
-async function withMailbox<T>(work: (mb: MailboxReader) => Promise<T>): Promise<T> {
-  const mb = new MailboxReader(nodeAddress(config()));
+async function withDirectory<T>(work: (dir: DirectoryAdmin, cluster: ClusterAdmin | undefined) => Promise<T>): Promise<T> {
+  const c = config();
+  const cluster = clusterTarget(c);
+  if (cluster) {
+    try {
+      return await cluster.run(() => work(cluster.directory, cluster));
+    } finally {
+      cluster.close();
+    }
+  }
+  const node = new NodeDirectoryAdmin(nodeAddress(c));
+  try {
+    return await work(node, undefined);
+  } finally {
+    node.close();
+  }
+}
+
+async function withMailbox<T>(account: string, work: (mb: MailboxReader) => Promise<T>): Promise<T> {
+  const c = config();
+  const cluster = clusterTarget(c);
+  let address = nodeAddress(c);
+  if (cluster) {
+    try {
+      address = await cluster.run(() => cluster.backendFor(account));
+    } finally {
+      cluster.close();
+    }
+  }
+  const mb = new MailboxReader(address);
   try {
     return await work(mb);
   } finally {
@@ -65,31 +110,34 @@ program
   .command('start')
   .description('run a single node: SMTP frontend and backend with the embedded directory')
   .option('--print-config', 'print the effective configuration and exit')
-  .action(async (opts) => {
-    const c = config();
-    if (opts.printConfig) {
-      process.stdout.write(JSON.stringify(c, null, 2) + '\n');
-      return;
-    }
-    const log = createLogger({ level: c.log.level, name: c.nodeId });
-    await runUntilSignal(singleNode(c, log), log, c.drainMs);
-    log.flush();
-  });
+  .action((opts) => runRole(singleNode, config(), opts.printConfig));
+
+program
+  .command('frontend')
+  .description('run a cluster frontend (SMTP; needs --etcd)')
+  .option('--print-config', 'print the effective configuration and exit')
+  .action((opts) => runRole(clusterFrontend, config(), opts.printConfig));
+
+program
+  .command('backend')
+  .description('run a cluster backend serving one hosting group (--backend-group; needs --etcd)')
+  .option('--print-config', 'print the effective configuration and exit')
+  .action((opts) => runRole(clusterBackend, config(), opts.printConfig));
 
 const domain = program.command('domain').description('hosted domains');
 domain
   .command('add <domain>')
   .description('host a domain')
-  .action((d: string) => withAdmin(async (a) => (await a.addDomain(checkedDomain(d)), done(`domain ${checkedDomain(d)} added`))));
+  .action((d: string) => withDirectory(async (a) => (await a.addDomain(checkedDomain(d)), done(`domain ${checkedDomain(d)} added`))));
 domain
   .command('remove <domain>')
   .description('stop hosting a domain (it must have no accounts)')
-  .action((d: string) => withAdmin(async (a) => (await a.removeDomain(checkedDomain(d)), done(`domain ${checkedDomain(d)} removed`))));
+  .action((d: string) => withDirectory(async (a) => (await a.removeDomain(checkedDomain(d)), done(`domain ${checkedDomain(d)} removed`))));
 domain
   .command('list')
   .description('list hosted domains')
   .action(() =>
-    withAdmin(async (a) => {
+    withDirectory(async (a) => {
       const domains = await a.listDomains();
       print(domains.map((d) => ({ domain: d })), ['domain'], domains);
     }),
@@ -101,9 +149,9 @@ account
   .description('create an account in a hosted domain')
   .option('--group <group>', 'hosting group (default: the node\'s group)')
   .action((address: string, opts) =>
-    withAdmin(async (a) => {
+    withDirectory(async (a, cluster) => {
       const key = checkedAddress(address).key;
-      await a.addAccount(key, opts.group ?? '');
+      await a.addAccount(key, opts.group ?? (cluster ? await cluster.defaultGroup() : ''));
       done(`account ${key} added`);
     }),
   );
@@ -111,7 +159,7 @@ account
   .command('remove <address>')
   .description('remove an account (its stored mail stays on the backend)')
   .action((address: string) =>
-    withAdmin(async (a) => {
+    withDirectory(async (a) => {
       const key = checkedAddress(address).key;
       await a.removeAccount(key);
       done(`account ${key} removed`);
@@ -121,7 +169,7 @@ account
   .command('list [domain]')
   .description('list accounts, of one domain or all')
   .action((d: string | undefined) =>
-    withAdmin(async (a) => {
+    withDirectory(async (a) => {
       const accounts = await a.listAccounts(d === undefined ? undefined : checkedDomain(d));
       print(accounts as unknown as Record<string, unknown>[], ['address', 'group']);
     }),
@@ -132,7 +180,7 @@ mailbox
   .command('list <address>')
   .description("list an account's messages")
   .action((address: string) =>
-    withMailbox(async (mb) => {
+    withMailbox(address, async (mb) => {
       const messages = await mb.list(checkedAddress(address).key);
       print(
         messages.map((m) => ({ uid: m.uid, size: m.size, received: new Date(Number(m.receivedAtMs)).toISOString(), folder: m.folder })),
@@ -143,10 +191,129 @@ mailbox
 mailbox
   .command('get <address> <uid>')
   .description('write one message, raw, to stdout')
-  .action((address: string, uid: string) =>
-    withMailbox(async (mb) => {
-      if (!/^[1-9]\d*$/.test(uid)) throw new CliError(`invalid uid: ${uid}`);
+  .action((address: string, uid: string) => {
+    if (!/^[1-9]\d*$/.test(uid)) throw new CliError(`invalid uid: ${uid}`);
+    return withMailbox(address, async (mb) => {
       process.stdout.write(await mb.fetch(checkedAddress(address).key, Number(uid)));
+    });
+  });
+
+const cluster = program.command('cluster').description('a local cluster: etcd, HAProxy, frontends and backends as processes');
+cluster
+  .command('up')
+  .description('start etcd, backends, frontends and HAProxy on free loopback ports')
+  .option('--frontends <n>', 'number of frontends', '2')
+  .option('--groups <n>', 'number of hosting groups (one backend each)', '2')
+  .action(async (opts) => {
+    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups) });
+    if (json()) process.stdout.write(JSON.stringify(state, null, 2) + '\n');
+    else {
+      print(state.processes.map((p) => ({ id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports) })), ['id', 'role', 'group', 'pid', 'ports']);
+      process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\nlogs and data: ${state.dir}\n`);
+    }
+  });
+cluster
+  .command('status')
+  .description('every member with its role, group, pid, ports and state')
+  .action(async () => {
+    const state = requireState();
+    let members: Awaited<ReturnType<ClusterAdmin['members']>> = [];
+    if (alive(state.processes.find((p) => p.role === 'etcd')?.pid ?? 0)) {
+      const admin = new ClusterAdmin(state.etcd, state.prefix);
+      members = await admin.members().catch(() => []);
+      admin.close();
+    }
+    const rows = state.processes.map((p) => {
+      const m = members.find((x) => x.id === p.id);
+      const running = alive(p.pid);
+      const status = !running ? 'stopped' : p.role === 'frontend' || p.role === 'backend' ? (m?.state ?? 'unregistered') : 'running';
+      return { id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
+    });
+    if (json()) process.stdout.write(JSON.stringify({ smtp: state.smtp, etcd: state.etcd, dir: state.dir, members: rows }, null, 2) + '\n');
+    else {
+      print(rows, ['id', 'role', 'group', 'pid', 'ports', 'status']);
+      process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\n`);
+    }
+  });
+cluster
+  .command('stop <member>')
+  .description('stop one member (SIGTERM, it drains), as an operator stops a container')
+  .action(async (id: string) => done(`${(await clusterStop(id)).id} stopped`));
+cluster
+  .command('start <member>')
+  .description('start a stopped member again with its data and ports')
+  .action(async (id: string) => {
+    const p = await clusterStart(id);
+    done(`${p.id} started (pid ${p.pid})`);
+  });
+cluster
+  .command('down')
+  .description('stop every process and remove the cluster\'s data')
+  .action(async () => {
+    await clusterDown();
+    done('cluster stopped and removed');
+  });
+
+const ports = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
+
+program
+  .command('member')
+  .description('cluster members')
+  .command('list')
+  .description('live members registered in etcd')
+  .action(() =>
+    withCluster(async (admin) => {
+      const members = await admin.members();
+      print(
+        members.map((m) => ({ id: m.id, role: m.role, site: m.site, group: m.group ?? '', state: m.state, smtp: m.smtp ?? '', grpc: m.grpc ?? '', pid: m.pid })),
+        ['id', 'role', 'site', 'group', 'state', 'smtp', 'grpc', 'pid'],
+        members,
+      );
+    }),
+  );
+
+program
+  .command('group')
+  .description('hosting groups')
+  .command('list')
+  .description('hosting groups and the backend serving each')
+  .action(() =>
+    withCluster(async (admin) => {
+      const groups = await admin.groups();
+      print(groups as unknown as Record<string, unknown>[], ['group', 'primary', 'address', 'site']);
+    }),
+  );
+
+const node = program.command('node').description(`per-node settings in etcd (node ${CLUSTER_SCOPE} holds cluster-wide defaults)`);
+node
+  .command('get <node> [key]')
+  .description('settings set for a node')
+  .action((id: string, key: string | undefined) =>
+    withCluster(async (admin) => {
+      const settings = await admin.settings(id);
+      const rows = Object.entries(settings)
+        .filter(([k]) => key === undefined || k === key)
+        .map(([k, v]) => ({ key: k, value: JSON.stringify(v) }));
+      if (key !== undefined && !rows.length) throw new CliError(`${key} is not set for ${id}`);
+      print(rows, ['key', 'value'], key === undefined ? settings : settings[key]);
+    }),
+  );
+node
+  .command('set <node> <key> <value>')
+  .description('set a live setting; the node applies it without a restart')
+  .action((id: string, key: string, value: string) =>
+    withCluster(async (admin, c) => {
+      const v = await admin.setSetting(id, key, value, c);
+      done(`${id}: ${key} = ${JSON.stringify(v)}`);
+    }),
+  );
+node
+  .command('unset <node> <key>')
+  .description('remove a setting (the default applies again)')
+  .action((id: string, key: string) =>
+    withCluster(async (admin) => {
+      if (!(await admin.unsetSetting(id, key))) throw new CliError(`${key} is not set for ${id}`);
+      done(`${id}: ${key} unset`);
     }),
   );
 

@@ -1,4 +1,4 @@
-import type { Config, Logger, Service } from '@mailgrid/core';
+import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { DeliveryChannel, Router, SmtpFrontend } from '@mailgrid/frontend';
 import { join, resolve } from 'node:path';
@@ -20,11 +20,7 @@ export function singleNode(config: Config, log: Logger): Service[] {
     router: new Router({ primary: async (group) => (group === config.backend.group ? backend.address : undefined) }),
     channel: new DeliveryChannel(config.delivery),
   });
-  const closeDirectory: Service = {
-    name: 'directory',
-    state: 'running',
-    start: async () => undefined,
-    stop: () => directory.close(),
-  };
-  return [closeDirectory, backend, frontend];
+  const services: Service[] = [closer('directory', () => directory.close()), backend, frontend];
+  const health = new HealthServer({ ...config.http, log, services: () => services });
+  return [health, ...services];
 }

@@ -12,7 +12,22 @@ const positive = z.number().int().positive();
 
 export const configSchema = z.strictObject({
   nodeId: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash, underscore'),
+  /** Site label (head office, branch): every frontend still accepts mail for every account. */
+  site: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/),
   dataDir: z.string().min(1),
+  /** etcd endpoints, comma-separated (`http://127.0.0.1:2379`); empty runs without a cluster. */
+  etcd: z.string(),
+  cluster: z.strictObject({
+    /** Key prefix of this cluster in etcd. */
+    prefix: z.string().regex(/^\/[A-Za-z0-9._\/-]*[^/]$/, 'an absolute key prefix without a trailing slash'),
+    /** Membership lease: a node missing heartbeats this long is gone. */
+    leaseTtlSec: z.number().int().min(2).max(600),
+  }),
+  http: z.strictObject({
+    /** /healthz and /readyz; port 0 disables the listener. */
+    host: z.string().min(1),
+    port,
+  }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     /** smtp-server's own per-command log lines, at debug level. */
@@ -44,6 +59,8 @@ export const configSchema = z.strictObject({
     /** Where the backend's gRPC services listen and where clients on this node reach them. */
     host: z.string().min(1),
     port,
+    /** Address other nodes use to reach this backend; empty means host:port. */
+    advertise: z.string(),
   }),
   delivery: z.strictObject({
     /** Deadline of one delivery-channel call. */
@@ -63,7 +80,11 @@ export type Config = z.infer<typeof configSchema>;
 export function defaults(): Config {
   return {
     nodeId: hostname().replace(/[^A-Za-z0-9._-]/g, '-') || 'mailgrid',
+    site: 'main',
     dataDir: './data',
+    etcd: '',
+    cluster: { prefix: '/mailgrid/v1', leaseTtlSec: 5 },
+    http: { host: '127.0.0.1', port: 8525 },
     log: { level: 'info', smtpProtocol: false },
     smtp: {
       host: '127.0.0.1',
@@ -80,7 +101,7 @@ export function defaults(): Config {
       tlsKeyFile: '',
       tlsCertFile: '',
     },
-    grpc: { host: '127.0.0.1', port: 7525 },
+    grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
     delivery: { timeoutMs: 60_000, chunkBytes: 64 * 1024 },
     backend: { group: 'default' },
     drainMs: 30_000,
@@ -185,4 +206,37 @@ function merge(target: Record<string, unknown>, source: unknown) {
     if (t !== null && typeof t === 'object' && v !== null && typeof v === 'object' && !Array.isArray(v)) merge(t as Record<string, unknown>, v);
     else target[k] = v;
   }
+}
+
+/**
+ * Settings an operator may change on a running node (in etcd, `mailgrid node set`); the
+ * node applies them without a restart. Everything else needs one.
+ */
+export const LIVE_SETTINGS = [
+  'log.level',
+  'smtp.maxMessageBytes',
+  'smtp.maxRecipients',
+  'smtp.maxClients',
+  'smtp.idleTimeoutMs',
+  'smtp.greetingDelayMs',
+] as const;
+export type LiveSetting = (typeof LIVE_SETTINGS)[number];
+
+/**
+ * `base` with `overrides` (by key path, values typed or as strings) applied and validated.
+ * Throws a ConfigError naming every bad key.
+ */
+export function withOverrides(base: Config, overrides: Record<string, unknown>): Config {
+  const problems: string[] = [];
+  const config = structuredClone(base) as unknown as Record<string, unknown>;
+  const byKey = new Map(leaves().map((l) => [l.key, l]));
+  for (const [key, value] of Object.entries(overrides)) {
+    const leaf = byKey.get(key);
+    if (!leaf) problems.push(`${key}: no such setting`);
+    else set(config, leaf, value as string | number | boolean, key, problems);
+  }
+  const parsed = configSchema.safeParse(config);
+  if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
+  if (problems.length) throw new ConfigError(problems);
+  return parsed.data!;
 }

@@ -52,3 +52,23 @@ async function stopAll(services: Service[], log: Logger, drainMs: number): Promi
     }
   }
 }
+
+/** A resource that only needs releasing when the node stops (a client, a store). */
+export function closer(name: string, close: () => Promise<void> | void): Service {
+  let state: ServiceState = 'new';
+  return {
+    name,
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+    },
+    async stop() {
+      if (state !== 'running') return;
+      state = 'stopping';
+      await close();
+      state = 'stopped';
+    },
+  };
+}

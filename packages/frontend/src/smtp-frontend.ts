@@ -41,8 +41,10 @@ export class SmtpFrontend implements Service {
   /** What RCPT resolved, kept with smtp-server's own recipient object. */
   private readonly routes = new WeakMap<SMTPServerAddress, LocalRecipient>();
   private boundPort = 0;
+  private config: Config;
 
   constructor(private readonly options: SmtpFrontendOptions) {
+    this.config = options.config;
     const smtp = options.config.smtp;
     this.log = options.log.child({ component: 'smtp' });
     const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
@@ -78,13 +80,24 @@ export class SmtpFrontend implements Service {
     return this._state;
   }
 
+  /** Applies changed live settings (limits) to new commands and sessions at once. */
+  applySettings(config: Config): void {
+    this.config = config;
+    const o = this.server.options as SMTPServerOptions & { greetingDelay: number };
+    o.size = config.smtp.maxMessageBytes;
+    o.maxRecipients = config.smtp.maxRecipients;
+    o.maxClients = config.smtp.maxClients;
+    o.socketTimeout = config.smtp.idleTimeoutMs;
+    o.greetingDelay = config.smtp.greetingDelayMs;
+  }
+
   get port(): number {
     return this.boundPort;
   }
 
   async start(): Promise<void> {
     this._state = 'starting';
-    const { host, port } = this.options.config.smtp;
+    const { host, port } = this.config.smtp;
     await new Promise<void>((resolve, reject) => {
       this.server.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -162,7 +175,7 @@ export class SmtpFrontend implements Service {
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
-    const collector = new MessageCollector(this.options.config.smtp.maxMessageBytes);
+    const collector = new MessageCollector(this.config.smtp.maxMessageBytes);
     stream.pipe(collector);
     collector.on('finish', () => {
       this.deliver(collector, stream, session).then(
@@ -178,7 +191,7 @@ export class SmtpFrontend implements Service {
     session: SMTPServerSession,
   ): Promise<{ verdict: Verdict; message?: string }> {
     const log = this.sessionLog(session);
-    const smtp = this.options.config.smtp;
+    const smtp = this.config.smtp;
     if (stream.sizeExceeded) return { verdict: refuse(Replies.messageTooBig(smtp.maxMessageBytes)) };
     if (collector.badAt >= 0) {
       log.info({ event: 'smtp.bad-line-endings', offset: collector.badAt }, 'message refused: bare CR/LF or NUL');
@@ -214,13 +227,13 @@ export class SmtpFrontend implements Service {
             recipients: list.map((r) => ({ address: r.address, account: r.account, idempotencyKey: `${messageId}:${r.account}` })),
           };
           if (!address) return this.options.channel.failAll(delivery, Replies.backendUnavailable());
-          return this.options.channel.deliver(address, delivery, { session: session.id, message: messageId, node: this.options.config.nodeId });
+          return this.options.channel.deliver(address, delivery, { session: session.id, message: messageId, node: this.config.nodeId });
         }),
       )
     ).flat();
 
     log.info(
-      { event: 'smtp.delivered', messageId, from: mailFrom, size: body.length, results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })) },
+      { event: 'smtp.delivered', messageId, client: session.remoteAddress, from: mailFrom, size: body.length, results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })) },
       'message handled',
     );
     return summarize(results, messageId);

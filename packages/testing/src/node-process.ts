@@ -43,7 +43,7 @@ export interface NodeHandle {
  * Starts `mailgrid start` as a real process on free loopback ports and waits until it
  * greets on its SMTP port. Pass the same dataDir again to restart a node on its data.
  */
-export async function startNode(options: { dataDir?: string; env?: NodeJS.ProcessEnv; smtpPort?: number; grpcPort?: number } = {}): Promise<NodeHandle> {
+export async function startNode(options: { dataDir?: string; env?: NodeJS.ProcessEnv; smtpPort?: number; grpcPort?: number; httpPort?: number } = {}): Promise<NodeHandle> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'mailgrid-node-'));
   const smtpPort = options.smtpPort ?? (await freePort());
   const grpcPort = options.grpcPort ?? (await freePort());
@@ -52,6 +52,7 @@ export async function startNode(options: { dataDir?: string; env?: NodeJS.Proces
     MAILGRID_SMTP_PORT: String(smtpPort),
     MAILGRID_GRPC_PORT: String(grpcPort),
     MAILGRID_NODE_ID: 'test-node',
+    MAILGRID_HTTP_PORT: String(options.httpPort ?? (await freePort())),
     ...options.env,
   };
   const child = spawn(process.execPath, [cliPath, 'start'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,110 @@
+import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, Keys, readPrefix, type MemberInfo } from '@mailgrid/cluster';
+import { LIVE_SETTINGS, leaves, parseAddress, withOverrides, type Config, type Logger } from '@mailgrid/core';
+import type { Etcd3 } from 'etcd3';
+import { pino } from 'pino';
+import { CliError } from './admin-client.js';
+
+export interface GroupInfo {
+  group: string;
+  primary: string;
+  address: string;
+  site: string;
+}
+
+/** What the CLI does against a cluster: straight to etcd. */
+export class ClusterAdmin {
+  readonly client: Etcd3;
+  readonly keys: Keys;
+  readonly directory: EtcdDirectory;
+
+  constructor(private readonly endpoints: string, prefix: string) {
+    this.client = connectEtcd(endpoints);
+    this.keys = new Keys(prefix);
+    this.directory = new EtcdDirectory(this.client, this.keys, pino({ level: 'silent' }) as unknown as Logger);
+  }
+
+  /** Runs one etcd-backed command, turning an unreachable etcd into one clear line. */
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      const e = err as Error;
+      if (/Unavailable|ECONNREFUSED|deadline|No connection|GRPCConnectFailed|Breaker/i.test(`${e.name} ${e.message}`))
+        throw new CliError(`cannot reach etcd at ${this.endpoints}: ${e.message}`);
+      throw err;
+    }
+  }
+
+  async members(): Promise<MemberInfo[]> {
+    const out: MemberInfo[] = [];
+    await readPrefix(this.client, this.keys.members, (kv) => out.push(JSON.parse(kv.value.toString())));
+    return out;
+  }
+
+  async groups(): Promise<GroupInfo[]> {
+    const members = await this.members();
+    const out: GroupInfo[] = [];
+    await readPrefix(this.client, this.keys.groups, (kv) => {
+      const group = kv.key.toString().slice(this.keys.groups.length);
+      const primary = members.find((m) => m.role === 'backend' && m.group === group && m.state === 'up');
+      out.push({ group, primary: primary?.id ?? '-', address: primary?.grpc ?? '-', site: primary?.site ?? '-' });
+    });
+    return out;
+  }
+
+  /** The hosting group of a lone group, so `account add` needs no --group then. */
+  async defaultGroup(): Promise<string> {
+    const groups = await this.groups();
+    if (groups.length === 1) return groups[0].group;
+    if (!groups.length) throw new CliError('the cluster has no hosting groups yet (start a backend first)');
+    throw new CliError(`--group is required: this cluster has groups ${groups.map((g) => g.group).join(', ')}`);
+  }
+
+  /** gRPC address of the backend that serves an account. */
+  async backendFor(address: string): Promise<string> {
+    const a = parseAddress(address);
+    if (!a) throw new CliError(`invalid address: ${address}`);
+    const [local] = a.key.split('@');
+    const kv = (await this.client.get(this.keys.account(a.domain, local)).exec()).kvs[0];
+    if (!kv) throw new CliError(`no such account: ${a.key}`);
+    const group = JSON.parse(kv.value.toString()).group as string;
+    const primary = (await this.members()).find((m) => m.role === 'backend' && m.group === group && m.state === 'up');
+    if (!primary?.grpc) throw new CliError(`hosting group ${group} of ${a.key} has no live backend`);
+    return primary.grpc;
+  }
+
+  /** Settings of a node (`_cluster` for the defaults): what is set in etcd. */
+  async settings(node: string): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    const prefix = `${this.keys.settings}${node}/`;
+    await readPrefix(this.client, prefix, (kv) => (out[kv.key.toString().slice(prefix.length)] = JSON.parse(kv.value.toString())));
+    return out;
+  }
+
+  /** Sets one live setting after checking it against the config schema. */
+  async setSetting(node: string, key: string, raw: string, base: Config): Promise<unknown> {
+    if (!(LIVE_SETTINGS as readonly string[]).includes(key))
+      throw new CliError(`${key} cannot be changed on a running node; live settings: ${LIVE_SETTINGS.join(', ')}`);
+    const leaf = leaves().find((l) => l.key === key)!;
+    let value: unknown = raw;
+    try {
+      const checked = withOverrides(base, { [key]: raw });
+      value = leaf.path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], checked);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+    if (node !== CLUSTER_SCOPE && !(await this.members()).some((m) => m.id === node))
+      throw new CliError(`no live member named ${node} (see: mailgrid member list); use _cluster for a cluster-wide default`);
+    await this.client.put(this.keys.setting(node, key)).value(JSON.stringify(value)).exec();
+    return value;
+  }
+
+  async unsetSetting(node: string, key: string): Promise<boolean> {
+    const res = await this.client.delete().key(this.keys.setting(node, key)).exec();
+    return Number(res.deleted) > 0;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,279 @@
+import { connectEtcd, Keys, readPrefix } from '@mailgrid/cluster';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CliError } from './admin-client.js';
+import { haproxyConfig } from './haproxy-config.js';
+
+/**
+ * `mailgrid cluster up|status|stop|start|down`: a real cluster on this machine. etcd,
+ * HAProxy, frontends and backends run as separate OS processes on free loopback ports;
+ * `.mailgrid/cluster.json` in the current folder lists them, and every CLI command run in
+ * this folder finds the cluster through it.
+ */
+export const STATE_FILE = join('.mailgrid', 'cluster.json');
+const CLI = fileURLToPath(new URL('../bin/mailgrid.js', import.meta.url));
+const PREFIX = '/mailgrid/v1';
+
+export type ProcessRole = 'etcd' | 'haproxy' | 'frontend' | 'backend';
+
+export interface ProcessEntry {
+  id: string;
+  role: ProcessRole;
+  group?: string;
+  pid: number;
+  ports: Record<string, number>;
+  dataDir?: string;
+  log: string;
+  command: string[];
+  env: Record<string, string>;
+}
+
+export interface ClusterState {
+  version: 1;
+  dir: string;
+  etcd: string;
+  prefix: string;
+  smtp: string;
+  createdAt: string;
+  processes: ProcessEntry[];
+}
+
+export function readState(cwd = process.cwd()): ClusterState | undefined {
+  const file = join(cwd, STATE_FILE);
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+function writeState(state: ClusterState, cwd: string): void {
+  mkdirSync(join(cwd, '.mailgrid'), { recursive: true });
+  writeFileSync(join(cwd, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function requireBinary(name: string, pkg: string): string {
+  const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+  if (r.status !== 0)
+    throw new CliError(`${name} is not installed; install it with: sudo apt-get install ${pkg}  (or run: bash .ci/run, which installs it)`);
+  return r.stdout.trim();
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+}
+
+function launch(entry: Omit<ProcessEntry, 'pid'>): ProcessEntry {
+  const fd = openSync(entry.log, 'a');
+  const child = spawn(entry.command[0], entry.command.slice(1), {
+    env: { ...process.env, ...entry.env },
+    detached: true,
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  child.unref();
+  if (!child.pid) throw new CliError(`could not start ${entry.id}`);
+  return { ...entry, pid: child.pid };
+}
+
+/** Polls `check`; fails at once, with the end of its log, if a process it waits on dies. */
+async function until(what: string, check: () => Promise<boolean>, watch: ProcessEntry[] = [], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    const dead = watch.find((p) => !alive(p.pid));
+    if (dead) {
+      const tail = readFileSync(dead.log, 'utf8').trim().split('\n').slice(-5).join('\n  ');
+      throw new CliError(`${dead.id} exited while waiting for ${what}:\n  ${tail}`);
+    }
+    if (Date.now() > deadline) throw new CliError(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function greets(address: string): Promise<boolean> {
+  const [host, port] = address.split(':');
+  return new Promise((res) => {
+    const s = connect(Number(port), host);
+    s.setTimeout(2_000, () => (s.destroy(), res(false)));
+    s.once('error', () => res(false));
+    s.once('data', (d) => {
+      s.end('QUIT\r\n');
+      res(d.toString().startsWith('220'));
+    });
+  });
+}
+
+async function registered(etcd: string, ids: string[]): Promise<boolean> {
+  const client = connectEtcd(etcd);
+  try {
+    const keys = new Keys(PREFIX);
+    const seen = new Set<string>();
+    await readPrefix(client, keys.members, (kv) => {
+      const m = JSON.parse(kv.value.toString());
+      if (m.state === 'up') seen.add(m.id);
+    });
+    return ids.every((id) => seen.has(id));
+  } finally {
+    client.close();
+  }
+}
+
+function nodeEntry(role: 'frontend' | 'backend', id: string, dir: string, env: Record<string, string>, ports: Record<string, number>, group?: string): Omit<ProcessEntry, 'pid'> {
+  const dataDir = join(dir, id);
+  mkdirSync(dataDir, { recursive: true });
+  return {
+    id,
+    role,
+    group,
+    ports,
+    dataDir,
+    log: join(dir, `${id}.log`),
+    command: [process.execPath, CLI, role],
+    env: { MAILGRID_NODE_ID: id, MAILGRID_DATA_DIR: dataDir, ...env },
+  };
+}
+
+export async function clusterUp(options: { frontends: number; groups: number; cwd?: string }): Promise<ClusterState> {
+  const cwd = resolve(options.cwd ?? process.cwd());
+  const existing = readState(cwd);
+  if (existing?.processes.some((p) => alive(p.pid)))
+    throw new CliError(`a cluster is already running from this folder (${STATE_FILE}); stop it with: mailgrid cluster down`);
+  const etcdBin = requireBinary('etcd', 'etcd-server');
+  const haproxyBin = requireBinary('haproxy', 'haproxy');
+  if (options.frontends < 1 || options.groups < 1) throw new CliError('--frontends and --groups must be at least 1');
+
+  const dir = mkdtempSync(join(tmpdir(), 'mailgrid-cluster-'));
+  const processes: ProcessEntry[] = [];
+  const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), processes };
+  try {
+    const [client, peer] = [await freePort(), await freePort()];
+    const etcd = `http://127.0.0.1:${client}`;
+    state.etcd = etcd;
+    processes.push(
+      launch({
+        id: 'etcd',
+        role: 'etcd',
+        ports: { client, peer },
+        dataDir: join(dir, 'etcd'),
+        log: join(dir, 'etcd.log'),
+        command: [
+          etcdBin,
+          '--name', 'mailgrid',
+          '--data-dir', join(dir, 'etcd'),
+          '--listen-client-urls', etcd,
+          '--advertise-client-urls', etcd,
+          '--listen-peer-urls', `http://127.0.0.1:${peer}`,
+          '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
+          '--initial-cluster', `mailgrid=http://127.0.0.1:${peer}`,
+        ],
+        env: {},
+      }),
+    );
+    writeState(state, cwd);
+    await until('etcd', async () => {
+      const c = connectEtcd(etcd);
+      try {
+        await c.get('health').exec();
+        return true;
+      } finally {
+        c.close();
+      }
+    }, processes);
+
+    const common = { MAILGRID_ETCD: etcd, MAILGRID_LOG_LEVEL: 'info' };
+    for (let g = 1; g <= options.groups; g++) {
+      const [grpc, http] = [await freePort(), await freePort()];
+      processes.push(
+        launch(nodeEntry('backend', `be-${g}`, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${g}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${g}`)),
+      );
+    }
+    const fronts: { id: string; smtp: string; httpPort: number }[] = [];
+    for (let f = 1; f <= options.frontends; f++) {
+      const [smtp, http] = [await freePort(), await freePort()];
+      processes.push(
+        launch(nodeEntry('frontend', `fe-${f}`, dir, { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' }, { smtp, http })),
+      );
+      fronts.push({ id: `fe-${f}`, smtp: `127.0.0.1:${smtp}`, httpPort: http });
+    }
+    writeState(state, cwd);
+    await until('every node to register in etcd', () => registered(etcd, processes.filter((p) => p.role !== 'etcd').map((p) => p.id)), processes);
+
+    const smtpPort = await freePort();
+    const cfg = join(dir, 'haproxy.cfg');
+    writeFileSync(cfg, haproxyConfig(`127.0.0.1:${smtpPort}`, fronts));
+    processes.push(launch({ id: 'haproxy', role: 'haproxy', ports: { smtp: smtpPort }, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} }));
+    state.smtp = `127.0.0.1:${smtpPort}`;
+    writeState(state, cwd);
+    await until('HAProxy to pass SMTP to a frontend', () => greets(state.smtp), processes);
+    return state;
+  } catch (err) {
+    await clusterDown(cwd).catch(() => undefined);
+    throw err;
+  }
+}
+
+function entry(state: ClusterState, id: string): ProcessEntry {
+  const p = state.processes.find((x) => x.id === id);
+  if (!p) throw new CliError(`no member ${id} in this cluster (members: ${state.processes.map((x) => x.id).join(', ')})`);
+  return p;
+}
+
+export function requireState(cwd = process.cwd()): ClusterState {
+  const state = readState(cwd);
+  if (!state) throw new CliError(`no cluster here (no ${STATE_FILE}); start one with: mailgrid cluster up`);
+  return state;
+}
+
+/** SIGTERM, as a container stop does; SIGKILL after the drain deadline. */
+async function terminate(pid: number, graceMs: number): Promise<void> {
+  if (!alive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (alive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+export async function clusterStop(id: string, cwd = process.cwd()): Promise<ProcessEntry> {
+  const p = entry(requireState(cwd), id);
+  if (!alive(p.pid)) throw new CliError(`${id} is not running`);
+  await terminate(p.pid, 40_000);
+  return p;
+}
+
+export async function clusterStart(id: string, cwd = process.cwd()): Promise<ProcessEntry> {
+  const state = requireState(cwd);
+  const p = entry(state, id);
+  if (alive(p.pid)) throw new CliError(`${id} is already running (pid ${p.pid})`);
+  const started = launch(p);
+  state.processes = state.processes.map((x) => (x.id === id ? started : x));
+  writeState(state, cwd);
+  if (p.role === 'frontend' || p.role === 'backend') await until(`${id} to register`, () => registered(state.etcd, [id]), [started]);
+  if (p.role === 'etcd') await new Promise((r) => setTimeout(r, 500));
+  return started;
+}
+
+export async function clusterDown(cwd = process.cwd()): Promise<void> {
+  const state = requireState(cwd);
+  const order: ProcessRole[] = ['haproxy', 'frontend', 'backend', 'etcd'];
+  for (const role of order) await Promise.all(state.processes.filter((p) => p.role === role).map((p) => terminate(p.pid, 40_000)));
+  rmSync(state.dir, { recursive: true, force: true });
+  rmSync(join(cwd, STATE_FILE), { force: true });
+}

@@ -1,0 +1,45 @@
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
+import { prefixEnd } from './keys.js';
+
+/**
+ * An etcd client tuned for a mail cluster: every unary call has a 5 s deadline, a broken
+ * host is skipped for 2 s, and watches reconnect within 2 s once etcd is back (etcd3's
+ * default backoff grows to 30 s, far too slow to recover a directory cache).
+ */
+export function connectEtcd(endpoints: string): Etcd3 {
+  const hosts = endpoints.split(',').map((h) => h.trim()).filter(Boolean);
+  if (!hosts.length) throw new Error('no etcd endpoints given');
+  return new Etcd3({
+    hosts,
+    dialTimeout: 3_000,
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 5_000 }),
+    faultHandling: {
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 2_000, breaker: new ConsecutiveBreaker(3) }),
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 2 }),
+      // etcd3 calls .next() on this itself (its typings say IBackoff, it wants the factory).
+      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) as never,
+    },
+  });
+}
+
+/**
+ * Every key under a prefix at one revision, read in pages so a directory of a million
+ * accounts never needs one huge response. Calls `each` per key-value; returns the revision.
+ */
+export async function readPrefix(client: Etcd3, prefix: string, each: (kv: IKeyValue) => void, pageSize = 5_000): Promise<number> {
+  const end = prefixEnd(prefix);
+  let start = prefix;
+  let revision: string | undefined;
+  for (;;) {
+    let range = client.getAll().inRange({ start, end }).limit(pageSize).sort('Key', 'Ascend');
+    if (revision) range = range.revision(revision);
+    const res = await range.exec();
+    revision ??= res.header.revision;
+    for (const kv of res.kvs) each(kv);
+    if (!res.more || !res.kvs.length) break;
+    start = res.kvs[res.kvs.length - 1].key.toString() + '\0';
+  }
+  return Number(revision);
+}
+

@@ -1,0 +1,5 @@
+export * from './keys.js';
+export * from './etcd.js';
+export * from './etcd-directory.js';
+export * from './membership.js';
+export * from './settings.js';

@@ -1,0 +1,55 @@
+/**
+ * The etcd key layout, in one place (documented in docs/cluster.md). Everything lives under
+ * one versioned prefix, `/mailgrid/v1` by default.
+ */
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  /** Lease-bound: one per live node. */
+  get members() {
+    return `${this.prefix}/members/`;
+  }
+  member(id: string) {
+    return `${this.members}${id}`;
+  }
+
+  /** Domains, accounts and aliases share one sub-prefix so one range and one watch cover them. */
+  get directory() {
+    return `${this.prefix}/directory/`;
+  }
+  domain(domain: string) {
+    return `${this.directory}domains/${domain}`;
+  }
+  accountsOf(domain: string) {
+    return `${this.directory}accounts/${domain}/`;
+  }
+  account(domain: string, local: string) {
+    return `${this.accountsOf(domain)}${local}`;
+  }
+  alias(domain: string, local: string) {
+    return `${this.directory}aliases/${domain}/${local}`;
+  }
+
+  /** Hosting groups that exist (created when a backend of the group first registers). */
+  get groups() {
+    return `${this.prefix}/groups/`;
+  }
+  group(name: string) {
+    return `${this.groups}${name}`;
+  }
+
+  /** `settings/_cluster/<key>` for defaults, `settings/<node>/<key>` per node. */
+  get settings() {
+    return `${this.prefix}/settings/`;
+  }
+  setting(scope: string, key: string) {
+    return `${this.settings}${scope}/${key}`;
+  }
+}
+
+export const CLUSTER_SCOPE = '_cluster';
+
+/** The exclusive end of a prefix range. */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}

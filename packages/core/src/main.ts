@@ -1,0 +1,51 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, leaves, loadConfig, type Config } from './config.js';
+import { createLogger, type Logger } from './logger.js';
+import { runUntilSignal, type Service } from './service.js';
+
+/**
+ * Config from a role's own command line: `--smtp-port 2525`, `--config file.json`,
+ * `--print-config`, over the MAILGRID_* environment. Unknown flags are errors.
+ */
+export function configFromArgv(argv: string[], env: NodeJS.ProcessEnv = process.env): { config: Config; printConfig: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' }, 'print-config': { type: 'boolean' } };
+  for (const leaf of leaves()) options[leaf.flag] = { type: 'string' };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
+  } catch (err) {
+    throw new ConfigError([(err as Error).message]);
+  }
+  const overrides: Record<string, string> = {};
+  for (const leaf of leaves()) {
+    const v = values[leaf.flag];
+    if (typeof v === 'string') overrides[leaf.key] = v;
+  }
+  return { config: loadConfig({ file: values.config as string | undefined, env, overrides }), printConfig: Boolean(values['print-config']) };
+}
+
+/** A deployable role's whole main: config → build → start → wait for a signal → stop. */
+export async function runRole(build: (config: Config, log: Logger) => Service[], config: Config, printConfig = false): Promise<void> {
+  if (printConfig) {
+    process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+    return;
+  }
+  const log = createLogger({ level: config.log.level, name: config.nodeId });
+  await runUntilSignal(build(config, log), log, config.drainMs);
+  log.flush();
+}
+
+/** For a package's `main.js`: parse argv, run, report config errors plainly. */
+export function mainFor(build: (config: Config, log: Logger) => Service[]): void {
+  let parsed: ReturnType<typeof configFromArgv>;
+  try {
+    parsed = configFromArgv(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  runRole(build, parsed.config, parsed.printConfig).catch((err) => {
+    process.stderr.write(`fatal: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,48 @@
+import { closer, HealthServer, setLogLevel, type Config, type Logger, type Service } from '@mailgrid/core';
+import { connectEtcd, EtcdDirectory, Keys, MemberHostingGroups, Membership, NodeSettings } from '@mailgrid/cluster';
+import { DeliveryChannel } from './delivery-channel.js';
+import { Router } from './router.js';
+import { SmtpFrontend } from './smtp-frontend.js';
+
+/**
+ * A frontend of a cluster: SMTP in, the directory cached from etcd, deliveries routed to
+ * each hosting group's live primary. Start order; stop runs in reverse, so SMTP drains
+ * first (and /readyz turns 503 at once), then the lease is revoked.
+ */
+export function clusterFrontend(config: Config, log: Logger): Service[] {
+  if (!config.etcd) throw new Error('a frontend needs etcd endpoints (--etcd or MAILGRID_ETCD)');
+  const client = connectEtcd(config.etcd);
+  const keys = new Keys(config.cluster.prefix);
+  const directory = new EtcdDirectory(client, keys, log.child({ component: 'directory' }));
+  const membership = new Membership(
+    client,
+    keys,
+    {
+      id: config.nodeId,
+      role: 'frontend',
+      site: config.site,
+      smtp: `${config.smtp.host}:${config.smtp.port}`,
+      http: `${config.http.host}:${config.http.port}`,
+      state: 'up',
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    },
+    config.cluster.leaseTtlSec,
+    log.child({ component: 'membership' }),
+  );
+  const settings = new NodeSettings(client, keys, config, log.child({ component: 'settings' }));
+  const smtp = new SmtpFrontend({
+    config,
+    log,
+    directory,
+    router: new Router(new MemberHostingGroups(membership)),
+    channel: new DeliveryChannel(config.delivery),
+  });
+  settings.on('change', (c: Config) => {
+    setLogLevel(log, c.log.level);
+    smtp.applySettings(c);
+  });
+  const services: Service[] = [closer('etcd', () => client.close()), directory, membership, settings, smtp];
+  const health = new HealthServer({ ...config.http, log, services: () => services });
+  return [health, ...services];
+}
