@@ -1,0 +1,251 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
+import { LmdbMailStore } from '@mailgrid/store';
+import { MailboxProbe, runCli, SmtpTranscript } from '@mailgrid/testing';
+import { pino } from 'pino';
+
+interface Proc {
+  id: string;
+  role: string;
+  group?: string;
+  pid: number;
+  ports: Record<string, number>;
+  dataDir?: string;
+}
+interface State {
+  etcd: string;
+  prefix: string;
+  smtp: string;
+  processes: Proc[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One SMTP transaction on its own connection; resolves with the reply to the final dot. */
+async function sendOne(hostPort: string, rcpt: string, id: string, proxyHeader?: string): Promise<string> {
+  const [host, port] = hostPort.split(':');
+  const s = await SmtpTranscript.open(Number(port), host);
+  try {
+    if (proxyHeader) s.write(proxyHeader);
+    await s.expect('220');
+    await s.send('EHLO cluster.test', '250');
+    await s.send('MAIL FROM:<load@sender.test>', '250');
+    await s.send(`RCPT TO:<${rcpt}>`, '250');
+    await s.send('DATA', '354');
+    s.write(`Subject: cluster\r\nX-Test-Id: ${id}\r\n\r\nbody of ${id}\r\n.\r\n`);
+    return await s.reply();
+  } finally {
+    s.close();
+  }
+}
+
+async function rcptReply(hostPort: string, rcpt: string): Promise<string> {
+  const [host, port] = hostPort.split(':');
+  const s = await SmtpTranscript.open(Number(port), host);
+  try {
+    await s.expect('220');
+    await s.send('EHLO cluster.test', '250');
+    await s.send('MAIL FROM:<probe@sender.test>', '250');
+    s.write(`RCPT TO:<${rcpt}>\r\n`);
+    return await s.reply();
+  } finally {
+    s.close();
+  }
+}
+
+async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real processes', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-cluster-test-'));
+  let state: State;
+  const cli = (...args: string[]) => runCli(args, {}, cwd);
+  const proc = (id: string) => state.processes.find((p) => p.id === id)!;
+  const readState = () => (state = JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')));
+  const accounts = Array.from({ length: 100 }, (_, i) => ({ address: `user${i}@example.test`, group: i % 2 ? 'g2' : 'g1' }));
+  const acked = new Map<string, string>(); // test id → account
+
+  before(async () => {
+    const up = await cli('cluster', 'up', '--frontends', '2', '--groups', '2');
+    assert.equal(up.code, 0, up.stderr);
+    readState();
+    assert.equal((await cli('domain', 'add', 'example.test')).code, 0);
+    const client = connectEtcd(state.etcd);
+    const directory = new EtcdDirectory(client, new Keys(state.prefix), pino({ level: 'silent' }));
+    await Promise.all(accounts.map((a) => directory.addAccount(a.address, a.group)));
+    client.close();
+  });
+
+  after(async () => {
+    const down = await cli('cluster', 'down');
+    assert.equal(down.code, 0, down.stderr);
+  });
+
+  it('lists every member and group', async () => {
+    const status = JSON.parse((await cli('cluster', 'status', '--json')).stdout);
+    assert.deepEqual(status.members.map((m: { id: string; status: string }) => `${m.id}:${m.status}`).sort(), [
+      'be-1:up', 'be-2:up', 'etcd:running', 'fe-1:up', 'fe-2:up', 'haproxy:running',
+    ]);
+    assert.equal(status.smtp, state.smtp);
+    const groups = JSON.parse((await cli('group', 'list', '--json')).stdout);
+    assert.deepEqual(groups.map((g: { group: string; primary: string }) => `${g.group}:${g.primary}`), ['g1:be-1', 'g2:be-2']);
+  });
+
+  it('delivers 1,000 messages through HAProxy, each stored in its own group and nowhere else', async () => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < 1000) {
+          const i = next++;
+          const account = accounts[i % accounts.length].address;
+          const reply = await sendOne(state.smtp, account, `bulk-${i}`);
+          assert.match(reply, /^250 2\.0\.0/);
+          acked.set(`bulk-${i}`, account);
+        }
+      }),
+    );
+    const stores = { g1: new LmdbMailStore(join(proc('be-1').dataDir!, 'store')), g2: new LmdbMailStore(join(proc('be-2').dataDir!, 'store')) };
+    try {
+      let total = 0;
+      for (const a of accounts) {
+        const own = stores[a.group as 'g1' | 'g2'].list(a.address).length;
+        const other = stores[a.group === 'g1' ? 'g2' : 'g1'].list(a.address).length;
+        assert.equal(own, 10, `${a.address} in ${a.group}`);
+        assert.equal(other, 0, `${a.address} must not be stored outside ${a.group}`);
+        total += own;
+      }
+      assert.equal(total, 1000);
+    } finally {
+      await stores.g1.close();
+      await stores.g2.close();
+    }
+  });
+
+  it('accepts an account added with the CLI without restarting anything', async () => {
+    assert.match(await rcptReply(state.smtp, 'newcomer@example.test'), /^550 5\.1\.1/);
+    const t0 = Date.now();
+    const add = await cli('account', 'add', 'newcomer@example.test', '--group', 'g2');
+    assert.equal(add.code, 0, add.stderr);
+    // Both frontends must know it: HAProxy may pick either.
+    for (const fe of ['fe-1', 'fe-2']) {
+      const header = 'PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n';
+      await eventually(`${fe} accepts the new account`, async () =>
+        /^250/.test(await sendOne(`127.0.0.1:${proc(fe).ports.smtp}`, 'newcomer@example.test', `new-${fe}`, header)) ? true : undefined,
+      );
+    }
+    console.log(`# new account accepted by both frontends ${Date.now() - t0} ms after \`account add\` returned`);
+  });
+
+  it('applies a node setting edited in etcd live', async () => {
+    const fe1 = `127.0.0.1:${proc('fe-1').ports.smtp}`;
+    const ehloSize = async () => {
+      const s = await SmtpTranscript.open(Number(fe1.split(':')[1]));
+      try {
+        s.write('PROXY TCP4 192.0.2.8 127.0.0.1 40001 25\r\n');
+        await s.expect('220');
+        return /SIZE (\d+)/.exec(await s.send('EHLO settings.test', '250'))?.[1];
+      } finally {
+        s.close();
+      }
+    };
+    assert.equal(await ehloSize(), String(25 * 1024 * 1024));
+    const set = await cli('node', 'set', 'fe-1', 'smtp.maxMessageBytes', '2048');
+    assert.equal(set.code, 0, set.stderr);
+    await eventually('fe-1 advertises SIZE 2048', async () => ((await ehloSize()) === '2048' ? true : undefined));
+    const bad = await cli('node', 'set', 'fe-1', 'smtp.maxMessageBytes', 'lots');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /not a number/);
+    assert.equal((await cli('node', 'unset', 'fe-1', 'smtp.maxMessageBytes')).code, 0);
+    await eventually('fe-1 back to the default size', async () => ((await ehloSize()) === String(25 * 1024 * 1024) ? true : undefined));
+  });
+
+  it('answers 451 for the recipients of a backend that is down, and delivers again when it returns', async () => {
+    assert.equal((await cli('cluster', 'stop', 'be-2')).code, 0);
+    const g2 = accounts.find((a) => a.group === 'g2')!.address;
+    const g1 = accounts.find((a) => a.group === 'g1')!.address;
+    assert.match(await sendOne(state.smtp, g2, 'be2-down'), /^451 4\.4\.1/);
+    assert.match(await sendOne(state.smtp, g1, 'be1-up'), /^250/);
+    const start = await cli('cluster', 'start', 'be-2');
+    assert.equal(start.code, 0, start.stderr);
+    readState();
+    await eventually('be-2 serves again', async () => (/^250/.test(await sendOne(state.smtp, g2, 'be2-back')) ? true : undefined));
+  });
+
+  it('routes around a frontend killed with SIGKILL and loses no acknowledged message', async () => {
+    const ids: [string, string][] = [];
+    let killedAt = -1;
+    let n = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, w) => {
+        while (ids.length < 300) {
+          const id = `kill-${w}-${n++}`;
+          const account = accounts[n % accounts.length].address;
+          try {
+            if (/^250/.test(await sendOne(state.smtp, account, id))) ids.push([id, account]);
+          } catch {
+            // the connection was on the killed frontend: no 250, nothing promised
+          }
+          if (ids.length >= 100 && killedAt < 0) {
+            killedAt = ids.length;
+            process.kill(proc('fe-1').pid, 'SIGKILL');
+          }
+        }
+      }),
+    );
+    assert.ok(ids.length - killedAt >= 150, 'messages keep being accepted after the kill');
+    const probes = { g1: new MailboxProbe(`127.0.0.1:${proc('be-1').ports.grpc}`), g2: new MailboxProbe(`127.0.0.1:${proc('be-2').ports.grpc}`) };
+    try {
+      const stored = new Set<string>();
+      const touched = new Set(ids.map(([, a]) => a));
+      for (const address of touched) {
+        const probe = probes[accounts.find((a) => a.address === address)!.group as 'g1' | 'g2'];
+        for (const m of await probe.list(address)) {
+          const id = /X-Test-Id: (\S+)/.exec((await probe.fetch(address, m.uid)).toString())?.[1];
+          if (id) stored.add(id);
+        }
+      }
+      const lost = ids.filter(([id]) => !stored.has(id)).map(([id]) => id);
+      assert.deepEqual(lost, []);
+    } finally {
+      probes.g1.close();
+      probes.g2.close();
+    }
+    const start = await cli('cluster', 'start', 'fe-1');
+    assert.equal(start.code, 0, start.stderr);
+    readState();
+  });
+
+  it('keeps accepting known accounts while etcd is down, answers 451 for new lookups, and recovers', async () => {
+    assert.equal((await cli('cluster', 'stop', 'etcd')).code, 0);
+    const known = accounts[3].address;
+    const downSince = Date.now();
+    let round = 0;
+    while (Date.now() - downSince < 10_000) {
+      assert.match(await sendOne(state.smtp, known, `etcd-down-${round}`), /^250/, 'known account accepted with etcd down');
+      // Once the frontends notice the lost watch, an address they do not know is a 451.
+      if (Date.now() - downSince > 3_000) assert.match(await rcptReply(state.smtp, `stranger${round}@example.test`), /^451 4\.4\.3/);
+      round++;
+      await sleep(500);
+    }
+    for (const p of state.processes.filter((x) => x.role !== 'etcd')) assert.doesNotThrow(() => process.kill(p.pid, 0), `${p.id} still running`);
+    const start = await cli('cluster', 'start', 'etcd');
+    assert.equal(start.code, 0, start.stderr);
+    readState();
+    await eventually('lookups answered again', async () => (/^550 5\.1\.1/.test(await rcptReply(state.smtp, 'stranger@example.test')) ? true : undefined), 20_000);
+    assert.equal((await cli('account', 'add', 'after-etcd@example.test', '--group', 'g1')).code, 0);
+    await eventually('account added after recovery accepted', async () =>
+      /^250/.test(await sendOne(state.smtp, 'after-etcd@example.test', 'after-etcd')) ? true : undefined,
+    );
+  });
+});
