@@ -9,13 +9,16 @@
  * 2. Latency: our own client at a fixed rate, one message per connection; time from the
  *    end of DATA (the final dot) to the 250.
  * 3. The node's peak RSS (VmHWM) after both.
- * Without --target it starts its own node on a temporary data dir.
+ * Without --target it starts its own node on a temporary data dir; with --cluster it runs
+ * `mailgrid cluster up --frontends 2 --groups 2` and sends through HAProxy, half of the
+ * messages to an account of each group.
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { readFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { MailboxProbe, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { MailboxProbe, runCli, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
 const { values } = parseArgs({
   options: {
@@ -27,6 +30,7 @@ const { values } = parseArgs({
     target: { type: 'string' },
     grpc: { type: 'string' },
     client: { type: 'string', default: 'auto' },
+    cluster: { type: 'boolean', default: false },
   },
 });
 const N = Number(values.messages);
@@ -34,7 +38,9 @@ const SIZE = Number(values.size);
 const C = Number(values.concurrency);
 const RATE = Number(values.rate);
 const LN = Number(values['latency-messages']);
-const RCPT = 'bench@example.test';
+/** One recipient per hosting group (the single node has one group). */
+let RCPTS = ['bench@example.test'];
+const RCPT = RCPTS[0];
 
 function body(size: number, id: string): string {
   const head = `From: load@sender.test\r\nTo: ${RCPT}\r\nSubject: bench ${id}\r\n\r\n`;
@@ -44,13 +50,13 @@ function body(size: number, id: string): string {
   return b + 'y'.repeat(Math.max(0, size - b.length - 2)) + '\r\n';
 }
 
-async function sendOne(port: number, host: string, data: string): Promise<number> {
+async function sendOne(port: number, host: string, data: string, rcpt = RCPTS[Math.floor(Math.random() * RCPTS.length)]): Promise<number> {
   const s = await SmtpTranscript.open(port, host);
   try {
     await s.expect('220');
     await s.send('EHLO bench.test', '250');
     await s.send('MAIL FROM:<load@sender.test>', '250');
-    await s.send(`RCPT TO:<${RCPT}>`, '250');
+    await s.send(`RCPT TO:<${rcpt}>`, '250');
     await s.send('DATA', '354');
     const t0 = process.hrtime.bigint();
     s.write(data + '.\r\n');
@@ -83,16 +89,23 @@ async function ownClientThroughput(host: string, port: number): Promise<{ second
   return { seconds: (Date.now() - t0) / 1000, acked, latencies };
 }
 
-function smtpSource(host: string, port: number): Promise<{ seconds: number; output: string }> {
+/** smtp-source, one instance per recipient (it takes one -t), sessions and messages split evenly. */
+async function smtpSource(host: string, port: number): Promise<{ seconds: number }> {
   const t0 = Date.now();
-  return new Promise((resolve, reject) =>
-    execFile(
-      'smtp-source',
-      ['-s', String(C), '-m', String(N), '-l', String(SIZE), '-f', 'load@sender.test', '-t', RCPT, '-c', `${host}:${port}`],
-      { maxBuffer: 64 * 1024 * 1024 },
-      (err, stdout, stderr) => (err ? reject(new Error(`smtp-source failed: ${stderr || err.message}`)) : resolve({ seconds: (Date.now() - t0) / 1000, output: stdout + stderr })),
+  await Promise.all(
+    RCPTS.map(
+      (rcpt) =>
+        new Promise<void>((resolve, reject) =>
+          execFile(
+            'smtp-source',
+            ['-s', String(C / RCPTS.length), '-m', String(N / RCPTS.length), '-l', String(SIZE), '-f', 'load@sender.test', '-t', rcpt, '-c', `${host}:${port}`],
+            { maxBuffer: 64 * 1024 * 1024 },
+            (err, _stdout, stderr) => (err ? reject(new Error(`smtp-source failed: ${stderr || err.message}`)) : resolve()),
+          ),
+        ),
     ),
   );
+  return { seconds: (Date.now() - t0) / 1000 };
 }
 
 async function fixedRate(host: string, port: number): Promise<number[]> {
@@ -120,24 +133,40 @@ async function main() {
   let node: NodeHandle | undefined;
   let host = '127.0.0.1';
   let port: number;
-  let grpc: string;
-  let pid: number | undefined;
-  if (values.target) {
+  /** Mailbox of each recipient, and the processes whose memory is reported. */
+  let probes: MailboxProbe[];
+  let pids: [string, number][] = [];
+  let clusterDir: string | undefined;
+  if (values.cluster) {
+    clusterDir = mkdtempSync(join(tmpdir(), 'mailgrid-bench-cluster-'));
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], {}, clusterDir);
+    if (up.code !== 0) throw new Error(up.stderr);
+    const state = JSON.parse(readFileSync(join(clusterDir, '.mailgrid', 'cluster.json'), 'utf8'));
+    [host, port] = [state.smtp.split(':')[0], Number(state.smtp.split(':')[1])];
+    RCPTS = ['bench@example.test', 'bench2@example.test'];
+    await runCli(['domain', 'add', 'example.test'], {}, clusterDir);
+    await runCli(['account', 'add', RCPTS[0], '--group', 'g1'], {}, clusterDir);
+    await runCli(['account', 'add', RCPTS[1], '--group', 'g2'], {}, clusterDir);
+    const be = (id: string) => state.processes.find((p: { id: string }) => p.id === id);
+    probes = [new MailboxProbe(`127.0.0.1:${be('be-1').ports.grpc}`), new MailboxProbe(`127.0.0.1:${be('be-2').ports.grpc}`)];
+    pids = state.processes.filter((p: { role: string }) => p.role === 'frontend' || p.role === 'backend').map((p: { id: string; pid: number }) => [p.id, p.pid]);
+  } else if (values.target) {
     [host, port] = [values.target.split(':')[0], Number(values.target.split(':')[1])];
-    grpc = values.grpc ?? '127.0.0.1:7525';
+    probes = [new MailboxProbe(values.grpc ?? '127.0.0.1:7525')];
   } else {
-    node = await startNode({ env: { MAILGRID_LOG_LEVEL: 'warn' } });
+    node = await startNode();
     port = node.smtpPort;
-    grpc = `127.0.0.1:${node.grpcPort}`;
-    pid = node.process.pid;
     await node.cli('domain', 'add', 'example.test');
     await node.cli('account', 'add', RCPT);
+    probes = [new MailboxProbe(`127.0.0.1:${node.grpcPort}`)];
+    pids = [['node', node.process.pid!]];
   }
-  const mailbox = new MailboxProbe(grpc);
-  const before = (await mailbox.list(RCPT)).length;
+  const count = async () => (await Promise.all(RCPTS.map((r, i) => probes[i].list(r)))).reduce((n, l) => n + l.length, 0);
+  const before = await count();
 
   const useSmtpSource = values.client === 'smtp-source' || (values.client === 'auto' && spawnSync('which', ['smtp-source']).status === 0);
-  console.log(`# mailgrid bench: ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
+  const mode = values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node';
+  console.log(`# mailgrid bench (${mode}): ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
   let seconds: number;
   let throughputLatencies: number[] | undefined;
   if (useSmtpSource) seconds = (await smtpSource(host, port)).seconds;
@@ -146,11 +175,12 @@ async function main() {
     seconds = r.seconds;
     throughputLatencies = r.latencies.sort((a, b) => a - b);
   }
-  const stored = (await mailbox.list(RCPT)).length - before;
+  const stored = (await count()) - before;
 
   const lat = (await fixedRate(host, port)).sort((a, b) => a - b);
   const figures = {
     date: new Date().toISOString(),
+    mode,
     client: useSmtpSource ? 'smtp-source' : 'own',
     messages: N,
     sizeBytes: SIZE,
@@ -163,16 +193,17 @@ async function main() {
     latencyP50Ms: +pct(lat, 50).toFixed(2),
     latencyP99Ms: +pct(lat, 99).toFixed(2),
     latencyMaxMs: +lat[lat.length - 1].toFixed(2),
-    peakRssMB: pid ? Math.round(peakRss(pid)) : undefined,
+    peakRssMB: Object.fromEntries(pids.map(([id, p]) => [id, Math.round(peakRss(p))])),
   };
   console.log(`throughput        ${figures.throughputMsgsPerSec} msgs/s acknowledged (${stored}/${N} stored, ${seconds.toFixed(1)} s)`);
   if (throughputLatencies) console.log(`  under full load: p50 ${figures.throughputP50Ms} ms, p99 ${figures.throughputP99Ms} ms (end of DATA to 250)`);
   console.log(`latency @${RATE}/s   p50 ${figures.latencyP50Ms} ms, p99 ${figures.latencyP99Ms} ms, max ${figures.latencyMaxMs} ms (end of DATA to 250, ${LN} msgs)`);
-  if (pid) console.log(`peak RSS          ${figures.peakRssMB} MB`);
+  for (const [id, mb] of Object.entries(figures.peakRssMB)) console.log(`peak RSS ${id.padEnd(8)} ${mb} MB`);
   mkdirSync('bench-results', { recursive: true });
   writeFileSync(`bench-results/smtp-${Date.now()}.json`, JSON.stringify(figures, null, 2));
-  mailbox.close();
+  for (const p of probes) p.close();
   if (node) await node.stop();
+  if (clusterDir) await runCli(['cluster', 'down'], {}, clusterDir);
   if (stored !== N) {
     console.error(`only ${stored} of ${N} messages were stored`);
     process.exitCode = 1;

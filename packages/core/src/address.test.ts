@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseAddress } from './address.js';
+
+describe('parseAddress', () => {
+  const cases: [string, string | undefined][] = [
+    ['Alice@Example.TEST', 'alice@example.test'],
+    ['bob@example.test.', 'bob@example.test'],
+    ['"odd name"@example.test', '"odd name"@example.test'],
+    ['jürgen@bücher.test', 'jürgen@bücher.test'],
+    ['no-at-sign', undefined],
+    ['@example.test', undefined],
+    ['a@', undefined],
+    ['a..b@example.test', undefined],
+    ['a b@example.test', undefined],
+    ['a@-bad-.test', undefined],
+    ['a@exa_mple.test', undefined],
+    ['x'.repeat(65) + '@example.test', undefined],
+  ];
+  for (const [input, key] of cases) {
+    it(`${JSON.stringify(input)} → ${key ?? 'invalid'}`, () => assert.equal(parseAddress(input)?.key, key));
+  }
+});
