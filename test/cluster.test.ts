@@ -77,7 +77,8 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
   const acked = new Map<string, string>(); // test id → account
 
   before(async () => {
-    const up = await cli('cluster', 'up', '--frontends', '2', '--groups', '2');
+    // Quick retries, so a queued message is retried within the test.
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], { MAILGRID_QUEUE_MIN_RETRY_MS: '500', MAILGRID_QUEUE_MAX_RETRY_MS: '1000' }, cwd);
     assert.equal(up.code, 0, up.stderr);
     readState();
     assert.equal((await cli('domain', 'add', 'example.test')).code, 0);
@@ -170,16 +171,32 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     await eventually('fe-1 back to the default size', async () => ((await ehloSize()) === String(25 * 1024 * 1024) ? true : undefined));
   });
 
-  it('answers 451 for the recipients of a backend that is down, and delivers again when it returns', async () => {
+  it('queues the recipients of a backend that is down and delivers them once when it returns', async () => {
     assert.equal((await cli('cluster', 'stop', 'be-2')).code, 0);
     const g2 = accounts.find((a) => a.group === 'g2')!.address;
     const g1 = accounts.find((a) => a.group === 'g1')!.address;
-    assert.match(await sendOne(state.smtp, g2, 'be2-down'), /^451 4\.4\.1/);
-    assert.match(await sendOne(state.smtp, g1, 'be1-up'), /^250/);
+    for (let i = 0; i < 5; i++) assert.match(await sendOne(state.smtp, g2, `be2-down-${i}`), /^250 2\.0\.0 Ok: queued as /);
+    assert.match(await sendOne(state.smtp, g1, 'be1-up'), /^250 2\.0\.0 Ok: stored as /);
+    const queued = JSON.parse((await cli('queue', 'list', '--json')).stdout) as { id: string; recipients: { address: string; attempts: number }[] }[];
+    assert.equal(queued.filter((m) => m.recipients.some((r) => r.address === g2)).length, 5);
     const start = await cli('cluster', 'start', 'be-2');
     assert.equal(start.code, 0, start.stderr);
     readState();
-    await eventually('be-2 serves again', async () => (/^250/.test(await sendOne(state.smtp, g2, 'be2-back')) ? true : undefined));
+    const probe = new MailboxProbe(`127.0.0.1:${proc('be-2').ports.grpc}`);
+    try {
+      const ids = await eventually('the queued messages arrive', async () => {
+        const found: string[] = [];
+        for (const m of await probe.list(g2)) {
+          const id = /X-Test-Id: (be2-down-\d)/.exec((await probe.fetch(g2, m.uid)).toString())?.[1];
+          if (id) found.push(id);
+        }
+        return found.length >= 5 ? found : undefined;
+      });
+      assert.deepEqual(ids.sort(), ['be2-down-0', 'be2-down-1', 'be2-down-2', 'be2-down-3', 'be2-down-4'], 'each exactly once');
+    } finally {
+      probe.close();
+    }
+    await eventually('queues empty', async () => (JSON.parse((await cli('queue', 'list', '--json')).stdout).length === 0 ? true : undefined));
   });
 
   it('routes around a frontend killed with SIGKILL and loses no acknowledged message', async () => {

@@ -82,8 +82,9 @@ function freePort(): Promise<number> {
 
 function launch(entry: Omit<ProcessEntry, 'pid'>): ProcessEntry {
   const fd = openSync(entry.log, 'a');
+  const outside = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MAILGRID_')));
   const child = spawn(entry.command[0], entry.command.slice(1), {
-    env: { ...process.env, ...entry.env },
+    env: { ...outside, ...entry.env },
     detached: true,
     stdio: ['ignore', fd, fd],
   });
@@ -198,7 +199,9 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
       }
     }, processes);
 
-    const common = { MAILGRID_ETCD: etcd, MAILGRID_LOG_LEVEL: 'info' };
+    // MAILGRID_* settings given to `cluster up` apply to every node, and again on restart.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
+    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: etcd };
     for (let g = 1; g <= options.groups; g++) {
       const [grpc, http] = [await freePort(), await freePort()];
       processes.push(
@@ -207,10 +210,9 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
     }
     const fronts: { id: string; smtp: string; httpPort: number }[] = [];
     for (let f = 1; f <= options.frontends; f++) {
-      const [smtp, http] = [await freePort(), await freePort()];
-      processes.push(
-        launch(nodeEntry('frontend', `fe-${f}`, dir, { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' }, { smtp, http })),
-      );
+      const [smtp, http, queue] = [await freePort(), await freePort(), await freePort()];
+      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_QUEUE_GRPC_PORT: String(queue), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' };
+      processes.push(launch(nodeEntry('frontend', `fe-${f}`, dir, env, { smtp, http, queue })));
       fronts.push({ id: `fe-${f}`, smtp: `127.0.0.1:${smtp}`, httpPort: http });
     }
     writeState(state, cwd);

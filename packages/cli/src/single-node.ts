@@ -1,6 +1,6 @@
 import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { DeliveryChannel, Router, SmtpFrontend } from '@mailgrid/frontend';
+import { frontendParts } from '@mailgrid/frontend';
 import { join, resolve } from 'node:path';
 import { BackendWorker } from './backend-worker.js';
 
@@ -12,15 +12,9 @@ import { BackendWorker } from './backend-worker.js';
 export function singleNode(config: Config, log: Logger): Service[] {
   const backend = new BackendWorker(config, log);
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
-  const frontend = new SmtpFrontend({
-    config,
-    log,
-    directory,
-    // One group, served by the local backend (its port is known once it has started).
-    router: new Router({ primary: async (group) => (group === config.backend.group ? backend.address : undefined) }),
-    channel: new DeliveryChannel(config.delivery),
-  });
-  const services: Service[] = [closer('directory', () => directory.close()), backend, frontend];
+  // One group, served by the local backend (its port is known once it has started).
+  const frontend = frontendParts(config, log, directory, { primary: async (group) => (group === config.backend.group ? backend.address : undefined) });
+  const services: Service[] = [closer('directory', () => directory.close()), backend, ...frontend.services];
   const health = new HealthServer({ ...config.http, log, services: () => services });
   return [health, ...services];
 }

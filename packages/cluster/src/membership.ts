@@ -18,6 +18,10 @@ export interface MemberInfo {
   smtp?: string;
   grpc?: string;
   http?: string;
+  /** The Queue admin service, on nodes with a queue. */
+  queue?: string;
+  queueDepth?: number;
+  queueOldestAt?: number;
   submitMode?: string;
   state: 'up' | 'draining';
   pid: number;

@@ -54,6 +54,35 @@ export const configSchema = z.strictObject({
     proxyProtocol: z.boolean(),
     tlsKeyFile: z.string(),
     tlsCertFile: z.string(),
+    /**
+     * Clients allowed to relay to other domains without authentication (like Postfix's
+     * mynetworks): comma-separated addresses or CIDR blocks. Empty: nobody.
+     */
+    trustedNetworks: z.string(),
+  }),
+  queue: z.strictObject({
+    /** Past either limit, or below the free-disk floor, MAIL gets 452 4.3.1. */
+    maxMessages: positive,
+    maxBytes: positive,
+    minFreeBytes: z.number().int().min(0),
+    /** First retry after minRetryMs, doubling up to maxRetryMs. */
+    minRetryMs: positive,
+    maxRetryMs: positive,
+    /** A recipient not delivered within this time is bounced. */
+    lifetimeMs: positive,
+    /** One delay notice to the sender after this long; 0 sends none. */
+    delayWarningMs: z.number().int().min(0),
+    /** Deliveries the queue runner makes at once. */
+    concurrency: positive,
+    /** The Queue admin gRPC service of a node with a queue. */
+    grpcPort: port,
+  }),
+  relay: z.strictObject({
+    /** Send all outgoing mail through `host:port` instead of the destinations' MX. */
+    smarthost: z.string(),
+    /** SMTP connections at once to one destination. */
+    perDestination: positive,
+    timeoutMs: positive,
   }),
   grpc: z.strictObject({
     /** Where the backend's gRPC services listen and where clients on this node reach them. */
@@ -100,7 +129,20 @@ export function defaults(): Config {
       proxyProtocol: false,
       tlsKeyFile: '',
       tlsCertFile: '',
+      trustedNetworks: '',
     },
+    queue: {
+      maxMessages: 100_000,
+      maxBytes: 10 * 1024 ** 3,
+      minFreeBytes: 512 * 1024 ** 2,
+      minRetryMs: 60_000,
+      maxRetryMs: 3_600_000,
+      lifetimeMs: 5 * 24 * 3_600_000,
+      delayWarningMs: 4 * 3_600_000,
+      concurrency: 32,
+      grpcPort: 7526,
+    },
+    relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000 },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
     delivery: { timeoutMs: 60_000, chunkBytes: 64 * 1024 },
     backend: { group: 'default' },
@@ -219,6 +261,9 @@ export const LIVE_SETTINGS = [
   'smtp.maxClients',
   'smtp.idleTimeoutMs',
   'smtp.greetingDelayMs',
+  'queue.maxMessages',
+  'queue.maxBytes',
+  'queue.minFreeBytes',
 ] as const;
 export type LiveSetting = (typeof LIVE_SETTINGS)[number];
 

@@ -1,8 +1,6 @@
 import { closer, HealthServer, setLogLevel, type Config, type Logger, type Service } from '@mailgrid/core';
 import { connectEtcd, EtcdDirectory, Keys, MemberHostingGroups, Membership, NodeSettings } from '@mailgrid/cluster';
-import { DeliveryChannel } from './delivery-channel.js';
-import { Router } from './router.js';
-import { SmtpFrontend } from './smtp-frontend.js';
+import { frontendParts } from './frontend.js';
 
 /**
  * A frontend of a cluster: SMTP in, the directory cached from etcd, deliveries routed to
@@ -22,6 +20,7 @@ export function clusterFrontend(config: Config, log: Logger): Service[] {
       role: 'frontend',
       site: config.site,
       smtp: `${config.smtp.host}:${config.smtp.port}`,
+      queue: `${config.grpc.advertise.replace(/:\d+$/, '') || config.grpc.host}:${config.queue.grpcPort}`,
       http: `${config.http.host}:${config.http.port}`,
       state: 'up',
       pid: process.pid,
@@ -31,18 +30,27 @@ export function clusterFrontend(config: Config, log: Logger): Service[] {
     log.child({ component: 'membership' }),
   );
   const settings = new NodeSettings(client, keys, config, log.child({ component: 'settings' }));
-  const smtp = new SmtpFrontend({
-    config,
-    log,
-    directory,
-    router: new Router(new MemberHostingGroups(membership)),
-    channel: new DeliveryChannel(config.delivery),
-  });
+  const parts = frontendParts(config, log, directory, new MemberHostingGroups(membership));
   settings.on('change', (c: Config) => {
     setLogLevel(log, c.log.level);
-    smtp.applySettings(c);
+    parts.apply(c);
   });
-  const services: Service[] = [closer('etcd', () => client.close()), directory, membership, settings, smtp];
+  // Queue depth and age travel with the membership entry, for operators and balancing.
+  const publish = setInterval(() => {
+    const oldest = parts.queue.store.oldest();
+    void membership.update({ queueDepth: parts.queue.store.messageCount, queueOldestAt: oldest }).catch(() => undefined);
+  }, 10_000);
+  publish.unref();
+  const services: Service[] = [
+    closer('etcd', () => {
+      clearInterval(publish);
+      client.close();
+    }),
+    directory,
+    membership,
+    settings,
+    ...parts.services,
+  ];
   const health = new HealthServer({ ...config.http, log, services: () => services });
   return [health, ...services];
 }

@@ -2,28 +2,26 @@ import './smtp-patches.js';
 import { MailError, Replies, isAscii, parseAddress, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Directory, Resolution } from '@mailgrid/directory';
 import type { RecipientResult__Output } from '@mailgrid/protocol';
+import type { DsnRecipient, MailQueue } from '@mailgrid/queue';
 import { Resolver } from 'node:dns';
+import { BlockList, isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { DeliveryChannel } from './delivery-channel.js';
+import type { GroupDelivery } from './group-delivery.js';
 import { MessageCollector } from './message-check.js';
 import { newMessageId, receivedHeader } from './received.js';
-import { Router } from './router.js';
 import { accept, answer, refuse, withTimeout, type Verdict } from './verdict.js';
 
 export interface SmtpFrontendOptions {
   config: Config;
   log: Logger;
   directory: Directory;
-  router: Router;
-  channel: DeliveryChannel;
+  delivery: GroupDelivery;
+  queue: MailQueue;
 }
 
-interface LocalRecipient {
-  address: string;
-  account: string;
-  group: string;
-}
+/** What RCPT decided for a recipient: an account of some group, or mail to relay out. */
+type Routed = { route: 'local'; address: string; account: string; group: string } | { route: 'relay'; address: string };
 
 /** Directory lookups slower than this fail soft with 451 4.4.3. */
 const LOOKUP_TIMEOUT_MS = 5_000;
@@ -39,12 +37,14 @@ export class SmtpFrontend implements Service {
   private readonly log: Logger;
   private readonly sessions = new Map<string, Logger>();
   /** What RCPT resolved, kept with smtp-server's own recipient object. */
-  private readonly routes = new WeakMap<SMTPServerAddress, LocalRecipient>();
+  private readonly routes = new WeakMap<SMTPServerAddress, Routed>();
   private boundPort = 0;
   private config: Config;
+  private readonly trusted: BlockList;
 
   constructor(private readonly options: SmtpFrontendOptions) {
     this.config = options.config;
+    this.trusted = trustedNetworks(options.config.smtp.trustedNetworks);
     const smtp = options.config.smtp;
     this.log = options.log.child({ component: 'smtp' });
     const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
@@ -66,7 +66,9 @@ export class SmtpFrontend implements Service {
       logger: options.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol' }) as any) : false,
       onConnect: (session, cb) => this.onConnect(session, cb),
       onClose: (session) => this.sessions.delete(session.id),
-      onMailFrom: (address, session, cb) => answer(this.checkSender(address, session), cb),
+      onMailFrom: (address, session, cb) => {
+        this.checkSender(address, session).then((v) => answer(v, cb));
+      },
       onRcptTo: (address, session, cb) => {
         this.checkRecipient(address, session).then((v) => answer(v, cb));
       },
@@ -126,7 +128,6 @@ export class SmtpFrontend implements Service {
       (this.server.options as { closeTimeout?: number }).closeTimeout = 1;
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
     }
-    this.options.channel.close();
     this._state = 'stopped';
     this.log.info({ event: 'smtp.stopped' }, 'stopped');
   }
@@ -142,11 +143,17 @@ export class SmtpFrontend implements Service {
     cb();
   }
 
-  private checkSender(address: SMTPServerAddress, session: SMTPServerSession): Verdict {
+  private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     if (this._state === 'stopping') return refuse(Replies.shuttingDown());
     if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8)
       return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
+    // Backpressure: a full queue (or disk) refuses new mail rather than growing without bound.
+    const full = await this.options.queue.refusal();
+    if (full) {
+      this.sessionLog(session).warn({ event: 'smtp.queue-full' }, 'queue full, refusing mail');
+      return refuse(full);
+    }
     return accept(undefined);
   }
 
@@ -164,14 +171,21 @@ export class SmtpFrontend implements Service {
     }
     switch (res.kind) {
       case 'account':
-        this.routes.set(address, { address: rcpt, account: res.account, group: res.group });
+        this.routes.set(address, { route: 'local', address: rcpt, account: res.account, group: res.group });
         return accept(undefined);
       case 'unknown-user':
         return refuse(Replies.unknownUser(rcpt));
       case 'foreign':
-        // Relay for authenticated clients and trusted networks arrives with the queue.
-        return refuse(Replies.relayDenied(rcpt));
+        // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
+        if (!this.isTrusted(session.remoteAddress)) return refuse(Replies.relayDenied(rcpt));
+        this.routes.set(address, { route: 'relay', address: rcpt });
+        return accept(undefined);
     }
+  }
+
+  private isTrusted(ip: string): boolean {
+    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+    return v4 ? this.trusted.check(v4, 'ipv4') : this.trusted.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4');
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -214,47 +228,66 @@ export class SmtpFrontend implements Service {
     const body = Buffer.concat([Buffer.from(header, 'latin1'), ...collector.chunks]);
     const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
 
-    const routed = await this.options.router.route(recipients);
-    const results = (
-      await Promise.all(
-        routed.map(({ group, address, recipients: list }) => {
-          const delivery = {
-            messageId,
-            mailFrom,
-            group,
-            body,
-            receivedAt,
-            recipients: list.map((r) => ({ address: r.address, account: r.account, idempotencyKey: `${messageId}:${r.account}` })),
-          };
-          if (!address) return this.options.channel.failAll(delivery, Replies.backendUnavailable());
-          return this.options.channel.deliver(address, delivery, { session: session.id, message: messageId, node: this.config.nodeId });
-        }),
-      )
-    ).flat();
+    const trace = { session: session.id, message: messageId };
+    const local = recipients.flatMap((r) => (r.route === 'local' ? [r] : []));
+    const results = local.length ? await this.options.delivery.deliverAll(local, { messageId, mailFrom, body, receivedAt }, trace) : [];
+    const byAddress = new Map(local.map((r) => [r.address, r]));
 
+    // Whatever was not stored and may still be delivered goes into the durable queue.
+    const toQueue = [
+      ...results
+        .filter((r) => r.outcome !== 'STORED' && r.outcome !== 'PERMANENT_FAILURE')
+        .map((r) => ({ address: r.address, route: 'local' as const, account: byAddress.get(r.address)?.account, lastError: r.reply ?? undefined })),
+      ...recipients.filter((r) => r.route === 'relay').map((r) => ({ address: r.address, route: 'relay' as const })),
+    ];
+    const failed = results.filter((r) => r.outcome === 'PERMANENT_FAILURE');
+    const stored = results.filter((r) => r.outcome === 'STORED').length;
     log.info(
-      { event: 'smtp.delivered', messageId, client: session.remoteAddress, from: mailFrom, size: body.length, results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })) },
+      {
+        event: 'smtp.delivered',
+        messageId,
+        client: session.remoteAddress,
+        from: mailFrom,
+        size: body.length,
+        results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })),
+        queued: toQueue.length,
+      },
       'message handled',
     );
-    return summarize(results, messageId);
+    if (!stored && !toQueue.length) return { verdict: refuse(fromReply(failed[0])) };
+    if (toQueue.length) {
+      try {
+        await this.options.queue.enqueue({ id: messageId, mailFrom, body, receivedAt, origin: this.config.nodeId, session: session.id, recipients: toQueue });
+      } catch (err) {
+        log.error({ event: 'smtp.enqueue-failed', messageId, err }, 'could not queue the message');
+        return { verdict: refuse(Replies.storageFailed(err)) };
+      }
+    }
+    if (failed.length) {
+      // Accepted for the others, so the failures are reported by a DSN, not by the reply.
+      const dsn: DsnRecipient[] = failed.map((r) => ({ address: r.address, action: 'failed', reply: r.reply!, lastAttemptAt: Date.now() }));
+      await this.options.queue
+        .notify({ id: messageId, mailFrom, receivedAt }, body, dsn)
+        .catch((err) => log.error({ event: 'smtp.dsn-failed', messageId, err }, 'could not queue the DSN'));
+    }
+    const how = toQueue.length ? (stored ? 'stored and queued' : 'queued') : 'stored';
+    return { verdict: accept(undefined), message: `2.0.0 Ok: ${how} as ${messageId}` };
   }
 }
 
-/**
- * One reply for the whole transaction: 250 only when every recipient is stored; any
- * temporary failure makes it 451 (the durable queue will take those instead); 5xx only
- * when every recipient failed for good.
- */
-function summarize(results: RecipientResult__Output[], messageId: string): { verdict: Verdict; message?: string } {
-  const temp = results.find((r) => r.outcome === 'TEMPORARY_FAILURE' || r.outcome === 'OUTCOME_UNSPECIFIED');
-  if (temp) return { verdict: refuse(fromReply(temp, 'DELIVERY_DEFERRED')) };
-  if (!results.some((r) => r.outcome === 'STORED')) return { verdict: refuse(fromReply(results[0], 'DELIVERY_FAILED')) };
-  return { verdict: accept(undefined), message: `2.0.0 Ok: stored as ${messageId}` };
+/** `10.0.0.0/8, 127.0.0.1` → a BlockList of the networks allowed to relay. */
+function trustedNetworks(spec: string): BlockList {
+  const list = new BlockList();
+  for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [net, bits] = item.split('/');
+    const type = isIPv6(net) ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(net, type);
+    else list.addSubnet(net, Number(bits), type);
+  }
+  return list;
 }
 
-function fromReply(r: RecipientResult__Output, code: string): MailError {
-  const reply = r.reply ?? { code: 451, enhanced: '4.3.0', text: 'Delivery failed, try again later' };
-  // Never let a malformed backend answer turn a passing fault into a bounce.
-  const safe = r.outcome !== 'PERMANENT_FAILURE' && reply.code >= 500 ? { code: 451, enhanced: '4.3.0' } : reply;
-  return new MailError(code, { code: safe.code, enhanced: safe.enhanced, text: `<${r.address}>: ${reply.text}` });
+function fromReply(r: RecipientResult__Output): MailError {
+  const reply = r.reply ?? { code: 550, enhanced: '5.0.0', text: 'Delivery failed' };
+  return new MailError('DELIVERY_FAILED', { code: reply.code, enhanced: reply.enhanced, text: `<${r.address}>: ${reply.text}` });
 }

@@ -3,6 +3,7 @@ import { proto } from './load.js';
 import type { AdminClient } from './generated/mailgrid/v1/Admin.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
 import type { MailboxClient } from './generated/mailgrid/v1/Mailbox.js';
+import type { QueueClient } from './generated/mailgrid/v1/Queue.js';
 
 /** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
 export const channelOptions: grpc.ChannelOptions = {
@@ -19,3 +20,4 @@ export const createDeliveryClient = (address: string): DeliveryClient =>
 export const createMailboxClient = (address: string): MailboxClient =>
   new proto.Mailbox(address, insecure(), channelOptions);
 export const createAdminClient = (address: string): AdminClient => new proto.Admin(address, insecure(), channelOptions);
+export const createQueueClient = (address: string): QueueClient => new proto.Queue(address, insecure(), channelOptions);

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { ProtoGrpcType as AdminProto } from './generated/admin.js';
 import type { ProtoGrpcType as DeliveryProto } from './generated/delivery.js';
 import type { ProtoGrpcType as MailboxProto } from './generated/mailbox.js';
+import type { ProtoGrpcType as QueueProto } from './generated/queue.js';
 
 const protoRoot = fileURLToPath(new URL('../../../proto', import.meta.url));
 
@@ -23,10 +24,10 @@ export const loaderOptions: protoLoader.Options = {
   includeDirs: [protoRoot],
 };
 
-type Proto = DeliveryProto & MailboxProto & AdminProto;
+type Proto = DeliveryProto & MailboxProto & AdminProto & QueueProto;
 
 const definition = protoLoader.loadSync(
-  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto'],
+  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto', 'mailgrid/v1/queue.proto'],
   loaderOptions,
 );
 

@@ -11,3 +11,6 @@ export type { Outcome, Outcome__Output } from './generated/mailgrid/v1/Outcome.j
 export type { MessageInfo, MessageInfo__Output } from './generated/mailgrid/v1/MessageInfo.js';
 export type { FetchChunk__Output } from './generated/mailgrid/v1/FetchChunk.js';
 export type { Account__Output } from './generated/mailgrid/v1/Account.js';
+export type { QueueClient, QueueHandlers } from './generated/mailgrid/v1/Queue.js';
+export type { QueuedMessageInfo, QueuedMessageInfo__Output } from './generated/mailgrid/v1/QueuedMessageInfo.js';
+export type { QueueListResponse, QueueListResponse__Output } from './generated/mailgrid/v1/QueueListResponse.js';

@@ -53,6 +53,7 @@ export async function startNode(options: { dataDir?: string; env?: NodeJS.Proces
     MAILGRID_GRPC_PORT: String(grpcPort),
     MAILGRID_NODE_ID: 'test-node',
     MAILGRID_HTTP_PORT: String(options.httpPort ?? (await freePort())),
+    MAILGRID_QUEUE_GRPC_PORT: String(await freePort()),
     ...options.env,
   };
   const child = spawn(process.execPath, [cliPath, 'start'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

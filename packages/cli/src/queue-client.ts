@@ -1,0 +1,46 @@
+import * as grpc from '@grpc/grpc-js';
+import { createQueueClient, deadline, type QueuedMessageInfo__Output, type QueueClient } from '@mailgrid/protocol';
+import { CliError } from './admin-client.js';
+
+export type QueueAction = 'Retry' | 'Delete' | 'Hold' | 'Release';
+
+/** The queues of one or more nodes, each reached over its Queue gRPC service. */
+export class QueueTargets {
+  private readonly clients: { node: string; address: string; client: QueueClient }[];
+
+  constructor(targets: { node: string; address: string }[]) {
+    if (!targets.length) throw new CliError('no node with a queue found');
+    this.clients = targets.map((t) => ({ ...t, client: createQueueClient(t.address) }));
+  }
+
+  async list(limit = 0): Promise<QueuedMessageInfo__Output[]> {
+    const all = await Promise.all(this.clients.map((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'List', { limit })));
+    return all.flatMap((r) => r.messages).sort((a, b) => Number(a.receivedAtMs) - Number(b.receivedAtMs));
+  }
+
+  async show(ids: string[]): Promise<QueuedMessageInfo__Output[]> {
+    const all = await Promise.all(this.clients.map((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'Show', { ids })));
+    return all.flatMap((r) => r.messages);
+  }
+
+  /** Applies an action on every node; returns how many recipients it changed. */
+  async act(action: QueueAction, ids: string[], all: boolean): Promise<number> {
+    const res = await Promise.all(this.clients.map((c) => this.call<{ affected: number }>(c, action, { ids, all })));
+    return res.reduce((n, r) => n + r.affected, 0);
+  }
+
+  close(): void {
+    for (const c of this.clients) c.client.close();
+  }
+
+  private call<T>(c: { node: string; address: string; client: QueueClient }, method: string, req: unknown): Promise<T> {
+    return new Promise((resolve, reject) =>
+      (c.client as any)[method](req, new grpc.Metadata(), { deadline: deadline(10_000) }, (err: grpc.ServiceError | null, res: T) => {
+        if (!err) return resolve(res);
+        if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)
+          reject(new CliError(`cannot reach the queue of ${c.node} at ${c.address}: is it running?`));
+        else reject(new CliError(`${c.node}: ${err.details || err.message}`));
+      }),
+    );
+  }
+}

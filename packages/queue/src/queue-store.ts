@@ -1,0 +1,189 @@
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { mkdirSync } from 'node:fs';
+
+export type Route = 'local' | 'relay';
+export type RecipientState = 'queued' | 'held';
+
+export interface QueuedMessage {
+  id: string;
+  mailFrom: string;
+  receivedAt: number;
+  size: number;
+  /** Node and SMTP session that accepted it, for logs. */
+  origin: string;
+  session?: string;
+  /** DSN envelope id (ENVID) and what to return in a bounce (RET). */
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+  /** A bounce or delay notice we generated: it is never itself bounced. */
+  isDsn?: boolean;
+}
+
+export interface Reply {
+  code: number;
+  enhanced: string;
+  text: string;
+}
+
+export interface QueuedRecipient {
+  messageId: string;
+  idx: number;
+  address: string;
+  route: Route;
+  /** Resolved account and group for local recipients (looked up again at each attempt). */
+  account?: string;
+  state: RecipientState;
+  attempts: number;
+  queuedAt: number;
+  nextAttemptAt: number;
+  lastError?: Reply;
+  lastAttemptAt?: number;
+  /** A delay notice was sent for it. */
+  warned?: boolean;
+}
+
+export interface QueueLimits {
+  maxMessages: number;
+  maxBytes: number;
+}
+
+type RcptKey = [messageId: string, idx: number];
+type DueKey = [at: number, messageId: string, idx: number];
+
+/**
+ * The durable queue of a node, on LMDB:
+ * - `messages` id → envelope; `bodies` id → bytes (stored once for every recipient)
+ * - `recipients` [id, idx] → state, attempts, next attempt, last error
+ * - `due` [time, id, idx] → an index of queued recipients by next attempt, so the runner
+ *   reads only what is due, whatever the size of the queue
+ * - `meta` message and byte counts, kept in the same transactions
+ * Every change resolves once flushed to disk.
+ */
+export class QueueStore {
+  private readonly root: RootDatabase;
+  private readonly messages: Database<QueuedMessage, string>;
+  private readonly bodies: Database<Buffer, string>;
+  private readonly recipients: Database<QueuedRecipient, RcptKey>;
+  private readonly due: Database<1, DueKey>;
+  private readonly meta: Database<number, string>;
+
+  constructor(path: string) {
+    mkdirSync(path, { recursive: true });
+    this.root = open({ path, maxDbs: 8 });
+    this.messages = this.root.openDB({ name: 'messages' });
+    this.bodies = this.root.openDB({ name: 'bodies', encoding: 'binary' });
+    this.recipients = this.root.openDB({ name: 'recipients' });
+    this.due = this.root.openDB({ name: 'due' });
+    this.meta = this.root.openDB({ name: 'meta' });
+  }
+
+  get messageCount(): number {
+    return this.meta.get('messages') ?? 0;
+  }
+
+  get byteCount(): number {
+    return this.meta.get('bytes') ?? 0;
+  }
+
+  /** Arrival time of the oldest message still queued, or undefined. */
+  oldest(): number | undefined {
+    for (const { value } of this.messages.getRange({ limit: 1 })) return value.receivedAt;
+    return undefined;
+  }
+
+  /** Stores a message and its recipients; resolves once on disk. */
+  async enqueue(message: QueuedMessage, body: Buffer, recipients: Omit<QueuedRecipient, 'messageId' | 'idx' | 'state' | 'attempts'>[]): Promise<void> {
+    await this.root.transaction(() => {
+      this.messages.put(message.id, message);
+      this.bodies.put(message.id, body);
+      recipients.forEach((r, idx) => {
+        this.recipients.put([message.id, idx], { ...r, messageId: message.id, idx, state: 'queued', attempts: 0 });
+        this.due.put([r.nextAttemptAt, message.id, idx], 1);
+      });
+      this.meta.put('messages', this.messageCount + 1);
+      this.meta.put('bytes', this.byteCount + body.length);
+    });
+    await this.root.flushed;
+  }
+
+  /** Queued recipients whose next attempt is at or before `now`, oldest first. */
+  dueRecipients(now: number, limit: number, skip: (messageId: string, idx: number) => boolean = () => false): QueuedRecipient[] {
+    const out: QueuedRecipient[] = [];
+    for (const key of this.due.getKeys({ end: [now, '\uffff', Number.MAX_SAFE_INTEGER] })) {
+      const [, id, idx] = key;
+      if (skip(id, idx)) continue;
+      const r = this.recipients.get([id, idx]);
+      if (r && r.state === 'queued') out.push(r);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** When the next queued recipient becomes due, or undefined for an idle queue. */
+  nextDueAt(): number | undefined {
+    for (const [at] of this.due.getKeys({ limit: 1 })) return at;
+    return undefined;
+  }
+
+  message(id: string): QueuedMessage | undefined {
+    return this.messages.get(id);
+  }
+
+  body(id: string): Buffer | undefined {
+    return this.bodies.get(id);
+  }
+
+  recipientsOf(id: string): QueuedRecipient[] {
+    return [...this.recipients.getRange({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })].map((e) => e.value);
+  }
+
+  /** Every queued message, oldest first (for the admin listing). */
+  *list(limit = Infinity): Generator<{ message: QueuedMessage; recipients: QueuedRecipient[] }> {
+    let n = 0;
+    for (const { value } of this.messages.getRange()) {
+      if (n++ >= limit) return;
+      yield { message: value, recipients: this.recipientsOf(value.id) };
+    }
+  }
+
+  /**
+   * Records attempts: a recipient that is done (delivered, bounced or deleted) leaves the
+   * queue, and its message with it once no recipient is left; any other is rescheduled.
+   */
+  async settle(changes: { recipient: QueuedRecipient; done: boolean }[]): Promise<void> {
+    if (!changes.length) return;
+    await this.root.transaction(() => {
+      const touched = new Set<string>();
+      for (const { recipient: r, done } of changes) {
+        const key: RcptKey = [r.messageId, r.idx];
+        const before = this.recipients.get(key);
+        if (!before) continue;
+        if (before.state === 'queued') this.due.remove([before.nextAttemptAt, r.messageId, r.idx]);
+        if (done) {
+          this.recipients.remove(key);
+          touched.add(r.messageId);
+        } else {
+          // An operator's hold made while an attempt was under way wins over its reschedule.
+          const next = before.state === 'held' && r.state === 'queued' && r.attempts > before.attempts ? { ...r, state: 'held' as const } : r;
+          this.recipients.put(key, next);
+          if (next.state === 'queued') this.due.put([next.nextAttemptAt, r.messageId, r.idx], 1);
+        }
+      }
+      for (const id of touched) this.dropIfEmpty(id);
+    });
+    await this.root.flushed;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+
+  private dropIfEmpty(id: string): void {
+    for (const _ of this.recipients.getKeys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER], limit: 1 })) return;
+    const body = this.bodies.get(id);
+    this.messages.remove(id);
+    this.bodies.remove(id);
+    this.meta.put('messages', Math.max(0, this.messageCount - 1));
+    this.meta.put('bytes', Math.max(0, this.byteCount - (body?.length ?? 0)));
+  }
+}
