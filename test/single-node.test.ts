@@ -33,7 +33,7 @@ describe('single node end to end', () => {
     const uid = messages[messages.length - 1].uid;
     const got = await node.cli('mailbox', 'get', 'alice@example.test', String(uid));
     assert.equal(got.code, 0, got.stderr);
-    assert.match(got.stdout, /^Received: from /);
+    assert.match(got.stdout, /^Return-Path: <carol@sender\.test>\r\nReceived: from /);
     assert.match(got.stdout, /Subject: hello alice/);
     assert.match(got.stdout, /first message/);
   });

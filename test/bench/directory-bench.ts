@@ -23,7 +23,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
+import { connectEtcd, EtcdDirectory, Keys, prefixEnd } from '@mailgrid/cluster';
 import { parseAddress, type Address } from '@mailgrid/core';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { pino } from 'pino';
@@ -36,6 +36,7 @@ const { values } = parseArgs({
     'txn-ops': { type: 'string', default: '10000' },
     parallel: { type: 'string', default: '4' },
     'watch-samples': { type: 'string', default: '50' },
+    'range-probe': { type: 'boolean', default: false },
     child: { type: 'boolean', default: false },
     etcd: { type: 'string' },
   },
@@ -133,7 +134,9 @@ async function child(): Promise<void> {
 
   const dir = new EtcdDirectory(client, keys, pino({ level: 'silent' }));
   const t0 = process.hrtime.bigint();
+  const progress = setInterval(() => console.error(`  … warm-up: ${dir.size.accounts} accounts cached after ${Math.round(Number(process.hrtime.bigint() - t0) / 1e9)} s`), 15_000);
   await dir.start();
+  clearInterval(progress);
   const warmupMs = Number(process.hrtime.bigint() - t0) / 1e6;
   if (!dir.isSynced) throw new Error('directory did not load (not synced after start())');
   const loaded = dir.size;
@@ -323,6 +326,42 @@ async function load(client: Etcd3, keys: Keys): Promise<{ seconds: number }> {
   return { seconds: (Date.now() - t0) / 1000 };
 }
 
+/**
+ * What one page of the warm-up's range read costs etcd, with and without the sort that
+ * readPrefix asks for (etcd 3.4 drops the limit when a sort is requested and sorts the whole
+ * rest of the range). With --range-probe also whole reads in unsorted pages of 5,000 and
+ * 40,000, applied to nothing: the floor for a warm-up against this etcd.
+ */
+async function rangeProbe(client: Etcd3, keys: Keys, full: boolean): Promise<Record<string, number>> {
+  const start = keys.directory;
+  const end = prefixEnd(start);
+  const out: Record<string, number> = {};
+  for (const sorted of [true, false]) {
+    let range = client.getAll().inRange({ start, end }).limit(5_000);
+    if (sorted) range = range.sort('Key', 'Ascend');
+    const t0 = Date.now();
+    await range.exec();
+    out[sorted ? 'firstPageSortedMs' : 'firstPageUnsortedMs'] = Date.now() - t0;
+  }
+  if (full) {
+    for (const pageSize of [5_000, 40_000]) {
+      const t0 = Date.now();
+      let from = start;
+      let revision: string | undefined;
+      for (;;) {
+        let range = client.getAll().inRange({ start: from, end }).limit(pageSize);
+        if (revision) range = range.revision(revision);
+        const res = await range.exec();
+        revision ??= res.header.revision;
+        if (!res.more || !res.kvs.length) break;
+        from = res.kvs[res.kvs.length - 1].key.toString() + '\0';
+      }
+      out[`fullReadUnsorted${pageSize}Ms`] = Date.now() - t0;
+    }
+  }
+  return out;
+}
+
 function runChild(url: string): Promise<ChildFigures> {
   const script = fileURLToPath(import.meta.url);
   const args = ['--expose-gc', script, '--child', '--etcd', url, '--accounts', String(N), '--domains', String(D), '--lookups', String(LOOKUPS), '--watch-samples', String(WATCH_SAMPLES)];
@@ -356,8 +395,10 @@ async function main(): Promise<void> {
     const { seconds: loadSeconds } = await load(client, keys);
     const status = await client.maintenance.status({});
     const dbSizeMB = mb(Number(status.dbSize));
+    console.log(`loaded in ${loadSeconds.toFixed(1)} s; probing etcd range reads …`);
+    const probe = await rangeProbe(client, keys, values['range-probe']);
     client.close();
-    console.log(`loaded in ${loadSeconds.toFixed(1)} s; measuring a directory in a child process …`);
+    console.log(`measuring a directory in a child process …`);
 
     const c = await runChild(etcd.url);
     const L = c.lookup.resolveUs;
@@ -365,13 +406,23 @@ async function main(): Promise<void> {
     const W = c.watch.visibleMs;
     const rows: [string, string][] = [
       ['etcd load', `${Math.round(N / loadSeconds)} accounts/s (${loadSeconds.toFixed(1)} s; etcd db ${dbSizeMB} MB)`],
+      [
+        'etcd range page',
+        `5,000 keys from the start of the directory: ${probe.firstPageSortedMs} ms sorted by key (as readPrefix asks), ${probe.firstPageUnsortedMs} ms unsorted` +
+          (probe.fullReadUnsorted5000Ms === undefined ? '' : `; whole directory unsorted: ${(probe.fullReadUnsorted5000Ms / 1000).toFixed(1)} s in pages of 5,000, ${(probe.fullReadUnsorted40000Ms / 1000).toFixed(1)} s in pages of 40,000`),
+      ],
       ['cache warm-up', `${(c.warmupMs / 1000).toFixed(2)} s for ${c.loaded.accounts} accounts, ${c.loaded.domains} domains (start())`],
       ['memory after GC', `RSS ${c.afterLoad.rssMB} MB, heapUsed ${c.afterLoad.heapUsedMB} MB (baseline RSS ${c.baseline.rssMB} MB, heapUsed ${c.baseline.heapUsedMB} MB)`],
       ['', `≈ ${c.heapBytesPerAccount} B heap per account; heapTotal ${c.afterLoad.heapTotalMB} MB, external ${c.afterLoad.externalMB} MB`],
       ['peak RSS', `${c.peakRssMB} MB (VmHWM, during warm-up)`],
       ['resolve()', `p50 ${L.p50} µs, p99 ${L.p99} µs, p99.9 ${L.p999} µs, max ${L.max} µs (${L.count} lookups)`],
       ['parse + resolve', `p50 ${P.p50} µs, p99 ${P.p99} µs, p99.9 ${P.p999} µs, max ${P.max} µs`],
-      ...Object.entries(c.lookupByKindUs).map(([k, v]): [string, string] => [`  ${k}`, `p50 ${v.p50} µs, p99 ${v.p99} µs, max ${v.max} µs (${v.count})`]),
+      ...(['account', 'unknown-user', 'foreign'] as const)
+        .filter((k) => c.lookupByKindUs[k])
+        .map((k): [string, string] => {
+          const v = c.lookupByKindUs[k];
+          return [`  ${k}`, `p50 ${v.p50} µs, p99 ${v.p99} µs, p99.9 ${v.p999} µs, max ${v.max} µs (${v.count})`];
+        }),
       ['watch update', `visible after p50 ${W.p50} ms, p99 ${W.p99} ms, max ${W.max} ms (put ack p50 ${c.watch.putAckMs.p50} ms; ${W.count} puts)`],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
@@ -395,6 +446,7 @@ async function main(): Promise<void> {
       loadSeconds: +loadSeconds.toFixed(1),
       loadAccountsPerSec: Math.round(N / loadSeconds),
       etcdDbSizeMB: dbSizeMB,
+      etcdRangeProbe: probe,
       ...c,
       targets,
       totalSeconds: Math.round((Date.now() - started) / 1000),

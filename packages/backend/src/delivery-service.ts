@@ -54,7 +54,9 @@ export function deliveryHandlers(deps: DeliveryServiceDeps): DeliveryHandlers {
           if (!envelope) throw invalidArgument('no envelope');
           if (size !== Number(envelope.size)) throw invalidArgument(`expected ${envelope.size} bytes, got ${size}`);
           const log = deps.log.child({ session: trace.session, messageId: envelope.messageId, peer: trace.node });
-          return deliver(deps, envelope, Buffer.concat(chunks, size), log);
+          // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
+          const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
+          return deliver(deps, envelope, Buffer.concat([returnPath, ...chunks]), log);
         };
         done().then(
           (res) => callback(null, res),

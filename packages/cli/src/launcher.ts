@@ -53,12 +53,17 @@ function writeState(state: ClusterState, cwd: string): void {
   writeFileSync(join(cwd, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
 }
 
+/** Whether a process runs; a zombie (dead, not yet reaped by its new parent) does not. */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return true;
   }
 }
 

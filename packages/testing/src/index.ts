@@ -2,3 +2,4 @@ export * from './ports.js';
 export * from './node-process.js';
 export * from './smtp-transcript.js';
 export * from './grpc.js';
+export * from './sink.js';

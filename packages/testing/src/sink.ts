@@ -1,0 +1,44 @@
+import { SMTPServer } from 'smtp-server';
+
+export interface SinkMessage {
+  from: string;
+  to: string[];
+  /** The DATA bytes exactly as received (after dot-unstuffing). */
+  raw: Buffer;
+}
+
+/**
+ * An outside mail server for relay tests: accepts everything except the recipients
+ * `reject` answers for (e.g. `550 5.1.1 no such user`), and keeps every message it got.
+ */
+export async function startSink(options: { port?: number; reject?: (rcpt: string) => string | undefined } = {}) {
+  const messages: SinkMessage[] = [];
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH'],
+    hideENHANCEDSTATUSCODES: true,
+    disableReverseLookup: true,
+    logger: false,
+    onRcptTo(address, _session, cb) {
+      const reply = options.reject?.(address.address);
+      if (!reply) return cb();
+      const code = Number(reply.slice(0, 3));
+      cb(Object.assign(new Error(reply.slice(4)), { responseCode: code }));
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        messages.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+  const port = (server.server.address() as { port: number }).port;
+  return {
+    port,
+    messages,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
