@@ -11,7 +11,8 @@
  * 3. The node's peak RSS (VmHWM) after both.
  * Without --target it starts its own node on a temporary data dir; with --cluster it runs
  * `mailgrid cluster up --frontends 2 --groups 2` and sends through HAProxy, half of the
- * messages to an account of each group.
+ * messages to an account of each group. --queue puts every message through the durable
+ * queue (delivery.inline=false) and also reports when the last one was stored.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     grpc: { type: 'string' },
     client: { type: 'string', default: 'auto' },
     cluster: { type: 'boolean', default: false },
+    queue: { type: 'boolean', default: false },
   },
 });
 const N = Number(values.messages);
@@ -130,6 +132,7 @@ function peakRss(pid: number): number {
 }
 
 async function main() {
+  const nodeEnv: NodeJS.ProcessEnv = values.queue ? { MAILGRID_DELIVERY_INLINE: 'false' } : {};
   let node: NodeHandle | undefined;
   let host = '127.0.0.1';
   let port: number;
@@ -139,7 +142,7 @@ async function main() {
   let clusterDir: string | undefined;
   if (values.cluster) {
     clusterDir = mkdtempSync(join(tmpdir(), 'mailgrid-bench-cluster-'));
-    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], {}, clusterDir);
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], nodeEnv, clusterDir);
     if (up.code !== 0) throw new Error(up.stderr);
     const state = JSON.parse(readFileSync(join(clusterDir, '.mailgrid', 'cluster.json'), 'utf8'));
     [host, port] = [state.smtp.split(':')[0], Number(state.smtp.split(':')[1])];
@@ -154,7 +157,7 @@ async function main() {
     [host, port] = [values.target.split(':')[0], Number(values.target.split(':')[1])];
     probes = [new MailboxProbe(values.grpc ?? '127.0.0.1:7525')];
   } else {
-    node = await startNode();
+    node = await startNode({ env: nodeEnv });
     port = node.smtpPort;
     await node.cli('domain', 'add', 'example.test');
     await node.cli('account', 'add', RCPT);
@@ -165,7 +168,7 @@ async function main() {
   const before = await count();
 
   const useSmtpSource = values.client === 'smtp-source' || (values.client === 'auto' && spawnSync('which', ['smtp-source']).status === 0);
-  const mode = values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node';
+  const mode = (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') + (values.queue ? ', every message through the queue' : '');
   console.log(`# mailgrid bench (${mode}): ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
   let seconds: number;
   let throughputLatencies: number[] | undefined;
@@ -175,7 +178,15 @@ async function main() {
     seconds = r.seconds;
     throughputLatencies = r.latencies.sort((a, b) => a - b);
   }
-  const stored = (await count()) - before;
+  const ackedAt = Date.now();
+  // Acknowledged is not yet stored when the queue takes the messages: wait for the last.
+  let stored = (await count()) - before;
+  const waitUntil = Date.now() + 600_000;
+  while (stored < N && Date.now() < waitUntil) {
+    await new Promise((r) => setTimeout(r, 250));
+    stored = (await count()) - before;
+  }
+  const deliveredSeconds = seconds + (Date.now() - ackedAt) / 1000;
 
   const lat = (await fixedRate(host, port)).sort((a, b) => a - b);
   const figures = {
@@ -187,6 +198,7 @@ async function main() {
     concurrency: C,
     stored,
     throughputMsgsPerSec: Math.round(N / seconds),
+    deliveredMsgsPerSec: Math.round(stored / deliveredSeconds),
     ...(throughputLatencies ? { throughputP50Ms: +pct(throughputLatencies, 50).toFixed(2), throughputP99Ms: +pct(throughputLatencies, 99).toFixed(2) } : {}),
     latencyRate: RATE,
     latencyMessages: LN,
@@ -195,7 +207,7 @@ async function main() {
     latencyMaxMs: +lat[lat.length - 1].toFixed(2),
     peakRssMB: Object.fromEntries(pids.map(([id, p]) => [id, Math.round(peakRss(p))])),
   };
-  console.log(`throughput        ${figures.throughputMsgsPerSec} msgs/s acknowledged (${stored}/${N} stored, ${seconds.toFixed(1)} s)`);
+  console.log(`throughput        ${figures.throughputMsgsPerSec} msgs/s acknowledged (${seconds.toFixed(1)} s), ${figures.deliveredMsgsPerSec} msgs/s stored (${stored}/${N}, last after ${deliveredSeconds.toFixed(1)} s)`);
   if (throughputLatencies) console.log(`  under full load: p50 ${figures.throughputP50Ms} ms, p99 ${figures.throughputP99Ms} ms (end of DATA to 250)`);
   console.log(`latency @${RATE}/s   p50 ${figures.latencyP50Ms} ms, p99 ${figures.latencyP99Ms} ms, max ${figures.latencyMaxMs} ms (end of DATA to 250, ${LN} msgs)`);
   for (const [id, mb] of Object.entries(figures.peakRssMB)) console.log(`peak RSS ${id.padEnd(8)} ${mb} MB`);

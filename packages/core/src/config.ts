@@ -92,6 +92,11 @@ export const configSchema = z.strictObject({
     advertise: z.string(),
   }),
   delivery: z.strictObject({
+    /**
+     * Deliver local recipients right after DATA, before the 250 (the default). false puts
+     * every message through the durable queue first, as Postfix does.
+     */
+    inline: z.boolean(),
     /** Deadline of one delivery-channel call. */
     timeoutMs: positive,
     chunkBytes: z.number().int().min(1024).max(4 * 1024 * 1024),
@@ -144,7 +149,7 @@ export function defaults(): Config {
     },
     relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000 },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
-    delivery: { timeoutMs: 60_000, chunkBytes: 64 * 1024 },
+    delivery: { inline: true, timeoutMs: 60_000, chunkBytes: 64 * 1024 },
     backend: { group: 'default' },
     drainMs: 30_000,
   };

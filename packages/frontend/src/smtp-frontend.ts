@@ -230,7 +230,8 @@ export class SmtpFrontend implements Service {
 
     const trace = { session: session.id, message: messageId };
     const local = recipients.flatMap((r) => (r.route === 'local' ? [r] : []));
-    const results = local.length ? await this.options.delivery.deliverAll(local, { messageId, mailFrom, body, receivedAt }, trace) : [];
+    const inline = this.config.delivery.inline ? local : [];
+    const results = inline.length ? await this.options.delivery.deliverAll(inline, { messageId, mailFrom, body, receivedAt }, trace) : [];
     const byAddress = new Map(local.map((r) => [r.address, r]));
 
     // Whatever was not stored and may still be delivered goes into the durable queue.
@@ -238,6 +239,7 @@ export class SmtpFrontend implements Service {
       ...results
         .filter((r) => r.outcome !== 'STORED' && r.outcome !== 'PERMANENT_FAILURE')
         .map((r) => ({ address: r.address, route: 'local' as const, account: byAddress.get(r.address)?.account, lastError: r.reply ?? undefined })),
+      ...(inline.length ? [] : local.map((r) => ({ address: r.address, route: 'local' as const, account: r.account }))),
       ...recipients.filter((r) => r.route === 'relay').map((r) => ({ address: r.address, route: 'relay' as const })),
     ];
     const failed = results.filter((r) => r.outcome === 'PERMANENT_FAILURE');

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { QueueStore, type QueuedRecipient } from './queue-store.js';
+import { nextAttempt } from './schedule.js';
+
+const rcpt = (address: string, at: number) => ({ address, route: 'relay' as const, queuedAt: at, nextAttemptAt: at });
+
+describe('QueueStore', () => {
+  let dir: string;
+  let store: QueueStore;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
+    store = new QueueStore(dir);
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('returns only what is due, oldest first, and counts messages and bytes', async () => {
+    await store.enqueue({ id: 'm2', mailFrom: 'a@x.test', receivedAt: 2, size: 3, origin: 'n' }, Buffer.from('two'), [rcpt('b@y.test', 200)]);
+    await store.enqueue({ id: 'm1', mailFrom: 'a@x.test', receivedAt: 1, size: 3, origin: 'n' }, Buffer.from('one'), [rcpt('c@y.test', 100), rcpt('d@y.test', 300)]);
+    assert.equal(store.messageCount, 2);
+    assert.equal(store.byteCount, 6);
+    assert.deepEqual(store.dueRecipients(250, 10).map((r) => r.address), ['c@y.test', 'b@y.test']);
+    assert.deepEqual(store.dueRecipients(50, 10), []);
+    assert.equal(store.nextDueAt(), 100);
+  });
+
+  it('reschedules, and drops a message with its last recipient', async () => {
+    const [c] = store.dueRecipients(100, 1);
+    await store.settle([{ recipient: { ...c, attempts: 1, nextAttemptAt: 1000 }, done: false }]);
+    assert.deepEqual(store.dueRecipients(999, 10).map((r) => r.address), ['b@y.test', 'd@y.test']);
+    const d = store.recipientsOf('m1').find((r) => r.address === 'd@y.test')!;
+    await store.settle([{ recipient: d, done: true }]);
+    assert.equal(store.messageCount, 2, 'm1 still has c');
+    const c2 = store.recipientsOf('m1')[0];
+    await store.settle([{ recipient: c2, done: true }]);
+    assert.equal(store.messageCount, 1);
+    assert.equal(store.byteCount, 3);
+    assert.equal(store.body('m1'), undefined);
+  });
+
+  it('keeps an operator hold over a reschedule that raced it', async () => {
+    const [b] = store.recipientsOf('m2');
+    await store.settle([{ recipient: { ...b, state: 'held' }, done: false }]);
+    const rescheduled: QueuedRecipient = { ...b, attempts: b.attempts + 1, nextAttemptAt: 5 };
+    await store.settle([{ recipient: rescheduled, done: false }]);
+    assert.equal(store.recipientsOf('m2')[0].state, 'held');
+    assert.deepEqual(store.dueRecipients(10_000, 10), []);
+  });
+});
+
+describe('nextAttempt', () => {
+  const policy = { minRetryMs: 60_000, maxRetryMs: 3_600_000, lifetimeMs: 5 * 86_400_000, delayWarningMs: 0 };
+  it('doubles from the first retry up to the cap', () => {
+    const mid = () => 0.5;
+    assert.equal(nextAttempt(policy, 1, 0, mid), 60_000);
+    assert.equal(nextAttempt(policy, 2, 0, mid), 120_000);
+    assert.equal(nextAttempt(policy, 7, 0, mid), 3_600_000);
+    assert.equal(nextAttempt(policy, 30, 0, mid), 3_600_000);
+  });
+  it('spreads retries by ±10%', () => {
+    assert.equal(nextAttempt(policy, 1, 0, () => 0), 54_000);
+    assert.equal(nextAttempt(policy, 1, 0, () => 1), 66_000);
+  });
+});
