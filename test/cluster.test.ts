@@ -174,6 +174,18 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     console.log(`# new account accepted by both frontends ${Date.now() - t0} ms after \`account add\` returned`);
   });
 
+  it('delivers mail for an alias to its account in the account\'s group', async () => {
+    const add = await cli('alias', 'add', 'sales@example.test', 'newcomer@example.test');
+    assert.equal(add.code, 0, add.stderr);
+    await eventually('the alias is accepted', async () => (/^250/.test(await sendOne(state.smtp, 'sales@example.test', 'via-alias')) ? true : undefined));
+    const probe = new MailboxProbe(`127.0.0.1:${proc('be-2').ports.grpc}`);
+    try {
+      assert.equal((await storedIds(probe, ['newcomer@example.test'])).get('via-alias'), 1);
+    } finally {
+      probe.close();
+    }
+  });
+
   it('applies a node setting edited in etcd live', async () => {
     const fe1 = `127.0.0.1:${proc('fe-1').ports.smtp}`;
     const ehloSize = async () => {

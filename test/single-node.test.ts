@@ -147,6 +147,25 @@ with smtplib.SMTP('127.0.0.1', ${node.smtpPort}, timeout=10) as s:
     assert.match(out, /<- {2}250 2\.0\.0 Ok: stored as /);
   });
 
+  it('delivers mail for an alias to its account', async () => {
+    assert.equal((await node.cli('alias', 'add', 'postmaster@example.test', 'alice@example.test')).code, 0);
+    const bad = await node.cli('alias', 'add', 'abuse@example.test', 'ghost@example.test');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /not an account/);
+    assert.deepEqual(JSON.parse((await node.cli('alias', 'list', '--json')).stdout), [{ alias: 'postmaster@example.test', target: 'alice@example.test' }]);
+    const before = (await mailbox.list('alice@example.test')).length;
+    const s = await SmtpTranscript.open(node.smtpPort);
+    await s.expect('220');
+    await s.send('EHLO client.test', '250');
+    await s.send('MAIL FROM:<x@sender.test>', '250');
+    await s.send('RCPT TO:<Postmaster@example.test>', '250');
+    await s.send('DATA', '354');
+    s.write(msg('to the postmaster') + '.\r\n');
+    await s.expect('250 2.0.0');
+    s.close();
+    assert.equal((await mailbox.list('alice@example.test')).length, before + 1);
+  });
+
   it('stores a delivery retried with the same idempotency key once', async () => {
     const before = (await mailbox.list('alice@example.test')).length;
     const envelope = {

@@ -22,6 +22,9 @@ export function adminHandlers(admin: DirectoryAdmin, defaultGroup: string): Admi
     AddAccount: (call, cb) => reply(async () => (await admin.addAccount(call.request.address, call.request.group || defaultGroup), {}), cb),
     RemoveAccount: (call, cb) => reply(async () => (await admin.removeAccount(call.request.address), {}), cb),
     ListAccounts: (call, cb) => reply(async () => ({ accounts: await admin.listAccounts(call.request.domain || undefined) }), cb),
+    AddAlias: (call, cb) => reply(async () => (await admin.addAlias(call.request.alias, call.request.target), {}), cb),
+    RemoveAlias: (call, cb) => reply(async () => (await admin.removeAlias(call.request.alias), {}), cb),
+    ListAliases: (call, cb) => reply(async () => ({ aliases: await admin.listAliases(call.request.domain || undefined) }), cb),
   };
 }
 

@@ -9,7 +9,7 @@ import {
   type MessageInfo__Output,
 } from '@mailgrid/protocol';
 import * as grpc from '@grpc/grpc-js';
-import type { AccountEntry, DirectoryAdmin } from '@mailgrid/directory';
+import type { AccountEntry, AliasEntry, DirectoryAdmin } from '@mailgrid/directory';
 
 /** A failure the CLI reports as one clear line and a non-zero exit. */
 export class CliError extends Error {
@@ -61,6 +61,15 @@ export class NodeDirectoryAdmin implements DirectoryAdmin {
   }
   async listAccounts(domain?: string): Promise<AccountEntry[]> {
     return (await this.call<unknown, { accounts: AccountEntry[] }>('ListAccounts', { domain: domain ?? '' })).accounts;
+  }
+  async addAlias(alias: string, target: string) {
+    await this.call('AddAlias', { alias, target });
+  }
+  async removeAlias(alias: string) {
+    await this.call('RemoveAlias', { alias });
+  }
+  async listAliases(domain?: string): Promise<AliasEntry[]> {
+    return (await this.call<unknown, { aliases: AliasEntry[] }>('ListAliases', { domain: domain ?? '' })).aliases;
   }
   close() {
     this.client.close();

@@ -176,6 +176,34 @@ account
     }),
   );
 
+const alias = program.command('alias').description('other addresses of accounts');
+alias
+  .command('add <alias> <account>')
+  .description('deliver mail for <alias> to <account>')
+  .action((a: string, target: string) =>
+    withDirectory(async (dir) => {
+      const [key, to] = [checkedAddress(a).key, checkedAddress(target).key];
+      await dir.addAlias(key, to);
+      done(`alias ${key} → ${to} added`);
+    }),
+  );
+alias
+  .command('remove <alias>')
+  .description('remove an alias')
+  .action((a: string) =>
+    withDirectory(async (dir) => {
+      const key = checkedAddress(a).key;
+      await dir.removeAlias(key);
+      done(`alias ${key} removed`);
+    }),
+  );
+alias
+  .command('list [domain]')
+  .description('list aliases, of one domain or all')
+  .action((d: string | undefined) =>
+    withDirectory(async (dir) => print((await dir.listAliases(d === undefined ? undefined : checkedDomain(d))) as unknown as Record<string, unknown>[], ['alias', 'target'])),
+  );
+
 const mailbox = program.command('mailbox').description('stored mail');
 mailbox
   .command('list <address>')

@@ -4,6 +4,7 @@ import {
   checkedDomain,
   DirectoryError,
   type AccountEntry,
+  type AliasEntry,
   type Directory,
   type DirectoryAdmin,
   type Resolution,
@@ -203,6 +204,42 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     const [local] = a.key.split('@');
     const res = await this.client.delete().key(this.keys.account(a.domain, local)).exec();
     if (Number(res.deleted) === 0) throw new DirectoryError('NOT_FOUND', `no such account: ${a.key}`);
+  }
+
+  async addAlias(alias: string, target: string): Promise<void> {
+    const a = checkedAddress(alias);
+    const t = checkedAddress(target);
+    const [local] = a.key.split('@');
+    const [tLocal] = t.key.split('@');
+    const res = await this.client
+      .if(this.keys.domain(a.domain), 'Create', '>', 0)
+      .and(this.keys.account(t.domain, tLocal), 'Create', '>', 0)
+      .and(this.keys.account(a.domain, local), 'Create', '==', 0)
+      .and(this.keys.alias(a.domain, local), 'Create', '==', 0)
+      .then(this.client.put(this.keys.alias(a.domain, local)).value(JSON.stringify({ target: t.key })))
+      .commit();
+    if (res.succeeded) return;
+    if (!(await this.client.get(this.keys.domain(a.domain)).exec()).kvs.length) throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted`);
+    if (!(await this.client.get(this.keys.account(t.domain, tLocal)).exec()).kvs.length)
+      throw new DirectoryError('FAILED_PRECONDITION', `alias target ${t.key} is not an account`);
+    throw new DirectoryError('ALREADY_EXISTS', `${a.key} is already an account or an alias`);
+  }
+
+  async removeAlias(alias: string): Promise<void> {
+    const a = checkedAddress(alias);
+    const [local] = a.key.split('@');
+    const res = await this.client.delete().key(this.keys.alias(a.domain, local)).exec();
+    if (Number(res.deleted) === 0) throw new DirectoryError('NOT_FOUND', `no such alias: ${a.key}`);
+  }
+
+  async listAliases(domain?: string): Promise<AliasEntry[]> {
+    const prefix = domain === undefined ? this.keys.directory + 'aliases/' : this.keys.directory + `aliases/${checkedDomain(domain)}/`;
+    const out: AliasEntry[] = [];
+    await readPrefix(this.client, prefix, (kv) => {
+      const [, d, local] = kv.key.toString().slice(this.keys.directory.length).split('/');
+      out.push({ alias: `${local}@${d}`, target: JSON.parse(kv.value.toString()).target });
+    });
+    return out;
   }
 
   async listAccounts(domain?: string): Promise<AccountEntry[]> {

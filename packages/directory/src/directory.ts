@@ -19,6 +19,12 @@ export interface AccountEntry {
   group: string;
 }
 
+export interface AliasEntry {
+  alias: string;
+  /** A hosted account. */
+  target: string;
+}
+
 /** Write side, used by the CLI and admin services. */
 export interface DirectoryAdmin {
   addDomain(domain: string): Promise<void>;
@@ -27,6 +33,10 @@ export interface DirectoryAdmin {
   addAccount(address: string, group: string): Promise<void>;
   removeAccount(address: string): Promise<void>;
   listAccounts(domain?: string): Promise<AccountEntry[]>;
+  /** Another address of a hosted account; mail to it is stored in the account. */
+  addAlias(alias: string, target: string): Promise<void>;
+  removeAlias(alias: string): Promise<void>;
+  listAliases(domain?: string): Promise<AliasEntry[]>;
 }
 
 /** Where the primary backend of each hosting group is reached. */

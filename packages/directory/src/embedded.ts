@@ -1,7 +1,7 @@
 import { isDomain, normalizeDomain, parseAddress, type Address } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
-import type { AccountEntry, Directory, DirectoryAdmin, Resolution } from './directory.js';
+import type { AccountEntry, AliasEntry, Directory, DirectoryAdmin, Resolution } from './directory.js';
 
 /** Raised for admin requests that cannot be done as asked; `code` says why. */
 export class DirectoryError extends Error {
@@ -34,17 +34,20 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
   private readonly root: RootDatabase;
   private readonly domains: Database<{ addedAt: number }, string>;
   private readonly accounts: Database<{ group: string }, string>;
+  private readonly aliases: Database<{ target: string }, string>;
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
     this.root = open({ path });
     this.domains = this.root.openDB({ name: 'domains' });
     this.accounts = this.root.openDB({ name: 'accounts' });
+    this.aliases = this.root.openDB({ name: 'aliases' });
   }
 
   async resolve(address: Address): Promise<Resolution> {
-    const entry = this.accounts.get(address.key);
-    if (entry) return { kind: 'account', account: address.key, group: entry.group };
+    const key = this.aliases.get(address.key)?.target ?? address.key;
+    const entry = this.accounts.get(key);
+    if (entry) return { kind: 'account', account: key, group: entry.group };
     return this.domains.get(address.domain) ? { kind: 'unknown-user' } : { kind: 'foreign' };
   }
 
@@ -90,6 +93,30 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
     for (const { key, value } of this.accounts.getRange()) {
       if (d === undefined || key.endsWith('@' + d)) out.push({ address: key, group: value.group });
     }
+    return out;
+  }
+
+  async addAlias(alias: string, target: string): Promise<void> {
+    const a = checkedAddress(alias);
+    const t = checkedAddress(target);
+    if (!this.domains.get(a.domain)) throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted`);
+    if (!this.accounts.get(t.key)) throw new DirectoryError('FAILED_PRECONDITION', `alias target ${t.key} is not an account`);
+    if (this.accounts.get(a.key)) throw new DirectoryError('ALREADY_EXISTS', `${a.key} is an account`);
+    if (!(await this.aliases.ifNoExists(a.key, () => this.aliases.put(a.key, { target: t.key }))))
+      throw new DirectoryError('ALREADY_EXISTS', `alias ${a.key} already exists`);
+    await this.root.flushed;
+  }
+
+  async removeAlias(alias: string): Promise<void> {
+    const a = checkedAddress(alias);
+    if (!(await this.aliases.remove(a.key))) throw new DirectoryError('NOT_FOUND', `no such alias: ${a.key}`);
+    await this.root.flushed;
+  }
+
+  async listAliases(domain?: string): Promise<AliasEntry[]> {
+    const d = domain === undefined ? undefined : checkedDomain(domain);
+    const out: AliasEntry[] = [];
+    for (const { key, value } of this.aliases.getRange()) if (d === undefined || key.endsWith('@' + d)) out.push({ alias: key, target: value.target });
     return out;
   }
 
