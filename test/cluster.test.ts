@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
-import { MailboxProbe, runCli, SmtpTranscript } from '@mailgrid/testing';
+import { eventually, MailboxProbe, runCli, sendMail, sleep, SmtpTranscript } from '@mailgrid/testing';
 import { pino } from 'pino';
 
 interface Proc {
@@ -23,7 +23,6 @@ interface State {
   processes: Proc[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** SIGKILL, and wait until the process is gone (or a zombie), as `cluster start` needs. */
 async function killHard(pid: number): Promise<void> {
@@ -39,23 +38,9 @@ async function killHard(pid: number): Promise<void> {
   }
 }
 
-/** One SMTP transaction on its own connection; resolves with the reply to the final dot. */
-async function sendOne(hostPort: string, rcpt: string, id: string, proxyHeader?: string): Promise<string> {
-  const [host, port] = hostPort.split(':');
-  const s = await SmtpTranscript.open(Number(port), host);
-  try {
-    if (proxyHeader) s.write(proxyHeader);
-    await s.expect('220');
-    await s.send('EHLO cluster.test', '250');
-    await s.send('MAIL FROM:<load@sender.test>', '250');
-    await s.send(`RCPT TO:<${rcpt}>`, '250');
-    await s.send('DATA', '354');
-    s.write(`Subject: cluster\r\nX-Test-Id: ${id}\r\n\r\nbody of ${id}\r\n.\r\n`);
-    return await s.reply();
-  } finally {
-    s.close();
-  }
-}
+/** One message with an X-Test-Id on its own connection; the reply to the final dot. */
+const sendOne = (hostPort: string, rcpt: string, id: string, proxy?: string) =>
+  sendMail(hostPort, { from: 'load@sender.test', to: [rcpt], data: `Subject: cluster\r\nX-Test-Id: ${id}\r\n\r\nbody of ${id}\r\n`, proxy });
 
 async function rcptReply(hostPort: string, rcpt: string): Promise<string> {
   const [host, port] = hostPort.split(':');
@@ -81,16 +66,6 @@ async function storedIds(probe: MailboxProbe, addresses: Iterable<string>): Prom
     }
   }
   return seen;
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(50);
-  }
 }
 
 describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real processes', () => {

@@ -1,22 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { MailboxProbe, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { MailboxProbe, sendMail, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
-/** Sends one message on its own connection; resolves with the final reply line. */
-async function sendOne(port: number, id: string): Promise<string> {
-  const s = await SmtpTranscript.open(port);
-  try {
-    await s.expect('220');
-    await s.send('EHLO load.test', '250');
-    await s.send('MAIL FROM:<load@sender.test>', '250');
-    await s.send('RCPT TO:<alice@example.test>', '250');
-    await s.send('DATA', '354');
-    s.write(`Subject: durability\r\nX-Test-Id: ${id}\r\n\r\n${'body line\r\n'.repeat(50)}.\r\n`);
-    return await s.reply();
-  } finally {
-    s.close();
-  }
-}
+const sendOne = (port: number, id: string) =>
+  sendMail(port, { from: 'load@sender.test', to: ['alice@example.test'], data: `Subject: durability\r\nX-Test-Id: ${id}\r\n\r\n${'body line\r\n'.repeat(50)}` });
 
 describe('durability', () => {
   const nodes: NodeHandle[] = [];

@@ -1,36 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { freePort, MailboxProbe, SmtpTranscript, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
+import { eventually, freePort, MailboxProbe, sendMail, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await sleep(50);
-  }
-}
-
-/** One message on its own connection; returns the reply to MAIL if refused there, else to the dot. */
-async function send(port: number, from: string, to: string[], data: string): Promise<string> {
-  const s = await SmtpTranscript.open(port);
-  try {
-    await s.expect('220');
-    await s.send('EHLO client.test', '250');
-    s.write(`MAIL FROM:<${from}>\r\n`);
-    const mail = await s.reply();
-    if (!mail.startsWith('250')) return mail;
-    for (const r of to) await s.send(`RCPT TO:<${r}>`, '250');
-    await s.send('DATA', '354');
-    s.write(data + '.\r\n');
-    return await s.reply();
-  } finally {
-    s.close();
-  }
-}
+const send = (port: number, from: string, to: string[], data: string) => sendMail(port, { from, to, data });
 
 describe('queue on a single node: relay, DSN, backpressure, admin', () => {
   let node: NodeHandle;

@@ -1,7 +1,8 @@
 import { connectEtcd, Keys, readPrefix } from '@mailgrid/cluster';
+import { freePort } from '@mailgrid/core';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,17 +73,6 @@ function requireBinary(name: string, pkg: string): string {
   if (r.status !== 0)
     throw new CliError(`${name} is not installed; install it with: sudo apt-get install ${pkg}  (or run: bash .ci/run, which installs it)`);
   return r.stdout.trim();
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
 }
 
 function launch(entry: Omit<ProcessEntry, 'pid'>): ProcessEntry {

@@ -3,3 +3,4 @@ export * from './etcd.js';
 export * from './etcd-directory.js';
 export * from './membership.js';
 export * from './settings.js';
+export * from './cluster-node.js';

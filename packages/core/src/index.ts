@@ -5,3 +5,4 @@ export * from './logger.js';
 export * from './service.js';
 export * from './health.js';
 export * from './main.js';
+export * from './util.js';

@@ -1,14 +1,9 @@
+import { rfc5322Date } from '@mailgrid/core';
 import { randomBytes } from 'node:crypto';
 
 /** Cluster-unique, roughly time-ordered message id: base-36 milliseconds + 48 random bits. */
 export function newMessageId(): string {
   return Date.now().toString(36).toUpperCase() + randomBytes(6).toString('hex').toUpperCase();
-}
-
-/** RFC 5322 date-time in UTC: `Sat, 21 Nov 2026 14:05:09 +0000`. */
-export function rfc5322Date(d: Date): string {
-  const [wd, day, mon, year, time] = d.toUTCString().split(' ');
-  return `${wd} ${day} ${mon} ${year} ${time} +0000`;
 }
 
 export interface ReceivedInfo {

@@ -1,3 +1,4 @@
+import { rfc5322Date as rfc5322 } from '@mailgrid/core';
 import { randomBytes } from 'node:crypto';
 import type { Reply } from './queue-store.js';
 
@@ -31,11 +32,6 @@ export interface DsnInput {
   now?: Date;
 }
 
-export function rfc5322(d: Date): string {
-  const [wd, day, mon, year, time] = d.toUTCString().split(' ');
-  return `${wd} ${day} ${mon} ${year} ${time} +0000`;
-}
-
 /** The header block of a message: everything up to the first empty line. */
 export function headersOf(message: Buffer): Buffer {
   const end = message.indexOf('\r\n\r\n');
@@ -52,23 +48,15 @@ export function buildDsn(input: DsnInput): Buffer {
   const msgId = `<${now.getTime().toString(36)}.${randomBytes(6).toString('hex')}@${input.reportingMta}>`;
   const lines = (arr: string[]) => arr.join('\r\n') + '\r\n';
 
-  const human = failed
-    ? [
-        `This is the mail system at ${input.reportingMta}.`,
-        '',
-        'Your message could not be delivered to one or more recipients.',
-        'It is attached below (headers only).',
-        '',
-        ...input.recipients.map((r) => `<${r.address}>: ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`),
-      ]
-    : [
-        `This is the mail system at ${input.reportingMta}.`,
-        '',
-        'Your message has not been delivered yet. It is still queued and will be retried;',
-        'you do not need to send it again.',
-        '',
-        ...input.recipients.map((r) => `<${r.address}>: ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`),
-      ];
+  const human = [
+    `This is the mail system at ${input.reportingMta}.`,
+    '',
+    ...(failed
+      ? ['Your message could not be delivered to one or more recipients.', 'Its headers are attached below.']
+      : ['Your message has not been delivered yet. It is still queued and will be retried;', 'you do not need to send it again.']),
+    '',
+    ...input.recipients.map((r) => `<${r.address}>: ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`),
+  ];
 
   const perMessage = [
     `Reporting-MTA: dns; ${input.reportingMta}`,

@@ -3,3 +3,4 @@ export * from './node-process.js';
 export * from './smtp-transcript.js';
 export * from './grpc.js';
 export * from './sink.js';
+export * from './wait.js';

@@ -1,0 +1,37 @@
+import { closer, setLogLevel, type Config, type Logger, type Service } from '@mailgrid/core';
+import { connectEtcd } from './etcd.js';
+import { EtcdDirectory } from './etcd-directory.js';
+import { Keys } from './keys.js';
+import { Membership, type MemberInfo } from './membership.js';
+import { NodeSettings } from './settings.js';
+
+/**
+ * What every cluster role has: the etcd client, the directory cache, its membership entry
+ * and its live settings (the log level applied here; a role applies the rest). The role
+ * orders these among its own services.
+ */
+export function clusterNode(config: Config, log: Logger, self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>) {
+  if (!config.etcd) throw new Error(`a ${self.role} needs etcd endpoints (--etcd or MAILGRID_ETCD)`);
+  const client = connectEtcd(config.etcd);
+  const keys = new Keys(config.cluster.prefix);
+  const directory = new EtcdDirectory(client, keys, log.child({ component: 'directory' }));
+  const settings = new NodeSettings(client, keys, config, log.child({ component: 'settings' }));
+  settings.on('change', (c: Config) => setLogLevel(log, c.log.level));
+  const membership = new Membership(
+    client,
+    keys,
+    {
+      id: config.nodeId,
+      site: config.site,
+      http: `${config.http.host}:${config.http.port}`,
+      state: 'up',
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      ...self,
+    },
+    config.cluster.leaseTtlSec,
+    log.child({ component: 'membership' }),
+  );
+  const etcd: Service = closer('etcd', () => client.close());
+  return { client, keys, directory, settings, membership, etcd };
+}
