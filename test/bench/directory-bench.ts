@@ -328,7 +328,7 @@ async function load(client: Etcd3, keys: Keys): Promise<{ seconds: number }> {
 
 /**
  * What one page of the warm-up's range read costs etcd, with and without the sort that
- * readPrefix asks for (etcd 3.4 drops the limit when a sort is requested and sorts the whole
+ * readPrefix used to ask for (etcd 3.4 drops the limit when a sort is requested and sorts the whole
  * rest of the range). With --range-probe also whole reads in unsorted pages of 5,000 and
  * 40,000, applied to nothing: the floor for a warm-up against this etcd.
  */
@@ -408,7 +408,7 @@ async function main(): Promise<void> {
       ['etcd load', `${Math.round(N / loadSeconds)} accounts/s (${loadSeconds.toFixed(1)} s; etcd db ${dbSizeMB} MB)`],
       [
         'etcd range page',
-        `5,000 keys from the start of the directory: ${probe.firstPageSortedMs} ms sorted by key (as readPrefix asks), ${probe.firstPageUnsortedMs} ms unsorted` +
+        `5,000 keys from the start of the directory: ${probe.firstPageSortedMs} ms sorted by key (what readPrefix asked before it dropped the sort), ${probe.firstPageUnsortedMs} ms unsorted` +
           (probe.fullReadUnsorted5000Ms === undefined ? '' : `; whole directory unsorted: ${(probe.fullReadUnsorted5000Ms / 1000).toFixed(1)} s in pages of 5,000, ${(probe.fullReadUnsorted40000Ms / 1000).toFixed(1)} s in pages of 40,000`),
       ],
       ['cache warm-up', `${(c.warmupMs / 1000).toFixed(2)} s for ${c.loaded.accounts} accounts, ${c.loaded.domains} domains (start())`],

@@ -25,10 +25,10 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   readonly name = 'directory';
   private _state: ServiceState = 'new';
   private readonly domains = new Set<string>();
-  /** address → group; group names interned so a million accounts share a few strings. */
+  /** address → group; group and domain names interned so a million accounts share them. */
   private readonly accounts = new Map<string, string>();
   private readonly aliases = new Map<string, string>();
-  private readonly groupNames = new Map<string, string>();
+  private readonly names = new Map<string, string>();
   private watcher: Watcher | undefined;
   private synced = false;
   private revision = 0;
@@ -137,14 +137,23 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   private apply(kind: 'put' | 'delete', kv: IKeyValue): void {
     const rev = Number(kv.mod_revision);
     if (rev > this.revision) this.revision = rev;
-    const rest = kv.key.toString().slice(this.keys.directory.length);
-    const [type, domain, local] = rest.split('/');
+    // `<directory>/<type>/<domain>/<local>`. Each part is decoded from the key bytes on its
+    // own, and the domain interned: slices of the whole key string would keep all of it
+    // alive for every one of a million cached addresses.
+    const key = kv.key;
+    const base = Buffer.byteLength(this.keys.directory);
+    const s1 = key.indexOf(0x2f, base);
+    const type = key.toString('utf8', base, s1 < 0 ? key.length : s1);
+    if (s1 < 0) return;
+    const s2 = key.indexOf(0x2f, s1 + 1);
+    const domain = this.intern(key.toString('utf8', s1 + 1, s2 < 0 ? key.length : s2));
     if (type === 'domains') {
       if (kind === 'put') this.domains.add(domain);
       else this.domains.delete(domain);
       return;
     }
-    const address = `${local}@${domain}`;
+    if (s2 < 0) return;
+    const address = key.toString('utf8', s2 + 1) + '@' + domain;
     if (type === 'accounts') {
       if (kind === 'put') this.accounts.set(address, this.intern(JSON.parse(kv.value.toString()).group));
       else this.accounts.delete(address);
@@ -154,9 +163,9 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     }
   }
 
-  private intern(group: string): string {
-    let g = this.groupNames.get(group);
-    if (!g) this.groupNames.set(group, (g = group));
+  private intern(name: string): string {
+    let g = this.names.get(name);
+    if (!g) this.names.set(name, (g = name));
     return g;
   }
 
