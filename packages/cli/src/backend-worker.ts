@@ -31,7 +31,9 @@ export class BackendWorker implements Service {
 
   async start(): Promise<void> {
     this._state = 'starting';
-    const worker = new Worker(new URL(import.meta.url), { workerData: this.config });
+    // The backend thread has CPU to spare: a small young generation (V8's default is two
+    // 16 MB semi-spaces) costs it a few more scavenges and saves ~20 MB of peak RSS.
+    const worker = new Worker(new URL(import.meta.url), { workerData: this.config, resourceLimits: { maxYoungGenerationSizeMb: 6 } });
     this.worker = worker;
     const msg = await this.next(worker);
     if (msg.type !== 'ready') throw new Error(`backend failed to start: ${msg.type === 'failed' ? msg.message : msg.type}`);

@@ -69,7 +69,8 @@ export class QueueStore {
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
-    this.root = open({ path, maxDbs: 8 });
+    // A large map reserved once, for the reason given in LmdbMailStore.
+    this.root = open({ path, maxDbs: 8, mapSize: 64 * 1024 ** 3 });
     this.messages = this.root.openDB({ name: 'messages' });
     this.bodies = this.root.openDB({ name: 'bodies', encoding: 'binary' });
     this.recipients = this.root.openDB({ name: 'recipients' });

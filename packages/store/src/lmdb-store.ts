@@ -34,7 +34,11 @@ export class LmdbMailStore implements MailStore {
     // With overlappingSync (lmdb-js's default on Linux) a write resolves at commit and the
     // flush overlaps the next transaction; append and delete await `flushed` before they
     // return, so "stored" always means on disk.
-    this.root = open({ path, maxDbs: 16 });
+    // mapSize: lmdb-js otherwise starts with a small map and doubles it as the file grows,
+    // keeping every old map (readers may point into them), so the same resident file pages
+    // were counted up to ten times in RSS. Reserving address space once avoids that; it is
+    // virtual only, the file does not grow to it, and LMDB still grows past it.
+    this.root = open({ path, maxDbs: 16, mapSize: 64 * 1024 ** 3 });
     this.mailboxes = this.root.openDB({ name: 'mailboxes' });
     this.index = this.root.openDB({ name: 'index' });
     this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
