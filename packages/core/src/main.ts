@@ -34,8 +34,9 @@ export async function runRole(build: (config: Config, log: Logger) => Service[],
   // V8 lets the old generation grow to ~4x what survived the last full GC; under SMTP load
   // that was 40-70 MB of dead objects (and the Buffers they hold) per isolate. 1.5x keeps
   // peak RSS ~75 MB lower at no cost to the main thread (marking runs on V8's helpers).
-  // Read at every GC, so it applies to worker isolates too; NODE_OPTIONS can override it.
-  if (!/heap-growing-percent/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`)) setFlagsFromString('--heap-growing-percent=50');
+  // Read at every GC, so it applies to worker isolates too. `node --heap-growing-percent=N`
+  // overrides it (NODE_OPTIONS does not accept this flag).
+  if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) setFlagsFromString('--heap-growing-percent=50');
   const log = createLogger({ level: config.log.level, name: config.nodeId });
   await runUntilSignal(build(config, log), log, config.drainMs);
   log.flush();

@@ -81,9 +81,10 @@ export class DeliveryChannel {
           receivedAtMs: d.receivedAt,
           group: d.group,
         };
-        if (!stream.write({ envelope })) await drained(stream);
-        for (let i = 0; i < d.body.length; i += this.options.chunkBytes) {
-          if (!stream.write({ chunk: d.body.subarray(i, i + this.options.chunkBytes) })) await drained(stream);
+        const size = this.options.chunkBytes;
+        if (!stream.write({ envelope, chunk: d.body.subarray(0, size) })) await drained(stream);
+        for (let i = size; i < d.body.length; i += size) {
+          if (!stream.write({ chunk: d.body.subarray(i, i + size) })) await drained(stream);
         }
         stream.end();
       };

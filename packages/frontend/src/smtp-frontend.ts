@@ -251,7 +251,7 @@ export class SmtpFrontend implements Service {
         client: session.remoteAddress,
         from: mailFrom,
         size: body.length,
-        results: results.map((r) => ({ rcpt: r.address, outcome: r.outcome, reply: r.reply?.code })),
+        rcpts: results.map((r) => `${r.address}=${r.outcome === 'STORED' ? 'STORED' : `${r.reply?.code} ${r.reply?.enhanced}`}`).join(' '),
         queued: toQueue.length,
       },
       'message handled',

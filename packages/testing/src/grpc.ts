@@ -35,8 +35,7 @@ export function deliverRaw(
   const client = createDeliveryClient(address);
   return new Promise<DeliverResponse__Output>((resolve, reject) => {
     const call = client.deliver(new grpc.Metadata(), { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!)));
-    call.write({ envelope: { ...envelope, size: body.length, receivedAtMs: Date.now() } });
-    call.write({ chunk: body });
+    call.write({ envelope: { ...envelope, size: body.length, receivedAtMs: Date.now() }, chunk: body });
     call.end();
   }).finally(() => client.close());
 }
