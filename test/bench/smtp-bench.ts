@@ -157,7 +157,7 @@ async function main() {
     [host, port] = [values.target.split(':')[0], Number(values.target.split(':')[1])];
     probes = [new MailboxProbe(values.grpc ?? '127.0.0.1:7525')];
   } else {
-    node = await startNode({ env: nodeEnv });
+    node = await startNode({ env: nodeEnv, logFile: join(tmpdir(), `mailgrid-bench-${process.pid}.log`) });
     port = node.smtpPort;
     await node.cli('domain', 'add', 'example.test');
     await node.cli('account', 'add', RCPT);
@@ -179,6 +179,8 @@ async function main() {
     throughputLatencies = r.latencies.sort((a, b) => a - b);
   }
   const ackedAt = Date.now();
+  // Peak memory of the load itself, before the bench lists the mailboxes to count them.
+  const loadRss = Object.fromEntries(pids.map(([id, p]) => [id, Math.round(peakRss(p))]));
   // Acknowledged is not yet stored when the queue takes the messages: wait for the last.
   let stored = (await count()) - before;
   const waitUntil = Date.now() + 600_000;
@@ -205,12 +207,14 @@ async function main() {
     latencyP50Ms: +pct(lat, 50).toFixed(2),
     latencyP99Ms: +pct(lat, 99).toFixed(2),
     latencyMaxMs: +lat[lat.length - 1].toFixed(2),
+    peakRssUnderLoadMB: loadRss,
     peakRssMB: Object.fromEntries(pids.map(([id, p]) => [id, Math.round(peakRss(p))])),
   };
   console.log(`throughput        ${figures.throughputMsgsPerSec} msgs/s acknowledged (${seconds.toFixed(1)} s), ${figures.deliveredMsgsPerSec} msgs/s stored (${stored}/${N}, last after ${deliveredSeconds.toFixed(1)} s)`);
   if (throughputLatencies) console.log(`  under full load: p50 ${figures.throughputP50Ms} ms, p99 ${figures.throughputP99Ms} ms (end of DATA to 250)`);
   console.log(`latency @${RATE}/s   p50 ${figures.latencyP50Ms} ms, p99 ${figures.latencyP99Ms} ms, max ${figures.latencyMaxMs} ms (end of DATA to 250, ${LN} msgs)`);
-  for (const [id, mb] of Object.entries(figures.peakRssMB)) console.log(`peak RSS ${id.padEnd(8)} ${mb} MB`);
+  for (const [id, mb] of Object.entries(figures.peakRssMB))
+    console.log(`peak RSS ${id.padEnd(8)} ${loadRss[id]} MB under the load, ${mb} MB after the latency run and listing ${stored} stored messages`);
   mkdirSync('bench-results', { recursive: true });
   writeFileSync(`bench-results/smtp-${Date.now()}.json`, JSON.stringify(figures, null, 2));
   for (const p of probes) p.close();
