@@ -18,13 +18,12 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectEtcd, EtcdDirectory, Keys, prefixEnd } from '@mailgrid/cluster';
-import { parseAddress, type Address } from '@mailgrid/core';
+import { connectEtcd, EtcdDirectory, Keys, prefixEnd, singleEtcdArgs } from '@mailgrid/cluster';
+import { freePort, parseAddress, type Address } from '@mailgrid/core';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { pino } from 'pino';
 
@@ -226,17 +225,6 @@ async function child(): Promise<void> {
 
 // --- parent: etcd, the load, the report -----------------------------------------------
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
-}
-
 interface Etcd {
   url: string;
   proc: ChildProcess;
@@ -252,13 +240,7 @@ async function startEtcd(): Promise<Etcd> {
   const proc = spawn(
     'etcd',
     [
-      '--name', 'dirbench',
-      '--data-dir', join(dir, 'data'),
-      '--listen-client-urls', url,
-      '--advertise-client-urls', url,
-      '--listen-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-cluster', `dirbench=http://127.0.0.1:${peer}`,
+      ...singleEtcdArgs('dirbench', join(dir, 'data'), client, peer),
       // Bench-only limits: big transactions for a fast load, room for a million keys.
       '--max-txn-ops', String(Math.max(128, TXN_OPS)),
       '--max-request-bytes', String(16 * 1024 * 1024),

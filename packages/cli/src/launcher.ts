@@ -1,4 +1,4 @@
-import { connectEtcd, Keys, readPrefix } from '@mailgrid/cluster';
+import { connectEtcd, Keys, readPrefix, singleEtcdArgs } from '@mailgrid/cluster';
 import { freePort } from '@mailgrid/core';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
@@ -170,16 +170,7 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
         ports: { client, peer },
         dataDir: join(dir, 'etcd'),
         log: join(dir, 'etcd.log'),
-        command: [
-          etcdBin,
-          '--name', 'mailgrid',
-          '--data-dir', join(dir, 'etcd'),
-          '--listen-client-urls', etcd,
-          '--advertise-client-urls', etcd,
-          '--listen-peer-urls', `http://127.0.0.1:${peer}`,
-          '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-          '--initial-cluster', `mailgrid=http://127.0.0.1:${peer}`,
-        ],
+        command: [etcdBin, ...singleEtcdArgs('mailgrid', join(dir, 'etcd'), client, peer)],
         env: {},
       }),
     );

@@ -49,3 +49,18 @@ export async function readPrefix(client: Etcd3, prefix: string, each: (kv: IKeyV
   return Number(revision);
 }
 
+
+/** Command-line flags of a one-member etcd on loopback (the launcher's, the benches'). */
+export function singleEtcdArgs(name: string, dataDir: string, clientPort: number, peerPort: number): string[] {
+  const client = `http://127.0.0.1:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  return [
+    '--name', name,
+    '--data-dir', dataDir,
+    '--listen-client-urls', client,
+    '--advertise-client-urls', client,
+    '--listen-peer-urls', peer,
+    '--initial-advertise-peer-urls', peer,
+    '--initial-cluster', `${name}=${peer}`,
+  ];
+}
