@@ -126,3 +126,40 @@ describe('queue limit and queue admin', () => {
     assert.match(bad.stderr, /--all/);
   });
 });
+
+describe('queue lifetime', () => {
+  it('sends one delay notice, then bounces at the end of the queue lifetime', async () => {
+    const node = await startNode({
+      env: {
+        MAILGRID_SMTP_TRUSTED_NETWORKS: '127.0.0.1',
+        MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${await freePort()}`,
+        MAILGRID_QUEUE_MIN_RETRY_MS: '200',
+        MAILGRID_QUEUE_MAX_RETRY_MS: '300',
+        MAILGRID_QUEUE_DELAY_WARNING_MS: '600',
+        MAILGRID_QUEUE_LIFETIME_MS: '2500',
+      },
+    });
+    const mailbox = new MailboxProbe(`127.0.0.1:${node.grpcPort}`);
+    try {
+      await node.cli('domain', 'add', 'example.test');
+      await node.cli('account', 'add', 'alice@example.test');
+      assert.match(await send(node.smtpPort, 'alice@example.test', ['far@away.test'], 'Subject: slow\r\n\r\nx\r\n'), /^250/);
+      const reports = await eventually(
+        'a delay notice and a bounce',
+        async () => {
+          const list = await mailbox.list('alice@example.test');
+          return list.length >= 2 ? Promise.all(list.map((m) => mailbox.fetch('alice@example.test', m.uid).then((b) => b.toString()))) : undefined;
+        },
+        20_000,
+      );
+      assert.equal(reports.length, 2, 'exactly one delay notice and one bounce');
+      assert.match(reports[0], /Subject: Delayed Mail \(still being retried\)[\s\S]*Action: delayed[\s\S]*Will-Retry-Until: /);
+      assert.match(reports[1], /Subject: Undelivered Mail Returned to Sender[\s\S]*Action: failed\r\nStatus: 5\.4\.7/);
+      assert.match(reports[1], /Diagnostic-Code: smtp; 554 5\.4\.7 Delivery time expired; last error: 451 /);
+      assert.equal(JSON.parse((await node.cli('queue', 'list', '--json')).stdout).length, 0);
+    } finally {
+      mailbox.close();
+      await node.stop();
+    }
+  });
+});

@@ -36,6 +36,8 @@ export interface RelayOptions {
   /** Connections at once to one destination (domain or smarthost). */
   perDestination: number;
   log: Logger;
+  /** DNS used for MX lookups (the system resolver unless a test gives another). */
+  dns?: Pick<typeof dns, 'resolveMx'>;
 }
 
 export interface RelayResult {
@@ -129,14 +131,14 @@ export class Relay {
   }
 
   /** Where mail for `domain` goes, in the order to try. */
-  private async exchangers(domain: string): Promise<{ host: string; port: number }[]> {
+  async exchangers(domain: string): Promise<{ host: string; port: number }[]> {
     if (this.options.smarthost) {
       const i = this.options.smarthost.lastIndexOf(':');
       return i > 0 ? [{ host: this.options.smarthost.slice(0, i), port: Number(this.options.smarthost.slice(i + 1)) }] : [{ host: this.options.smarthost, port: 25 }];
     }
     let mx: { exchange: string; priority: number }[];
     try {
-      mx = await dns.resolveMx(domain);
+      mx = await (this.options.dns ?? dns).resolveMx(domain);
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'ENOTFOUND') throw { reply: { code: 550, enhanced: '5.1.2', text: `Domain ${domain} does not exist` } };
