@@ -31,11 +31,12 @@ describe('queue on a single node: relay, DSN, backpressure, admin', () => {
     await sink.close();
   });
 
-  it('relays mail for another domain from a trusted client, CRLF-clean as the outside server receives it', async () => {
+  it('relays mail for another domain from a trusted client over STARTTLS, CRLF-clean as the outside server receives it', async () => {
     const body = 'From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: relayed\r\n\r\nline one\r\n..leading dot\r\nline three\r\n';
     assert.match(await send(node.smtpPort, 'alice@example.test', ['bob@remote.test'], body), /^250 2\.0\.0 Ok: queued as /);
     const got = await eventually('the sink receives it', async () => sink.messages.find((m) => m.to.includes('bob@remote.test')));
     assert.equal(got.from, 'alice@example.test');
+    assert.equal(got.secure, true, 'opportunistic STARTTLS was used');
     const raw = got.raw.toString('latin1');
     assert.match(raw, /^Received: from /);
     assert.match(raw, /\r\n\.\.leading dot\r\n|\r\n\.leading dot\r\n/);

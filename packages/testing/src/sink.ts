@@ -5,6 +5,8 @@ export interface SinkMessage {
   to: string[];
   /** The DATA bytes exactly as received (after dot-unstuffing). */
   raw: Buffer;
+  /** Whether the client had switched to TLS (STARTTLS, with smtp-server's built-in certificate). */
+  secure: boolean;
 }
 
 /**
@@ -29,7 +31,12 @@ export async function startSink(options: { port?: number; reject?: (rcpt: string
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
-        messages.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
+        messages.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw: Buffer.concat(chunks),
+          secure: session.secure,
+        });
         cb();
       });
     },
