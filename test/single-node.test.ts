@@ -228,6 +228,12 @@ describe('CLI errors', () => {
     });
   }
 
+  it('says which address is taken when a second node is started on the same ports', async () => {
+    const r = await runCli(['start'], { ...node.env, MAILGRID_DATA_DIR: `${node.dataDir}-second` });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /could not start: 127\.0\.0\.1:\d+ is already in use/);
+  });
+
   it('says so when the node is not running', async () => {
     const r = await runCli(['domain', 'list'], { MAILGRID_GRPC_PORT: '1' });
     assert.equal(r.code, 1);

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { clusterBackend } from '@mailgrid/backend';
 import { CLUSTER_SCOPE } from '@mailgrid/cluster';
-import { ConfigError, leaves, loadConfig, runRole, type Config } from '@mailgrid/core';
+import { ConfigError, leaves, loadConfig, runRole, StartError, type Config } from '@mailgrid/core';
 import { checkedAddress, checkedDomain, DirectoryError, type DirectoryAdmin } from '@mailgrid/directory';
 import { clusterFrontend } from '@mailgrid/frontend';
 import { CliError, MailboxReader, NodeDirectoryAdmin } from './admin-client.js';
@@ -439,7 +439,7 @@ function done(text: string): void {
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof ConfigError || err instanceof CliError || err instanceof DirectoryError) {
+  if (err instanceof ConfigError || err instanceof CliError || err instanceof DirectoryError || err instanceof StartError) {
     process.stderr.write(`mailgrid: ${err.message}\n`);
   } else {
     process.stderr.write(`mailgrid: unexpected error: ${(err as Error)?.stack ?? err}\n`);

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { ConfigError, leaves, loadConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
-import { runUntilSignal, type Service } from './service.js';
+import { runUntilSignal, StartError, type Service } from './service.js';
 
 /**
  * Config from a role's own command line: `--smtp-port 2525`, `--config file.json`,
@@ -52,7 +52,7 @@ export function mainFor(build: (config: Config, log: Logger) => Service[]): void
     process.exit(2);
   }
   runRole(build, parsed.config, parsed.printConfig).catch((err) => {
-    process.stderr.write(`fatal: ${(err as Error).stack ?? err}\n`);
+    process.stderr.write(err instanceof StartError ? `${err.message}\n` : `fatal: ${(err as Error).stack ?? err}\n`);
     process.exit(1);
   });
 }

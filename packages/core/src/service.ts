@@ -17,15 +17,15 @@ export interface Service {
  */
 export async function runUntilSignal(services: Service[], log: Logger, drainMs: number): Promise<void> {
   const started: Service[] = [];
-  try {
-    for (const s of services) {
+  for (const s of services) {
+    try {
       await s.start();
       started.push(s);
+    } catch (err) {
+      log.fatal({ event: 'start.failed', service: s.name, err }, 'start failed');
+      await stopAll(started, log, drainMs);
+      throw new StartError(s.name, err);
     }
-  } catch (err) {
-    log.fatal({ event: 'start.failed', err }, 'start failed');
-    await stopAll(started, log, drainMs);
-    throw err;
   }
   log.info({ event: 'node.ready', services: services.map((s) => s.name) }, 'ready');
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -71,4 +71,20 @@ export function closer(name: string, close: () => Promise<void> | void): Service
       state = 'stopped';
     },
   };
+}
+
+/** A service that could not start, said plainly (a port in use is the usual reason). */
+export class StartError extends Error {
+  override readonly name = 'StartError';
+  constructor(service: string, cause: unknown) {
+    const e = cause as NodeJS.ErrnoException & { address?: string; port?: number };
+    const inUse = /EADDRINUSE/.test(String(e?.code ?? e?.message));
+    const where = /(\d+\.\d+\.\d+\.\d+:\d+|\[[^\]]+\]:\d+)/.exec(String(e?.message))?.[1] ?? (e?.port ? `port ${e.port}` : 'its port');
+    super(
+      inUse
+        ? `${service} could not start: ${where} is already in use (another mailgrid running? change the port with a flag or MAILGRID_* setting)`
+        : `${service} could not start: ${e?.message ?? cause}`,
+      { cause },
+    );
+  }
 }
