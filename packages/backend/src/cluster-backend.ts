@@ -1,4 +1,5 @@
 import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
+import { routeGrpcLogs } from '@mailgrid/protocol';
 import { clusterNode } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import { Backend } from './backend.js';
  * here), then in-flight deliveries finish, then the store closes.
  */
 export function clusterBackend(config: Config, log: Logger): Service[] {
+  routeGrpcLogs(log);
   const node = clusterNode(config, log, {
     role: 'backend',
     group: config.backend.group,

@@ -1,6 +1,7 @@
 import { Backend } from '@mailgrid/backend';
 import { createLogger, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
+import { routeGrpcLogs } from '@mailgrid/protocol';
 import { LmdbMailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -69,6 +70,7 @@ export class BackendWorker implements Service {
 /** Inside the worker: open the stores, serve, stop on request. */
 async function runWorker(config: Config): Promise<void> {
   const log = createLogger({ level: config.log.level, name: config.nodeId });
+  routeGrpcLogs(log);
   const dataDir = resolve(config.dataDir);
   const directory = new EmbeddedDirectory(join(dataDir, 'directory'));
   const store = new LmdbMailStore(join(dataDir, 'store'));

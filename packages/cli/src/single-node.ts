@@ -1,4 +1,5 @@
 import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
+import { routeGrpcLogs } from '@mailgrid/protocol';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { frontendParts } from '@mailgrid/frontend';
 import { join, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import { BackendWorker } from './backend-worker.js';
  * Returned in start order; stop runs in reverse, so SMTP drains before the backend.
  */
 export function singleNode(config: Config, log: Logger): Service[] {
+  routeGrpcLogs(log);
   const backend = new BackendWorker(config, log);
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
   // One group, served by the local backend (its port is known once it has started).

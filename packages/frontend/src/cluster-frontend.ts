@@ -1,4 +1,5 @@
 import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
+import { routeGrpcLogs } from '@mailgrid/protocol';
 import { clusterNode, MemberHostingGroups } from '@mailgrid/cluster';
 import { frontendParts } from './frontend.js';
 
@@ -8,6 +9,7 @@ import { frontendParts } from './frontend.js';
  * reverse, so SMTP drains first (and /readyz turns 503 at once), then the lease goes.
  */
 export function clusterFrontend(config: Config, log: Logger): Service[] {
+  routeGrpcLogs(log);
   const node = clusterNode(config, log, {
     role: 'frontend',
     smtp: `${config.smtp.host}:${config.smtp.port}`,

@@ -31,3 +31,9 @@ export function traceFromMetadata(md: grpc.Metadata): Trace {
 export function deadline(ms: number): grpc.Deadline {
   return new Date(Date.now() + ms);
 }
+
+/** grpc-js's own messages (it writes to stderr by default) go into the node's pino log. */
+export function routeGrpcLogs(log: { warn: (obj: object, msg: string) => void }): void {
+  const write = (...args: unknown[]) => log.warn({ component: 'grpc', event: 'grpc.log' }, args.map(String).join(' '));
+  grpc.setLogger({ error: write, info: write, debug: write } as Partial<Console>);
+}
