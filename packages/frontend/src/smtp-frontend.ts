@@ -169,18 +169,23 @@ export class SmtpFrontend implements Service {
       this.sessionLog(session).warn({ event: 'smtp.lookup-failed', rcpt, err }, 'directory lookup failed');
       return refuse(Replies.lookupFailed(rcpt, err));
     }
+    let route: Routed;
     switch (res.kind) {
       case 'account':
-        this.routes.set(address, { route: 'local', address: rcpt, account: res.account, group: res.group });
-        return accept(undefined);
+        route = { route: 'local', address: rcpt, account: res.account, group: res.group };
+        break;
       case 'unknown-user':
         return refuse(Replies.unknownUser(rcpt));
       case 'foreign':
         // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
         if (!this.isTrusted(session.remoteAddress)) return refuse(Replies.relayDenied(rcpt));
-        this.routes.set(address, { route: 'relay', address: rcpt });
-        return accept(undefined);
+        route = { route: 'relay', address: rcpt };
     }
+    // The queue may have filled since MAIL, and an accepted recipient may have to be queued.
+    const full = await this.options.queue.refusal();
+    if (full) return refuse(full);
+    this.routes.set(address, route);
+    return accept(undefined);
   }
 
   private isTrusted(ip: string): boolean {
