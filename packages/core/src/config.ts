@@ -270,7 +270,6 @@ export const LIVE_SETTINGS = [
   'queue.maxBytes',
   'queue.minFreeBytes',
 ] as const;
-export type LiveSetting = (typeof LIVE_SETTINGS)[number];
 
 /**
  * `base` with `overrides` (by key path, values typed or as strings) applied and validated.

@@ -8,9 +8,6 @@ import { MailError, Replies, permanent, temporary, toMailError } from '@mailgrid
  */
 const REPLY_KEY = 'x-mailgrid-reply';
 
-/** Statuses that mean "try again", the only ones a client retries. */
-export const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.RESOURCE_EXHAUSTED, grpc.status.DEADLINE_EXCEEDED]);
-
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const mail = toMailError(err);
   const metadata = new grpc.Metadata();

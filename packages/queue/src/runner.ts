@@ -199,20 +199,36 @@ export class QueueRunner implements Service {
       if (o.permanent || expired) {
         const reply = o.permanent ? o.reply : { code: 554, enhanced: '5.4.7', text: `Delivery time expired; last error: ${o.reply.code} ${o.reply.enhanced} ${o.reply.text}` };
         failed.push({ address: r.address, action: 'failed', reply, remoteMta: o.remoteMta, lastAttemptAt: now });
-        return { recipient: r, done: true };
+        return { recipient: r, done: true, dsn: 'failed' as const };
       }
       r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
       if (policy.delayWarningMs && !r.warned && now - r.queuedAt >= policy.delayWarningMs) {
         r.warned = true;
         delayed.push({ address: r.address, action: 'delayed', reply: o.reply, remoteMta: o.remoteMta, lastAttemptAt: now, willRetryUntil: r.queuedAt + policy.lifetimeMs });
+        return { recipient: r, done: false, dsn: 'delayed' as const };
       }
       return { recipient: r, done: false };
     });
-    // The DSN is queued before the failed recipients leave: a crash in between repeats the
-    // DSN at worst, it never loses it.
-    await this.queue.notify(message, body, failed);
-    await this.queue.notify(message, body, delayed);
-    await this.queue.store.settle(changes);
+    // A DSN is queued before its recipients leave: a crash in between repeats it at worst.
+    // If it cannot be queued, those recipients stay (and are tried again, DSN and all) while
+    // the delivered ones still leave, so nothing is lost and nothing is sent twice.
+    const unsent = new Set<string>();
+    for (const [kind, list] of [['failed', failed], ['delayed', delayed]] as const) {
+      try {
+        await this.queue.notify(message, body, list);
+      } catch (err) {
+        this.options.log.error({ event: 'queue.dsn-failed', messageId: message.id, kind, err }, 'could not queue the DSN; will try again');
+        unsent.add(kind);
+      }
+    }
+    await this.queue.store.settle(
+      changes.map((c) => {
+        if (!c.dsn || !unsent.has(c.dsn)) return c;
+        const r = { ...c.recipient, warned: c.dsn === 'delayed' ? false : c.recipient.warned };
+        if (c.dsn === 'failed') r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
+        return { recipient: r, done: false };
+      }),
+    );
     this.options.log.info(
       {
         event: 'queue.attempt',

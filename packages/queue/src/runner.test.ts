@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { MailQueue } from './mail-queue.js';
+import { QueueStore } from './queue-store.js';
+import type { Relay } from './relay.js';
+import { QueueRunner } from './runner.js';
+
+const policy = { minRetryMs: 60_000, maxRetryMs: 60_000, lifetimeMs: 86_400_000, delayWarningMs: 0 };
+const log = pino({ level: 'silent' });
+
+describe('QueueRunner when a DSN cannot be queued', () => {
+  let dir: string;
+  let store: QueueStore;
+  let queue: MailQueue;
+  let sent: string[][] = [];
+  let runner: QueueRunner;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailgrid-runner-'));
+    store = new QueueStore(dir);
+    const directory = { resolve: async () => ({ kind: 'foreign' as const }) };
+    queue = new MailQueue(store, { directory, policy, limits: () => ({ maxMessages: 10, maxBytes: 1e9, minFreeBytes: 0 }), path: dir, hostname: 'mx.test', log });
+    // The outside server takes one recipient and refuses the other for good.
+    const relay = {
+      send: async (_d: string, _f: string, rcpts: string[]) => {
+        sent.push(rcpts);
+        return rcpts.map((address) =>
+          address.startsWith('ok')
+            ? { address, delivered: true, reply: { code: 250, enhanced: '2.0.0', text: 'ok' } }
+            : { address, delivered: false, reply: { code: 550, enhanced: '5.1.1', text: 'no such user' } },
+        );
+      },
+    } as unknown as Relay;
+    runner = new QueueRunner(queue, { directory, local: { deliver: async () => [] }, relay, policy: () => policy, concurrency: 1, log });
+  });
+  after(async () => {
+    await runner.stop(1000);
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lets the delivered recipient leave and keeps the bounced one for another try', async () => {
+    queue.notify = async () => {
+      throw new Error('disk full');
+    };
+    await queue.enqueue({
+      id: 'm1',
+      mailFrom: 'a@sender.test',
+      body: Buffer.from('Subject: x\r\n\r\nx\r\n'),
+      receivedAt: Date.now(),
+      origin: 'test',
+      recipients: [
+        { address: 'ok@far.test', route: 'relay' },
+        { address: 'bad@far.test', route: 'relay' },
+      ],
+    });
+    await runner.start();
+    for (let i = 0; i < 100 && store.recipientsOf('m1').length !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+    const left = store.recipientsOf('m1');
+    assert.deepEqual(left.map((r) => r.address), ['bad@far.test'], 'the delivered recipient is gone, the bounced one stays');
+    assert.equal(left[0].attempts, 1);
+    assert.ok(left[0].nextAttemptAt > Date.now(), 'tried again later');
+    assert.deepEqual(sent, [['ok@far.test', 'bad@far.test']], 'the delivered recipient is not sent again');
+  });
+});
