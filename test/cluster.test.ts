@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
-import { eventually, MailboxProbe, runCli, sendMail, sleep, SmtpTranscript } from '@mailgrid/testing';
+import { freePort } from '@mailgrid/core';
+import { cliPath, eventually, MailboxProbe, runCli, sendMail, sleep, SmtpTranscript, startTcpProxy } from '@mailgrid/testing';
 import { pino } from 'pino';
 
 interface Proc {
@@ -17,12 +19,22 @@ interface Proc {
   dataDir?: string;
 }
 interface State {
+  dir: string;
   etcd: string;
   prefix: string;
   smtp: string;
   processes: Proc[];
 }
 
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 /** SIGKILL, and wait until the process is gone (or a zombie), as `cluster start` needs. */
 async function killHard(pid: number): Promise<void> {
@@ -42,10 +54,11 @@ async function killHard(pid: number): Promise<void> {
 const sendOne = (hostPort: string, rcpt: string, id: string, proxy?: string) =>
   sendMail(hostPort, { from: 'load@sender.test', to: [rcpt], data: `Subject: cluster\r\nX-Test-Id: ${id}\r\n\r\nbody of ${id}\r\n`, proxy });
 
-async function rcptReply(hostPort: string, rcpt: string): Promise<string> {
+async function rcptReply(hostPort: string, rcpt: string, proxy?: string): Promise<string> {
   const [host, port] = hostPort.split(':');
   const s = await SmtpTranscript.open(Number(port), host);
   try {
+    if (proxy) s.write(proxy);
     await s.expect('220');
     await s.send('EHLO cluster.test', '250');
     await s.send('MAIL FROM:<probe@sender.test>', '250');
@@ -102,6 +115,18 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     assert.equal(status.smtp, state.smtp);
     const groups = JSON.parse((await cli('group', 'list', '--json')).stdout);
     assert.deepEqual(groups.map((g: { group: string; primary: string }) => `${g.group}:${g.primary}`), ['g1:be-1', 'g2:be-2']);
+  });
+
+  it('runs one gRPC port per member, advertised with the services it offers', async () => {
+    const members = JSON.parse((await cli('member', 'list', '--json')).stdout) as { id: string; role: string; grpc: string; services: string[]; epoch: number }[];
+    assert.deepEqual(members.map((m) => m.id).sort(), ['be-1', 'be-2', 'fe-1', 'fe-2']);
+    for (const m of members) {
+      const p = proc(m.id);
+      assert.equal(m.grpc, `127.0.0.1:${p.ports.grpc}`, `${m.id} advertises its one gRPC port`);
+      assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue'] : ['Delivery', 'Mailbox'], `${m.id} services`);
+      assert.ok(Number.isInteger(m.epoch) && m.epoch > 0, `${m.id} has an epoch`);
+      assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'smtp'] : ['grpc', 'http'], `${m.id} listens on no other port`);
+    }
   });
 
   it('delivers 1,000 messages through HAProxy, each stored in its own group and nowhere else', async () => {
@@ -182,6 +207,82 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     assert.match(bad.stderr, /not a number/);
     assert.equal((await cli('node', 'unset', 'fe-1', 'smtp.maxMessageBytes')).code, 0);
     await eventually('fe-1 back to the default size', async () => ((await ehloSize()) === String(25 * 1024 * 1024) ? true : undefined));
+  });
+
+  it('skips a malformed directory value written by hand, and serves the keys around it and after it', async () => {
+    const client = connectEtcd(state.etcd);
+    const keys = new Keys(state.prefix);
+    try {
+      // As an operator's etcdctl typo would: not JSON, and JSON of the wrong shape.
+      await client.put(keys.account('example.test', 'broken')).value('{not json');
+      await client.put(keys.account('example.test', 'badgroup')).value('{"group": 5}');
+      assert.equal((await cli('account', 'add', 'after-bad@example.test', '--group', 'g1')).code, 0);
+      const header = 'PROXY TCP4 192.0.2.10 127.0.0.1 40003 25\r\n';
+      const frontends = ['fe-1', 'fe-2'];
+      for (const fe of frontends) {
+        const at = `127.0.0.1:${proc(fe).ports.smtp}`;
+        await eventually(`${fe} accepts the account added after the bad values`, async () =>
+          /^250/.test(await sendOne(at, 'after-bad@example.test', `after-bad-${fe}`, header)) ? true : undefined,
+        );
+        assert.match(await sendOne(at, 'user1@example.test', `around-${fe}`, header), /^250/, 'an account next to them');
+      }
+      for (const bad of ['broken@example.test', 'badgroup@example.test']) assert.match(await rcptReply(state.smtp, bad), /^451 4\.4\.3 /, 'deferred, not bounced');
+      for (const p of state.processes) assert.ok(alive(p.pid), `${p.id} still running`);
+      // The same values met by the initial load of a node that starts now.
+      assert.equal((await cli('cluster', 'stop', 'fe-2')).code, 0);
+      assert.equal((await cli('cluster', 'start', 'fe-2')).code, 0);
+      readState();
+      const fe2 = `127.0.0.1:${proc('fe-2').ports.smtp}`;
+      assert.match(await sendOne(fe2, 'after-bad@example.test', 'after-restart', header), /^250/);
+      assert.match(await sendOne(fe2, 'user2@example.test', 'around-restart', header), /^250/);
+      const log = readFileSync(join(state.dir, 'fe-2.log'), 'utf8');
+      assert.match(log, /"event":"etcd\.bad-value"[^\n]*accounts\/example\.test\/broken/, 'the bad key is named in the log');
+    } finally {
+      await client.delete().key(keys.account('example.test', 'broken'));
+      await client.delete().key(keys.account('example.test', 'badgroup'));
+      client.close();
+    }
+  });
+
+  it('defers mail for an account a lagging backend does not know yet (4xx, never 5xx) and delivers it once it catches up', async () => {
+    // A third hosting group whose backend reaches etcd through a proxy the test can stall.
+    const proxy = await startTcpProxy(state.etcd.replace('http://', ''));
+    const [grpc, http] = [await freePort(), await freePort()];
+    const dataDir = mkdtempSync(join(tmpdir(), 'mailgrid-be3-'));
+    const out = openSync(join(state.dir, 'be-3.log'), 'a');
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MAILGRID_')));
+    const be3 = spawn(process.execPath, [cliPath, 'backend'], {
+      env: { ...env, MAILGRID_ETCD: `http://${proxy.address}`, MAILGRID_NODE_ID: 'be-3', MAILGRID_BACKEND_GROUP: 'g3', MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http), MAILGRID_DATA_DIR: dataDir },
+      stdio: ['ignore', out, out],
+    });
+    closeSync(out);
+    const probe = new MailboxProbe(`127.0.0.1:${grpc}`);
+    try {
+      await eventually('be-3 registers', async () => (JSON.parse((await cli('member', 'list', '--json')).stdout).some((m: { id: string }) => m.id === 'be-3') ? true : undefined), 20_000);
+      proxy.pause();
+      assert.equal((await cli('account', 'add', 'lagging@example.test', '--group', 'g3')).code, 0);
+      for (const fe of ['fe-1', 'fe-2'])
+        await eventually(`${fe} knows the new account`, async () =>
+          /^250/.test(await rcptReply(`127.0.0.1:${proc(fe).ports.smtp}`, 'lagging@example.test', 'PROXY TCP4 192.0.2.11 127.0.0.1 40004 25\r\n')) ? true : undefined,
+        );
+      assert.match(await sendOne(state.smtp, 'lagging@example.test', 'lagging-1'), /^250 2\.0\.0 Ok: queued as /, 'accepted and queued, not refused');
+      const queued = JSON.parse((await cli('queue', 'list', '--json')).stdout) as { recipients: { address: string; lastError: { code: number; enhanced: string } | null }[] }[];
+      const entry = queued.flatMap((m) => m.recipients).find((r) => r.address === 'lagging@example.test');
+      assert.equal(entry?.lastError?.code, 451, 'the backend answered 451');
+      assert.equal(entry?.lastError?.enhanced, '4.4.3');
+      proxy.resume();
+      const seen = await eventually('delivered once be-3 catches up', async () => {
+        const ids = await storedIds(probe, ['lagging@example.test']);
+        return ids.get('lagging-1') ? ids : undefined;
+      }, 20_000);
+      assert.equal(seen.get('lagging-1'), 1, 'stored exactly once');
+    } finally {
+      probe.close();
+      proxy.resume();
+      be3.kill('SIGTERM');
+      await new Promise((r) => be3.once('exit', r));
+      await proxy.close();
+    }
   });
 
   it('queues the recipients of a backend that is down and delivers them once when it returns', async () => {

@@ -184,6 +184,37 @@ with smtplib.SMTP('127.0.0.1', ${node.smtpPort}, timeout=10) as s:
     assert.equal((await mailbox.list('alice@example.test')).length, before + 1);
   });
 
+  it('answers "no such user" for good only from a directory at least as current as the sender\'s', async () => {
+    const envelope = (id: string, directoryRevision: number) => ({
+      messageId: id,
+      mailFrom: 'x@sender.test',
+      directoryRevision,
+      recipients: [{ address: 'later@example.test', account: 'later@example.test', idempotencyKey: `${id}:later` }],
+    });
+    // A sender that resolved the recipient at a revision this backend has not reached yet.
+    const behind = await deliverRaw(`127.0.0.1:${node.grpcPort}`, envelope('lag-1', 1_000_000), Buffer.from(msg('lag')));
+    assert.equal(behind.results[0].outcome, 'TEMPORARY_FAILURE');
+    assert.equal(behind.results[0].reply?.code, 451);
+    assert.equal(behind.results[0].reply?.enhanced, '4.4.3');
+    const current = await deliverRaw(`127.0.0.1:${node.grpcPort}`, envelope('lag-2', 1), Buffer.from(msg('lag')));
+    assert.equal(current.results[0].outcome, 'PERMANENT_FAILURE');
+    assert.equal(current.results[0].reply?.enhanced, '5.1.1');
+  });
+
+  it('answers a malformed delivery request with a 4xx, never a 5xx', async () => {
+    const call = deliverRaw(
+      `127.0.0.1:${node.grpcPort}`,
+      { messageId: 'bad-size', mailFrom: '', size: 999, recipients: [{ address: 'bob@example.test', account: 'bob@example.test', idempotencyKey: 'bad-size:bob' }] },
+      Buffer.from(msg('short')),
+    );
+    await assert.rejects(call, (err: { metadata: { get(k: string): unknown[] } }) => {
+      const { code, reply } = JSON.parse(String(err.metadata.get('x-mailgrid-reply')[0]));
+      assert.equal(code, 'MALFORMED_REQUEST');
+      assert.equal(reply.code, 451);
+      return true;
+    });
+  });
+
   it('answers a delivery for an unknown account with a permanent 5.1.1 per recipient', async () => {
     const res = await deliverRaw(
       `127.0.0.1:${node.grpcPort}`,

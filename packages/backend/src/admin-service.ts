@@ -1,21 +1,14 @@
-import { DirectoryError, type DirectoryAdmin } from '@mailgrid/directory';
-import {
-  alreadyExists,
-  failedPrecondition,
-  invalidArgument,
-  notFound,
-  toServiceError,
-  type AdminHandlers,
-} from '@mailgrid/protocol';
+import type { DirectoryAdmin } from '@mailgrid/directory';
+import { proto, toServiceError, type AdminHandlers, type GrpcService } from '@mailgrid/protocol';
 
-/** Directory administration of a single node, for the CLI. */
-export function adminHandlers(admin: DirectoryAdmin, defaultGroup: string): AdminHandlers {
+/** Directory administration of a node that owns its directory (the single node), for the CLI. */
+export function adminService(admin: DirectoryAdmin, defaultGroup: string): GrpcService {
   const reply = <T>(work: () => Promise<T>, callback: (err: any, value?: T) => void) =>
     work().then(
       (v) => callback(null, v),
-      (err) => callback(toServiceError(asMailError(err))),
+      (err) => callback(toServiceError(err)),
     );
-  return {
+  const handlers: AdminHandlers = {
     AddDomain: (call, cb) => reply(async () => (await admin.addDomain(call.request.domain), {}), cb),
     RemoveDomain: (call, cb) => reply(async () => (await admin.removeDomain(call.request.domain), {}), cb),
     ListDomains: (_call, cb) => reply(async () => ({ domains: await admin.listDomains() }), cb),
@@ -26,18 +19,5 @@ export function adminHandlers(admin: DirectoryAdmin, defaultGroup: string): Admi
     RemoveAlias: (call, cb) => reply(async () => (await admin.removeAlias(call.request.alias), {}), cb),
     ListAliases: (call, cb) => reply(async () => ({ aliases: await admin.listAliases(call.request.domain || undefined) }), cb),
   };
-}
-
-function asMailError(err: unknown): unknown {
-  if (!(err instanceof DirectoryError)) return err;
-  switch (err.code) {
-    case 'INVALID_ARGUMENT':
-      return invalidArgument(err.message);
-    case 'NOT_FOUND':
-      return notFound(err.message);
-    case 'ALREADY_EXISTS':
-      return alreadyExists(err.message);
-    case 'FAILED_PRECONDITION':
-      return failedPrecondition(err.message);
-  }
+  return { name: 'Admin', definition: proto.Admin.service, handlers: handlers as never };
 }

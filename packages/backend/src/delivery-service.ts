@@ -1,33 +1,39 @@
 import type * as grpc from '@grpc/grpc-js';
-import { MailError, Replies, parseAddress, toMailError, type Logger } from '@mailgrid/core';
-import type { Directory } from '@mailgrid/directory';
+import { Replies, type Logger, type MailError } from '@mailgrid/core';
+import type { Router } from '@mailgrid/mailflow';
 import {
-  invalidArgument,
+  outcomeOf,
+  proto,
   toServiceError,
   traceFromMetadata,
   type DeliverRequest__Output,
   type DeliverResponse,
   type DeliveryHandlers,
   type Envelope__Output,
+  type GrpcService,
   type RecipientResult,
 } from '@mailgrid/protocol';
 import type { AppendRecipient, MailStore } from '@mailgrid/store';
 
 export interface DeliveryServiceDeps {
   group: string;
-  directory: Directory;
+  router: Router;
   store: MailStore;
   maxMessageBytes: number;
+  /** This member's current epoch, which every call must carry (a cluster member); absent: not fenced. */
+  epoch?: () => number | undefined;
   log: Logger;
 }
 
 /**
- * The backend end of the delivery channel: receives the envelope and the message in
- * chunks, checks each recipient is an account of this group, stores the message once for
- * all of them and answers per recipient. "Stored" is only said once the write is on disk.
+ * The receiving end of the delivery channel: the envelope and the message in chunks, each
+ * recipient checked to be an account of this group, the message stored once for all of
+ * them, one answer per recipient. "Stored" is only said once the write is on disk, and a
+ * 5xx only when it is definite: a request that does not add up, a stale epoch, or a
+ * recipient this backend does not know while its directory is behind the sender's are 4xx.
  */
-export function deliveryHandlers(deps: DeliveryServiceDeps): DeliveryHandlers {
-  return {
+export function deliveryService(deps: DeliveryServiceDeps): GrpcService {
+  const handlers: DeliveryHandlers = {
     Deliver(call: grpc.ServerReadableStream<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
       let envelope: Envelope__Output | undefined;
@@ -37,11 +43,11 @@ export function deliveryHandlers(deps: DeliveryServiceDeps): DeliveryHandlers {
       call.on('data', (req: DeliverRequest__Output) => {
         if (failed) return;
         if (req.envelope) {
-          if (envelope) failed = invalidArgument('envelope sent twice');
+          if (envelope) failed = Replies.malformedRequest('envelope sent twice');
           envelope = req.envelope;
         }
         if (req.chunk?.length) {
-          if (!envelope) failed = invalidArgument('chunk before envelope');
+          if (!envelope) failed = Replies.malformedRequest('chunk before envelope');
           size += req.chunk.length;
           // The frontend enforces the limit; this guards the backend's memory.
           if (size > deps.maxMessageBytes * 2) failed = Replies.messageTooBig(deps.maxMessageBytes);
@@ -50,10 +56,14 @@ export function deliveryHandlers(deps: DeliveryServiceDeps): DeliveryHandlers {
       });
       call.on('error', (err) => deps.log.warn({ event: 'delivery.stream-error', ...trace, err }, 'delivery stream failed'));
       call.on('end', () => {
-        const done = (): Promise<DeliverResponse> => {
+        const done = async (): Promise<DeliverResponse> => {
           if (failed) throw failed;
-          if (!envelope) throw invalidArgument('no envelope');
-          if (size !== Number(envelope.size)) throw invalidArgument(`expected ${envelope.size} bytes, got ${size}`);
+          if (!envelope) throw Replies.malformedRequest('no envelope');
+          if (size !== Number(envelope.size)) throw Replies.malformedRequest(`expected ${envelope.size} bytes, got ${size}`);
+          if (deps.epoch) {
+            const current = deps.epoch();
+            if (Number(envelope.epoch) !== current) throw Replies.staleEpoch(Number(envelope.epoch), current);
+          }
           const ids = { session: trace.session, messageId: envelope.messageId, peer: trace.node };
           // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
           const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
@@ -69,32 +79,30 @@ export function deliveryHandlers(deps: DeliveryServiceDeps): DeliveryHandlers {
       });
     },
   };
+  return { name: 'Delivery', definition: proto.Delivery.service, handlers: handlers as never };
 }
 
 async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, body: Buffer, ids: Record<string, string | undefined>): Promise<DeliverResponse> {
   const results = new Map<string, RecipientResult>();
   const toStore: (AppendRecipient & { address: string })[] = [];
-  const fail = (address: string, err: MailError) =>
-    results.set(address, { address, outcome: err.retryable ? 'TEMPORARY_FAILURE' : 'PERMANENT_FAILURE', reply: err.reply });
+  const fail = (address: string, err: MailError) => results.set(address, { address, outcome: outcomeOf(err), reply: err.reply });
+  const senderRevision = Number(envelope.directoryRevision);
 
   for (const r of envelope.recipients) {
     if (envelope.group && envelope.group !== deps.group) {
       fail(r.address, Replies.wrongGroup(r.address));
       continue;
     }
-    const account = parseAddress(r.account || r.address);
-    if (!account) {
-      fail(r.address, Replies.badAddress(r.address));
-      continue;
-    }
-    try {
-      const res = await deps.directory.resolve(account);
-      if (res.kind !== 'account') fail(r.address, Replies.unknownUser(r.address));
-      else if (res.group !== deps.group) fail(r.address, Replies.wrongGroup(r.address));
-      else toStore.push({ address: r.address, account: res.account, idempotencyKey: r.idempotencyKey });
-    } catch (err) {
-      fail(r.address, Replies.lookupFailed(r.address, err));
-    }
+    // Read before the lookup: a revision that understates only makes the answer more careful.
+    const revision = deps.router.revision;
+    const route = await deps.router.route(r.account || r.address);
+    if (route.kind === 'local') {
+      if (route.group !== deps.group) fail(r.address, Replies.wrongGroup(r.address));
+      else toStore.push({ address: r.address, account: route.account, idempotencyKey: r.idempotencyKey });
+    } else if (route.kind === 'tempfail') fail(r.address, route.reason);
+    else if (route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS') fail(r.address, route.reason);
+    // The sender resolved it to an account: "no such user" is only definite from a directory at least as current.
+    else fail(r.address, revision >= senderRevision ? Replies.unknownUser(r.address) : Replies.directoryBehind(r.address));
   }
 
   if (toStore.length) {
@@ -102,18 +110,11 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
       const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
       stored.forEach((s, i) => {
         const address = toStore[i].address;
-        results.set(address, {
-          address,
-          outcome: 'STORED',
-          reply: { code: 250, enhanced: '2.0.0', text: `Stored as ${s.folder}/${s.uid}` },
-          folder: s.folder,
-          uid: s.uid,
-          duplicate: s.duplicate,
-        });
+        results.set(address, { address, outcome: 'STORED', reply: Replies.storedAs(s.folder, s.uid), folder: s.folder, uid: s.uid, duplicate: s.duplicate });
       });
     } catch (err) {
       deps.log.error({ event: 'delivery.store-failed', ...ids, err }, 'store failed');
-      for (const r of toStore) fail(r.address, toMailError(Replies.storageFailed(err)));
+      for (const r of toStore) fail(r.address, Replies.storageFailed(err));
     }
   }
 

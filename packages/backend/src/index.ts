@@ -1,2 +1,2 @@
-export * from './backend.js';
-export * from './cluster-backend.js';
+export * from './build.js';
+export * from './cluster.js';

@@ -1,36 +1,29 @@
 import type * as grpc from '@grpc/grpc-js';
-import { parseAddress, type Logger } from '@mailgrid/core';
-import type { Directory } from '@mailgrid/directory';
-import {
-  failedPrecondition,
-  invalidArgument,
-  notFound,
-  toServiceError,
-  type MailboxHandlers,
-} from '@mailgrid/protocol';
+import { Replies, type Logger } from '@mailgrid/core';
+import type { Router } from '@mailgrid/mailflow';
+import { proto, toServiceError, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
 import { INBOX, type MailStore, type MessageInfo } from '@mailgrid/store';
 
 export interface MailboxServiceDeps {
   group: string;
-  directory: Directory;
+  router: Router;
   store: MailStore;
   chunkBytes: number;
   log: Logger;
 }
 
 /** Reading and deleting an account's messages (CLI now, POP3 and IMAP later). */
-export function mailboxHandlers(deps: MailboxServiceDeps): MailboxHandlers {
+export function mailboxService(deps: MailboxServiceDeps): GrpcService {
   const account = async (address: string): Promise<string> => {
-    const a = parseAddress(address);
-    if (!a) throw invalidArgument(`invalid address: ${address}`);
-    const res = await deps.directory.resolve(a);
-    if (res.kind !== 'account') throw notFound(`no such account: ${a.key}`);
-    if (res.group !== deps.group) throw failedPrecondition(`account ${res.account} is in hosting group ${res.group}, not ${deps.group}`);
-    return res.account;
+    const route = await deps.router.route(address);
+    if (route.kind === 'tempfail') throw route.reason;
+    if (route.kind !== 'local') throw route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS' ? Replies.invalidAddress(address) : Replies.noSuchAccount(address);
+    if (route.group !== deps.group) throw Replies.accountInOtherGroup(route.account, route.group, deps.group);
+    return route.account;
   };
   const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });
 
-  return {
+  const handlers: MailboxHandlers = {
     List(call, callback) {
       account(call.request.account)
         .then((acct) => callback(null, { messages: deps.store.list(acct, call.request.folder || INBOX).map(wire) }))
@@ -42,7 +35,7 @@ export function mailboxHandlers(deps: MailboxServiceDeps): MailboxHandlers {
       account(call.request.account)
         .then((acct) => {
           const found = deps.store.fetch(acct, folder || INBOX, uid);
-          if (!found) throw notFound(`no message ${uid} in ${acct}/${folder || INBOX}`);
+          if (!found) throw Replies.noSuchMessage(acct, folder || INBOX, uid);
           call.write({ info: wire(found.info) });
           for (let i = 0; i < found.body.length; i += deps.chunkBytes) call.write({ chunk: found.body.subarray(i, i + deps.chunkBytes) });
           call.end();
@@ -57,4 +50,5 @@ export function mailboxHandlers(deps: MailboxServiceDeps): MailboxHandlers {
         .catch((err) => callback(toServiceError(err)));
     },
   };
+  return { name: 'Mailbox', definition: proto.Mailbox.service, handlers: handlers as never };
 }

@@ -1,18 +1,21 @@
-import { Backend } from '@mailgrid/backend';
-import { createLogger, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { buildBackend } from '@mailgrid/backend';
+import { createLogger, installRejectionGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { routeGrpcLogs } from '@mailgrid/protocol';
-import { LmdbMailStore } from '@mailgrid/store';
+import { queuePath } from '@mailgrid/mailflow';
+import { GrpcHost, routeGrpcLogs } from '@mailgrid/protocol';
+import { QueueStore, queueService } from '@mailgrid/queue';
 import { join, resolve } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 
 /**
- * The single node's backend runs in a worker thread: its own event loop on the second
- * core, reached by the frontend over gRPC on loopback exactly as in a cluster. The SMTP
- * thread is the busy one; this keeps delivery, LMDB and the gRPC server off it.
+ * The single node's backend in a worker thread: its own event loop on the second core, so
+ * the SMTP thread stays free. The node's one gRPC host runs here too, with the backend's
+ * services and the frontend's Queue service, which works on this thread's own handle of the
+ * queue's LMDB environment (lmdb-js shares one environment between threads) and asks the
+ * main thread to wake its runner.
  */
 type ToWorker = { type: 'stop'; drainMs: number };
-type FromWorker = { type: 'ready'; address: string } | { type: 'stopped' } | { type: 'failed'; message: string };
+type FromWorker = { type: 'ready'; address: string } | { type: 'stopped' } | { type: 'failed'; message: string } | { type: 'wake' };
 
 export class BackendWorker implements Service {
   readonly name = 'backend';
@@ -20,12 +23,17 @@ export class BackendWorker implements Service {
   private worker: Worker | undefined;
   private _address = '';
 
-  constructor(private readonly config: Config, private readonly log: Logger) {}
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly wake: () => void,
+  ) {}
 
   get state(): ServiceState {
     return this._state;
   }
 
+  /** The node's gRPC address, once started. */
   get address(): string {
     return this._address;
   }
@@ -36,6 +44,7 @@ export class BackendWorker implements Service {
     // 16 MB semi-spaces) costs it a few more scavenges and saves ~20 MB of peak RSS.
     const worker = new Worker(new URL(import.meta.url), { workerData: this.config, resourceLimits: { maxYoungGenerationSizeMb: 6 } });
     this.worker = worker;
+    worker.on('message', (msg: FromWorker) => msg.type === 'wake' && this.wake());
     const msg = await this.next(worker);
     if (msg.type !== 'ready') throw new Error(`backend failed to start: ${msg.type === 'failed' ? msg.message : msg.type}`);
     this._address = msg.address;
@@ -59,33 +68,42 @@ export class BackendWorker implements Service {
     this._state = 'stopped';
   }
 
+  /** The next lifecycle message (wake-ups are not). */
   private next(worker: Worker): Promise<FromWorker> {
     return new Promise((resolve, reject) => {
-      worker.once('message', resolve);
+      const take = (msg: FromWorker) => {
+        if (msg.type === 'wake') return;
+        worker.off('message', take);
+        resolve(msg);
+      };
+      worker.on('message', take);
       worker.once('error', reject);
     });
   }
 }
 
-/** Inside the worker: open the stores, serve, stop on request. */
+/** Inside the worker: the backend role and the node's gRPC host; stop on request. */
 async function runWorker(config: Config): Promise<void> {
   const log = createLogger({ level: config.log.level, name: config.nodeId });
+  installRejectionGuard(log);
   routeGrpcLogs(log);
-  const dataDir = resolve(config.dataDir);
-  const directory = new EmbeddedDirectory(join(dataDir, 'directory'));
-  const store = new LmdbMailStore(join(dataDir, 'store'));
-  const backend = new Backend({ config, log, directory, store, directoryAdmin: directory });
   const port = parentPort!;
+  const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
+  const backend = buildBackend({ config, log, directory, directoryAdmin: directory });
+  const queue = new QueueStore(queuePath(config));
+  const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
+  grpc.add(...backend.grpc, queueService(queue, config.nodeId, () => port.postMessage({ type: 'wake' } satisfies FromWorker)));
+  const services = [...backend.services, grpc];
   try {
-    await backend.start();
+    for (const s of services) await s.start();
   } catch (err) {
     port.postMessage({ type: 'failed', message: (err as Error).message } satisfies FromWorker);
     return;
   }
-  port.postMessage({ type: 'ready', address: backend.address } satisfies FromWorker);
+  port.postMessage({ type: 'ready', address: grpc.address } satisfies FromWorker);
   port.once('message', async (msg: ToWorker) => {
-    await backend.stop(msg.drainMs);
-    await store.close();
+    for (const s of [...services].reverse()) await s.stop(msg.drainMs);
+    await queue.close();
     await directory.close();
     log.flush();
     port.postMessage({ type: 'stopped' } satisfies FromWorker);

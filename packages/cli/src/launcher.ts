@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CliError } from './admin-client.js';
+import { CliError } from './errors.js';
 import { haproxyConfig } from './haproxy-config.js';
 
 /**
@@ -196,9 +196,9 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
     }
     const fronts: { id: string; smtp: string; httpPort: number }[] = [];
     for (let f = 1; f <= options.frontends; f++) {
-      const [smtp, http, queue] = [await freePort(), await freePort(), await freePort()];
-      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_QUEUE_GRPC_PORT: String(queue), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' };
-      processes.push(launch(nodeEntry('frontend', `fe-${f}`, dir, env, { smtp, http, queue })));
+      const [smtp, http, grpc] = [await freePort(), await freePort(), await freePort()];
+      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' };
+      processes.push(launch(nodeEntry('frontend', `fe-${f}`, dir, env, { smtp, http, grpc })));
       fronts.push({ id: `fe-${f}`, smtp: `127.0.0.1:${smtp}`, httpPort: http });
     }
     writeState(state, cwd);

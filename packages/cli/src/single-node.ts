@@ -1,22 +1,24 @@
-import { closer, HealthServer, type Config, type Logger, type Service } from '@mailgrid/core';
-import { routeGrpcLogs } from '@mailgrid/protocol';
+import { closer, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { frontendParts } from '@mailgrid/frontend';
+import { buildFrontend } from '@mailgrid/frontend';
+import { routeGrpcLogs } from '@mailgrid/protocol';
 import { join, resolve } from 'node:path';
 import { BackendWorker } from './backend-worker.js';
 
 /**
- * A whole mail system on one machine: a backend (in a worker thread) and a frontend that
- * talk gRPC over loopback, as they would across a cluster, with the embedded directory.
- * Returned in start order; stop runs in reverse, so SMTP drains before the backend.
+ * A whole mail system on one machine: the frontend role and the backend role with the
+ * embedded directory. The backend runs in a worker thread (its own event loop on the second
+ * core) together with the node's one gRPC host, and the frontend delivers to it over
+ * loopback gRPC exactly as across a cluster. Start order; stop runs in reverse, so SMTP
+ * drains before the backend.
  */
 export function singleNode(config: Config, log: Logger): Service[] {
   routeGrpcLogs(log);
-  const backend = new BackendWorker(config, log);
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
-  // One group, served by the local backend (its port is known once it has started).
-  const frontend = frontendParts(config, log, directory, { primary: async (group) => (group === config.backend.group ? backend.address : undefined) });
-  const services: Service[] = [closer('directory', () => directory.close()), backend, ...frontend.services];
-  const health = new HealthServer({ ...config.http, log, services: () => services });
-  return [health, ...services];
+  let frontend: ReturnType<typeof buildFrontend> | undefined;
+  const backend = new BackendWorker(config, log, () => frontend?.flow.runner.wake());
+  // One group, served by the local backend (its address is known once it has started); no epoch to fence.
+  const groups = { primary: async (group: string) => (group === config.backend.group && backend.address ? { address: backend.address, epoch: 0 } : undefined) };
+  frontend = buildFrontend({ config, log, directory, groups });
+  return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services]);
 }

@@ -2,15 +2,21 @@ import { closer, setLogLevel, type Config, type Logger, type Service } from '@ma
 import { connectEtcd } from './etcd.js';
 import { EtcdDirectory } from './etcd-directory.js';
 import { Keys } from './keys.js';
-import { Membership, type MemberInfo } from './membership.js';
+import { MemberHostingGroups, Membership, type MemberInfo, type MembershipOptions } from './membership.js';
 import { NodeSettings } from './settings.js';
 
 /**
  * What every cluster role has: the etcd client, the directory cache, its membership entry
- * and its live settings (the log level applied here; a role applies the rest). The role
- * orders these among its own services.
+ * (`describe` adds what is only known at run time), the hosting groups' primaries as the
+ * member list shows them, and its live settings (the log level applied here; a role
+ * applies the rest). The role orders these among its own services.
  */
-export function clusterNode(config: Config, log: Logger, self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>) {
+export function clusterNode(
+  config: Config,
+  log: Logger,
+  self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>,
+  options: Pick<MembershipOptions, 'describe'> = {},
+) {
   if (!config.etcd) throw new Error(`a ${self.role} needs etcd endpoints (--etcd or MAILGRID_ETCD)`);
   const client = connectEtcd(config.etcd);
   const keys = new Keys(config.cluster.prefix);
@@ -31,7 +37,9 @@ export function clusterNode(config: Config, log: Logger, self: Pick<MemberInfo, 
     },
     config.cluster.leaseTtlSec,
     log.child({ component: 'membership' }),
+    options,
   );
+  const groups = new MemberHostingGroups(membership);
   const etcd: Service = closer('etcd', () => client.close());
-  return { client, keys, directory, settings, membership, etcd };
+  return { client, keys, directory, settings, membership, groups, etcd };
 }

@@ -1,17 +1,31 @@
-import { Replies, type Address, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { parseAddress, Replies, type Address, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import {
   checkedAddress,
   checkedDomain,
-  DirectoryError,
   type AccountEntry,
   type AliasEntry,
   type Directory,
   type DirectoryAdmin,
   type Resolution,
 } from '@mailgrid/directory';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { z } from 'zod';
 import { readPrefix } from './etcd.js';
 import type { Keys } from './keys.js';
+import { jsonValue, PrefixWatch } from './prefix-watch.js';
+
+const accountValue = z.object({ group: z.string().regex(/^[A-Za-z0-9._-]+$/) });
+const aliasValue = z.object({
+  target: z.string().transform((s, ctx) => {
+    const a = parseAddress(s);
+    if (!a) ctx.addIssue({ code: 'custom', message: 'not an address' });
+    return a?.key ?? s;
+  }),
+});
+const domainValue = z.record(z.string(), z.unknown());
+
+/** One directory key, decoded. */
+type Entry = { type: 'domains'; domain: string } | { type: 'accounts' | 'aliases'; address: string };
 
 /**
  * The cluster directory in etcd: domains, accounts and aliases → hosting group.
@@ -19,35 +33,55 @@ import type { Keys } from './keys.js';
  * Readers keep the whole directory in memory, loaded once with a paged range read and then
  * kept current by a watch from that revision, so RCPT never waits for etcd. While the watch
  * is cut off the cache may be stale: known addresses are still answered from it, anything it
- * does not know gets `451 4.4.3` instead of a possibly wrong 550/554.
+ * does not know gets `451 4.4.3` instead of a possibly wrong 550/554. So does an address
+ * whose entry holds a value that does not parse (written by hand): it is deferred until an
+ * operator fixes it, never bounced.
  */
 export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   readonly name = 'directory';
-  private _state: ServiceState = 'new';
   private readonly domains = new Set<string>();
   /** address → group; group and domain names interned so a million accounts share them. */
   private readonly accounts = new Map<string, string>();
   private readonly aliases = new Map<string, string>();
   private readonly names = new Map<string, string>();
-  private watcher: Watcher | undefined;
-  private synced = false;
-  private revision = 0;
-  private loading: Promise<void> | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  /** Keys whose value did not parse: addresses (accounts, aliases) and domain names. */
+  private readonly badAccounts = new Set<string>();
+  private readonly badAliases = new Set<string>();
+  private readonly badDomains = new Set<string>();
+  private readonly watch: PrefixWatch;
 
   constructor(
     private readonly client: Etcd3,
     private readonly keys: Keys,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    this.watch = new PrefixWatch({
+      client,
+      prefix: keys.directory,
+      name: 'directory',
+      log,
+      handler: {
+        reset: () => {
+          for (const c of [this.domains, this.accounts, this.aliases, this.badAccounts, this.badAliases, this.badDomains]) c.clear();
+        },
+        put: (kv) => this.put(kv),
+        delete: (kv) => this.remove(kv, false),
+        invalid: (kv) => this.remove(kv, true),
+      },
+    });
+  }
 
   get state(): ServiceState {
-    return this._state;
+    return this.watch.state;
   }
 
   /** True while the cache is loaded and the watch is connected. */
   get isSynced(): boolean {
-    return this.synced;
+    return this.watch.synced;
+  }
+
+  get revision(): number {
+    return this.watch.revision;
   }
 
   get size(): { domains: number; accounts: number; aliases: number } {
@@ -58,20 +92,12 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
    * Loads the cache. If etcd cannot be reached the node still starts (every lookup answers
    * 451 until then) and loading is retried in the background.
    */
-  async start(): Promise<void> {
-    this._state = 'running';
-    try {
-      await this.load();
-    } catch (err) {
-      this.log.warn({ event: 'directory.load-failed', err: (err as Error).message }, 'directory not loaded, retrying');
-      this.scheduleReload();
-    }
+  start(): Promise<void> {
+    return this.watch.start();
   }
 
-  async stop(): Promise<void> {
-    this._state = 'stopped';
-    clearTimeout(this.retryTimer);
-    await this.watcher?.cancel().catch(() => undefined);
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
   async resolve(address: Address): Promise<Resolution> {
@@ -80,87 +106,59 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     if (target) key = target;
     const group = this.accounts.get(key);
     if (group) return { kind: 'account', account: key, group };
-    if (!this.synced) throw Replies.lookupFailed(address.key);
+    if (this.badAccounts.has(address.key) || this.badAliases.has(address.key) || (target && this.badAccounts.has(target)))
+      throw Replies.directoryEntryInvalid(address.key);
+    if (!this.watch.synced) throw Replies.lookupFailed(address.key);
     if (target) return { kind: 'unknown-user' };
+    if (this.badDomains.has(address.domain)) throw Replies.directoryEntryInvalid(address.key);
     return this.domains.has(address.domain) ? { kind: 'unknown-user' } : { kind: 'foreign' };
   }
 
   // --- cache -------------------------------------------------------------------------
 
-  private load(): Promise<void> {
-    this.loading ??= this.doLoad().finally(() => (this.loading = undefined));
-    return this.loading;
+  /** Throws (for the watch to log) when the value does not parse. */
+  private put(kv: IKeyValue): void {
+    const e = this.entry(kv);
+    if (!e) return;
+    if (e.type === 'domains') {
+      jsonValue(domainValue, kv);
+      this.domains.add(e.domain);
+      this.badDomains.delete(e.domain);
+    } else if (e.type === 'accounts') {
+      this.accounts.set(e.address, this.intern(jsonValue(accountValue, kv).group));
+      this.badAccounts.delete(e.address);
+    } else {
+      this.aliases.set(e.address, jsonValue(aliasValue, kv).target);
+      this.badAliases.delete(e.address);
+    }
   }
 
-  private async doLoad(): Promise<void> {
-    const t0 = Date.now();
-    await this.watcher?.cancel().catch(() => undefined);
-    this.synced = false;
-    this.domains.clear();
-    this.accounts.clear();
-    this.aliases.clear();
-    this.revision = await readPrefix(this.client, this.keys.directory, (kv) => this.apply('put', kv));
-    const watcher = await this.client.watch().prefix(this.keys.directory).startRevision(String(this.revision + 1)).create();
-    this.watcher = watcher;
-    watcher.on('put', (kv) => this.apply('put', kv));
-    watcher.on('delete', (kv) => this.apply('delete', kv));
-    watcher.on('disconnected', () => {
-      if (this.synced) this.log.warn({ event: 'directory.disconnected' }, 'directory watch lost; unknown addresses get 451');
-      this.synced = false;
-    });
-    watcher.on('connected', () => {
-      if (!this.synced) this.log.info({ event: 'directory.reconnected', revision: this.revision }, 'directory watch resumed');
-      this.synced = true;
-    });
-    watcher.on('error', (err) => {
-      // Compacted past our revision or cancelled by etcd: start over from a fresh read.
-      this.log.warn({ event: 'directory.watch-error', err: err.message }, 'directory watch failed, reloading');
-      this.synced = false;
-      this.scheduleReload();
-    });
-    this.synced = true;
-    this.log.info({ event: 'directory.loaded', ...this.size, revision: this.revision, ms: Date.now() - t0 }, 'directory loaded');
+  /** A deleted key, or one whose value did not parse (`bad`): either way its old value goes. */
+  private remove(kv: IKeyValue, bad: boolean): void {
+    const e = this.entry(kv);
+    if (!e) return;
+    const [values, invalid, name] =
+      e.type === 'domains' ? [this.domains, this.badDomains, e.domain] : e.type === 'accounts' ? [this.accounts, this.badAccounts, e.address] : [this.aliases, this.badAliases, e.address];
+    values.delete(name);
+    if (bad) invalid.add(name);
+    else invalid.delete(name);
   }
 
-  private scheduleReload(): void {
-    if (this._state !== 'running' || this.retryTimer) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.load().catch((err) => {
-        this.log.debug({ event: 'directory.load-failed', err: (err as Error).message }, 'directory reload failed');
-        this.scheduleReload();
-      });
-    }, 1_000);
-    this.retryTimer.unref();
-  }
-
-  private apply(kind: 'put' | 'delete', kv: IKeyValue): void {
-    const rev = Number(kv.mod_revision);
-    if (rev > this.revision) this.revision = rev;
-    // `<directory>/<type>/<domain>/<local>`. Each part is decoded from the key bytes on its
-    // own, and the domain interned: slices of the whole key string would keep all of it
-    // alive for every one of a million cached addresses.
+  /**
+   * `<directory>/<type>/<domain>[/<local>]`; undefined for anything else. Each part is
+   * decoded from the key bytes on its own, and the domain interned: slices of the whole key
+   * string would keep all of it alive for every one of a million cached addresses.
+   */
+  private entry(kv: IKeyValue): Entry | undefined {
     const key = kv.key;
     const base = Buffer.byteLength(this.keys.directory);
     const s1 = key.indexOf(0x2f, base);
-    const type = key.toString('utf8', base, s1 < 0 ? key.length : s1);
-    if (s1 < 0) return;
+    if (s1 < 0) return undefined;
+    const type = key.toString('utf8', base, s1);
     const s2 = key.indexOf(0x2f, s1 + 1);
-    const domain = this.intern(key.toString('utf8', s1 + 1, s2 < 0 ? key.length : s2));
-    if (type === 'domains') {
-      if (kind === 'put') this.domains.add(domain);
-      else this.domains.delete(domain);
-      return;
-    }
-    if (s2 < 0) return;
-    const address = key.toString('utf8', s2 + 1) + '@' + domain;
-    if (type === 'accounts') {
-      if (kind === 'put') this.accounts.set(address, this.intern(JSON.parse(kv.value.toString()).group));
-      else this.accounts.delete(address);
-    } else if (type === 'aliases') {
-      if (kind === 'put') this.aliases.set(address, JSON.parse(kv.value.toString()).target);
-      else this.aliases.delete(address);
-    }
+    if (type === 'domains') return s2 < 0 ? { type, domain: this.intern(key.toString('utf8', s1 + 1)) } : undefined;
+    if ((type !== 'accounts' && type !== 'aliases') || s2 < 0) return undefined;
+    return { type, address: key.toString('utf8', s2 + 1) + '@' + this.intern(key.toString('utf8', s1 + 1, s2)) };
   }
 
   private intern(name: string): string {
@@ -174,45 +172,44 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   async addDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
     const res = await this.client.if(this.keys.domain(d), 'Create', '==', 0).then(this.client.put(this.keys.domain(d)).value('{}')).commit();
-    if (!res.succeeded) throw new DirectoryError('ALREADY_EXISTS', `domain ${d} already exists`);
+    if (!res.succeeded) throw Replies.domainExists(d);
   }
 
   async removeDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
-    if (!(await this.client.get(this.keys.domain(d)).exec()).kvs.length) throw new DirectoryError('NOT_FOUND', `no such domain: ${d}`);
-    if ((await this.client.getAll().prefix(this.keys.accountsOf(d)).count()) > 0)
-      throw new DirectoryError('FAILED_PRECONDITION', `domain ${d} still has accounts; remove them first`);
+    if (!(await this.client.get(this.keys.domain(d)).exec()).kvs.length) throw Replies.noSuchDomain(d);
+    if ((await this.client.getAll().prefix(this.keys.accountsOf(d)).count()) > 0) throw Replies.domainHasAccounts(d);
     await this.client.delete().key(this.keys.domain(d)).exec();
   }
 
   async listDomains(): Promise<string[]> {
     const out: string[] = [];
-    await readPrefix(this.client, this.keys.directory + 'domains/', (kv) => out.push(kv.key.toString().split('/').pop()!));
+    await readPrefix(this.client, this.keys.directory + 'domains/', (kv) => {
+      if (valid(domainValue, kv)) out.push(kv.key.toString().split('/').pop()!);
+    });
     return out;
   }
 
   async addAccount(address: string, group: string): Promise<void> {
     const a = checkedAddress(address);
     const [local] = a.key.split('@');
-    if (!group) throw new DirectoryError('INVALID_ARGUMENT', 'a hosting group is required (--group)');
-    if (!(await this.client.get(this.keys.group(group)).exec()).kvs.length)
-      throw new DirectoryError('FAILED_PRECONDITION', `no such hosting group: ${group}`);
+    if (!group) throw Replies.groupRequired();
+    if (!(await this.client.get(this.keys.group(group)).exec()).kvs.length) throw Replies.noSuchGroup(group);
     const res = await this.client
       .if(this.keys.domain(a.domain), 'Create', '>', 0)
       .and(this.keys.account(a.domain, local), 'Create', '==', 0)
       .then(this.client.put(this.keys.account(a.domain, local)).value(JSON.stringify({ group })))
       .commit();
     if (res.succeeded) return;
-    if (!(await this.client.get(this.keys.domain(a.domain)).exec()).kvs.length)
-      throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted; add it first with: mailgrid domain add ${a.domain}`);
-    throw new DirectoryError('ALREADY_EXISTS', `account ${a.key} already exists`);
+    if (!(await this.client.get(this.keys.domain(a.domain)).exec()).kvs.length) throw Replies.domainNotHosted(a.domain);
+    throw Replies.accountExists(a.key);
   }
 
   async removeAccount(address: string): Promise<void> {
     const a = checkedAddress(address);
     const [local] = a.key.split('@');
     const res = await this.client.delete().key(this.keys.account(a.domain, local)).exec();
-    if (Number(res.deleted) === 0) throw new DirectoryError('NOT_FOUND', `no such account: ${a.key}`);
+    if (Number(res.deleted) === 0) throw Replies.noSuchAccount(a.key);
   }
 
   async addAlias(alias: string, target: string): Promise<void> {
@@ -228,17 +225,16 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
       .then(this.client.put(this.keys.alias(a.domain, local)).value(JSON.stringify({ target: t.key })))
       .commit();
     if (res.succeeded) return;
-    if (!(await this.client.get(this.keys.domain(a.domain)).exec()).kvs.length) throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted`);
-    if (!(await this.client.get(this.keys.account(t.domain, tLocal)).exec()).kvs.length)
-      throw new DirectoryError('FAILED_PRECONDITION', `alias target ${t.key} is not an account`);
-    throw new DirectoryError('ALREADY_EXISTS', `${a.key} is already an account or an alias`);
+    if (!(await this.client.get(this.keys.domain(a.domain)).exec()).kvs.length) throw Replies.domainNotHosted(a.domain);
+    if (!(await this.client.get(this.keys.account(t.domain, tLocal)).exec()).kvs.length) throw Replies.aliasTargetNotAccount(t.key);
+    throw Replies.aliasTaken(a.key);
   }
 
   async removeAlias(alias: string): Promise<void> {
     const a = checkedAddress(alias);
     const [local] = a.key.split('@');
     const res = await this.client.delete().key(this.keys.alias(a.domain, local)).exec();
-    if (Number(res.deleted) === 0) throw new DirectoryError('NOT_FOUND', `no such alias: ${a.key}`);
+    if (Number(res.deleted) === 0) throw Replies.noSuchAlias(a.key);
   }
 
   async listAliases(domain?: string): Promise<AliasEntry[]> {
@@ -246,7 +242,8 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     const out: AliasEntry[] = [];
     await readPrefix(this.client, prefix, (kv) => {
       const [, d, local] = kv.key.toString().slice(this.keys.directory.length).split('/');
-      out.push({ alias: `${local}@${d}`, target: JSON.parse(kv.value.toString()).target });
+      const value = valid(aliasValue, kv);
+      if (value) out.push({ alias: `${local}@${d}`, target: value.target });
     });
     return out;
   }
@@ -256,8 +253,18 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     const out: AccountEntry[] = [];
     await readPrefix(this.client, prefix, (kv) => {
       const [, d, local] = kv.key.toString().slice(this.keys.directory.length).split('/');
-      out.push({ address: `${local}@${d}`, group: JSON.parse(kv.value.toString()).group });
+      const value = valid(accountValue, kv);
+      if (value) out.push({ address: `${local}@${d}`, group: value.group });
     });
     return out;
+  }
+}
+
+/** Lists skip entries whose value does not parse (the watch logs them). */
+function valid<T>(schema: z.ZodType<T>, kv: IKeyValue): T | undefined {
+  try {
+    return jsonValue(schema, kv);
+  } catch {
+    return undefined;
   }
 }

@@ -1,5 +1,6 @@
-import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
+import { MailError, Replies, toMailError } from '@mailgrid/core';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
+import { EtcdWatchStreamEnded, Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
 import { prefixEnd } from './keys.js';
 
 /**
@@ -49,6 +50,16 @@ export async function readPrefix(client: Etcd3, prefix: string, each: (kv: IKeyV
   return Number(revision);
 }
 
+/**
+ * An etcd failure as the reply it deserves: etcd unreachable or overloaded (what etcd3
+ * retries, or its circuit breaker open) is `ETCD_UNAVAILABLE`, a MailError stays itself,
+ * anything else is a local error. All of them are 4xx.
+ */
+export function fromEtcdError(err: unknown): MailError {
+  if (MailError.is(err)) return err;
+  if (err instanceof Error && (isRecoverableError(err) || err instanceof EtcdWatchStreamEnded || isBrokenCircuitError(err))) return Replies.etcdUnavailable(err);
+  return toMailError(err);
+}
 
 /** Command-line flags of a one-member etcd on loopback (the launcher's, the benches'). */
 export function singleEtcdArgs(name: string, dataDir: string, clientPort: number, peerPort: number): string[] {

@@ -1,9 +1,10 @@
 import type { Logger, Service, ServiceState } from '@mailgrid/core';
-import type { HostingGroups } from '@mailgrid/directory';
-import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type { HostingGroups, Primary } from '@mailgrid/directory';
+import type { Etcd3, IKeyValue, Lease } from 'etcd3';
 import { EventEmitter } from 'node:events';
-import { readPrefix } from './etcd.js';
+import { z } from 'zod';
 import type { Keys } from './keys.js';
+import { jsonValue, PrefixWatch } from './prefix-watch.js';
 
 export type Role = 'frontend' | 'backend';
 
@@ -16,16 +17,47 @@ export interface MemberInfo {
   group?: string;
   /** Addresses other parts of the cluster use: `host:port`. */
   smtp?: string;
+  /** The member's one gRPC address; `services` says what it offers there. */
   grpc?: string;
   http?: string;
-  /** The Queue admin service, on nodes with a queue. */
-  queue?: string;
+  /** gRPC service names offered at `grpc`. */
+  services?: string[];
+  /**
+   * The etcd create revision of the member's entry: new at every registration, the same
+   * while it stays registered. Set by the reader, not published.
+   */
+  epoch?: number;
   queueDepth?: number;
   queueOldestAt?: number;
   submitMode?: string;
   state: 'up' | 'draining';
   pid: number;
   startedAt: string;
+}
+
+// Loose: fields a newer member adds must not make it invisible to older ones.
+const memberValue = z.looseObject({
+  id: z.string().min(1),
+  role: z.enum(['frontend', 'backend']),
+  site: z.string(),
+  group: z.string().optional(),
+  smtp: z.string().optional(),
+  grpc: z.string().optional(),
+  http: z.string().optional(),
+  services: z.array(z.string()).optional(),
+  queueDepth: z.number().optional(),
+  queueOldestAt: z.number().optional(),
+  submitMode: z.string().optional(),
+  state: z.enum(['up', 'draining']),
+  pid: z.number().int(),
+  startedAt: z.string(),
+});
+
+export interface MembershipOptions {
+  /** Fields only known at run time (bound addresses, services, queue depth), read at every publish. */
+  describe?: () => Partial<MemberInfo>;
+  /** How often the entry is published again with fresh `describe()` fields. */
+  publishEveryMs?: number;
 }
 
 /**
@@ -37,9 +69,11 @@ export class Membership extends EventEmitter implements Service {
   readonly name = 'membership';
   private _state: ServiceState = 'new';
   private lease: Lease | undefined;
-  private watcher: Watcher | undefined;
+  private _epoch: number | undefined;
   private readonly live = new Map<string, MemberInfo>();
+  private readonly watch: PrefixWatch;
   private retryTimer: NodeJS.Timeout | undefined;
+  private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -47,12 +81,36 @@ export class Membership extends EventEmitter implements Service {
     private self: MemberInfo,
     private readonly ttlSec: number,
     private readonly log: Logger,
+    private readonly options: MembershipOptions = {},
   ) {
     super();
+    this.watch = new PrefixWatch({
+      client,
+      prefix: keys.members,
+      name: 'members',
+      log,
+      handler: {
+        reset: () => this.live.clear(),
+        put: (kv) => {
+          const id = this.idOf(kv);
+          const m = parseMember(kv);
+          if (m.id !== id) throw new Error(`id ${m.id} does not match the key`);
+          this.live.set(id, m);
+        },
+        delete: (kv) => this.live.delete(this.idOf(kv)),
+        invalid: (kv) => this.live.delete(this.idOf(kv)),
+      },
+    });
+    this.watch.on('change', () => this.emit('change', this.members()));
   }
 
   get state(): ServiceState {
     return this._state;
+  }
+
+  /** This node's registration revision in etcd; undefined while not registered. */
+  get epoch(): number | undefined {
+    return this._epoch;
   }
 
   members(): MemberInfo[] {
@@ -62,19 +120,23 @@ export class Membership extends EventEmitter implements Service {
   /** Registers and starts following the member list; retries in the background if etcd is down. */
   async start(): Promise<void> {
     this._state = 'running';
+    await this.watch.start();
     try {
-      await this.follow();
       await this.register();
     } catch (err) {
       this.log.warn({ event: 'membership.register-failed', err: (err as Error).message }, 'could not register yet, retrying');
       this.retry();
     }
+    this.publishTimer = setInterval(() => {
+      this.publish().catch((err) => this.log.debug({ event: 'membership.publish-failed', err: (err as Error).message }, 'member entry not published'));
+    }, this.options.publishEveryMs ?? 10_000);
+    this.publishTimer.unref();
   }
 
   /** Publishes a change of this node's entry (state, queue depth, ...). */
   async update(patch: Partial<MemberInfo>): Promise<void> {
     this.self = { ...this.self, ...patch };
-    if (this.lease) await this.lease.put(this.keys.member(this.self.id)).value(JSON.stringify(this.self));
+    await this.publish();
   }
 
   /** Says it is draining, then revokes the lease so it leaves the member list at once. */
@@ -82,12 +144,22 @@ export class Membership extends EventEmitter implements Service {
     if (this._state !== 'running') return;
     this._state = 'stopping';
     clearTimeout(this.retryTimer);
+    clearInterval(this.publishTimer);
     const lease = this.lease;
     this.lease = undefined;
-    await lease?.put(this.keys.member(this.self.id)).value(JSON.stringify({ ...this.self, state: 'draining' })).catch(() => undefined);
+    this._epoch = undefined;
+    await lease?.put(this.memberKey).value(JSON.stringify({ ...this.entry(), state: 'draining' })).catch(() => undefined);
     await lease?.revoke().catch((err) => this.log.warn({ event: 'membership.revoke-failed', err: (err as Error).message }, 'lease not revoked; it will expire'));
-    await this.watcher?.cancel().catch(() => undefined);
+    await this.watch.stop();
     this._state = 'stopped';
+  }
+
+  private get memberKey(): string {
+    return this.keys.member(this.self.id);
+  }
+
+  private entry(): MemberInfo {
+    return { ...this.self, ...this.options.describe?.() };
   }
 
   private async register(): Promise<void> {
@@ -95,44 +167,52 @@ export class Membership extends EventEmitter implements Service {
     lease.on('lost', (err) => {
       if (this.lease !== lease) return;
       this.lease = undefined;
+      this._epoch = undefined;
       this.log.warn({ event: 'membership.lease-lost', err: err.message }, 'lease lost, registering again');
       this.retry();
     });
-    await lease.grant();
-    await lease.put(this.keys.member(this.self.id)).value(JSON.stringify(this.self));
-    if (this.self.role === 'backend' && this.self.group) {
-      // The group exists from its first backend on; accounts can be placed in it.
-      await this.client.if(this.keys.group(this.self.group), 'Create', '==', 0).then(this.client.put(this.keys.group(this.self.group)).value('{}')).commit();
+    let epoch: number;
+    try {
+      await lease.grant();
+      // A previous incarnation's entry may still be held by its lease: remove it, so the put
+      // below creates the key and this registration gets an epoch of its own.
+      await this.client.delete().key(this.memberKey).exec();
+      epoch = await this.put(lease);
+      if (this.self.role === 'backend' && this.self.group) {
+        // The group exists from its first backend on; accounts can be placed in it.
+        await this.client.if(this.keys.group(this.self.group), 'Create', '==', 0).then(this.client.put(this.keys.group(this.self.group)).value('{}')).commit();
+      }
+    } catch (err) {
+      // Or its keep-alives would go on for nothing.
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+    if (this._state !== 'running') {
+      // Stopped meanwhile: leave at once.
+      await lease.revoke().catch(() => undefined);
+      return;
     }
     this.lease = lease;
-    this.log.info({ event: 'membership.registered', id: this.self.id, role: this.self.role, group: this.self.group }, 'registered');
+    this._epoch = epoch;
+    this.log.info({ event: 'membership.registered', id: this.self.id, role: this.self.role, group: this.self.group, epoch: this._epoch }, 'registered');
   }
 
-  private async follow(): Promise<void> {
-    await this.watcher?.cancel().catch(() => undefined);
-    this.live.clear();
-    const rev = await readPrefix(this.client, this.keys.members, (kv) => this.put(kv.value.toString()));
-    this.watcher = await this.client.watch().prefix(this.keys.members).startRevision(String(rev + 1)).create();
-    this.watcher.on('put', (kv) => this.put(kv.value.toString()));
-    this.watcher.on('delete', (kv) => {
-      const id = kv.key.toString().slice(this.keys.members.length);
-      if (this.live.delete(id)) this.emit('change', this.members());
-    });
-    this.watcher.on('error', () => {
-      this.watcher = undefined;
-      this.retry();
-    });
-    this.emit('change', this.members());
+  /** Puts the entry again while registered, with fresh `describe()` fields. */
+  private async publish(): Promise<void> {
+    const lease = this.lease;
+    if (!lease) return;
+    const epoch = await this.put(lease);
+    if (this.lease === lease) this._epoch = epoch;
   }
 
-  private put(json: string): void {
-    try {
-      const m = JSON.parse(json) as MemberInfo;
-      this.live.set(m.id, m);
-      this.emit('change', this.members());
-    } catch {
-      this.log.warn({ event: 'membership.bad-entry', json }, 'ignoring malformed member entry');
-    }
+  /** Returns the key's create revision: this put's own when it created the key. */
+  private async put(lease: Lease): Promise<number> {
+    const prev = await lease.put(this.memberKey).value(JSON.stringify(this.entry())).getPrevious();
+    return Number(prev.create_revision ?? prev.header.revision);
+  }
+
+  private idOf(kv: IKeyValue): string {
+    return kv.key.toString().slice(this.keys.members.length);
   }
 
   private retry(): void {
@@ -140,7 +220,6 @@ export class Membership extends EventEmitter implements Service {
     this.retryTimer = setTimeout(async () => {
       this.retryTimer = undefined;
       try {
-        if (!this.watcher) await this.follow();
         if (!this.lease) await this.register();
       } catch (err) {
         this.log.debug({ event: 'membership.retry-failed', err: (err as Error).message }, 'membership retry failed');
@@ -151,11 +230,23 @@ export class Membership extends EventEmitter implements Service {
   }
 }
 
-/** A hosting group's primary is the live backend of that group that is up. */
+/** A member entry as read from etcd, validated, with its epoch (the key's create revision). Throws when malformed. */
+export function parseMember(kv: IKeyValue): MemberInfo {
+  return { ...jsonValue(memberValue, kv), epoch: Number(kv.create_revision) };
+}
+
+/** A hosting group's primary: the live backend of that group that is up, with an address and an epoch. */
+export function primaryOf(members: Iterable<MemberInfo>, group: string): MemberInfo | undefined {
+  for (const m of members) if (m.role === 'backend' && m.group === group && m.state === 'up' && m.grpc && m.epoch !== undefined) return m;
+  return undefined;
+}
+
+/** Hosting groups' primaries as this node's membership view shows them. */
 export class MemberHostingGroups implements HostingGroups {
   constructor(private readonly membership: Membership) {}
 
-  async primary(group: string): Promise<string | undefined> {
-    return this.membership.members().find((m) => m.role === 'backend' && m.group === group && m.state === 'up')?.grpc;
+  async primary(group: string): Promise<Primary | undefined> {
+    const m = primaryOf(this.membership.members(), group);
+    return m && { address: m.grpc!, epoch: m.epoch! };
   }
 }

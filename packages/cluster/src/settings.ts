@@ -1,85 +1,86 @@
 import { ConfigError, LIVE_SETTINGS, withOverrides, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { EventEmitter } from 'node:events';
-import { readPrefix } from './etcd.js';
 import { CLUSTER_SCOPE, type Keys } from './keys.js';
+import { PrefixWatch } from './prefix-watch.js';
 
 /**
  * Per-node settings in etcd over cluster-wide defaults: `settings/_cluster/<key>` and
- * `settings/<node>/<key>`, each value JSON. The effective config (start-up config, then
- * cluster defaults, then this node's overrides) is validated and emitted as `change`;
- * a bad value is logged and ignored, never applied.
+ * `settings/<node>/<key>`, each value JSON (anything else is taken as a string). The
+ * effective config (start-up config, then cluster defaults, then this node's overrides) is
+ * validated and emitted as `change`; a bad value is logged and ignored, never applied.
  */
 export class NodeSettings extends EventEmitter implements Service {
   readonly name = 'settings';
-  private _state: ServiceState = 'new';
-  private watcher: Watcher | undefined;
   private readonly cluster = new Map<string, unknown>();
   private readonly node = new Map<string, unknown>();
+  private readonly watch: PrefixWatch;
   private _effective: Config;
-  private retryTimer: NodeJS.Timeout | undefined;
+  /** A key of this node's changed since the last recompute. */
+  private dirty = false;
 
   constructor(
-    private readonly client: Etcd3,
+    client: Etcd3,
     private readonly keys: Keys,
     private readonly base: Config,
     private readonly log: Logger,
   ) {
     super();
     this._effective = base;
+    this.watch = new PrefixWatch({
+      client,
+      prefix: keys.settings,
+      name: 'settings',
+      log,
+      handler: {
+        reset: () => {
+          this.cluster.clear();
+          this.node.clear();
+          this.dirty = true;
+        },
+        put: (kv) => this.take(kv, true),
+        delete: (kv) => this.take(kv, false),
+      },
+    });
+    this.watch.on('change', () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      this.recompute();
+    });
   }
 
   get state(): ServiceState {
-    return this._state;
+    return this.watch.state;
   }
 
   get effective(): Config {
     return this._effective;
   }
 
-  async start(): Promise<void> {
-    this._state = 'running';
-    await this.follow().catch(() => this.retry());
+  start(): Promise<void> {
+    return this.watch.start();
   }
 
-  async stop(): Promise<void> {
-    this._state = 'stopped';
-    clearTimeout(this.retryTimer);
-    await this.watcher?.cancel().catch(() => undefined);
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
-  private async follow(): Promise<void> {
-    this.cluster.clear();
-    this.node.clear();
-    const rev = await readPrefix(this.client, this.keys.settings, (kv) => this.take(kv.key.toString(), kv.value.toString()));
-    this.recompute();
-    this.watcher = await this.client.watch().prefix(this.keys.settings).startRevision(String(rev + 1)).create();
-    this.watcher.on('put', (kv) => {
-      if (this.take(kv.key.toString(), kv.value.toString())) this.recompute();
-    });
-    this.watcher.on('delete', (kv) => {
-      if (this.take(kv.key.toString(), undefined)) this.recompute();
-    });
-    this.watcher.on('error', () => {
-      this.watcher = undefined;
-      this.retry();
-    });
-  }
-
-  /** Records one key; true when it concerns this node. */
-  private take(key: string, json: string | undefined): boolean {
-    const [scope, name] = key.slice(this.keys.settings.length).split('/');
+  /** Records one key, if it concerns this node. */
+  private take(kv: IKeyValue, put: boolean): void {
+    const [scope, name] = kv.key.toString().slice(this.keys.settings.length).split('/');
     const map = scope === CLUSTER_SCOPE ? this.cluster : scope === this.base.nodeId ? this.node : undefined;
-    if (!map || !name) return false;
-    if (json === undefined) map.delete(name);
-    else {
-      try {
-        map.set(name, JSON.parse(json));
-      } catch {
-        map.set(name, json);
-      }
+    if (!map || !name) return;
+    this.dirty = true;
+    if (!put) {
+      map.delete(name);
+      return;
     }
-    return true;
+    const text = kv.value.toString();
+    try {
+      map.set(name, JSON.parse(text));
+    } catch {
+      map.set(name, text);
+    }
   }
 
   private recompute(): void {
@@ -103,14 +104,5 @@ export class NodeSettings extends EventEmitter implements Service {
     this._effective = next;
     this.log.info({ event: 'settings.applied', overrides }, 'settings applied');
     this.emit('change', next);
-  }
-
-  private retry(): void {
-    if (this._state !== 'running' || this.retryTimer) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.follow().catch(() => this.retry());
-    }, 1_000);
-    this.retryTimer.unref();
   }
 }

@@ -72,10 +72,8 @@ export const configSchema = z.strictObject({
     lifetimeMs: positive,
     /** One delay notice to the sender after this long; 0 sends none. */
     delayWarningMs: z.number().int().min(0),
-    /** Deliveries the queue runner makes at once. */
+    /** Messages the queue runner tries at once. */
     concurrency: positive,
-    /** The Queue admin gRPC service of a node with a queue. */
-    grpcPort: port,
   }),
   relay: z.strictObject({
     /** Send all outgoing mail through `host:port` instead of the destinations' MX. */
@@ -85,10 +83,10 @@ export const configSchema = z.strictObject({
     timeoutMs: positive,
   }),
   grpc: z.strictObject({
-    /** Where the backend's gRPC services listen and where clients on this node reach them. */
+    /** The node's one gRPC server: every service it offers (Delivery, Mailbox, Admin, Queue, ...). */
     host: z.string().min(1),
     port,
-    /** Address other nodes use to reach this backend; empty means host:port. */
+    /** Address other nodes and the CLI use to reach it; empty means host:port. */
     advertise: z.string(),
   }),
   delivery: z.strictObject({
@@ -145,7 +143,6 @@ export function defaults(): Config {
       lifetimeMs: 5 * 24 * 3_600_000,
       delayWarningMs: 4 * 3_600_000,
       concurrency: 32,
-      grpcPort: 7526,
     },
     relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000 },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },

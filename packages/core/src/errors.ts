@@ -16,7 +16,7 @@ export class MailError extends Error {
   override readonly name = 'MailError';
 
   constructor(
-    /** Stable identifier for logs and tests, e.g. `UNKNOWN_USER`. */
+    /** Stable identifier for logs, tests and the CLI, e.g. `UNKNOWN_USER`. */
     readonly code: string,
     readonly reply: SmtpReply,
     options?: { cause?: unknown },
@@ -51,25 +51,80 @@ export function permanent(code: string, basic: number, enhanced: string, text: s
  */
 export function toMailError(err: unknown): MailError {
   if (MailError.is(err)) return err;
-  return temporary('LOCAL_ERROR', 451, '4.3.0', 'Local error in processing, try again later', err);
+  return Replies.localError(err);
 }
 
-/** The replies mailgrid gives, named once so every component answers alike. */
+/**
+ * Every reply mailgrid gives, named once so every component answers alike. Refusals are
+ * MailErrors (their `code` is what logs, tests and the CLI key on); acceptances are replies.
+ * Admin answers use the codes the gRPC status map knows: NOT_FOUND, ALREADY_EXISTS,
+ * INVALID_ARGUMENT, FAILED_PRECONDITION.
+ */
 export const Replies = {
+  // --- accepted ----------------------------------------------------------------------------
+  /** The one 250 of a transaction: `how` is stored, queued, or stored and queued. */
+  accepted: (how: 'stored' | 'queued' | 'stored and queued', id: string): SmtpReply => ({ code: 250, enhanced: '2.0.0', text: `Ok: ${how} as ${id}` }),
+  storedAs: (folder: string, uid: number): SmtpReply => ({ code: 250, enhanced: '2.0.0', text: `Stored as ${folder}/${uid}` }),
+
+  // --- addresses and recipients ------------------------------------------------------------
   unknownUser: (address: string) => permanent('UNKNOWN_USER', 550, '5.1.1', `<${address}>: Recipient address rejected: no such user`),
   relayDenied: (address: string) => permanent('RELAY_DENIED', 554, '5.7.1', `<${address}>: Relay access denied`),
   badAddress: (address: string) => permanent('BAD_ADDRESS', 553, '5.1.3', `<${address}>: Bad address syntax`),
   utf8Required: (address: string) =>
     permanent('SMTPUTF8_REQUIRED', 553, '5.6.7', `<${address}>: Non-ASCII address requires SMTPUTF8`),
+  lookupFailed: (address: string, cause?: unknown) =>
+    temporary('LOOKUP_FAILED', 451, '4.4.3', `<${address}>: Directory lookup failed, try again later`, cause),
+  /** The directory entry exists but its value is malformed: deferred until an operator fixes it. */
+  directoryEntryInvalid: (address: string) =>
+    temporary('DIRECTORY_ENTRY_INVALID', 451, '4.4.3', `<${address}>: Directory entry is invalid, try again later`),
+  /** A backend that does not know a recipient yet, while its directory is behind the sender's. */
+  directoryBehind: (address: string) =>
+    temporary('DIRECTORY_BEHIND', 451, '4.4.3', `<${address}>: Directory not yet current here, try again later`),
+  wrongGroup: (address: string) =>
+    temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
+
+  // --- messages ----------------------------------------------------------------------------
   messageTooBig: (max: number) => permanent('MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${max} bytes`),
   badLineEndings: () =>
     permanent('BAD_LINE_ENDINGS', 550, '5.6.0', 'Message contains bare CR, bare LF or NUL; lines must end with CRLF'),
-  lookupFailed: (address: string, cause?: unknown) =>
-    temporary('LOOKUP_FAILED', 451, '4.4.3', `<${address}>: Directory lookup failed, try again later`, cause),
+  deliveryExpired: (last: SmtpReply) =>
+    permanent('DELIVERY_EXPIRED', 554, '5.4.7', `Delivery time expired; last error: ${last.code} ${last.enhanced} ${last.text}`),
+  noAnswer: () => temporary('NO_ANSWER', 451, '4.3.0', 'No answer for this recipient, try again later'),
+
+  // --- the system --------------------------------------------------------------------------
+  localError: (cause?: unknown) => temporary('LOCAL_ERROR', 451, '4.3.0', 'Local error in processing, try again later', cause),
   backendUnavailable: (cause?: unknown) =>
     temporary('BACKEND_UNAVAILABLE', 451, '4.4.1', 'Mailbox server unavailable, try again later', cause),
+  timeout: (what: string, cause?: unknown) => temporary('TIMEOUT', 451, '4.4.7', `${what} timed out, try again later`, cause),
+  unimplemented: (what: string, cause?: unknown) =>
+    temporary('UNIMPLEMENTED', 451, '4.3.0', `${what}: the service is not offered there, try again later`, cause),
   storageFailed: (cause?: unknown) => temporary('STORAGE_FAILED', 451, '4.3.0', 'Mail store error, try again later', cause),
+  queueFull: () => temporary('QUEUE_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
   shuttingDown: () => temporary('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
-  wrongGroup: (address: string) =>
-    temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
+  /** A delivery-channel request that does not add up: never a bounce, the sender tries again. */
+  malformedRequest: (what: string) => temporary('MALFORMED_REQUEST', 451, '4.3.0', `Malformed delivery request (${what}), try again later`),
+  /** A call fenced by a leader epoch that is not this node's current one. */
+  staleEpoch: (sent: number, current: number | undefined) =>
+    temporary('STALE_EPOCH', 451, '4.3.0', `Epoch ${sent} is not current here (${current ?? 'none'}), try again later`),
+  etcdUnavailable: (cause?: unknown) => temporary('ETCD_UNAVAILABLE', 451, '4.3.0', 'Cluster controller (etcd) unreachable, try again later', cause),
+
+  // --- administration ----------------------------------------------------------------------
+  invalidDomain: (domain: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `invalid domain name: ${domain}`),
+  invalidAddress: (address: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `invalid address: ${address}`),
+  noSuchDomain: (domain: string) => permanent('NOT_FOUND', 550, '5.1.2', `no such domain: ${domain}`),
+  domainExists: (domain: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `domain ${domain} already exists`),
+  domainHasAccounts: (domain: string) =>
+    permanent('FAILED_PRECONDITION', 550, '5.0.0', `domain ${domain} still has accounts; remove them first`),
+  domainNotHosted: (domain: string) =>
+    permanent('FAILED_PRECONDITION', 550, '5.0.0', `domain ${domain} is not hosted; add it first with: mailgrid domain add ${domain}`),
+  noSuchAccount: (address: string) => permanent('NOT_FOUND', 550, '5.1.1', `no such account: ${address}`),
+  accountExists: (address: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `account ${address} already exists`),
+  noSuchAlias: (alias: string) => permanent('NOT_FOUND', 550, '5.1.1', `no such alias: ${alias}`),
+  aliasTaken: (alias: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `${alias} is already an account or an alias`),
+  aliasTargetNotAccount: (target: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `alias target ${target} is not an account`),
+  groupRequired: () => permanent('INVALID_ARGUMENT', 501, '5.5.4', 'a hosting group is required (--group)'),
+  noSuchGroup: (group: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no such hosting group: ${group}`),
+  accountInOtherGroup: (account: string, group: string, here: string) =>
+    permanent('FAILED_PRECONDITION', 550, '5.0.0', `account ${account} is in hosting group ${group}, not ${here}`),
+  noSuchMessage: (account: string, folder: string, uid: number) => permanent('NOT_FOUND', 550, '5.1.0', `no message ${uid} in ${account}/${folder}`),
 } as const;

@@ -61,3 +61,9 @@ function send(res: import('node:http').ServerResponse, status: number, body: unk
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
 }
+
+/** A node's services with its health endpoints in front (started first, stopped last). */
+export function withHealth(http: { host: string; port: number }, log: Logger, services: Service[]): Service[] {
+  const health = new HealthServer({ ...http, log, services: () => services });
+  return [health, ...services];
+}

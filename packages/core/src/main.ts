@@ -38,8 +38,29 @@ export async function runRole(build: (config: Config, log: Logger) => Service[],
   // overrides it (NODE_OPTIONS does not accept this flag).
   if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) setFlagsFromString('--heap-growing-percent=50');
   const log = createLogger({ level: config.log.level, name: config.nodeId });
+  installRejectionGuard(log);
   await runUntilSignal(build(config, log), log, config.drainMs);
   log.flush();
+}
+
+/**
+ * What an unhandled rejection does in a node (each thread installs it). lmdb-js rejects a
+ * failed commit to the caller that awaited it, and also rejects its own promise for the
+ * batch, which nobody awaits (it carries `commitError`): that one is logged, the caller
+ * already answered. Anything else is a bug: logged, and the process exits for its
+ * supervisor to restart it, as Node itself would.
+ */
+export function installRejectionGuard(log: Logger): void {
+  process.on('unhandledRejection', (err) => {
+    if (typeof err === 'object' && err !== null && 'commitError' in err) {
+      (err as { commitError: Promise<unknown> }).commitError.catch(() => undefined);
+      log.error({ event: 'storage.commit-failed', err }, 'a storage commit failed');
+      return;
+    }
+    log.fatal({ event: 'process.unhandled-rejection', err }, 'unhandled rejection');
+    log.flush();
+    process.exit(1);
+  });
 }
 
 /** For a package's `main.js`: parse argv, run, report config errors plainly. */

@@ -9,9 +9,19 @@ export type Resolution =
   /** The domain is not hosted here. */
   | { kind: 'foreign' };
 
-/** Read side, used on every RCPT (frontend) and every delivery (backend). */
+/**
+ * Read side, used on every RCPT (frontend) and every delivery (backend). A lookup that
+ * cannot be answered for sure throws a temporary MailError.
+ */
 export interface Directory {
   resolve(address: Address): Promise<Resolution>;
+  /**
+   * How current the answers are: every directory change up to this revision has been
+   * applied. Two nodes' revisions compare (etcd revisions in a cluster, a change counter in
+   * the embedded directory), so a backend can tell whether its "no such user" is newer than
+   * the frontend's "account".
+   */
+  readonly revision: number;
 }
 
 export interface AccountEntry {
@@ -25,7 +35,7 @@ export interface AliasEntry {
   target: string;
 }
 
-/** Write side, used by the CLI and admin services. */
+/** Write side, used by the CLI and admin services. Refusals are MailErrors from `Replies`. */
 export interface DirectoryAdmin {
   addDomain(domain: string): Promise<void>;
   removeDomain(domain: string): Promise<void>;
@@ -39,8 +49,17 @@ export interface DirectoryAdmin {
   listAliases(domain?: string): Promise<AliasEntry[]>;
 }
 
+/**
+ * The member that takes a hosting group's writes now. `epoch` travels in every call to it
+ * and fences it: a member answers only to its own current epoch. Until groups elect
+ * leaders it is the member's registration revision in etcd (0 in a single node).
+ */
+export interface Primary {
+  address: string;
+  epoch: number;
+}
+
 /** Where the primary backend of each hosting group is reached. */
 export interface HostingGroups {
-  /** gRPC address (`host:port`) of the group's primary, or undefined when none is known. */
-  primary(group: string): Promise<string | undefined>;
+  primary(group: string): Promise<Primary | undefined>;
 }

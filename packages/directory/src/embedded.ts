@@ -1,40 +1,31 @@
-import { isDomain, normalizeDomain, parseAddress, type Address } from '@mailgrid/core';
+import { isDomain, normalizeDomain, parseAddress, Replies, type Address } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import type { AccountEntry, AliasEntry, Directory, DirectoryAdmin, Resolution } from './directory.js';
 
-/** Raised for admin requests that cannot be done as asked; `code` says why. */
-export class DirectoryError extends Error {
-  override readonly name = 'DirectoryError';
-  constructor(
-    readonly code: 'INVALID_ARGUMENT' | 'NOT_FOUND' | 'ALREADY_EXISTS' | 'FAILED_PRECONDITION',
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export function checkedDomain(domain: string): string {
   const d = normalizeDomain(domain);
-  if (!isDomain(d)) throw new DirectoryError('INVALID_ARGUMENT', `invalid domain name: ${domain}`);
+  if (!isDomain(d)) throw Replies.invalidDomain(domain);
   return d;
 }
 
 export function checkedAddress(address: string): Address {
   const a = parseAddress(address);
-  if (!a) throw new DirectoryError('INVALID_ARGUMENT', `invalid address: ${address}`);
+  if (!a) throw Replies.invalidAddress(address);
   return a;
 }
 
 /**
  * The directory of a single node, in its own LMDB environment. Lookups are memory-mapped
- * reads (no I/O once warm); edits are durable before they return.
+ * reads (no I/O once warm); every edit is one transaction that also counts the revision,
+ * checked and durable before it returns.
  */
 export class EmbeddedDirectory implements Directory, DirectoryAdmin {
   private readonly root: RootDatabase;
   private readonly domains: Database<{ addedAt: number }, string>;
   private readonly accounts: Database<{ group: string }, string>;
   private readonly aliases: Database<{ target: string }, string>;
+  private readonly meta: Database<number, string>;
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
@@ -42,6 +33,11 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
     this.domains = this.root.openDB({ name: 'domains' });
     this.accounts = this.root.openDB({ name: 'accounts' });
     this.aliases = this.root.openDB({ name: 'aliases' });
+    this.meta = this.root.openDB({ name: 'meta' });
+  }
+
+  get revision(): number {
+    return this.meta.get('revision') ?? 0;
   }
 
   async resolve(address: Address): Promise<Resolution> {
@@ -53,18 +49,19 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
 
   async addDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
-    if (!(await this.domains.ifNoExists(d, () => this.domains.put(d, { addedAt: Date.now() }))))
-      throw new DirectoryError('ALREADY_EXISTS', `domain ${d} already exists`);
-    await this.root.flushed;
+    await this.edit(() => {
+      if (this.domains.get(d)) throw Replies.domainExists(d);
+      this.domains.put(d, { addedAt: Date.now() });
+    });
   }
 
   async removeDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
-    if (!this.domains.get(d)) throw new DirectoryError('NOT_FOUND', `no such domain: ${d}`);
-    if (this.accountKeys(d).length)
-      throw new DirectoryError('FAILED_PRECONDITION', `domain ${d} still has accounts; remove them first`);
-    await this.domains.remove(d);
-    await this.root.flushed;
+    await this.edit(() => {
+      if (!this.domains.get(d)) throw Replies.noSuchDomain(d);
+      if (this.accountKeys(d).length) throw Replies.domainHasAccounts(d);
+      this.domains.remove(d);
+    });
   }
 
   async listDomains(): Promise<string[]> {
@@ -73,22 +70,26 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
 
   async addAccount(address: string, group: string): Promise<void> {
     const a = checkedAddress(address);
-    if (!this.domains.get(a.domain))
-      throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted; add it first with: mailgrid domain add ${a.domain}`);
-    if (!(await this.accounts.ifNoExists(a.key, () => this.accounts.put(a.key, { group }))))
-      throw new DirectoryError('ALREADY_EXISTS', `account ${a.key} already exists`);
-    await this.root.flushed;
+    if (!group) throw Replies.groupRequired();
+    await this.edit(() => {
+      if (!this.domains.get(a.domain)) throw Replies.domainNotHosted(a.domain);
+      if (this.accounts.get(a.key)) throw Replies.accountExists(a.key);
+      if (this.aliases.get(a.key)) throw Replies.aliasTaken(a.key);
+      this.accounts.put(a.key, { group });
+    });
   }
 
   async removeAccount(address: string): Promise<void> {
     const a = checkedAddress(address);
-    if (!(await this.accounts.remove(a.key))) throw new DirectoryError('NOT_FOUND', `no such account: ${a.key}`);
-    await this.root.flushed;
+    await this.edit(() => {
+      if (!this.accounts.get(a.key)) throw Replies.noSuchAccount(a.key);
+      this.accounts.remove(a.key);
+    });
   }
 
   async listAccounts(domain?: string): Promise<AccountEntry[]> {
     const d = domain === undefined ? undefined : checkedDomain(domain);
-    if (d !== undefined && !this.domains.get(d)) throw new DirectoryError('NOT_FOUND', `no such domain: ${d}`);
+    if (d !== undefined && !this.domains.get(d)) throw Replies.noSuchDomain(d);
     const out: AccountEntry[] = [];
     for (const { key, value } of this.accounts.getRange()) {
       if (d === undefined || key.endsWith('@' + d)) out.push({ address: key, group: value.group });
@@ -99,18 +100,20 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
   async addAlias(alias: string, target: string): Promise<void> {
     const a = checkedAddress(alias);
     const t = checkedAddress(target);
-    if (!this.domains.get(a.domain)) throw new DirectoryError('FAILED_PRECONDITION', `domain ${a.domain} is not hosted`);
-    if (!this.accounts.get(t.key)) throw new DirectoryError('FAILED_PRECONDITION', `alias target ${t.key} is not an account`);
-    if (this.accounts.get(a.key)) throw new DirectoryError('ALREADY_EXISTS', `${a.key} is an account`);
-    if (!(await this.aliases.ifNoExists(a.key, () => this.aliases.put(a.key, { target: t.key }))))
-      throw new DirectoryError('ALREADY_EXISTS', `alias ${a.key} already exists`);
-    await this.root.flushed;
+    await this.edit(() => {
+      if (!this.domains.get(a.domain)) throw Replies.domainNotHosted(a.domain);
+      if (!this.accounts.get(t.key)) throw Replies.aliasTargetNotAccount(t.key);
+      if (this.accounts.get(a.key) || this.aliases.get(a.key)) throw Replies.aliasTaken(a.key);
+      this.aliases.put(a.key, { target: t.key });
+    });
   }
 
   async removeAlias(alias: string): Promise<void> {
     const a = checkedAddress(alias);
-    if (!(await this.aliases.remove(a.key))) throw new DirectoryError('NOT_FOUND', `no such alias: ${a.key}`);
-    await this.root.flushed;
+    await this.edit(() => {
+      if (!this.aliases.get(a.key)) throw Replies.noSuchAlias(a.key);
+      this.aliases.remove(a.key);
+    });
   }
 
   async listAliases(domain?: string): Promise<AliasEntry[]> {
@@ -122,6 +125,15 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
 
   async close(): Promise<void> {
     await this.root.close();
+  }
+
+  /** One checked edit: runs inside the write transaction, counts the revision, then flushes. */
+  private async edit(change: () => void): Promise<void> {
+    await this.root.transaction(() => {
+      change();
+      this.meta.put('revision', this.revision + 1);
+    });
+    await this.root.flushed;
   }
 
   private accountKeys(domain: string): string[] {

@@ -1,5 +1,5 @@
 // Container entry point: `node packages/frontend/dist/main.js --etcd http://etcd:2379 ...`
 import { mainFor } from '@mailgrid/core';
-import { clusterFrontend } from './cluster-frontend.js';
+import { clusterFrontend } from './cluster.js';
 
 mainFor(clusterFrontend);

@@ -1,34 +1,23 @@
 import './smtp-patches.js';
-import { MailError, Replies, isAscii, parseAddress, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
-import type { Directory, Resolution } from '@mailgrid/directory';
-import type { RecipientResult__Output } from '@mailgrid/protocol';
-import type { DsnRecipient, MailQueue } from '@mailgrid/queue';
+import { isAscii, parseAddress, Replies, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
+import { accept, newMessageId, refuse, type Intake, type Route, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
-import { BlockList, isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { BlockList, isIPv6 } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import type { GroupDelivery } from './group-delivery.js';
 import { MessageCollector } from './message-check.js';
-import { newMessageId, receivedHeader } from './received.js';
-import { accept, answer, refuse, withTimeout, type Verdict } from './verdict.js';
+import { receivedHeader } from './received.js';
 
 export interface SmtpFrontendOptions {
   config: Config;
   log: Logger;
-  directory: Directory;
-  delivery: GroupDelivery;
-  queue: MailQueue;
+  intake: Intake;
 }
 
-/** What RCPT decided for a recipient: an account of some group, or mail to relay out. */
-type Routed = { route: 'local'; address: string; account: string; group: string } | { route: 'relay'; address: string };
-
-/** Directory lookups slower than this fail soft with 451 4.4.3. */
-const LOOKUP_TIMEOUT_MS = 5_000;
-
 /**
- * The SMTP listener of a frontend. smtp-server speaks the protocol; the hooks here only
- * decide (verdicts) and hand accepted mail to the owning backends over the delivery channel.
+ * The SMTP listener. smtp-server speaks the protocol; the hooks check what only SMTP can
+ * (SMTPUTF8, the client's network, the DATA bytes) and leave routing, policy, queueing and
+ * delivery to Intake, whose reply they hand back as it is.
  */
 export class SmtpFrontend implements Service {
   readonly name = 'smtp';
@@ -36,8 +25,8 @@ export class SmtpFrontend implements Service {
   private readonly server: SMTPServer;
   private readonly log: Logger;
   private readonly sessions = new Map<string, Logger>();
-  /** What RCPT resolved, kept with smtp-server's own recipient object. */
-  private readonly routes = new WeakMap<SMTPServerAddress, Routed>();
+  /** What RCPT routed, kept with smtp-server's own recipient object. */
+  private readonly routes = new WeakMap<SMTPServerAddress, Route>();
   private boundPort = 0;
   private config: Config;
   private readonly trusted: BlockList;
@@ -145,11 +134,10 @@ export class SmtpFrontend implements Service {
 
   private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     if (this._state === 'stopping') return refuse(Replies.shuttingDown());
-    if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8)
-      return refuse(Replies.utf8Required(address.address));
+    if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
     // Backpressure: a full queue (or disk) refuses new mail rather than growing without bound.
-    const full = await this.options.queue.refusal();
+    const full = await this.options.intake.room();
     if (full) {
       this.sessionLog(session).warn({ event: 'smtp.queue-full' }, 'queue full, refusing mail');
       return refuse(full);
@@ -160,35 +148,18 @@ export class SmtpFrontend implements Service {
   private async checkRecipient(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     const rcpt = address.address;
     if (!isAscii(rcpt) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(rcpt));
-    const parsed = parseAddress(rcpt);
-    if (!parsed) return refuse(Replies.badAddress(rcpt));
-    let res: Resolution;
-    try {
-      res = await withTimeout(this.options.directory.resolve(parsed), LOOKUP_TIMEOUT_MS, () => Replies.lookupFailed(rcpt));
-    } catch (err) {
-      this.sessionLog(session).warn({ event: 'smtp.lookup-failed', rcpt, err }, 'directory lookup failed');
-      return refuse(Replies.lookupFailed(rcpt, err));
+    // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
+    const verdict = await this.options.intake.recipient(rcpt, { mayRelay: this.mayRelay(session) });
+    if (verdict.kind !== 'accept') {
+      if (verdict.kind === 'tempfail') this.sessionLog(session).warn({ event: 'smtp.rcpt-tempfail', rcpt, err: verdict.error }, 'recipient deferred');
+      return verdict;
     }
-    let route: Routed;
-    switch (res.kind) {
-      case 'account':
-        route = { route: 'local', address: rcpt, account: res.account, group: res.group };
-        break;
-      case 'unknown-user':
-        return refuse(Replies.unknownUser(rcpt));
-      case 'foreign':
-        // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
-        if (!this.isTrusted(session.remoteAddress)) return refuse(Replies.relayDenied(rcpt));
-        route = { route: 'relay', address: rcpt };
-    }
-    // The queue may have filled since MAIL, and an accepted recipient may have to be queued.
-    const full = await this.options.queue.refusal();
-    if (full) return refuse(full);
-    this.routes.set(address, route);
+    this.routes.set(address, verdict.value);
     return accept(undefined);
   }
 
-  private isTrusted(ip: string): boolean {
+  private mayRelay(session: SMTPServerSession): boolean {
+    const ip = session.remoteAddress;
     const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
     return v4 ? this.trusted.check(v4, 'ipv4') : this.trusted.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4');
   }
@@ -197,27 +168,22 @@ export class SmtpFrontend implements Service {
     const collector = new MessageCollector(this.config.smtp.maxMessageBytes);
     stream.pipe(collector);
     collector.on('finish', () => {
-      this.deliver(collector, stream, session).then(
-        ({ verdict, message }) => answer(verdict, cb, message),
-        (err) => answer(refuse(Replies.storageFailed(err)), cb),
+      this.accept(collector, stream, session).then(
+        (reply) => send(reply, cb),
+        (err) => send(Replies.storageFailed(err).reply, cb),
       );
     });
   }
 
-  private async deliver(
-    collector: MessageCollector,
-    stream: SMTPServerDataStream,
-    session: SMTPServerSession,
-  ): Promise<{ verdict: Verdict; message?: string }> {
+  private async accept(collector: MessageCollector, stream: SMTPServerDataStream, session: SMTPServerSession): Promise<SmtpReply> {
     const log = this.sessionLog(session);
     const smtp = this.config.smtp;
-    if (stream.sizeExceeded) return { verdict: refuse(Replies.messageTooBig(smtp.maxMessageBytes)) };
+    if (stream.sizeExceeded) return Replies.messageTooBig(smtp.maxMessageBytes).reply;
     if (collector.badAt >= 0) {
       log.info({ event: 'smtp.bad-line-endings', offset: collector.badAt }, 'message refused: bare CR/LF or NUL');
-      return { verdict: refuse(Replies.badLineEndings()) };
+      return Replies.badLineEndings().reply;
     }
-
-    const messageId = newMessageId();
+    const id = newMessageId();
     const receivedAt = Date.now();
     const recipients = session.envelope.rcptTo.map((a) => this.routes.get(a)!).filter(Boolean);
     const header = receivedHeader({
@@ -226,60 +192,35 @@ export class SmtpFrontend implements Service {
       clientAddress: session.remoteAddress,
       byHost: smtp.hostname,
       protocol: session.secure ? 'ESMTPS' : 'ESMTP',
-      id: messageId,
+      id,
       forRecipient: recipients.length === 1 ? recipients[0].address : undefined,
       date: new Date(receivedAt),
     });
-    const body = Buffer.concat([Buffer.from(header, 'latin1'), ...collector.chunks]);
-    const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-
-    const trace = { session: session.id, message: messageId };
-    const local = recipients.flatMap((r) => (r.route === 'local' ? [r] : []));
-    const inline = this.config.delivery.inline ? local : [];
-    const results = inline.length ? await this.options.delivery.deliverAll(inline, { messageId, mailFrom, body, receivedAt }, trace) : [];
-    const byAddress = new Map(local.map((r) => [r.address, r]));
-
-    // Whatever was not stored and may still be delivered goes into the durable queue.
-    const toQueue = [
-      ...results
-        .filter((r) => r.outcome !== 'STORED' && r.outcome !== 'PERMANENT_FAILURE')
-        .map((r) => ({ address: r.address, route: 'local' as const, account: byAddress.get(r.address)?.account, lastError: r.reply ?? undefined })),
-      ...(inline.length ? [] : local.map((r) => ({ address: r.address, route: 'local' as const, account: r.account }))),
-      ...recipients.filter((r) => r.route === 'relay').map((r) => ({ address: r.address, route: 'relay' as const })),
-    ];
-    const failed = results.filter((r) => r.outcome === 'PERMANENT_FAILURE');
-    const stored = results.filter((r) => r.outcome === 'STORED').length;
-    log.info(
-      {
-        event: 'smtp.delivered',
-        messageId,
-        client: session.remoteAddress,
-        from: mailFrom,
-        size: body.length,
-        rcpts: results.map((r) => `${r.address}=${r.outcome === 'STORED' ? 'STORED' : `${r.reply?.code} ${r.reply?.enhanced}`}`).join(' '),
-        queued: toQueue.length,
-      },
-      'message handled',
-    );
-    if (!stored && !toQueue.length) return { verdict: refuse(fromReply(failed[0])) };
-    if (toQueue.length) {
-      try {
-        await this.options.queue.enqueue({ id: messageId, mailFrom, body, receivedAt, origin: this.config.nodeId, session: session.id, recipients: toQueue });
-      } catch (err) {
-        log.error({ event: 'smtp.enqueue-failed', messageId, err }, 'could not queue the message');
-        return { verdict: refuse(Replies.storageFailed(err)) };
-      }
-    }
-    if (failed.length) {
-      // Accepted for the others, so the failures are reported by a DSN, not by the reply.
-      const dsn: DsnRecipient[] = failed.map((r) => ({ address: r.address, action: 'failed', reply: r.reply!, lastAttemptAt: Date.now() }));
-      await this.options.queue
-        .notify({ id: messageId, mailFrom, receivedAt }, body, dsn)
-        .catch((err) => log.error({ event: 'smtp.dsn-failed', messageId, err }, 'could not queue the DSN'));
-    }
-    const how = toQueue.length ? (stored ? 'stored and queued' : 'queued') : 'stored';
-    return { verdict: accept(undefined), message: `2.0.0 Ok: ${how} as ${messageId}` };
+    const result = await this.options.intake.accept({
+      id,
+      mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+      recipients,
+      body: Buffer.concat([Buffer.from(header, 'latin1'), ...collector.chunks]),
+      receivedAt,
+      session: session.id,
+      mayRelay: this.mayRelay(session),
+      log,
+    });
+    return result.reply;
   }
+}
+
+/** Settles an smtp-server hook from a verdict (MAIL, RCPT: smtp-server words its own 250). */
+function answer(verdict: Verdict, callback: (err?: Error | null) => void): void {
+  if (verdict.kind === 'accept') callback(null);
+  else send(verdict.error.reply, callback);
+}
+
+/** Hands a reply to smtp-server as it is: basic code, then our enhanced code and text (see smtp-patches). */
+function send(reply: SmtpReply, callback: (err?: Error | null, message?: string) => void): void {
+  const text = `${reply.enhanced} ${reply.text}`;
+  if (reply.code < 400) callback(null, text);
+  else callback(Object.assign(new Error(text), { responseCode: reply.code }));
 }
 
 /** `10.0.0.0/8, 127.0.0.1` → a BlockList of the networks allowed to relay. */
@@ -292,9 +233,4 @@ function trustedNetworks(spec: string): BlockList {
     else list.addSubnet(net, Number(bits), type);
   }
   return list;
-}
-
-function fromReply(r: RecipientResult__Output): MailError {
-  const reply = r.reply ?? { code: 550, enhanced: '5.0.0', text: 'Delivery failed' };
-  return new MailError('DELIVERY_FAILED', { code: reply.code, enhanced: reply.enhanced, text: `<${r.address}>: ${reply.text}` });
 }

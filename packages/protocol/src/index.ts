@@ -2,4 +2,5 @@ export { proto, loaderOptions } from './load.js';
 export * from './status.js';
 export * from './trace.js';
 export * from './clients.js';
+export * from './grpc-host.js';
 export type * from './types.js';

@@ -1,10 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { MailError, Replies, permanent, temporary, toMailError } from '@mailgrid/core';
+import { MailError, Replies, toMailError } from '@mailgrid/core';
+import type { Outcome } from './generated/mailgrid/v1/Outcome.js';
 
 /**
  * The one place where gRPC statuses and MailErrors meet. A MailError crosses the wire as
- * a status whose metadata carries its reply, so the other side rebuilds the same error.
- * A transport fault (UNAVAILABLE, DEADLINE_EXCEEDED, ...) is always temporary.
+ * a status whose metadata carries its code and reply, so the other side rebuilds the same
+ * error. A transport fault (UNAVAILABLE, DEADLINE_EXCEEDED, ...) is always temporary.
  */
 const REPLY_KEY = 'x-mailgrid-reply';
 
@@ -12,11 +13,7 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const mail = toMailError(err);
   const metadata = new grpc.Metadata();
   metadata.set(REPLY_KEY, JSON.stringify({ code: mail.code, reply: mail.reply }));
-  return {
-    code: statusFor(mail),
-    details: mail.reply.text,
-    metadata,
-  };
+  return { code: statusFor(mail), details: mail.reply.text, metadata };
 }
 
 function statusFor(err: MailError): grpc.status {
@@ -36,6 +33,10 @@ function statusFor(err: MailError): grpc.status {
   }
 }
 
+/**
+ * A failed call as a MailError: the error the other side sent, or what the transport fault
+ * means. Only a reply the peer sent can be permanent; every fault of the call itself is a 4xx.
+ */
 export function fromServiceError(err: unknown, what = 'remote call'): MailError {
   const e = err as Partial<grpc.ServiceError>;
   const carried = e.metadata?.get(REPLY_KEY)?.[0];
@@ -49,26 +50,15 @@ export function fromServiceError(err: unknown, what = 'remote call'): MailError 
   }
   switch (e.code) {
     case grpc.status.DEADLINE_EXCEEDED:
-      return temporary('TIMEOUT', 451, '4.4.7', `${what} timed out, try again later`, err);
-    case grpc.status.INVALID_ARGUMENT:
-      return permanent('INVALID_ARGUMENT', 501, '5.5.4', e.details || `${what}: invalid argument`, err);
-    case grpc.status.NOT_FOUND:
-      return permanent('NOT_FOUND', 550, '5.1.0', e.details || `${what}: not found`, err);
+      return Replies.timeout(what, err);
+    case grpc.status.UNIMPLEMENTED:
+      return Replies.unimplemented(what, err);
     default:
       return Replies.backendUnavailable(err);
   }
 }
 
-/** A MailError for a domain-level answer that is not an SMTP reply (admin calls). */
-export function notFound(text: string): MailError {
-  return permanent('NOT_FOUND', 550, '5.1.0', text);
-}
-export function alreadyExists(text: string): MailError {
-  return permanent('ALREADY_EXISTS', 550, '5.0.0', text);
-}
-export function invalidArgument(text: string): MailError {
-  return permanent('INVALID_ARGUMENT', 501, '5.5.4', text);
-}
-export function failedPrecondition(text: string): MailError {
-  return permanent('FAILED_PRECONDITION', 550, '5.0.0', text);
+/** How a delivery-channel result reports a refusal: the one MailError → Outcome mapping. */
+export function outcomeOf(err: MailError): Extract<Outcome, 'TEMPORARY_FAILURE' | 'PERMANENT_FAILURE'> {
+  return err.retryable ? 'TEMPORARY_FAILURE' : 'PERMANENT_FAILURE';
 }

@@ -3,6 +3,4 @@ export * from './schedule.js';
 export * from './dsn.js';
 export * from './relay.js';
 export * from './mail-queue.js';
-export * from './runner.js';
 export * from './queue-service.js';
-export * from './queue-server.js';

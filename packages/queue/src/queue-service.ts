@@ -1,8 +1,11 @@
-import { toServiceError, type QueueHandlers, type QueuedMessageInfo } from '@mailgrid/protocol';
+import { proto, toServiceError, type GrpcService, type QueueHandlers, type QueuedMessageInfo } from '@mailgrid/protocol';
 import type { QueuedMessage, QueuedRecipient, QueueStore } from './queue-store.js';
 
-/** `mailgrid queue ...` reaches a node's queue through this gRPC service. */
-export function queueHandlers(store: QueueStore, node: string, wake: () => void): QueueHandlers {
+/**
+ * The Queue service of a node with a queue (`mailgrid queue ...`), hosted on the node's one
+ * gRPC host. `wake` tells the node's runner that something became due.
+ */
+export function queueService(store: QueueStore, node: string, wake: () => void): GrpcService {
   const info = (m: QueuedMessage, rcpts: QueuedRecipient[]): QueuedMessageInfo => ({
     id: m.id,
     mailFrom: m.mailFrom,
@@ -30,16 +33,20 @@ export function queueHandlers(store: QueueStore, node: string, wake: () => void)
       const changes = selected(call.request.ids, call.request.all)
         .map((r) => change(r, now))
         .filter((c): c is { recipient: QueuedRecipient; done: boolean } => !!c);
-      store.settle(changes).then(
-        () => {
-          wake();
-          cb(null, { affected: changes.length });
-        },
-        (err) => cb(toServiceError(err)),
-      );
+      // An operator's change is acknowledged once it is on disk.
+      store
+        .settle(changes)
+        .then(() => store.flushed())
+        .then(
+          () => {
+            wake();
+            cb(null, { affected: changes.length });
+          },
+          (err) => cb(toServiceError(err)),
+        );
     }) as never;
 
-  return {
+  const handlers: QueueHandlers = {
     List(call, cb) {
       const limit = call.request.limit || Infinity;
       cb(null, { messages: [...store.list(limit)].map((e) => info(e.message, e.recipients)), ...totals() });
@@ -56,4 +63,5 @@ export function queueHandlers(store: QueueStore, node: string, wake: () => void)
     Hold: act((r) => (r.state === 'queued' ? { recipient: { ...r, state: 'held' }, done: false } : undefined)),
     Delete: act((r) => ({ recipient: r, done: true })),
   };
+  return { name: 'Queue', definition: proto.Queue.service, handlers: handlers as never };
 }

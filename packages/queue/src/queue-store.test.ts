@@ -54,6 +54,24 @@ describe('QueueStore', () => {
   });
 });
 
+describe('QueueStore after a crash during inline attempts', () => {
+  it('makes never-attempted recipients due at once, and leaves scheduled retries alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
+    const store = new QueueStore(dir);
+    try {
+      const later = Date.now() + 60_000;
+      const [inline] = await store.enqueue({ id: 'i1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, Buffer.from('i'), [rcpt('a@x.test', later)]);
+      const [retry] = await store.enqueue({ id: 'r1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, Buffer.from('r'), [rcpt('b@x.test', later)]);
+      await store.settle([{ recipient: { ...retry, attempts: 1 }, done: false }]);
+      assert.equal(await store.resumeUnattempted(Date.now() + 65_000), 1);
+      assert.deepEqual(store.dueRecipients(Date.now(), 10).map((r) => r.messageId), [inline.messageId]);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('nextAttempt', () => {
   const policy = { minRetryMs: 60_000, maxRetryMs: 3_600_000, lifetimeMs: 5 * 86_400_000, delayWarningMs: 0 };
   it('doubles from the first retry up to the cap', () => {

@@ -1,3 +1,4 @@
+import { Replies } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 
@@ -57,7 +58,9 @@ type DueKey = [at: number, messageId: string, idx: number];
  * - `due` [time, id, idx] → an index of queued recipients by next attempt, so the runner
  *   reads only what is due, whatever the size of the queue
  * - `meta` message and byte counts, kept in the same transactions
- * Every change resolves once flushed to disk.
+ * Every change resolves once committed; `flushed()` resolves once everything committed so
+ * far is on disk, so a caller that acknowledges a message waits for it and one that only
+ * tidies up (an idempotent redelivery would repair a lost write) does not.
  */
 export class QueueStore {
   private readonly root: RootDatabase;
@@ -92,18 +95,24 @@ export class QueueStore {
     return undefined;
   }
 
-  /** Stores a message and its recipients; resolves once on disk. */
-  async enqueue(message: QueuedMessage, body: Buffer, recipients: Omit<QueuedRecipient, 'messageId' | 'idx' | 'state' | 'attempts'>[]): Promise<void> {
-    await this.root.transaction(() => {
+  /** Stores a message and its recipients; resolves once committed (see `flushed`), with the records written. */
+  async enqueue(message: QueuedMessage, body: Buffer, recipients: Omit<QueuedRecipient, 'messageId' | 'idx' | 'state' | 'attempts'>[]): Promise<QueuedRecipient[]> {
+    const records = recipients.map((r, idx): QueuedRecipient => ({ ...r, messageId: message.id, idx, state: 'queued', attempts: 0 }));
+    await this.write(() => {
       this.messages.put(message.id, message);
       this.bodies.put(message.id, body);
-      recipients.forEach((r, idx) => {
-        this.recipients.put([message.id, idx], { ...r, messageId: message.id, idx, state: 'queued', attempts: 0 });
-        this.due.put([r.nextAttemptAt, message.id, idx], 1);
-      });
+      for (const r of records) {
+        this.recipients.put([message.id, r.idx], r);
+        this.due.put([r.nextAttemptAt, message.id, r.idx], 1);
+      }
       this.meta.put('messages', this.messageCount + 1);
       this.meta.put('bytes', this.byteCount + body.length);
     });
+    return records;
+  }
+
+  /** Resolves once every change committed so far is on disk. */
+  async flushed(): Promise<void> {
     await this.root.flushed;
   }
 
@@ -118,6 +127,22 @@ export class QueueStore {
       if (out.length >= limit) break;
     }
     return out;
+  }
+
+  /**
+   * Makes due now every recipient scheduled before `until` that was never attempted: at
+   * start, those are inline attempts a previous process did not live to finish (see Intake).
+   * Returns how many.
+   */
+  async resumeUnattempted(until: number): Promise<number> {
+    const now = Date.now();
+    const found: QueuedRecipient[] = [];
+    for (const [, id, idx] of this.due.getKeys({ start: [now, '', 0], end: [until, '\uffff', Number.MAX_SAFE_INTEGER] })) {
+      const r = this.recipients.get([id, idx]);
+      if (r && r.state === 'queued' && r.attempts === 0) found.push(r);
+    }
+    await this.settle(found.map((r) => ({ recipient: { ...r, nextAttemptAt: now }, done: false })));
+    return found.length;
   }
 
   /** When the next queued recipient becomes due, or undefined for an idle queue. */
@@ -153,7 +178,7 @@ export class QueueStore {
    */
   async settle(changes: { recipient: QueuedRecipient; done: boolean }[]): Promise<void> {
     if (!changes.length) return;
-    await this.root.transaction(() => {
+    await this.write(() => {
       const touched = new Set<string>();
       for (const { recipient: r, done } of changes) {
         const key: RcptKey = [r.messageId, r.idx];
@@ -172,11 +197,26 @@ export class QueueStore {
       }
       for (const id of touched) this.dropIfEmpty(id);
     });
-    await this.root.flushed;
   }
 
   async close(): Promise<void> {
     await this.root.close();
+  }
+
+  /**
+   * One write transaction. A failed commit (a full or failing disk) rejects with
+   * `storageFailed` carrying the system's own error: lmdb-js rejects the caller with a
+   * generic "Commit failed" and the real cause in a second promise, `commitError`, which
+   * must be consumed or it surfaces as an unhandled rejection.
+   */
+  private async write(work: () => void): Promise<void> {
+    try {
+      await this.root.transaction(work);
+    } catch (err) {
+      const pending = (err as { commitError?: Promise<unknown> }).commitError;
+      const cause = pending ? await pending.then(() => err, (real: unknown) => real) : err;
+      throw Replies.storageFailed(cause);
+    }
   }
 
   private dropIfEmpty(id: string): void {

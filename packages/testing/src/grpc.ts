@@ -26,16 +26,24 @@ export class MailboxProbe {
   }
 }
 
-/** One raw delivery-channel call, as a frontend would make it. */
+/** One raw delivery-channel call, as a frontend would make it (`size` may be given wrong on purpose). */
 export function deliverRaw(
   address: string,
-  envelope: { messageId: string; mailFrom: string; recipients: { address: string; account: string; idempotencyKey: string }[]; group?: string },
+  envelope: {
+    messageId: string;
+    mailFrom: string;
+    recipients: { address: string; account: string; idempotencyKey: string }[];
+    group?: string;
+    epoch?: number;
+    directoryRevision?: number;
+    size?: number;
+  },
   body: Buffer,
 ): Promise<DeliverResponse__Output> {
   const client = createDeliveryClient(address);
   return new Promise<DeliverResponse__Output>((resolve, reject) => {
     const call = client.deliver(new grpc.Metadata(), { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!)));
-    call.write({ envelope: { ...envelope, size: body.length, receivedAtMs: Date.now() }, chunk: body });
+    call.write({ envelope: { size: body.length, receivedAtMs: Date.now(), ...envelope }, chunk: body });
     call.end();
   }).finally(() => client.close());
 }

@@ -4,3 +4,5 @@ export * from './smtp-transcript.js';
 export * from './grpc.js';
 export * from './sink.js';
 export * from './wait.js';
+export * from './etcd.js';
+export * from './tcp-proxy.js';

@@ -63,7 +63,6 @@ export async function startNode(
     MAILGRID_GRPC_PORT: String(grpcPort),
     MAILGRID_NODE_ID: 'test-node',
     MAILGRID_HTTP_PORT: String(options.httpPort ?? (await freePort())),
-    MAILGRID_QUEUE_GRPC_PORT: String(await freePort()),
     ...options.env,
   };
   const out = options.logFile ? openSync(options.logFile, 'a') : 'pipe';

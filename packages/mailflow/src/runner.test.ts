@@ -3,10 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MailQueue, QueueStore, type Relay } from '@mailgrid/queue';
 import { pino } from 'pino';
-import { MailQueue } from './mail-queue.js';
-import { QueueStore } from './queue-store.js';
-import type { Relay } from './relay.js';
+import { DeliveryChannel } from './delivery-channel.js';
+import { Dispatcher } from './dispatcher.js';
+import { Router } from './router.js';
 import { QueueRunner } from './runner.js';
 
 const policy = { minRetryMs: 60_000, maxRetryMs: 60_000, lifetimeMs: 86_400_000, delayWarningMs: 0 };
@@ -21,8 +22,8 @@ describe('QueueRunner when a DSN cannot be queued', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailgrid-runner-'));
     store = new QueueStore(dir);
-    const directory = { resolve: async () => ({ kind: 'foreign' as const }) };
-    queue = new MailQueue(store, { directory, policy, limits: () => ({ maxMessages: 10, maxBytes: 1e9, minFreeBytes: 0 }), path: dir, hostname: 'mx.test', log });
+    queue = new MailQueue(store, { limits: () => ({ maxMessages: 10, maxBytes: 1e9, minFreeBytes: 0 }), path: dir, log });
+    const router = new Router({ revision: 0, resolve: async () => ({ kind: 'foreign' as const }) });
     // The outside server takes one recipient and refuses the other for good.
     const relay = {
       send: async (_d: string, _f: string, rcpts: string[]) => {
@@ -34,7 +35,12 @@ describe('QueueRunner when a DSN cannot be queued', () => {
         );
       },
     } as unknown as Relay;
-    runner = new QueueRunner(queue, { directory, local: { deliver: async () => [] }, relay, policy: () => policy, concurrency: 1, log });
+    const channel = new DeliveryChannel({ groups: { primary: async () => undefined }, timeoutMs: 1000, chunkBytes: 65536, node: 'n' });
+    const notify = async () => {
+      throw new Error('disk full');
+    };
+    const dispatcher = new Dispatcher({ queue, router, channel, relay, policy: () => policy, notify, log });
+    runner = new QueueRunner(queue, dispatcher, { concurrency: 1, inlineGraceMs: () => 65_000, log });
   });
   after(async () => {
     await runner.stop(1000);
@@ -43,9 +49,6 @@ describe('QueueRunner when a DSN cannot be queued', () => {
   });
 
   it('lets the delivered recipient leave and keeps the bounced one for another try', async () => {
-    queue.notify = async () => {
-      throw new Error('disk full');
-    };
     await queue.enqueue({
       id: 'm1',
       mailFrom: 'a@sender.test',

@@ -1,10 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import { createQueueClient, deadline, type QueuedMessageInfo__Output, type QueueClient } from '@mailgrid/protocol';
-import { CliError } from './admin-client.js';
+import { createQueueClient, deadline, fromServiceError, type QueuedMessageInfo__Output, type QueueClient } from '@mailgrid/protocol';
+import { CliError, explain } from '../errors.js';
 
 export type QueueAction = 'Retry' | 'Delete' | 'Hold' | 'Release';
 
-/** The queues of one or more nodes, each reached over its Queue gRPC service. */
+/** The queues of one or more nodes, each reached over the Queue service on its gRPC address. */
 export class QueueTargets {
   private readonly clients: { node: string; address: string; client: QueueClient }[];
 
@@ -35,12 +35,9 @@ export class QueueTargets {
 
   private call<T>(c: { node: string; address: string; client: QueueClient }, method: string, req: unknown): Promise<T> {
     return new Promise((resolve, reject) =>
-      (c.client as any)[method](req, new grpc.Metadata(), { deadline: deadline(10_000) }, (err: grpc.ServiceError | null, res: T) => {
-        if (!err) return resolve(res);
-        if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED)
-          reject(new CliError(`cannot reach the queue of ${c.node} at ${c.address}: is it running?`));
-        else reject(new CliError(`${c.node}: ${err.details || err.message}`));
-      }),
+      (c.client as any)[method](req, new grpc.Metadata(), { deadline: deadline(10_000) }, (err: grpc.ServiceError | null, res: T) =>
+        err ? reject(explain(fromServiceError(err), `the queue of ${c.node} at ${c.address}`)) : resolve(res),
+      ),
     );
   }
 }

@@ -1,36 +1,24 @@
-import { parseAddress } from '@mailgrid/core';
+import * as grpc from '@grpc/grpc-js';
+import type { AccountEntry, AliasEntry, DirectoryAdmin } from '@mailgrid/directory';
 import {
   createAdminClient,
   createMailboxClient,
   deadline,
+  fromServiceError,
   type AdminClient,
   type FetchChunk__Output,
   type MailboxClient,
   type MessageInfo__Output,
 } from '@mailgrid/protocol';
-import * as grpc from '@grpc/grpc-js';
-import type { AccountEntry, AliasEntry, DirectoryAdmin } from '@mailgrid/directory';
-
-/** A failure the CLI reports as one clear line and a non-zero exit. */
-export class CliError extends Error {
-  override readonly name = 'CliError';
-}
+import { explain } from '../errors.js';
 
 const CALL_TIMEOUT_MS = 10_000;
 
-/** Turns a failed call into a sentence for the operator. */
-function explain(err: unknown, address: string): CliError {
-  const e = err as grpc.ServiceError;
-  if (e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.DEADLINE_EXCEEDED)
-    return new CliError(`cannot reach the mailgrid node at ${address}: is it running? (start it with: npx mailgrid start)`);
-  if (e.code === grpc.status.UNIMPLEMENTED)
-    return new CliError(`the service at ${address} does not offer this command (is it a cluster member? use --etcd)`);
-  return new CliError(e.details || e.message);
-}
+const failed = (err: unknown, address: string) => explain(fromServiceError(err), `the mailgrid node at ${address}`);
 
 function unary<Req, Res>(address: string, method: (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) =>
-    method(req, new grpc.Metadata(), { deadline: deadline(CALL_TIMEOUT_MS) }, (err, res) => (err ? reject(explain(err, address)) : resolve(res!))),
+    method(req, new grpc.Metadata(), { deadline: deadline(CALL_TIMEOUT_MS) }, (err, res) => (err ? reject(failed(err, address)) : resolve(res!))),
   );
 }
 
@@ -76,7 +64,7 @@ export class NodeDirectoryAdmin implements DirectoryAdmin {
   }
 }
 
-/** Reading a mailbox through a backend's Mailbox service. */
+/** Reading a mailbox through the Mailbox service of the node that serves the account. */
 export class MailboxReader {
   private readonly client: MailboxClient;
   constructor(private readonly address: string) {
@@ -84,16 +72,16 @@ export class MailboxReader {
   }
 
   async list(account: string): Promise<MessageInfo__Output[]> {
-    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account: checked(account) });
+    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account });
     return res.messages;
   }
 
   fetch(account: string, uid: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
-      const stream = this.client.Fetch({ account: checked(account), uid }, { deadline: deadline(CALL_TIMEOUT_MS) });
+      const stream = this.client.Fetch({ account, uid }, { deadline: deadline(CALL_TIMEOUT_MS) });
       stream.on('data', (c: FetchChunk__Output) => c.chunk && chunks.push(c.chunk));
-      stream.on('error', (err) => reject(explain(err, this.address)));
+      stream.on('error', (err) => reject(failed(err, this.address)));
       stream.on('end', () => resolve(Buffer.concat(chunks)));
     });
   }
@@ -101,10 +89,4 @@ export class MailboxReader {
   close() {
     this.client.close();
   }
-}
-
-function checked(address: string): string {
-  const a = parseAddress(address);
-  if (!a) throw new CliError(`invalid address: ${address}`);
-  return a.key;
 }

@@ -1,13 +1,14 @@
-import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, Keys, readPrefix, type MemberInfo } from '@mailgrid/cluster';
-import { LIVE_SETTINGS, leaves, parseAddress, withOverrides, type Config, type Logger } from '@mailgrid/core';
+import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, Keys, parseMember, primaryOf, readPrefix, type MemberInfo } from '@mailgrid/cluster';
+import { LIVE_SETTINGS, leaves, MailError, parseAddress, Replies, withOverrides, type Config, type Logger } from '@mailgrid/core';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
-import { CliError } from './admin-client.js';
+import { CliError, explain } from '../errors.js';
 
 export interface GroupInfo {
   group: string;
   primary: string;
   address: string;
+  epoch: number | string;
   site: string;
 }
 
@@ -17,27 +18,33 @@ export class ClusterAdmin {
   readonly keys: Keys;
   readonly directory: EtcdDirectory;
 
-  constructor(private readonly endpoints: string, prefix: string) {
+  constructor(readonly endpoints: string, prefix: string) {
     this.client = connectEtcd(endpoints);
     this.keys = new Keys(prefix);
     this.directory = new EtcdDirectory(this.client, this.keys, pino({ level: 'silent' }) as unknown as Logger);
   }
 
-  /** Runs one etcd-backed command, turning an unreachable etcd into one clear line. */
+  /** Runs one etcd-backed command; an unreachable etcd becomes one clear line (by error class, not text). */
   async run<T>(work: () => Promise<T>): Promise<T> {
     try {
       return await work();
     } catch (err) {
-      const e = err as Error;
-      if (/Unavailable|ECONNREFUSED|deadline|No connection|GRPCConnectFailed|Breaker/i.test(`${e.name} ${e.message}`))
-        throw new CliError(`cannot reach etcd at ${this.endpoints}: ${e.message}`);
-      throw err;
+      if (err instanceof CliError || MailError.is(err)) throw err;
+      const e = fromEtcdError(err);
+      throw e.code === 'ETCD_UNAVAILABLE' ? explain(e, this.endpoints) : err;
     }
   }
 
+  /** Live members (a malformed entry is skipped, as the nodes skip it). */
   async members(): Promise<MemberInfo[]> {
     const out: MemberInfo[] = [];
-    await readPrefix(this.client, this.keys.members, (kv) => out.push(JSON.parse(kv.value.toString())));
+    await readPrefix(this.client, this.keys.members, (kv) => {
+      try {
+        out.push(parseMember(kv));
+      } catch {
+        // not a member we can read
+      }
+    });
     return out;
   }
 
@@ -46,8 +53,9 @@ export class ClusterAdmin {
     const out: GroupInfo[] = [];
     await readPrefix(this.client, this.keys.groups, (kv) => {
       const group = kv.key.toString().slice(this.keys.groups.length);
-      const primary = members.find((m) => m.role === 'backend' && m.group === group && m.state === 'up');
-      out.push({ group, primary: primary?.id ?? '-', address: primary?.grpc ?? '-', site: primary?.site ?? '-' });
+      if (group.includes('/')) return;
+      const p = primaryOf(members, group);
+      out.push({ group, primary: p?.id ?? '-', address: p?.grpc ?? '-', epoch: p?.epoch ?? '-', site: p?.site ?? '-' });
     });
     return out;
   }
@@ -60,24 +68,36 @@ export class ClusterAdmin {
     throw new CliError(`--group is required: this cluster has groups ${groups.map((g) => g.group).join(', ')}`);
   }
 
-  /** gRPC address of the backend that serves an account. */
+  /** gRPC address of the primary that serves an account. */
   async backendFor(address: string): Promise<string> {
     const a = parseAddress(address);
-    if (!a) throw new CliError(`invalid address: ${address}`);
+    if (!a) throw Replies.invalidAddress(address);
     const [local] = a.key.split('@');
     const kv = (await this.client.get(this.keys.account(a.domain, local)).exec()).kvs[0];
-    if (!kv) throw new CliError(`no such account: ${a.key}`);
+    if (!kv) throw Replies.noSuchAccount(a.key);
     const group = JSON.parse(kv.value.toString()).group as string;
-    const primary = (await this.members()).find((m) => m.role === 'backend' && m.group === group && m.state === 'up');
+    const primary = primaryOf(await this.members(), group);
     if (!primary?.grpc) throw new CliError(`hosting group ${group} of ${a.key} has no live backend`);
     return primary.grpc;
+  }
+
+  /** Members that offer the Queue service, with their gRPC address. */
+  async queues(): Promise<{ node: string; address: string }[]> {
+    return (await this.members()).filter((m) => m.grpc && m.services?.includes('Queue')).map((m) => ({ node: m.id, address: m.grpc! }));
   }
 
   /** Settings of a node (`_cluster` for the defaults): what is set in etcd. */
   async settings(node: string): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = {};
     const prefix = `${this.keys.settings}${node}/`;
-    await readPrefix(this.client, prefix, (kv) => (out[kv.key.toString().slice(prefix.length)] = JSON.parse(kv.value.toString())));
+    await readPrefix(this.client, prefix, (kv) => {
+      const raw = kv.value.toString();
+      try {
+        out[kv.key.toString().slice(prefix.length)] = JSON.parse(raw);
+      } catch {
+        out[kv.key.toString().slice(prefix.length)] = raw;
+      }
+    });
     return out;
   }
 

@@ -1,0 +1,61 @@
+import { ClusterAdmin } from '../clients/cluster-admin.js';
+import { done, json, print, program } from '../context.js';
+import { alive, clusterDown, clusterStart, clusterStop, clusterUp, requireState } from '../launcher.js';
+
+const ports = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
+
+const cluster = program.command('cluster').description('a local cluster: etcd, HAProxy, frontends and backends as processes');
+cluster
+  .command('up')
+  .description('start etcd, backends, frontends and HAProxy on free loopback ports')
+  .option('--frontends <n>', 'number of frontends', '2')
+  .option('--groups <n>', 'number of hosting groups (one backend each)', '2')
+  .action(async (opts) => {
+    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups) });
+    if (json()) process.stdout.write(JSON.stringify(state, null, 2) + '\n');
+    else {
+      print(state.processes.map((p) => ({ id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports) })), ['id', 'role', 'group', 'pid', 'ports']);
+      process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\nlogs and data: ${state.dir}\n`);
+    }
+  });
+cluster
+  .command('status')
+  .description('every member with its role, group, pid, ports and state')
+  .action(async () => {
+    const state = requireState();
+    let members: Awaited<ReturnType<ClusterAdmin['members']>> = [];
+    if (alive(state.processes.find((p) => p.role === 'etcd')?.pid ?? 0)) {
+      const admin = new ClusterAdmin(state.etcd, state.prefix);
+      members = await admin.members().catch(() => []);
+      admin.close();
+    }
+    const rows = state.processes.map((p) => {
+      const m = members.find((x) => x.id === p.id);
+      const running = alive(p.pid);
+      const status = !running ? 'stopped' : p.role === 'frontend' || p.role === 'backend' ? (m?.state ?? 'unregistered') : 'running';
+      return { id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
+    });
+    if (json()) process.stdout.write(JSON.stringify({ smtp: state.smtp, etcd: state.etcd, dir: state.dir, members: rows }, null, 2) + '\n');
+    else {
+      print(rows, ['id', 'role', 'group', 'pid', 'ports', 'status']);
+      process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\n`);
+    }
+  });
+cluster
+  .command('stop <member>')
+  .description('stop one member (SIGTERM, it drains), as an operator stops a container')
+  .action(async (id: string) => done(`${(await clusterStop(id)).id} stopped`));
+cluster
+  .command('start <member>')
+  .description('start a stopped member again with its data and ports')
+  .action(async (id: string) => {
+    const p = await clusterStart(id);
+    done(`${p.id} started (pid ${p.pid})`);
+  });
+cluster
+  .command('down')
+  .description("stop every process and remove the cluster's data")
+  .action(async () => {
+    await clusterDown();
+    done('cluster stopped and removed');
+  });

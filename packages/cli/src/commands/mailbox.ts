@@ -1,0 +1,40 @@
+import { checkedAddress } from '@mailgrid/directory';
+import { print, program, withTarget } from '../context.js';
+import { CliError } from '../errors.js';
+import type { MailboxReader } from '../clients/node-admin.js';
+
+/** Runs `work` against the Mailbox service of the node that serves the account. */
+function withMailbox<T>(address: string, work: (mb: MailboxReader, account: string) => Promise<T>): Promise<T> {
+  const account = checkedAddress(address).key;
+  return withTarget(async (t) => {
+    const mb = await t.mailbox(account);
+    try {
+      return await work(mb, account);
+    } finally {
+      mb.close();
+    }
+  });
+}
+
+const mailbox = program.command('mailbox').description('stored mail');
+mailbox
+  .command('list <address>')
+  .description("list an account's messages")
+  .action((address: string) =>
+    withMailbox(address, async (mb, account) => {
+      const messages = await mb.list(account);
+      print(
+        messages.map((m) => ({ uid: m.uid, size: m.size, received: new Date(Number(m.receivedAtMs)).toISOString(), folder: m.folder })),
+        ['uid', 'size', 'received', 'folder'],
+      );
+    }),
+  );
+mailbox
+  .command('get <address> <uid>')
+  .description('write one message, raw, to stdout')
+  .action((address: string, uid: string) => {
+    if (!/^[1-9]\d*$/.test(uid)) throw new CliError(`invalid uid: ${uid}`);
+    return withMailbox(address, async (mb, account) => {
+      process.stdout.write(await mb.fetch(account, Number(uid)));
+    });
+  });

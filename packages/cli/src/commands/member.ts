@@ -1,0 +1,28 @@
+import { print, program, withCluster } from '../context.js';
+
+program
+  .command('member')
+  .description('cluster members')
+  .command('list')
+  .description('live members registered in etcd: role, state, their one gRPC address and the services it offers')
+  .action(() =>
+    withCluster(async (admin) => {
+      const members = await admin.members();
+      print(
+        members.map((m) => ({
+          id: m.id,
+          role: m.role,
+          site: m.site,
+          group: m.group ?? '',
+          state: m.state,
+          smtp: m.smtp ?? '',
+          grpc: m.grpc ?? '',
+          services: (m.services ?? []).join(','),
+          epoch: m.epoch ?? '',
+          pid: m.pid,
+        })),
+        ['id', 'role', 'site', 'group', 'state', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
+        members,
+      );
+    }),
+  );

@@ -1,0 +1,63 @@
+import type { Config } from '@mailgrid/core';
+import type { DirectoryAdmin } from '@mailgrid/directory';
+import { ClusterAdmin } from './clients/cluster-admin.js';
+import { MailboxReader, NodeDirectoryAdmin } from './clients/node-admin.js';
+import { QueueTargets } from './clients/queue-client.js';
+import { CliError } from './errors.js';
+import { readState } from './launcher.js';
+
+/**
+ * What a command works on, found from the same settings a node uses: a cluster (--etcd,
+ * MAILGRID_ETCD, or the launcher's state file in this folder), else the single node at
+ * its gRPC address. Directory, mailbox and queue commands are written once against this.
+ */
+export interface Target {
+  directory: DirectoryAdmin;
+  /** The hosting group `account add` uses without --group. */
+  defaultGroup(): Promise<string>;
+  mailbox(account: string): Promise<MailboxReader>;
+  queues(node?: string): Promise<QueueTargets>;
+  /** The cluster, for cluster-only commands; undefined for a single node. */
+  cluster?: ClusterAdmin;
+  /** Runs a command, saying plainly when what it needs cannot be reached. */
+  run<T>(work: () => Promise<T>): Promise<T>;
+  close(): void;
+}
+
+export function openTarget(c: Config): Target {
+  const state = c.etcd ? undefined : readState();
+  if (c.etcd || state) return clusterTarget(new ClusterAdmin(c.etcd || state!.etcd, c.etcd ? c.cluster.prefix : state!.prefix));
+  return nodeTarget(c);
+}
+
+function nodeTarget(c: Config): Target {
+  const address = `${c.grpc.host === '0.0.0.0' ? '127.0.0.1' : c.grpc.host}:${c.grpc.port}`;
+  const directory = new NodeDirectoryAdmin(address);
+  return {
+    directory,
+    defaultGroup: async () => '',
+    mailbox: async () => new MailboxReader(address),
+    queues: async (node) => new QueueTargets(select([{ node: c.nodeId, address }], node)),
+    run: (work) => work(),
+    close: () => directory.close(),
+  };
+}
+
+function clusterTarget(admin: ClusterAdmin): Target {
+  return {
+    directory: admin.directory,
+    cluster: admin,
+    defaultGroup: () => admin.defaultGroup(),
+    mailbox: async (account) => new MailboxReader(await admin.backendFor(account)),
+    queues: async (node) => new QueueTargets(select(await admin.queues(), node)),
+    run: (work) => admin.run(work),
+    close: () => admin.close(),
+  };
+}
+
+function select(targets: { node: string; address: string }[], node: string | undefined) {
+  if (node === undefined) return targets;
+  const one = targets.filter((t) => t.node === node);
+  if (!one.length) throw new CliError(`no node ${node} with a queue`);
+  return one;
+}

@@ -1,0 +1,31 @@
+import { withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { GrpcHost, routeGrpcLogs, type RoleParts } from '@mailgrid/protocol';
+import { clusterNode } from './cluster-node.js';
+import type { MemberInfo } from './membership.js';
+
+export type ClusterNode = ReturnType<typeof clusterNode>;
+
+/** A role's parts as a cluster member runs them: live settings applied, fields published with its membership. */
+export interface ClusterRoleParts extends RoleParts {
+  apply?(config: Config): void;
+  describe?(): Partial<MemberInfo>;
+}
+
+/**
+ * The one composition of a cluster member, whatever its role: etcd (directory, settings,
+ * membership), the role's parts, and one gRPC host with every service the role offers,
+ * advertised with the member's entry. Start order; stop runs in reverse, so the lease goes
+ * first (nobody routes here any more), then the role drains, then the stores close.
+ */
+export function clusterRole(config: Config, log: Logger, self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>, build: (node: ClusterNode) => ClusterRoleParts): Service[] {
+  routeGrpcLogs(log);
+  const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
+  let parts: ClusterRoleParts | undefined;
+  const node = clusterNode(config, log, self, {
+    describe: () => ({ grpc: config.grpc.advertise || grpc.address, services: grpc.services, ...parts?.describe?.() }),
+  });
+  parts = build(node);
+  grpc.add(...parts.grpc);
+  if (parts.apply) node.settings.on('change', parts.apply);
+  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, ...parts.services, grpc, node.membership]);
+}
