@@ -126,7 +126,8 @@ describe('etcd prefix watches', () => {
     assert.equal((await directory.resolve(addr('new@example.test'))).kind, 'account');
   });
 
-  it('directory: cut off from etcd while the history is compacted, it reloads once back', async (t) => {
+  /** A directory with domain example.test and account a@, reading etcd through a proxy the test can cut. */
+  async function directoryThroughProxy(t: { after(fn: () => Promise<void>): void }) {
     const keys = freshKeys();
     await client.put(keys.domain('example.test')).value('{}');
     await client.put(keys.account('example.test', 'a')).value(account);
@@ -139,6 +140,11 @@ describe('etcd prefix watches', () => {
       viaProxy.close();
       await proxy.close();
     });
+    return { keys, proxy, viaProxy, directory, lines };
+  }
+
+  it('directory: cut off from etcd while the history is compacted, it reloads once back', async (t) => {
+    const { keys, proxy, viaProxy, directory, lines } = await directoryThroughProxy(t);
     await directory.start();
     assert.equal((await directory.resolve(addr('a@example.test'))).kind, 'account');
 
@@ -167,18 +173,7 @@ describe('etcd prefix watches', () => {
   });
 
   it('directory: started while etcd is unreachable, it answers 451 and loads once etcd is back', async (t) => {
-    const keys = freshKeys();
-    await client.put(keys.domain('example.test')).value('{}');
-    await client.put(keys.account('example.test', 'a')).value(account);
-    const proxy = await startTcpProxy(new URL(etcd.endpoint).host);
-    const viaProxy = connectEtcd(`http://${proxy.address}`);
-    const { log, lines } = capture();
-    const directory = new EtcdDirectory(viaProxy, keys, log);
-    t.after(async () => {
-      await directory.stop();
-      viaProxy.close();
-      await proxy.close();
-    });
+    const { keys, proxy, viaProxy, directory, lines } = await directoryThroughProxy(t);
     proxy.cut();
     await directory.start();
     assert.equal(directory.isSynced, false);
