@@ -2,7 +2,8 @@
  * `npm run bench`: throughput and latency of a single node, printed as figures (not a test).
  *
  *   npm run bench -- [--messages 20000] [--size 4096] [--concurrency 32] [--rate 300]
- *                    [--latency-messages 3000] [--target 127.0.0.1:2525 --grpc 127.0.0.1:7525]
+ *                    [--latency-messages 3000] [--recipients 1]
+ *                    [--target 127.0.0.1:2525 --grpc 127.0.0.1:7525]
  *
  * 1. Throughput: Postfix's smtp-source (-s C -m N -l S, one message per connection) when
  *    installed, else our own client with C sessions; every message must be stored.
@@ -13,6 +14,8 @@
  * `mailgrid cluster up --frontends 2 --groups 2` and sends through HAProxy, half of the
  * messages to an account of each group. --queue puts every message through the durable
  * queue (delivery.inline=false) and also reports when the last one was stored.
+ * --recipients N sends each message to N accounts of the same group (smtp-source's -r:
+ * bench@, 2bench@, ... Nbench@), the shape that takes the queue-first way in (Intake).
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     client: { type: 'string', default: 'auto' },
     cluster: { type: 'boolean', default: false },
     queue: { type: 'boolean', default: false },
+    recipients: { type: 'string', default: '1' },
   },
 });
 const N = Number(values.messages);
@@ -40,6 +44,9 @@ const SIZE = Number(values.size);
 const C = Number(values.concurrency);
 const RATE = Number(values.rate);
 const LN = Number(values['latency-messages']);
+const R = Number(values.recipients);
+/** The accounts smtp-source -r R sends one message to, for its -t address. */
+const recipientsOf = (rcpt: string) => [rcpt, ...Array.from({ length: R - 1 }, (_, i) => `${i + 2}${rcpt}`)];
 /** One recipient per hosting group (the single node has one group). */
 let RCPTS = ['bench@example.test'];
 const RCPT = RCPTS[0];
@@ -58,7 +65,7 @@ async function sendOne(port: number, host: string, data: string, rcpt = RCPTS[Ma
     await s.expect('220');
     await s.send('EHLO bench.test', '250');
     await s.send('MAIL FROM:<load@sender.test>', '250');
-    await s.send(`RCPT TO:<${rcpt}>`, '250');
+    for (const r of recipientsOf(rcpt)) await s.send(`RCPT TO:<${r}>`, '250');
     await s.send('DATA', '354');
     const t0 = process.hrtime.bigint();
     s.write(data + '.\r\n');
@@ -100,7 +107,7 @@ async function smtpSource(host: string, port: number): Promise<{ seconds: number
         new Promise<void>((resolve, reject) =>
           execFile(
             'smtp-source',
-            ['-s', String(C / RCPTS.length), '-m', String(N / RCPTS.length), '-l', String(SIZE), '-f', 'load@sender.test', '-t', rcpt, '-c', `${host}:${port}`],
+            ['-s', String(C / RCPTS.length), '-m', String(N / RCPTS.length), '-r', String(R), '-l', String(SIZE), '-f', 'load@sender.test', '-t', rcpt, '-c', `${host}:${port}`],
             { maxBuffer: 64 * 1024 * 1024 },
             (err, _stdout, stderr) => (err ? reject(new Error(`smtp-source failed: ${stderr || err.message}`)) : resolve()),
           ),
@@ -148,8 +155,7 @@ async function main() {
     [host, port] = [state.smtp.split(':')[0], Number(state.smtp.split(':')[1])];
     RCPTS = ['bench@example.test', 'bench2@example.test'];
     await runCli(['domain', 'add', 'example.test'], {}, clusterDir);
-    await runCli(['account', 'add', RCPTS[0], '--group', 'g1'], {}, clusterDir);
-    await runCli(['account', 'add', RCPTS[1], '--group', 'g2'], {}, clusterDir);
+    for (const [i, group] of ['g1', 'g2'].entries()) for (const a of recipientsOf(RCPTS[i])) await runCli(['account', 'add', a, '--group', group], {}, clusterDir);
     const be = (id: string) => state.processes.find((p: { id: string }) => p.id === id);
     probes = [new MailboxProbe(`127.0.0.1:${be('be-1').ports.grpc}`), new MailboxProbe(`127.0.0.1:${be('be-2').ports.grpc}`)];
     pids = state.processes.filter((p: { role: string }) => p.role === 'frontend' || p.role === 'backend').map((p: { id: string; pid: number }) => [p.id, p.pid]);
@@ -160,7 +166,7 @@ async function main() {
     node = await startNode({ env: nodeEnv, logFile: join(tmpdir(), `mailgrid-bench-${process.pid}.log`) });
     port = node.smtpPort;
     await node.cli('domain', 'add', 'example.test');
-    await node.cli('account', 'add', RCPT);
+    for (const a of recipientsOf(RCPT)) await node.cli('account', 'add', a);
     probes = [new MailboxProbe(`127.0.0.1:${node.grpcPort}`)];
     pids = [['node', node.process.pid!]];
   }
@@ -168,7 +174,10 @@ async function main() {
   const before = await count();
 
   const useSmtpSource = values.client === 'smtp-source' || (values.client === 'auto' && spawnSync('which', ['smtp-source']).status === 0);
-  const mode = (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') + (values.queue ? ', every message through the queue' : '');
+  const mode =
+    (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') +
+    (values.queue ? ', every message through the queue' : '') +
+    (R > 1 ? `, ${R} recipients per message` : '');
   console.log(`# mailgrid bench (${mode}): ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
   let seconds: number;
   let throughputLatencies: number[] | undefined;
@@ -196,6 +205,7 @@ async function main() {
     mode,
     client: useSmtpSource ? 'smtp-source' : 'own',
     messages: N,
+    recipients: R,
     sizeBytes: SIZE,
     concurrency: C,
     stored,

@@ -24,7 +24,8 @@ export class SmtpFrontend implements Service {
   private _state: ServiceState = 'new';
   private readonly server: SMTPServer;
   private readonly log: Logger;
-  private readonly sessions = new Map<string, Logger>();
+  /** Per session: its logger, and whether its client may relay (trust is decided once, at connect). */
+  private readonly sessions = new Map<string, { log: Logger; mayRelay: boolean }>();
   /** What RCPT routed, kept with smtp-server's own recipient object. */
   private readonly routes = new WeakMap<SMTPServerAddress, Route>();
   private boundPort = 0;
@@ -122,12 +123,16 @@ export class SmtpFrontend implements Service {
   }
 
   private sessionLog(session: SMTPServerSession): Logger {
-    return this.sessions.get(session.id) ?? this.log;
+    return this.sessions.get(session.id)?.log ?? this.log;
+  }
+
+  private mayRelay(session: SMTPServerSession): boolean {
+    return this.sessions.get(session.id)?.mayRelay ?? false;
   }
 
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const log = this.log.child({ session: session.id });
-    this.sessions.set(session.id, log);
+    this.sessions.set(session.id, { log, mayRelay: this.trustedClient(session.remoteAddress) });
     log.debug({ event: 'smtp.connect', client: session.remoteAddress, hostname: session.clientHostname }, 'connection');
     cb();
   }
@@ -158,8 +163,7 @@ export class SmtpFrontend implements Service {
     return accept(undefined);
   }
 
-  private mayRelay(session: SMTPServerSession): boolean {
-    const ip = session.remoteAddress;
+  private trustedClient(ip: string): boolean {
     const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
     return v4 ? this.trusted.check(v4, 'ipv4') : this.trusted.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4');
   }

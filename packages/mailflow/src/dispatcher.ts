@@ -78,10 +78,11 @@ export class Dispatcher {
 
   /**
    * Writes the outcome of one attempt: done, failed (DSN), or again later. Resolves once
-   * committed; a caller that acknowledges anything still queued awaits `queue.flushed()`.
-   * `inline`: the attempt right after DATA, which Intake logs with the whole transaction.
+   * committed, with how many of these recipients stay queued; a caller that acknowledges
+   * them awaits `queue.flushed()`. `inline`: the attempt right after DATA, which Intake logs
+   * with the whole transaction.
    */
-  async record(message: QueuedMessage, body: Buffer, outcomes: Outcome[], inline = false): Promise<void> {
+  async record(message: QueuedMessage, body: Buffer, outcomes: Outcome[], inline = false): Promise<number> {
     const now = Date.now();
     const policy = this.options.policy();
     const failed: DsnRecipient[] = [];
@@ -117,15 +118,15 @@ export class Dispatcher {
         unsent.add(kind);
       }
     }
-    await this.options.queue.store.settle(
-      changes.map((c) => {
-        if (!c.dsn || !unsent.has(c.dsn)) return c;
-        const r = { ...c.recipient, warned: c.dsn === 'delayed' ? false : c.recipient.warned };
-        if (c.dsn === 'failed') r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
-        return { recipient: r, done: false };
-      }),
-    );
-    if (inline) return;
+    const settled = changes.map((c) => {
+      if (!c.dsn || !unsent.has(c.dsn)) return c;
+      const r = { ...c.recipient, warned: c.dsn === 'delayed' ? false : c.recipient.warned };
+      if (c.dsn === 'failed') r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
+      return { recipient: r, done: false };
+    });
+    await this.options.queue.store.settle(settled);
+    const left = settled.filter((c) => !c.done).length;
+    if (inline) return left;
     this.options.log.info(
       {
         event: 'queue.attempt',
@@ -134,5 +135,6 @@ export class Dispatcher {
       },
       'delivery attempt',
     );
+    return left;
   }
 }

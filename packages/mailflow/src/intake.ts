@@ -40,11 +40,13 @@ export interface Accepted {
 }
 
 /**
- * The one way into the mail flow. The message and all its recipients are committed to the
- * queue first; only then are local recipients delivered inline over the delivery channel,
- * and the attempt is recorded like any queue attempt. So a refusal (4xx) can only come
- * before anything was stored, and a client's retry never stores a message twice; what an
- * inline attempt leaves behind is already queued, and is flushed before the 250.
+ * The one way into the mail flow. A refusal (4xx) may only come before anything was stored,
+ * so a client's retry never stores a message twice:
+ * - a message with several recipients is committed to the queue, all of them, before any
+ *   is delivered inline; the inline attempt is then recorded like any queue attempt, and
+ *   what it leaves behind is flushed before the 250;
+ * - a message for one local recipient cannot be half-delivered: it is delivered inline
+ *   first and queued only if it has to wait.
  */
 export class Intake {
   private readonly log: Logger;
@@ -91,6 +93,16 @@ export class Intake {
 
     const inline = this.options.inline() ? kept.filter((r): r is LocalRoute => r.kind === 'local') : [];
     const isInline = new Set<Route>(inline);
+    const receivedAt = s.receivedAt ?? Date.now();
+    // A message for one local recipient cannot be half-delivered, so it needs no queue copy
+    // to protect a retry: it is tried first, and queued only if it has to wait.
+    const first = inline.length === 1 && kept.length === 1 ? await this.tryFirst(id, s, receivedAt, inline[0]) : undefined;
+    if (first?.delivered) {
+      verdicts.set(inline[0], verdictOf(first));
+      return done(Replies.accepted('stored', id));
+    }
+    if (first?.permanent) return done(first.reply);
+
     const notBefore = Date.now() + this.options.inlineGraceMs();
     let entry: Awaited<ReturnType<MailQueue['enqueue']>>;
     try {
@@ -98,7 +110,7 @@ export class Intake {
         id,
         mailFrom: s.mailFrom,
         body: s.body,
-        receivedAt: s.receivedAt ?? Date.now(),
+        receivedAt,
         origin: this.options.node,
         session: s.session,
         isDsn: s.isDsn,
@@ -115,23 +127,41 @@ export class Intake {
       return done(toMailError(err).reply);
     }
 
-    if (inline.length) {
+    // Relayed and not-yet-routable recipients stay queued whatever the inline attempt does.
+    let left = inline.length < kept.length;
+    if (first) {
+      // It waits: recorded as the attempt it was (its error, its backoff).
+      verdicts.set(inline[0], verdictOf(first));
+      left = true;
+      await this.options.dispatcher
+        .record(entry.message, s.body, [{ ...first, recipient: entry.recipients[0] }], true)
+        .catch((err) => log.error({ event: 'intake.record-failed', messageId: id, err }, 'could not record the inline attempt'));
+    } else if (inline.length) {
       const queued = kept.flatMap((r, i) => (isInline.has(r) ? [entry.recipients[i]] : []));
       const outcomes = await this.options.dispatcher.attempt(entry.message, s.body, queued, inline, { session: s.session });
       outcomes.forEach((o) => verdicts.set(inline[queued.indexOf(o.recipient)], verdictOf(o)));
-      if (inline.length === kept.length && outcomes.every((o) => o.permanent)) {
+      if (!left && outcomes.every((o) => o.permanent)) {
         // Every recipient refused for good: the client is told now, so no DSN.
         await this.drop(entry.recipients, log, id);
         return done(outcomes[0].reply);
       }
-      try {
-        await this.options.dispatcher.record(entry.message, s.body, outcomes, true);
-      } catch (err) {
-        // The entry still holds them; the runner takes over after the grace time.
-        log.error({ event: 'intake.record-failed', messageId: id, err }, 'could not record the inline attempt');
+      if (!left && outcomes.every((o) => o.delivered)) {
+        // All stored: tidying the queue need not delay the reply. Were it lost, a restarted
+        // runner would deliver again and the backends would recognise the idempotency keys.
+        this.options.queue.store
+          .settle(entry.recipients.map((recipient) => ({ recipient, done: true })))
+          .catch((err) => log.warn({ event: 'intake.settle-failed', messageId: id, err }, 'delivered message left in the queue'));
+      } else {
+        try {
+          if (await this.options.dispatcher.record(entry.message, s.body, outcomes, true)) left = true;
+        } catch (err) {
+          // The entry still holds them; the runner takes over after the grace time.
+          left = true;
+          log.error({ event: 'intake.record-failed', messageId: id, err }, 'could not record the inline attempt');
+        }
       }
     }
-    if (this.options.queue.store.message(id)) {
+    if (left) {
       try {
         await this.options.queue.flushed();
       } catch (err) {
@@ -143,6 +173,14 @@ export class Intake {
     const states = new Set([...verdicts.values()].map((v) => v.state));
     const how = states.has('stored') ? (states.has('queued') ? 'stored and queued' : 'stored') : 'queued';
     return done(Replies.accepted(how, id));
+  }
+
+  /** The inline attempt of a one-recipient message, before anything is queued. */
+  private async tryFirst(id: string, s: Submission, receivedAt: number, route: LocalRoute): Promise<Outcome> {
+    const message = { id, mailFrom: s.mailFrom, receivedAt, size: s.body.length, origin: this.options.node, session: s.session, isDsn: s.isDsn };
+    const recipient: QueuedRecipient = { messageId: id, idx: 0, address: route.address, route: 'local', account: route.account, state: 'queued', attempts: 0, queuedAt: receivedAt, nextAttemptAt: receivedAt };
+    const [outcome] = await this.options.dispatcher.attempt(message, s.body, [recipient], [route], { session: s.session });
+    return outcome;
   }
 
   /** Routing plus the relay policy: a domain not hosted here is refused unless the sender may relay. */
@@ -172,7 +210,7 @@ export class Intake {
         from: s.mailFrom,
         size: s.body.length,
         rcpts: recipients.map((v) => `${v.address}=${v.state === 'failed' ? `${v.reply.code} ${v.reply.enhanced}` : v.state}`).join(' '),
-        reply: `${reply.code} ${reply.enhanced}`,
+        ...(accepted ? {} : { reply: `${reply.code} ${reply.enhanced}` }),
       },
       accepted ? 'message accepted' : 'message refused',
     );

@@ -221,10 +221,11 @@ export class QueueStore {
 
   private dropIfEmpty(id: string): void {
     for (const _ of this.recipients.getKeys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER], limit: 1 })) return;
-    const body = this.bodies.get(id);
+    // The size is in the envelope: reading the body back only to measure it cost a copy per message.
+    const size = this.messages.get(id)?.size ?? 0;
     this.messages.remove(id);
     this.bodies.remove(id);
     this.meta.put('messages', Math.max(0, this.messageCount - 1));
-    this.meta.put('bytes', Math.max(0, this.byteCount - (body?.length ?? 0)));
+    this.meta.put('bytes', Math.max(0, this.byteCount - size));
   }
 }
