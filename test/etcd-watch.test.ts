@@ -185,6 +185,23 @@ describe('etcd prefix watches', () => {
     assert.equal((await directory.resolve(addr('a@example.test'))).kind, 'account');
   });
 
+  it('directory admin: every write is one transaction, domain remove too', async () => {
+    const keys = freshKeys();
+    await client.put(keys.group('g1')).value('{}');
+    const admin = new EtcdDirectory(client, keys, capture().log);
+    const code = async (work: Promise<unknown>) => work.then(() => 'ok', (err: unknown) => (MailError.is(err) ? err.code : String(err)));
+    assert.equal(await code(admin.removeDomain('example.test')), 'NOT_FOUND');
+    assert.equal(await code(admin.addDomain('example.test')), 'ok');
+    assert.equal(await code(admin.addDomain('example.test')), 'ALREADY_EXISTS');
+    assert.equal(await code(admin.addAccount('a@example.test', 'g1')), 'ok');
+    assert.equal(await code(admin.addAccount('b@example.test', 'nosuchgroup')), 'FAILED_PRECONDITION');
+    assert.equal(await code(admin.removeDomain('example.test')), 'FAILED_PRECONDITION', 'a domain with an account stays');
+    assert.equal((await client.get(keys.domain('example.test')).exec()).kvs.length, 1);
+    assert.equal(await code(admin.removeAccount('a@example.test')), 'ok');
+    assert.equal(await code(admin.removeDomain('example.test')), 'ok', 'an empty domain goes');
+    assert.equal((await client.get(keys.domain('example.test')).exec()).kvs.length, 0);
+  });
+
   it('membership: malformed entries are skipped; the epoch is the create revision of each registration', async (t) => {
     const keys = freshKeys();
     await client.put(keys.member('bogus')).value('{not json');

@@ -11,7 +11,7 @@ import {
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { z } from 'zod';
 import { readPrefix } from './etcd.js';
-import type { Keys } from './keys.js';
+import { prefixEnd, type Keys } from './keys.js';
 import { jsonValue, PrefixWatch } from './prefix-watch.js';
 
 const accountValue = z.object({ group: z.string().regex(/^[A-Za-z0-9._-]+$/) });
@@ -177,9 +177,22 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
 
   async removeDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
+    const key = Buffer.from(this.keys.domain(d));
+    const accounts = this.keys.accountsOf(d);
+    // One transaction: the domain exists and no key in its accounts range does (a range
+    // compare holds for every key of the range, and for none when it is empty), so an
+    // account added meanwhile cannot outlive its domain.
+    const res = await this.client.kv.txn({
+      compare: [
+        { key, target: 'Create', result: 'Greater', create_revision: 0 },
+        { key: Buffer.from(accounts), range_end: Buffer.from(prefixEnd(accounts)), target: 'Create', result: 'Equal', create_revision: 0 },
+      ],
+      success: [{ request_delete_range: { key } }],
+      failure: [],
+    });
+    if (res.succeeded) return;
     if (!(await this.client.get(this.keys.domain(d)).exec()).kvs.length) throw Replies.noSuchDomain(d);
-    if ((await this.client.getAll().prefix(this.keys.accountsOf(d)).count()) > 0) throw Replies.domainHasAccounts(d);
-    await this.client.delete().key(this.keys.domain(d)).exec();
+    throw Replies.domainHasAccounts(d);
   }
 
   async listDomains(): Promise<string[]> {
