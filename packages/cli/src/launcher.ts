@@ -197,7 +197,7 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
     const fronts: { id: string; smtp: string; httpPort: number }[] = [];
     for (let f = 1; f <= options.frontends; f++) {
       const [smtp, http, grpc] = [await freePort(), await freePort(), await freePort()];
-      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true' };
+      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '127.0.0.1' };
       processes.push(launch(nodeEntry('frontend', `fe-${f}`, dir, env, { smtp, http, grpc })));
       fronts.push({ id: `fe-${f}`, smtp: `127.0.0.1:${smtp}`, httpPort: http });
     }

@@ -1,3 +1,5 @@
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
+
 /**
  * Mail addresses as mailgrid keys them: the local part kept as given (RFC 5321 says it may
  * be case-sensitive, but every hosted account is stored lower-case, so lookups fold it),
@@ -37,4 +39,28 @@ export function normalizeDomain(domain: string): string {
 
 export function isAscii(text: string): boolean {
   return /^[\x00-\x7f]*$/.test(text);
+}
+
+/**
+ * A list of networks from `10.0.0.0/8, 192.0.2.7, 2001:db8::/32` (trusted networks, the
+ * balancers allowed to send PROXY headers). Throws a readable error for a bad entry.
+ */
+export function parseNetworks(spec: string): BlockList {
+  const list = new BlockList();
+  for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [net, bits, extra] = item.split('/');
+    const type = isIPv6(net) ? 'ipv6' : isIPv4(net) ? 'ipv4' : undefined;
+    const max = type === 'ipv6' ? 128 : 32;
+    if (!type || extra !== undefined || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= max)))
+      throw new Error(`not an address or CIDR block: ${item}`);
+    if (bits === undefined) list.addAddress(net, type);
+    else list.addSubnet(net, Number(bits), type);
+  }
+  return list;
+}
+
+/** Whether a peer address (IPv4, IPv6, or IPv4 mapped into IPv6) is in a network list. */
+export function inNetworks(list: BlockList, ip: string): boolean {
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+  return v4 ? list.check(v4, 'ipv4') : list.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4');
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { parseNetworks } from './address.js';
 
 /**
  * The one config pipeline: defaults → file → MAILGRID_* environment → flags, then
@@ -50,15 +51,21 @@ export const configSchema = z.strictObject({
     greetingDelayMs: z.number().int().min(0).max(30_000),
     reverseDns: z.boolean(),
     reverseDnsTimeoutMs: positive,
-    /** Expect a PROXY protocol header (from HAProxy) on every connection. */
+    /** Expect a PROXY protocol header (from HAProxy) on connections from `proxyFrom`. */
     proxyProtocol: z.boolean(),
+    /**
+     * The balancers: addresses or CIDR blocks, comma-separated. Only a connection from one
+     * of them may start with a PROXY header (and must); anyone else's would claim any
+     * address it likes, trusted networks included.
+     */
+    proxyFrom: z.string().superRefine(networks),
     tlsKeyFile: z.string(),
     tlsCertFile: z.string(),
     /**
      * Clients allowed to relay to other domains without authentication (like Postfix's
      * mynetworks): comma-separated addresses or CIDR blocks. Empty: nobody.
      */
-    trustedNetworks: z.string(),
+    trustedNetworks: z.string().superRefine(networks),
   }),
   queue: z.strictObject({
     /** Past either limit, or below the free-disk floor, MAIL gets 452 4.3.1. */
@@ -105,7 +112,22 @@ export const configSchema = z.strictObject({
   }),
   /** How long stop() waits for sessions and calls under way on SIGTERM. */
   drainMs: z.number().int().min(0),
+}).superRefine((c, ctx) => {
+  if (c.smtp.proxyProtocol && !c.smtp.proxyFrom.trim())
+    ctx.addIssue({
+      code: 'custom',
+      path: ['smtp', 'proxyFrom'],
+      message: 'the PROXY protocol is on (smtp.proxyProtocol) but no balancer is named: set smtp.proxyFrom (MAILGRID_SMTP_PROXY_FROM) to their addresses or CIDR blocks',
+    });
 });
+
+function networks(spec: string, ctx: z.RefinementCtx): void {
+  try {
+    parseNetworks(spec);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+}
 
 export type Config = z.infer<typeof configSchema>;
 
@@ -130,6 +152,7 @@ export function defaults(): Config {
       reverseDns: false,
       reverseDnsTimeoutMs: 1500,
       proxyProtocol: false,
+      proxyFrom: '',
       tlsKeyFile: '',
       tlsCertFile: '',
       trustedNetworks: '',

@@ -1,11 +1,12 @@
 import './smtp-patches.js';
-import { isAscii, parseAddress, Replies, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
+import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
 import { accept, newMessageId, refuse, type Intake, type Route, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
 import { readFileSync } from 'node:fs';
-import { BlockList, isIPv6 } from 'node:net';
+import type { BlockList } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { MessageCollector } from './message-check.js';
+import { acceptProxyFrom } from './smtp-patches.js';
 import { receivedHeader } from './received.js';
 
 export interface SmtpFrontendOptions {
@@ -34,7 +35,7 @@ export class SmtpFrontend implements Service {
 
   constructor(private readonly options: SmtpFrontendOptions) {
     this.config = options.config;
-    this.trusted = trustedNetworks(options.config.smtp.trustedNetworks);
+    this.trusted = parseNetworks(options.config.smtp.trustedNetworks);
     const smtp = options.config.smtp;
     this.log = options.log.child({ component: 'smtp' });
     const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
@@ -65,6 +66,7 @@ export class SmtpFrontend implements Service {
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     };
     this.server = new SMTPServer(serverOptions);
+    if (smtp.proxyProtocol) acceptProxyFrom(this.server, parseNetworks(smtp.proxyFrom));
     this.server.on('error', (err) => this.log.error({ event: 'smtp.error', err }, 'SMTP server error'));
   }
 
@@ -164,8 +166,7 @@ export class SmtpFrontend implements Service {
   }
 
   private trustedClient(ip: string): boolean {
-    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-    return v4 ? this.trusted.check(v4, 'ipv4') : this.trusted.check(ip, isIPv6(ip) ? 'ipv6' : 'ipv4');
+    return inNetworks(this.trusted, ip);
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -225,16 +226,4 @@ function send(reply: SmtpReply, callback: (err?: Error | null, message?: string)
   const text = `${reply.enhanced} ${reply.text}`;
   if (reply.code < 400) callback(null, text);
   else callback(Object.assign(new Error(text), { responseCode: reply.code }));
-}
-
-/** `10.0.0.0/8, 127.0.0.1` → a BlockList of the networks allowed to relay. */
-function trustedNetworks(spec: string): BlockList {
-  const list = new BlockList();
-  for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const [net, bits] = item.split('/');
-    const type = isIPv6(net) ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(net, type);
-    else list.addSubnet(net, Number(bits), type);
-  }
-  return list;
 }

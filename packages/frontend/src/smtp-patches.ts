@@ -1,7 +1,10 @@
+import type { BlockList } from 'node:net';
+import type { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { inNetworks } from '@mailgrid/core';
 
 /**
- * Two small, documented patches to smtp-server 3.21.6 (pinned exactly in package.json):
+ * Small, documented patches to smtp-server 3.21.6 (pinned exactly in package.json):
  *
  * 1. Greeting delay. `SMTPConnection#init` waits a hard-coded 100 ms before the greeting
  *    to catch early talkers; with one message per connection that alone caps 32 sessions at
@@ -10,7 +13,10 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
  *    basic code alone (every 554 becomes 5.6.0); our replies carry their own
  *    ("554 5.7.1 ..."), so a text that starts with one is sent as it is.
  *
- * Both are checked against the library's source at load time so an upgrade that changes
+ * 3. PROXY peers (`acceptProxyFrom`, per server): smtp-server's `useProxy` takes exact
+ *    addresses only; the balancers are given as addresses or CIDR blocks.
+ *
+ * Each is checked against the library's source at load time so an upgrade that changes
  * them fails loudly instead of silently losing the patch.
  */
 const proto = SMTPConnection.prototype as any;
@@ -36,3 +42,16 @@ proto.send = function send(this: unknown, code: number, data: unknown, context?:
   if (typeof data === 'string' && ENHANCED.test(data)) return originalSend.call(this, code, data, false);
   return originalSend.call(this, code, data, context);
 };
+
+/**
+ * Only a connection from one of `balancers` starts with a PROXY header (and must). Anyone
+ * else's first line is an SMTP command like any other, so a client that connects straight
+ * to a frontend cannot claim a trusted address: its "PROXY ..." line is an unknown command
+ * and its real address is the one that counts.
+ */
+export function acceptProxyFrom(server: SMTPServer, balancers: BlockList): void {
+  const s = server as unknown as { _expectsProxyHeader?: (socket: { remoteAddress?: string }) => boolean; options: { useProxy?: unknown } };
+  if (typeof s._expectsProxyHeader !== 'function') throw new Error('smtp-server changed SMTPServer#_expectsProxyHeader; review smtp-patches.ts');
+  s.options.useProxy = true;
+  s._expectsProxyHeader = (socket) => inNetworks(balancers, socket.remoteAddress ?? '');
+}

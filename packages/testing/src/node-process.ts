@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.js';
-import { SmtpTranscript } from './smtp-transcript.js';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 export const cliPath = join(repoRoot, 'packages', 'cli', 'bin', 'mailgrid.js');
@@ -41,7 +40,7 @@ export interface NodeHandle {
 
 /**
  * Starts `mailgrid start` as a real process on free loopback ports and waits until it
- * greets on its SMTP port. Pass the same dataDir again to restart a node on its data.
+ * is ready (/readyz). Pass the same dataDir again to restart a node on its data.
  */
 export async function startNode(
   options: {
@@ -86,7 +85,7 @@ export async function startNode(
       }
     }
   });
-  // Ready means what a client sees: the SMTP port greets (whatever the log level).
+  // Ready means what a balancer sees: /readyz answers 200 (every service runs).
   let exitedEarly: Error | undefined;
   exited.then((code) => (exitedEarly = new Error(`node exited with ${code} before ready: ${stderr}`)));
   const deadline = Date.now() + 20_000;
@@ -96,7 +95,7 @@ export async function startNode(
       child.kill('SIGKILL');
       throw new Error(`node did not become ready in 20 s: ${stderr}`);
     }
-    if (await greets(smtpPort)) break;
+    if (await ready(Number(env.MAILGRID_HTTP_PORT))) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
@@ -118,16 +117,10 @@ export async function startNode(
   };
 }
 
-async function greets(port: number): Promise<boolean> {
+async function ready(httpPort: number): Promise<boolean> {
   try {
-    const s = await SmtpTranscript.open(port);
-    try {
-      await s.expect('220');
-      s.write('QUIT\r\n');
-      return true;
-    } finally {
-      s.close();
-    }
+    const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`, { signal: AbortSignal.timeout(2_000) });
+    return res.status === 200;
   } catch {
     return false;
   }

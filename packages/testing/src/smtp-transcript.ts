@@ -24,8 +24,9 @@ export class SmtpTranscript {
     socket.on('error', () => undefined);
   }
 
-  static async open(port: number, host = '127.0.0.1'): Promise<SmtpTranscript> {
-    const socket = connect(port, host);
+  /** `localAddress`: the client's own address (127.0.0.2 is another host on loopback). */
+  static async open(port: number, host = '127.0.0.1', localAddress?: string): Promise<SmtpTranscript> {
+    const socket = connect({ port, host, localAddress });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     return new SmtpTranscript(socket);
   }
