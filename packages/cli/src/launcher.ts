@@ -1,8 +1,7 @@
 import { connectEtcd, Keys, readPrefix, singleEtcdArgs } from '@mailgrid/cluster';
-import { freePort } from '@mailgrid/core';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -157,14 +156,15 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
   if (options.frontends < 1 || options.groups < 1) throw new CliError('--frontends and --groups must be at least 1');
 
   const dir = mkdtempSync(join(tmpdir(), 'mailgrid-cluster-'));
-  const processes: ProcessEntry[] = [];
-  const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), processes };
+  const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), processes: [] };
+  // Every port this cluster chose, so the processes started side by side never pick the same one.
+  const reserved = new Set<number>();
+  const start = (names: string[], make: (ports: Record<string, number>) => Omit<ProcessEntry, 'pid'>, ready: (p: ProcessEntry) => Promise<boolean>, what: string) =>
+    startProcess(state, cwd, reserved, names, make, ready, what);
   try {
-    const [client, peer] = [await freePort(), await freePort()];
-    const etcd = `http://127.0.0.1:${client}`;
-    state.etcd = etcd;
-    processes.push(
-      launch({
+    const etcd = await start(
+      ['client', 'peer'],
+      ({ client, peer }) => ({
         id: 'etcd',
         role: 'etcd',
         ports: { client, peer },
@@ -173,49 +173,125 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
         command: [etcdBin, ...singleEtcdArgs('mailgrid', join(dir, 'etcd'), client, peer)],
         env: {},
       }),
+      async (p) => {
+        const c = connectEtcd(`http://127.0.0.1:${p.ports.client}`);
+        try {
+          await c.get('health').exec();
+          return true;
+        } finally {
+          c.close();
+        }
+      },
+      'etcd',
     );
+    state.etcd = `http://127.0.0.1:${etcd.ports.client}`;
     writeState(state, cwd);
-    await until('etcd', async () => {
-      const c = connectEtcd(etcd);
-      try {
-        await c.get('health').exec();
-        return true;
-      } finally {
-        c.close();
-      }
-    }, processes);
 
     // MAILGRID_* settings given to `cluster up` apply to every node, and again on restart.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
-    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: etcd };
-    for (let g = 1; g <= options.groups; g++) {
-      const [grpc, http] = [await freePort(), await freePort()];
-      processes.push(
-        launch(nodeEntry('backend', `be-${g}`, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${g}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${g}`)),
-      );
-    }
-    const fronts: { id: string; smtp: string; httpPort: number }[] = [];
-    for (let f = 1; f <= options.frontends; f++) {
-      const [smtp, http, grpc] = [await freePort(), await freePort(), await freePort()];
-      const env = { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '127.0.0.1' };
-      processes.push(launch(nodeEntry('frontend', `fe-${f}`, dir, env, { smtp, http, grpc })));
-      fronts.push({ id: `fe-${f}`, smtp: `127.0.0.1:${smtp}`, httpPort: http });
-    }
-    writeState(state, cwd);
-    await until('every node to register in etcd', () => registered(etcd, processes.filter((p) => p.role !== 'etcd').map((p) => p.id)), processes);
+    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: state.etcd };
+    const isRegistered = (p: ProcessEntry) => registered(state.etcd, [p.id]);
+    const backends = Array.from({ length: options.groups }, (_, i) =>
+      start(
+        ['grpc', 'http'],
+        ({ grpc, http }) =>
+          nodeEntry('backend', `be-${i + 1}`, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
+        isRegistered,
+        `be-${i + 1} to register in etcd`,
+      ),
+    );
+    const frontends = Array.from({ length: options.frontends }, (_, i) =>
+      start(
+        ['smtp', 'http', 'grpc'],
+        ({ smtp, http, grpc }) =>
+          nodeEntry(
+            'frontend',
+            `fe-${i + 1}`,
+            dir,
+            { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '127.0.0.1' },
+            { smtp, http, grpc },
+          ),
+        isRegistered,
+        `fe-${i + 1} to register in etcd`,
+      ),
+    );
+    await Promise.all(backends);
+    const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, smtp: `127.0.0.1:${p.ports.smtp}`, httpPort: p.ports.http }));
 
-    const smtpPort = await freePort();
     const cfg = join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, haproxyConfig(`127.0.0.1:${smtpPort}`, fronts));
-    processes.push(launch({ id: 'haproxy', role: 'haproxy', ports: { smtp: smtpPort }, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} }));
-    state.smtp = `127.0.0.1:${smtpPort}`;
+    const haproxy = await start(
+      ['smtp'],
+      ({ smtp }) => {
+        writeFileSync(cfg, haproxyConfig(`127.0.0.1:${smtp}`, fronts));
+        return { id: 'haproxy', role: 'haproxy', ports: { smtp }, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} };
+      },
+      (p) => greets(`127.0.0.1:${p.ports.smtp}`),
+      'HAProxy to pass SMTP to a frontend',
+    );
+    state.smtp = `127.0.0.1:${haproxy.ports.smtp}`;
     writeState(state, cwd);
-    await until('HAProxy to pass SMTP to a frontend', () => greets(state.smtp), processes);
     return state;
   } catch (err) {
     await clusterDown(cwd).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Starts one process on ports chosen now and waits until `ready`. The ports come from below
+ * the kernel's ephemeral range, which outgoing connections and other programs' port-0
+ * binds draw from, so nothing on a busy machine takes them between the choice and the
+ * bind. If something did anyway (a server on a fixed port there), the process is started
+ * again on new ones.
+ */
+async function startProcess(
+  state: ClusterState,
+  cwd: string,
+  reserved: Set<number>,
+  names: string[],
+  make: (ports: Record<string, number>) => Omit<ProcessEntry, 'pid'>,
+  ready: (p: ProcessEntry) => Promise<boolean>,
+  what: string,
+): Promise<ProcessEntry> {
+  for (let attempt = 1; ; attempt++) {
+    const ports: Record<string, number> = {};
+    for (const name of names) ports[name] = await quietPort(reserved);
+    const p = launch(make(ports));
+    state.processes.push(p);
+    writeState(state, cwd);
+    try {
+      await until(what, () => ready(p), [p]);
+      return p;
+    } catch (err) {
+      const log = existsSync(p.log) ? readFileSync(p.log, 'utf8') : '';
+      // etcd, HAProxy and mailgrid all say so in these words: the one case worth another try.
+      if (alive(p.pid) || attempt >= 5 || !/already in use|address in use/i.test(log)) throw err;
+      state.processes = state.processes.filter((x) => x !== p);
+      rmSync(p.log, { force: true });
+    }
+  }
+}
+
+/** A free port below the kernel's ephemeral range (20000–32767 with Linux's default range). */
+async function quietPort(avoid: Set<number>): Promise<number> {
+  const low = Number(/^(\d+)/.exec(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? 32768);
+  const [from, to] = [Math.max(1024, low - 12_768), low - 1];
+  for (let i = 0; i < 200; i++) {
+    const port = from + Math.floor(Math.random() * (to - from + 1));
+    if (!avoid.has(port) && (await canBind(port))) {
+      avoid.add(port);
+      return port;
+    }
+  }
+  throw new CliError(`no free port found between ${from} and ${to}`);
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
 }
 
 function entry(state: ClusterState, id: string): ProcessEntry {
