@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { freePort } from '@mailgrid/core';
-import { runCli, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { MailboxProbe, runCli, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
 // Faults found by trying mailgrid as an operator and as an attacker would (issue 8).
 
@@ -61,5 +61,57 @@ describe('PROXY protocol is trusted only from the balancers', () => {
     const bad = await runCli(['start', '--print-config'], { MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '10.0.0.0/99' });
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /smtp\.proxyFrom: not an address or CIDR block: 10\.0\.0\.0\/99/);
+  });
+});
+
+describe('internationalised domains are one domain in whichever form they are written', () => {
+  let node: NodeHandle;
+  let mailbox: MailboxProbe;
+  before(async () => {
+    node = await startNode();
+    mailbox = new MailboxProbe(`127.0.0.1:${node.grpcPort}`);
+    assert.equal((await node.cli('domain', 'add', 'bücher.test')).code, 0);
+    assert.equal((await node.cli('account', 'add', 'anna@bücher.test')).code, 0);
+  });
+  after(async () => {
+    mailbox.close();
+    await node.stop();
+  });
+
+  it('keeps the domain as lower-case A-labels', async () => {
+    assert.deepEqual(JSON.parse((await node.cli('domain', 'list', '--json')).stdout), ['xn--bcher-kva.test']);
+  });
+
+  it('accepts A-labels without SMTPUTF8, in any case, and stores the message for the account', async () => {
+    const s = await SmtpTranscript.open(node.smtpPort);
+    try {
+      await s.expect('220');
+      await s.send('EHLO client.test', '250');
+      await s.send('MAIL FROM:<x@sender.test>', '250');
+      await s.send('RCPT TO:<anna@xn--bcher-kva.test>', '250');
+      await s.send('RCPT TO:<Anna@XN--BCHER-KVA.TEST>', '250');
+      await s.send('RCPT TO:<nobody@xn--bcher-kva.test>', '550 5.1.1');
+      await s.send('DATA', '354');
+      s.write('Subject: idn\r\n\r\nvia A-labels\r\n.\r\n');
+      await s.expect('250 2.0.0');
+    } finally {
+      s.close();
+    }
+    assert.equal((await mailbox.list('anna@xn--bcher-kva.test')).length, 1, 'stored once for the one account');
+  });
+
+  it('still requires SMTPUTF8 for an address written in UTF-8', async () => {
+    const s = await SmtpTranscript.open(node.smtpPort);
+    try {
+      await s.expect('220');
+      await s.send('EHLO client.test', '250');
+      await s.send('MAIL FROM:<x@sender.test>', '250');
+      await s.send('RCPT TO:<anna@bücher.test>', '553 5.6.7');
+      await s.send('RSET', '250');
+      await s.send('MAIL FROM:<x@sender.test> SMTPUTF8', '250');
+      await s.send('RCPT TO:<anna@bücher.test>', '250');
+    } finally {
+      s.close();
+    }
   });
 });

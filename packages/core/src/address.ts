@@ -1,40 +1,45 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { domainToASCII } from 'node:url';
 
 /**
  * Mail addresses as mailgrid keys them: the local part kept as given (RFC 5321 says it may
- * be case-sensitive, but every hosted account is stored lower-case, so lookups fold it),
- * the domain lower-cased and without a trailing dot.
+ * be case-sensitive, but every hosted account is stored lower-case, so lookups fold it), the
+ * domain in its one canonical form (lower-case A-labels, no trailing dot), so `bücher.test`,
+ * `XN--BCHER-KVA.test.` and `xn--bcher-kva.test` are one domain everywhere.
  */
 export interface Address {
   local: string;
+  /** Canonical: lower-case A-labels. */
   domain: string;
-  /** `local@domain`, folded to lower case: the key of an account. */
+  /** `local@domain`, the local part folded to lower case: the key of an account. */
   key: string;
 }
 
-// Dot-atom or quoted local part; domain of LDH labels (or U-labels with SMTPUTF8).
+// Dot-atom or quoted local part (UTF-8 allowed, for SMTPUTF8); domains are LDH labels.
 const LOCAL_RE = /^(?:[^\s"(),:;<>@[\\\]\x00-\x1f\x7f]+|"(?:[^"\\\r\n]|\\.)+")$/u;
-const LABEL_RE = /^(?!-)[\p{L}\p{N}-]{1,63}(?<!-)$/u;
+const LABEL_RE = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 export function parseAddress(input: string): Address | undefined {
   const text = input.trim();
   const at = text.lastIndexOf('@');
   if (at <= 0 || at === text.length - 1 || text.length > 254) return undefined;
   const local = text.slice(0, at);
-  const domain = text.slice(at + 1).replace(/\.$/, '').toLowerCase();
+  const domain = normalizeDomain(text.slice(at + 1));
   if (local.length > 64 || !LOCAL_RE.test(local)) return undefined;
   if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return undefined;
   if (!isDomain(domain)) return undefined;
   return { local, domain, key: `${local.toLowerCase()}@${domain}` };
 }
 
+/** A canonical domain name (see `normalizeDomain`) of LDH labels. */
 export function isDomain(domain: string): boolean {
-  const labels = domain.split('.');
-  return domain.length <= 253 && labels.length >= 1 && labels.every((l) => LABEL_RE.test(l));
+  return domain.length > 0 && domain.length <= 253 && domain.split('.').every((l) => LABEL_RE.test(l));
 }
 
+/** A domain in mailgrid's one form: lower-case A-labels without the trailing dot ('' when U-labels do not convert). */
 export function normalizeDomain(domain: string): string {
-  return domain.trim().replace(/\.$/, '').toLowerCase();
+  const d = domain.trim().replace(/\.$/, '');
+  return isAscii(d) ? d.toLowerCase() : domainToASCII(d);
 }
 
 export function isAscii(text: string): boolean {

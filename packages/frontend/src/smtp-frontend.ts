@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { BlockList } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { MessageCollector } from './message-check.js';
-import { acceptProxyFrom } from './smtp-patches.js';
+import { acceptProxyFrom, written } from './smtp-patches.js';
 import { receivedHeader } from './received.js';
 
 export interface SmtpFrontendOptions {
@@ -141,7 +141,7 @@ export class SmtpFrontend implements Service {
 
   private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     if (this._state === 'stopping') return refuse(Replies.shuttingDown());
-    if (address.address && !isAscii(address.address) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
+    if (address.address && !isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
     // Backpressure: a full queue (or disk) refuses new mail rather than growing without bound.
     const full = await this.options.intake.room();
@@ -154,7 +154,7 @@ export class SmtpFrontend implements Service {
 
   private async checkRecipient(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     const rcpt = address.address;
-    if (!isAscii(rcpt) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(rcpt));
+    if (!isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(rcpt));
     // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
     const verdict = await this.options.intake.recipient(rcpt, { mayRelay: this.mayRelay(session) });
     if (verdict.kind !== 'accept') {

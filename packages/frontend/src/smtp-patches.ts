@@ -15,6 +15,9 @@ import { inNetworks } from '@mailgrid/core';
  *
  * 3. PROXY peers (`acceptProxyFrom`, per server): smtp-server's `useProxy` takes exact
  *    addresses only; the balancers are given as addresses or CIDR blocks.
+ * 4. The address as written. smtp-server turns `xn--` A-labels into Unicode, after which an
+ *    ASCII address a client wrote looks like a UTF-8 one; `written(address)` gives what the
+ *    client sent, so SMTPUTF8 is required only for what really is UTF-8.
  *
  * Each is checked against the library's source at load time so an upgrade that changes
  * them fails loudly instead of silently losing the patch.
@@ -54,4 +57,17 @@ export function acceptProxyFrom(server: SMTPServer, balancers: BlockList): void 
   if (typeof s._expectsProxyHeader !== 'function') throw new Error('smtp-server changed SMTPServer#_expectsProxyHeader; review smtp-patches.ts');
   s.options.useProxy = true;
   s._expectsProxyHeader = (socket) => inNetworks(balancers, socket.remoteAddress ?? '');
+}
+
+const originalParse: Function = proto._parseAddressCommand;
+if (typeof originalParse !== 'function' || originalParse.length !== 2) throw new Error('smtp-server changed SMTPConnection#_parseAddressCommand; review smtp-patches.ts');
+proto._parseAddressCommand = function parseAddressCommand(this: unknown, name: unknown, command: unknown) {
+  const parsed = originalParse.call(this, name, command);
+  if (parsed) parsed.written = /<([^<>]*)>/.exec(String(command))?.[1] ?? parsed.address;
+  return parsed;
+};
+
+/** The address of a MAIL or RCPT command as the client wrote it (before smtp-server's Unicode conversion). */
+export function written(address: { address: string }): string {
+  return (address as { written?: string }).written ?? address.address;
 }

@@ -30,9 +30,14 @@ export class Router {
     return this.directory.revision;
   }
 
-  async route(address: string): Promise<Route> {
-    const parsed = parseAddress(address);
-    if (!parsed) return { kind: 'unknown', address, reason: Replies.badAddress(address) };
+  /**
+   * Routes `given`. The route's `address` is its canonical form (the domain as lower-case
+   * A-labels), the one queued, relayed and written in trace headers.
+   */
+  async route(given: string): Promise<Route> {
+    const parsed = parseAddress(given);
+    if (!parsed) return { kind: 'unknown', address: given, reason: Replies.badAddress(given) };
+    const address = `${parsed.local}@${parsed.domain}`;
     let res: Resolution;
     try {
       res = await withTimeout(this.directory.resolve(parsed), this.lookupTimeoutMs, () => Replies.lookupFailed(address));
