@@ -115,3 +115,90 @@ describe('internationalised domains are one domain in whichever form they are wr
     }
   });
 });
+
+describe('postmaster', () => {
+  let node: NodeHandle;
+  let mailbox: MailboxProbe;
+  const deliver = async (rcpt: string, subject: string) => {
+    const s = await SmtpTranscript.open(node.smtpPort);
+    try {
+      await s.expect('220');
+      await s.send('EHLO client.test', '250');
+      await s.send('MAIL FROM:<x@sender.test>', '250');
+      await s.send(`RCPT TO:<${rcpt}>`, '250');
+      await s.send('DATA', '354');
+      s.write(`Subject: ${subject}\r\n\r\nfor the postmaster\r\n.\r\n`);
+      return await s.expect('250');
+    } finally {
+      s.close();
+    }
+  };
+  const subjects = async (account: string) =>
+    Promise.all((await mailbox.list(account)).map(async (m) => /Subject: (.*)/.exec((await mailbox.fetch(account, m.uid)).toString())?.[1]));
+
+  before(async () => {
+    const first = await startNode();
+    await first.cli('domain', 'add', 'example.test');
+    await first.cli('account', 'add', 'bob@example.test');
+    await first.cli('account', 'add', 'alice@example.test');
+    await first.stop();
+    // Started again on the same data: the start-up check sees the domain.
+    node = await startNode({ dataDir: first.dataDir });
+    mailbox = new MailboxProbe(`127.0.0.1:${node.grpcPort}`);
+  });
+  after(async () => {
+    mailbox.close();
+    await node.stop();
+  });
+
+  it('warns at start that the postmaster of a domain falls back to its first account', () => {
+    assert.ok(node.logs.some((l) => l.event === 'postmaster.first-account' && l.domain === 'example.test' && l.account === 'alice@example.test'), 'warned');
+  });
+
+  it('accepts postmaster@ a hosted domain and bare postmaster, for the first account', async () => {
+    await deliver('postmaster@example.test', 'pm-domain');
+    await deliver('Postmaster', 'pm-bare');
+    assert.deepEqual((await subjects('alice@example.test')).sort(), ['pm-bare', 'pm-domain']);
+  });
+
+  it('takes a quoted local part for the same mailbox', async () => {
+    await deliver('"bob"@example.test', 'quoted');
+    assert.deepEqual(await subjects('bob@example.test'), ['quoted']);
+  });
+
+  it('follows an alias postmaster@ the domain', async () => {
+    assert.equal((await node.cli('alias', 'add', 'postmaster@example.test', 'bob@example.test')).code, 0);
+    await deliver('postmaster@example.test', 'pm-alias');
+    assert.ok((await subjects('bob@example.test')).includes('pm-alias'));
+  });
+});
+
+describe('postmaster setting', () => {
+  it('sends postmaster mail of every hosted domain to the configured account', async () => {
+    const node = await startNode({ env: { MAILGRID_POSTMASTER: 'bob@example.test' } });
+    const mailbox = new MailboxProbe(`127.0.0.1:${node.grpcPort}`);
+    try {
+      await node.cli('domain', 'add', 'example.test');
+      await node.cli('domain', 'add', 'other.test');
+      await node.cli('account', 'add', 'alice@example.test');
+      await node.cli('account', 'add', 'bob@example.test');
+      await node.cli('account', 'add', 'carol@other.test');
+      for (const rcpt of ['postmaster@example.test', 'postmaster@other.test', 'postmaster']) {
+        const s = await SmtpTranscript.open(node.smtpPort);
+        await s.expect('220');
+        await s.send('EHLO client.test', '250');
+        await s.send('MAIL FROM:<x@sender.test>', '250');
+        await s.send(`RCPT TO:<${rcpt}>`, '250');
+        await s.send('DATA', '354');
+        s.write(`Subject: ${rcpt}\r\n\r\nx\r\n.\r\n`);
+        await s.expect('250');
+        s.close();
+      }
+      assert.equal((await mailbox.list('bob@example.test')).length, 3);
+      assert.equal((await mailbox.list('alice@example.test')).length, 0);
+    } finally {
+      mailbox.close();
+      await node.stop();
+    }
+  });
+});

@@ -48,6 +48,8 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   private readonly badAccounts = new Set<string>();
   private readonly badAliases = new Set<string>();
   private readonly badDomains = new Set<string>();
+  /** The first account of a domain, once asked for; dropped when it goes, found again when asked. */
+  private readonly firstAccounts = new Map<string, string>();
   private readonly watch: PrefixWatch;
 
   constructor(
@@ -62,7 +64,7 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
       log,
       handler: {
         reset: () => {
-          for (const c of [this.domains, this.accounts, this.aliases, this.badAccounts, this.badAliases, this.badDomains]) c.clear();
+          for (const c of [this.domains, this.accounts, this.aliases, this.badAccounts, this.badAliases, this.badDomains, this.firstAccounts]) c.clear();
         },
         put: (kv) => this.put(kv),
         delete: (kv) => this.remove(kv, false),
@@ -114,6 +116,21 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     return this.domains.has(address.domain) ? { kind: 'unknown-user' } : { kind: 'foreign' };
   }
 
+  async hostedDomains(): Promise<string[]> {
+    return [...this.domains].sort();
+  }
+
+  async firstAccount(domain: string): Promise<string | undefined> {
+    let first = this.firstAccounts.get(domain);
+    if (first === undefined) {
+      // Postmaster mail is rare: one pass over the cache, remembered until that account goes.
+      const suffix = '@' + domain;
+      for (const address of this.accounts.keys()) if (address.endsWith(suffix) && (first === undefined || address < first)) first = address;
+      if (first !== undefined) this.firstAccounts.set(domain, first);
+    }
+    return first;
+  }
+
   // --- cache -------------------------------------------------------------------------
 
   /** Throws (for the watch to log) when the value does not parse. */
@@ -127,6 +144,9 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     } else if (e.type === 'accounts') {
       this.accounts.set(e.address, this.intern(jsonValue(accountValue, kv).group));
       this.badAccounts.delete(e.address);
+      const domain = e.address.slice(e.address.lastIndexOf('@') + 1);
+      const first = this.firstAccounts.get(domain);
+      if (first !== undefined && e.address < first) this.firstAccounts.set(domain, e.address);
     } else {
       this.aliases.set(e.address, jsonValue(aliasValue, kv).target);
       this.badAliases.delete(e.address);
@@ -142,6 +162,10 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     values.delete(name);
     if (bad) invalid.add(name);
     else invalid.delete(name);
+    if (e.type === 'accounts') {
+      const domain = name.slice(name.lastIndexOf('@') + 1);
+      if (this.firstAccounts.get(domain) === name) this.firstAccounts.delete(domain);
+    }
   }
 
   /**

@@ -23,12 +23,22 @@ export function parseAddress(input: string): Address | undefined {
   const text = input.trim();
   const at = text.lastIndexOf('@');
   if (at <= 0 || at === text.length - 1 || text.length > 254) return undefined;
-  const local = text.slice(0, at);
+  const local = unquoted(text.slice(0, at));
   const domain = normalizeDomain(text.slice(at + 1));
   if (local.length > 64 || !LOCAL_RE.test(local)) return undefined;
-  if (local.startsWith('.') || local.endsWith('.') || local.includes('..')) return undefined;
+  if (!local.startsWith('"') && (local.startsWith('.') || local.endsWith('.') || local.includes('..'))) return undefined;
   if (!isDomain(domain)) return undefined;
   return { local, domain, key: `${local.toLowerCase()}@${domain}` };
+}
+
+/**
+ * A quoted local part that says the same as a plain one is that one (RFC 5321 §4.1.2:
+ * `"alice"` and `alice` are one mailbox); one that needs its quotes keeps them.
+ */
+function unquoted(local: string): string {
+  if (!(local.length > 1 && local.startsWith('"') && local.endsWith('"'))) return local;
+  const plain = local.slice(1, -1).replace(/\\(.)/g, '$1');
+  return /^[^\s"(),:;<>@[\\\]\x00-\x1f\x7f]+$/u.test(plain) && !plain.startsWith('.') && !plain.endsWith('.') && !plain.includes('..') ? plain : local;
 }
 
 /** A canonical domain name (see `normalizeDomain`) of LDH labels. */

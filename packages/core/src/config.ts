@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { parseNetworks } from './address.js';
+import { parseAddress, parseNetworks } from './address.js';
 
 /**
  * The one config pipeline: defaults → file → MAILGRID_* environment → flags, then
@@ -112,6 +112,11 @@ export const configSchema = z.strictObject({
   }),
   /** How long stop() waits for sessions and calls under way on SIGTERM. */
   drainMs: z.number().int().min(0),
+  /**
+   * The account that gets `postmaster` and `postmaster@<hosted domain>` mail when the domain
+   * has no account or alias of that name. Empty: the domain's first account.
+   */
+  postmaster: z.string().refine((a) => a === '' || parseAddress(a) !== undefined, 'an address or empty'),
 }).superRefine((c, ctx) => {
   if (c.smtp.proxyProtocol && !c.smtp.proxyFrom.trim())
     ctx.addIssue({
@@ -172,6 +177,7 @@ export function defaults(): Config {
     delivery: { inline: true, timeoutMs: 60_000, chunkBytes: 64 * 1024 },
     backend: { group: 'default' },
     drainMs: 30_000,
+    postmaster: '',
   };
 }
 
@@ -289,6 +295,7 @@ export const LIVE_SETTINGS = [
   'queue.maxMessages',
   'queue.maxBytes',
   'queue.minFreeBytes',
+  'postmaster',
 ] as const;
 
 /**

@@ -80,6 +80,8 @@ export const Replies = {
   /** A backend that does not know a recipient yet, while its directory is behind the sender's. */
   directoryBehind: (address: string) =>
     temporary('DIRECTORY_BEHIND', 451, '4.4.3', `<${address}>: Directory not yet current here, try again later`),
+  noPostmaster: (address: string) =>
+    temporary('NO_POSTMASTER', 451, '4.3.0', `<${address}>: No postmaster account is set here yet, try again later`),
   wrongGroup: (address: string) =>
     temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
 

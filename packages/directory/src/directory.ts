@@ -15,6 +15,10 @@ export type Resolution =
  */
 export interface Directory {
   resolve(address: Address): Promise<Resolution>;
+  /** Hosted domains, in order. */
+  hostedDomains(): Promise<string[]>;
+  /** The account of a domain that sorts first (where its postmaster mail goes when nothing else is set). */
+  firstAccount(domain: string): Promise<string | undefined>;
   /**
    * How current the answers are: every directory change up to this revision has been
    * applied. Two nodes' revisions compare (etcd revisions in a cluster, a change counter in

@@ -47,6 +47,14 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
     return this.domains.get(address.domain) ? { kind: 'unknown-user' } : { kind: 'foreign' };
   }
 
+  async hostedDomains(): Promise<string[]> {
+    return [...this.domains.getKeys()];
+  }
+
+  async firstAccount(domain: string): Promise<string | undefined> {
+    return this.accountKeys(domain).sort()[0];
+  }
+
   async addDomain(domain: string): Promise<void> {
     const d = checkedDomain(domain);
     await this.edit(() => {

@@ -34,7 +34,7 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
   const log = deps.log.child({ component: 'queue' });
   const path = queuePath(config);
   const store = new QueueStore(path);
-  const router = new Router(deps.directory);
+  const router = new Router(deps.directory, { postmaster: () => current().postmaster });
   const channel = new DeliveryChannel({ groups: deps.groups, timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId });
   let runner: QueueRunner | undefined;
   const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake() });
@@ -73,7 +73,39 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
         await store.close();
       }),
       runner,
+      postmasterCheck(router, deps.directory, log),
     ],
     grpc: [queueService(store, config.nodeId, wake)],
+  };
+}
+
+/**
+ * At start, a warning for every hosted domain whose postmaster mail falls back to its first
+ * account (no account or alias `postmaster@`, no `postmaster` setting), or has nowhere to go.
+ */
+function postmasterCheck(router: Router, directory: Directory, log: Logger): Service {
+  let state: Service['state'] = 'new';
+  return {
+    name: 'postmaster-check',
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+      try {
+        for (const domain of await directory.hostedDomains()) {
+          if ((await directory.resolve({ local: 'postmaster', domain, key: `postmaster@${domain}` })).kind === 'account') continue;
+          const { account, via } = await router.postmasterOf(domain);
+          if (!account) log.warn({ event: 'postmaster.none', domain }, `postmaster@${domain} has nowhere to go: add an account, an alias postmaster@${domain}, or set postmaster`);
+          else if (via === 'first-account')
+            log.warn({ event: 'postmaster.first-account', domain, account }, `postmaster@${domain} goes to ${account}, the domain's first account: set postmaster or add an alias`);
+        }
+      } catch (err) {
+        log.debug({ event: 'postmaster.check-failed', err }, 'postmaster check skipped');
+      }
+    },
+    async stop() {
+      state = 'stopped';
+    },
   };
 }

@@ -1,5 +1,5 @@
 import { MailError, parseAddress, Replies } from '@mailgrid/core';
-import type { Directory, Resolution } from '@mailgrid/directory';
+import type { Directory } from '@mailgrid/directory';
 import { withTimeout } from './verdict.js';
 
 /** An account of a hosting group, as resolved at directory `revision`. */
@@ -23,7 +23,14 @@ const LOOKUP_TIMEOUT_MS = 5_000;
  * queue runner, a DSN, and later submission, Submit and Sieve.
  */
 export class Router {
-  constructor(private readonly directory: Directory, private readonly lookupTimeoutMs = LOOKUP_TIMEOUT_MS) {}
+  constructor(
+    private readonly directory: Directory,
+    private readonly options: {
+      /** The `postmaster` setting: where postmaster mail goes when its domain has no such account or alias. */
+      postmaster?: () => string;
+      lookupTimeoutMs?: number;
+    } = {},
+  ) {}
 
   /** The directory revision answers are given at now. */
   get revision(): number {
@@ -35,25 +42,64 @@ export class Router {
    * A-labels), the one queued, relayed and written in trace headers.
    */
   async route(given: string): Promise<Route> {
+    // RFC 5321 §4.5.1: `postmaster`, without a domain, is always accepted.
+    if (given.trim().toLowerCase() === 'postmaster') return this.postmaster('postmaster');
     const parsed = parseAddress(given);
     if (!parsed) return { kind: 'unknown', address: given, reason: Replies.badAddress(given) };
     const address = `${parsed.local}@${parsed.domain}`;
-    let res: Resolution;
     try {
-      res = await withTimeout(this.directory.resolve(parsed), this.lookupTimeoutMs, () => Replies.lookupFailed(address));
-    } catch (err) {
-      // A lookup that failed is never a definite answer.
-      const reason = MailError.is(err) && err.retryable ? err : Replies.lookupFailed(address, err);
-      return { kind: 'tempfail', address, reason };
+      const res = await this.resolve(address, () => this.directory.resolve(parsed));
+      switch (res.kind) {
+        case 'account':
+          // Read after the lookup: a revision that overstates only makes a backend more careful.
+          return { kind: 'local', address, account: res.account, group: res.group, revision: this.directory.revision };
+        case 'unknown-user':
+          // And postmaster@ every hosted domain, whether or not an account has that name.
+          if (parsed.local.toLowerCase() === 'postmaster') return this.postmaster(address, parsed.domain);
+          return { kind: 'unknown', address, reason: Replies.unknownUser(address) };
+        case 'foreign':
+          return { kind: 'relay', address, domain: parsed.domain };
+      }
+    } catch (reason) {
+      return { kind: 'tempfail', address, reason: reason as MailError };
     }
-    switch (res.kind) {
-      case 'account':
-        // Read after the lookup: a revision that overstates only makes a backend more careful.
-        return { kind: 'local', address, account: res.account, group: res.group, revision: this.directory.revision };
-      case 'unknown-user':
-        return { kind: 'unknown', address, reason: Replies.unknownUser(address) };
-      case 'foreign':
-        return { kind: 'relay', address, domain: parsed.domain };
+  }
+
+  /**
+   * The account postmaster mail goes to when no account or alias of that name exists: the
+   * `postmaster` setting, else the first account of the domain (for a bare `postmaster`:
+   * `postmaster@` the first hosted domain, or its first account). `via` says which.
+   */
+  async postmasterOf(domain?: string): Promise<{ account?: string; via: 'setting' | 'account' | 'first-account' }> {
+    const setting = this.options.postmaster?.();
+    if (setting) return { account: parseAddress(setting)?.key, via: 'setting' };
+    const d = domain ?? (await this.directory.hostedDomains())[0];
+    if (d === undefined) return { via: 'first-account' };
+    if (domain === undefined) {
+      const named = await this.directory.resolve(parseAddress(`postmaster@${d}`)!);
+      if (named.kind === 'account') return { account: named.account, via: 'account' };
+    }
+    return { account: await this.directory.firstAccount(d), via: 'first-account' };
+  }
+
+  private async postmaster(address: string, domain?: string): Promise<Route> {
+    try {
+      const { account } = await this.resolve(address, () => this.postmasterOf(domain));
+      const target = account ? parseAddress(account) : undefined;
+      const res = target ? await this.resolve(address, () => this.directory.resolve(target)) : undefined;
+      if (res?.kind !== 'account') return { kind: 'tempfail', address, reason: Replies.noPostmaster(address) };
+      return { kind: 'local', address, account: res.account, group: res.group, revision: this.directory.revision };
+    } catch (reason) {
+      return { kind: 'tempfail', address, reason: reason as MailError };
+    }
+  }
+
+  /** A directory lookup with a deadline; any failure is a temporary MailError, never a definite answer. */
+  private async resolve<T>(address: string, lookup: () => Promise<T>): Promise<T> {
+    try {
+      return await withTimeout(lookup(), this.options.lookupTimeoutMs ?? LOOKUP_TIMEOUT_MS, () => Replies.lookupFailed(address));
+    } catch (err) {
+      throw MailError.is(err) && err.retryable ? err : Replies.lookupFailed(address, err);
     }
   }
 }
