@@ -129,11 +129,14 @@ describe('queue limit and queue admin', () => {
 });
 
 describe('queue lifetime', () => {
-  it('sends one delay notice, then bounces at the end of the queue lifetime', async () => {
+  it('sends one delay notice, then bounces at the end of the queue lifetime with the last remote reply', async (t) => {
+    // The next hop keeps deferring: its own reply is what the bounce reports.
+    const sink = await startSink({ reject: () => '451 4.3.0 Greylisted, try again later' });
+    t.after(() => sink.close());
     const node = await startNode({
       env: {
         MAILGRID_SMTP_TRUSTED_NETWORKS: '127.0.0.1',
-        MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${await freePort()}`,
+        MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${sink.port}`,
         MAILGRID_QUEUE_MIN_RETRY_MS: '200',
         MAILGRID_QUEUE_MAX_RETRY_MS: '300',
         MAILGRID_QUEUE_DELAY_WARNING_MS: '600',
@@ -155,8 +158,8 @@ describe('queue lifetime', () => {
       );
       assert.equal(reports.length, 2, 'exactly one delay notice and one bounce');
       assert.match(reports[0], /Subject: Delayed Mail \(still being retried\)[\s\S]*Action: delayed[\s\S]*Will-Retry-Until: /);
-      assert.match(reports[1], /Subject: Undelivered Mail Returned to Sender[\s\S]*Action: failed\r\nStatus: 5\.4\.7/);
-      assert.match(reports[1], /Diagnostic-Code: smtp; 554 5\.4\.7 Delivery time expired; last error: 451 /);
+      assert.match(reports[1], /Subject: Undelivered Mail Returned to Sender[\s\S]*Action: failed\r\nStatus: 5\.4\.7\r\nRemote-MTA: dns; 127\.0\.0\.1\r\n/);
+      assert.match(reports[1], /Diagnostic-Code: smtp; 451 4\.3\.0 Greylisted, try again later\r\n/);
       assert.equal(JSON.parse((await node.cli('queue', 'list', '--json')).stdout).length, 0);
     } finally {
       mailbox.close();

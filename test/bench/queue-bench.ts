@@ -37,9 +37,12 @@ async function main() {
     Array.from({ length: C }, async () => {
       while (next < N) {
         const i = next++;
-        await store.enqueue({ id: `m${String(i).padStart(8, '0')}`, mailFrom: 'a@x.test', receivedAt: Date.now(), size: body.length, origin: 'bench' }, body, [
-          { address: `r${i}@y.test`, route: 'relay', queuedAt: Date.now(), nextAttemptAt: far + i },
-        ]);
+        await store.enqueue({
+          message: { id: `m${String(i).padStart(8, '0')}`, mailFrom: 'a@x.test', receivedAt: Date.now(), size: body.length, origin: 'bench' },
+          body,
+          recipients: [{ address: `r${i}@y.test`, route: 'relay', queuedAt: Date.now(), nextAttemptAt: far + i }],
+        });
+        await store.flushed();
         if ((i + 1) % STEP === 0) {
           const now = process.hrtime.bigint();
           enqueueRates.push(Math.round(STEP / (Number(now - t) / 1e9)));
@@ -56,9 +59,11 @@ async function main() {
   for (let i = 0; i < due; i += C) {
     await Promise.all(
       Array.from({ length: Math.min(C, due - i) }, (_, j) =>
-        store.enqueue({ id: `due${i + j}`, mailFrom: 'a@x.test', receivedAt: Date.now(), size: body.length, origin: 'bench' }, body, [
-          { address: `d${i + j}@y.test`, route: 'relay', queuedAt: Date.now(), nextAttemptAt: Date.now() },
-        ]),
+        store.enqueue({
+          message: { id: `due${i + j}`, mailFrom: 'a@x.test', receivedAt: Date.now(), size: body.length, origin: 'bench' },
+          body,
+          recipients: [{ address: `d${i + j}@y.test`, route: 'relay', queuedAt: Date.now(), nextAttemptAt: Date.now() }],
+        }).then(() => store.flushed()),
       ),
     );
   }
@@ -69,6 +74,7 @@ async function main() {
     if (!batch.length) break;
     scanned += batch.length;
     await store.settle(batch.map((recipient) => ({ recipient, done: true })));
+    await store.flushed();
   }
   const dueRate = Math.round(scanned / (Number(process.hrtime.bigint() - scanStart) / 1e9));
   console.log(`due now  ${scanned} of ${store.messageCount + scanned} queued  taken and settled at ${dueRate} msgs/s`);
@@ -85,6 +91,7 @@ async function main() {
     const parts: (typeof batch)[] = [];
     for (let i = 0; i < batch.length; i += 1000) parts.push(batch.slice(i, i + 1000));
     await Promise.all(parts.map((p) => store.settle(p.map((recipient) => ({ recipient, done: true })))));
+    await store.flushed();
     drained += batch.length;
     if (drained - mark >= STEP || store.messageCount === 0) {
       const now = process.hrtime.bigint();

@@ -1,10 +1,11 @@
 import { connectEtcd, Keys, readPrefix, singleEtcdArgs } from '@mailgrid/cluster';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@mailgrid/core';
 import { CliError } from './errors.js';
 import { haproxyConfig } from './haproxy-config.js';
 
@@ -238,11 +239,10 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
 }
 
 /**
- * Starts one process on ports chosen now and waits until `ready`. The ports come from below
- * the kernel's ephemeral range, which outgoing connections and other programs' port-0
- * binds draw from, so nothing on a busy machine takes them between the choice and the
- * bind. If something did anyway (a server on a fixed port there), the process is started
- * again on new ones.
+ * Starts one process on ports chosen now (freePort: from below the kernel's ephemeral
+ * range, so nothing on a busy machine takes them before the bind) and waits until `ready`.
+ * If something did take one anyway (a server on a fixed port there), the process is
+ * started again on new ones.
  */
 async function startProcess(
   state: ClusterState,
@@ -255,7 +255,7 @@ async function startProcess(
 ): Promise<ProcessEntry> {
   for (let attempt = 1; ; attempt++) {
     const ports: Record<string, number> = {};
-    for (const name of names) ports[name] = await quietPort(reserved);
+    for (const name of names) ports[name] = await freePort(reserved);
     const p = launch(make(ports));
     state.processes.push(p);
     writeState(state, cwd);
@@ -270,28 +270,6 @@ async function startProcess(
       rmSync(p.log, { force: true });
     }
   }
-}
-
-/** A free port below the kernel's ephemeral range (20000–32767 with Linux's default range). */
-async function quietPort(avoid: Set<number>): Promise<number> {
-  const low = Number(/^(\d+)/.exec(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? 32768);
-  const [from, to] = [Math.max(1024, low - 12_768), low - 1];
-  for (let i = 0; i < 200; i++) {
-    const port = from + Math.floor(Math.random() * (to - from + 1));
-    if (!avoid.has(port) && (await canBind(port))) {
-      avoid.add(port);
-      return port;
-    }
-  }
-  throw new CliError(`no free port found between ${from} and ${to}`);
-}
-
-function canBind(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const srv = createServer();
-    srv.once('error', () => res(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
-  });
 }
 
 function entry(state: ClusterState, id: string): ProcessEntry {

@@ -85,6 +85,9 @@ export const Replies = {
   wrongGroup: (address: string) =>
     temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
 
+  /** A MAIL or RCPT parameter this server did not advertise in EHLO (RFC 5321 §4.1.1.11, RFC 1869). */
+  parameterNotOffered: (name: string) => permanent('PARAMETER_NOT_OFFERED', 555, '5.5.4', `${name} parameter not recognized or not implemented`),
+
   // --- messages ----------------------------------------------------------------------------
   messageTooBig: (max: number) => permanent('MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${max} bytes`),
   badLineEndings: () =>
@@ -102,6 +105,7 @@ export const Replies = {
     temporary('UNIMPLEMENTED', 451, '4.3.0', `${what}: the service is not offered there, try again later`, cause),
   storageFailed: (cause?: unknown) => temporary('STORAGE_FAILED', 451, '4.3.0', 'Mail store error, try again later', cause),
   queueFull: () => temporary('QUEUE_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
+  duplicateQueueId: (id: string) => temporary('DUPLICATE_QUEUE_ID', 451, '4.3.0', `Queue id ${id} is taken, try again later`),
   shuttingDown: () => temporary('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
   /** A delivery-channel request that does not add up: never a bounce, the sender tries again. */
   malformedRequest: (what: string) => temporary('MALFORMED_REQUEST', 451, '4.3.0', `Malformed delivery request (${what}), try again later`),

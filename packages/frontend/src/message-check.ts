@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { Writable } from 'node:stream';
 
 const CR = 0x0d;
@@ -14,6 +15,8 @@ export class MessageCollector extends Writable {
   bytes = 0;
   /** First offending byte's offset, or -1. */
   badAt = -1;
+  /** A byte over 127 was seen: the message is 8-bit, whatever the client declared. */
+  eightBit = false;
   private last = LF;
 
   constructor(private readonly keepLimit: number) {
@@ -25,6 +28,7 @@ export class MessageCollector extends Writable {
       const bad = findBadByte(chunk, this.last);
       if (bad >= 0) this.badAt = this.bytes + bad;
     }
+    if (!this.eightBit && !isAscii(chunk)) this.eightBit = true;
     this.last = chunk.length ? chunk[chunk.length - 1] : this.last;
     this.bytes += chunk.length;
     // Over the limit or already refused: keep reading so the session stays in sync, drop the bytes.

@@ -1,6 +1,6 @@
 import './smtp-patches.js';
 import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
-import { accept, newMessageId, refuse, type Intake, type Route, type Verdict } from '@mailgrid/mailflow';
+import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import type { BlockList } from 'node:net';
@@ -50,6 +50,8 @@ export class SmtpFrontend implements Service {
       resolver: new Resolver({ timeout: smtp.reverseDnsTimeoutMs, tries: 1 }),
       useProxy: smtp.proxyProtocol,
       hideENHANCEDSTATUSCODES: false,
+      // DSN (RFC 3461): NOTIFY, RET, ENVID and ORCPT are honoured in the reports mailgrid makes.
+      hideDSN: false,
       authOptional: true,
       // AUTH arrives with submission; STARTTLS only with a configured certificate.
       disabledCommands: smtp.tlsKeyFile ? ['AUTH'] : ['AUTH', 'STARTTLS'],
@@ -141,6 +143,8 @@ export class SmtpFrontend implements Service {
 
   private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     if (this._state === 'stopping') return refuse(Replies.shuttingDown());
+    const unknown = notOffered(address, MAIL_PARAMETERS);
+    if (unknown) return refuse(Replies.parameterNotOffered(unknown));
     if (address.address && !isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
     // Backpressure: a full queue (or disk) refuses new mail rather than growing without bound.
@@ -154,6 +158,8 @@ export class SmtpFrontend implements Service {
 
   private async checkRecipient(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
     const rcpt = address.address;
+    const unknown = notOffered(address, RCPT_PARAMETERS);
+    if (unknown) return refuse(Replies.parameterNotOffered(unknown));
     if (!isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(rcpt));
     // Only trusted networks (and, later, authenticated users) may relay: never an open relay.
     const verdict = await this.options.intake.recipient(rcpt, { mayRelay: this.mayRelay(session) });
@@ -190,7 +196,8 @@ export class SmtpFrontend implements Service {
     }
     const id = newMessageId();
     const receivedAt = Date.now();
-    const recipients = session.envelope.rcptTo.map((a) => this.routes.get(a)!).filter(Boolean);
+    const accepted = session.envelope.rcptTo.filter((a) => this.routes.has(a));
+    const recipients = accepted.map((a) => this.routes.get(a)!);
     const header = receivedHeader({
       helo: session.hostNameAppearsAs || 'unknown',
       clientHostname: session.clientHostname,
@@ -210,9 +217,22 @@ export class SmtpFrontend implements Service {
       session: session.id,
       mayRelay: this.mayRelay(session),
       log,
+      envid: session.envelope.dsn?.envid ?? undefined,
+      ret: (session.envelope.dsn?.ret as 'FULL' | 'HDRS' | null | undefined) ?? undefined,
+      dsn: accepted.map((a) => (a.dsn ? { notify: a.dsn.notify as Notify[] | undefined, orcpt: a.dsn.orcpt } : undefined)),
+      eightBit: collector.eightBit || (session.envelope as { bodyType?: string }).bodyType === '8bitmime',
     });
     return result.reply;
   }
+}
+
+/** What EHLO offers on MAIL and RCPT (SIZE, 8BITMIME, SMTPUTF8, DSN); anything else is refused. */
+const MAIL_PARAMETERS = ['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID'];
+const RCPT_PARAMETERS = ['NOTIFY', 'ORCPT'];
+
+/** The first parameter of a command that was not offered, if any. */
+function notOffered(address: SMTPServerAddress, offered: string[]): string | undefined {
+  return Object.keys((address as { args?: Record<string, unknown> }).args || {}).find((k) => !offered.includes(k.toUpperCase()));
 }
 
 /** Settles an smtp-server hook from a verdict (MAIL, RCPT: smtp-server words its own 250). */

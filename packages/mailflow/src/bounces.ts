@@ -1,23 +1,23 @@
 import type { Logger } from '@mailgrid/core';
-import { buildDsn, type DsnRecipient, type QueuedMessage } from '@mailgrid/queue';
-import type { Accepted, Submission } from './intake.js';
+import { buildDsn, type DsnRecipient, type QueueEntry, type QueuedMessage } from '@mailgrid/queue';
+import type { Prepared, Submission } from './intake.js';
+import { newMessageId } from './message-id.js';
 
 /**
- * Delivery status notifications to senders. A DSN is mail made on this node, so it enters
- * through Intake like any other message: routed, queued, delivered to a local sender's
- * mailbox or relayed to a remote one. Never to the null sender, and never about a DSN:
- * that is how bounce loops start.
+ * Delivery status notifications to senders (RFC 3464, honouring RFC 3461's ENVID, RET and
+ * ORCPT). A DSN is mail made on this node, so it is routed through Intake like any other
+ * message (to a local sender's mailbox, or relayed to a remote one), and handed back as a
+ * queue entry for the Dispatcher to write in the same transaction as the change it reports.
+ * Never to the null sender, and never about a DSN: that is how bounce loops start.
  */
 export class Bounces {
-  constructor(private readonly options: { accept: (s: Submission) => Promise<Accepted>; hostname: string; log: Logger }) {}
+  constructor(private readonly options: { prepare: (s: Submission) => Promise<Prepared>; hostname: string; log: Logger }) {}
 
-  /** Resolves once the DSN is stored or durably queued (or needs none); throws if it cannot be queued now. */
-  readonly notify = async (original: QueuedMessage, body: Buffer, recipients: DsnRecipient[]): Promise<void> => {
-    if (!recipients.length) return;
+  readonly bounce = async (original: QueuedMessage, body: Buffer, recipients: DsnRecipient[]): Promise<QueueEntry | undefined> => {
     const log = this.options.log;
     if (!original.mailFrom || original.isDsn) {
       log.info({ event: 'queue.dsn-suppressed', messageId: original.id, rcpts: recipients.map((r) => r.address) }, 'no DSN for a null sender');
-      return;
+      return undefined;
     }
     const { hostname } = this.options;
     const dsn = buildDsn({
@@ -26,22 +26,17 @@ export class Bounces {
       to: original.mailFrom,
       queueId: original.id,
       arrivalDate: original.receivedAt,
-      originalHeaders: body,
+      envid: original.envid,
+      ret: original.ret,
+      original: body,
       recipients,
     });
-    const result = await this.options.accept({
-      id: `${original.id}.${recipients[0].action === 'failed' ? 'B' : 'D'}${Date.now().toString(36)}`,
-      mailFrom: '',
-      recipients: [original.mailFrom],
-      body: dsn,
-      isDsn: true,
-      mayRelay: true,
-    });
-    if (result.accepted) return;
-    if (result.reply.code >= 500) {
-      log.warn({ event: 'queue.dsn-undeliverable', messageId: original.id, to: original.mailFrom, reply: result.reply }, 'the sender cannot be reached; DSN dropped');
-      return;
+    const prepared = await this.options.prepare({ id: newMessageId(), mailFrom: '', recipients: [original.mailFrom], body: dsn, isDsn: true, mayRelay: true });
+    if (!prepared.kept.length) {
+      const reason = prepared.routes[0]?.kind === 'unknown' ? prepared.routes[0].reason.reply : undefined;
+      log.warn({ event: 'queue.dsn-undeliverable', messageId: original.id, to: original.mailFrom, reply: reason }, 'the sender cannot be reached; DSN dropped');
+      return undefined;
     }
-    throw new Error(`DSN not queued: ${result.reply.code} ${result.reply.enhanced} ${result.reply.text}`);
+    return prepared.entry;
   };
 }

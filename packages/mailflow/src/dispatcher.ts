@@ -1,6 +1,6 @@
-import { Replies, type Logger, type SmtpReply } from '@mailgrid/core';
+import type { Logger, SmtpReply } from '@mailgrid/core';
 import type { Trace } from '@mailgrid/protocol';
-import { nextAttempt, type DsnRecipient, type MailQueue, type QueuedMessage, type QueuedRecipient, type Relay, type RetryPolicy } from '@mailgrid/queue';
+import { nextAttempt, type DsnRecipient, type MailQueue, type QueueEntry, type QueuedMessage, type QueuedRecipient, type Relay, type RetryPolicy } from '@mailgrid/queue';
 import type { DeliveryChannel } from './delivery-channel.js';
 import type { LocalRoute, Route, Router } from './router.js';
 
@@ -12,10 +12,21 @@ export interface Outcome {
   permanent: boolean;
   reply: SmtpReply;
   remoteMta?: string;
+  /** Stored here (final delivery), as opposed to handed to another server. */
+  local?: boolean;
+  /** Relayed to a next hop that took the DSN request along: it reports, not this node. */
+  dsnPassed?: boolean;
 }
 
-/** Sends the sender a report about failed or delayed recipients (a DSN, made through Intake). */
-export type Notify = (original: QueuedMessage, body: Buffer, recipients: DsnRecipient[]) => Promise<void>;
+/** What the sender asked to hear about (RFC 3461); without NOTIFY, failures and delays. */
+const wants = (r: QueuedRecipient, what: 'SUCCESS' | 'FAILURE' | 'DELAY') => (r.notify ? r.notify.includes(what) : what !== 'SUCCESS');
+
+/**
+ * The report (a DSN) about some recipients of a message, as a queue entry not yet written:
+ * made through Intake, written with the settle it reports on. Undefined when none is sent
+ * (a null sender, a report about a report, a sender that does not exist).
+ */
+export type Bounce = (original: QueuedMessage, body: Buffer, recipients: DsnRecipient[]) => Promise<QueueEntry | undefined>;
 
 /**
  * One attempt at some recipients of a queued message, and what follows from it. Local
@@ -33,7 +44,7 @@ export class Dispatcher {
       channel: DeliveryChannel;
       relay: Relay;
       policy: () => RetryPolicy;
-      notify: Notify;
+      bounce: Bounce;
       log: Logger;
     },
   ) {}
@@ -62,13 +73,25 @@ export class Dispatcher {
           trace,
         );
         results.forEach((res, i) =>
-          out.push({ recipient: list[i].r, delivered: res.outcome === 'STORED', permanent: res.outcome === 'PERMANENT_FAILURE', reply: res.reply }),
+          out.push({ recipient: list[i].r, delivered: res.outcome === 'STORED', permanent: res.outcome === 'PERMANENT_FAILURE', reply: res.reply, local: true }),
         );
       }),
       ...[...relay].map(async ([domain, list]) => {
-        const results = await this.options.relay.send(domain, message.mailFrom, list.map((r) => r.address), body);
+        const { mailFrom, envid, ret, eightBit } = message;
+        const results = await this.options.relay.send(
+          domain,
+          { mailFrom, body, envid, ret, eightBit },
+          list.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
+        );
         results.forEach((res, i) =>
-          out.push({ recipient: list[i], delivered: res.delivered, permanent: !res.delivered && res.reply.code >= 500, reply: res.reply, remoteMta: res.remoteMta }),
+          out.push({
+            recipient: list[i],
+            delivered: res.delivered,
+            permanent: !res.delivered && res.reply.code >= 500,
+            reply: res.reply,
+            remoteMta: res.remoteMta,
+            dsnPassed: res.dsnPassed,
+          }),
         );
       }),
     ];
@@ -77,64 +100,65 @@ export class Dispatcher {
   }
 
   /**
-   * Writes the outcome of one attempt: done, failed (DSN), or again later. Resolves once
-   * committed, with how many of these recipients stay queued; a caller that acknowledges
-   * them awaits `queue.flushed()`. `inline`: the attempt right after DATA, which Intake logs
-   * with the whole transaction.
+   * Writes the outcome of one attempt: done, failed, or again later, and in the same
+   * transaction the one report (DSN) of this pass about every recipient whose sender asked
+   * to hear about it (RFC 3461 NOTIFY; without it, failures and delays). Resolves once
+   * committed, telling whether anything is left to deliver (recipients still queued, or the
+   * report), which a caller that acknowledges awaits `queue.flushed()` for. `inline`: the
+   * attempt right after DATA, which Intake logs with the whole transaction.
    */
-  async record(message: QueuedMessage, body: Buffer, outcomes: Outcome[], inline = false): Promise<number> {
+  async record(message: QueuedMessage, body: Buffer, outcomes: Outcome[], inline = false): Promise<boolean> {
     const now = Date.now();
     const policy = this.options.policy();
-    const failed: DsnRecipient[] = [];
-    const delayed: DsnRecipient[] = [];
-    const changes = outcomes.map((o) => {
+    const report: DsnRecipient[] = [];
+    const changes = outcomes.map((o): { recipient: QueuedRecipient; done: boolean; failed?: boolean; warnedNow?: boolean } => {
       const r: QueuedRecipient = { ...o.recipient, attempts: o.recipient.attempts + 1, lastAttemptAt: now };
-      if (o.delivered) return { recipient: r, done: true };
+      const orcpt = { originalRecipient: r.orcpt, remoteMta: o.remoteMta, lastAttemptAt: now };
+      if (o.delivered) {
+        if (wants(r, 'SUCCESS') && !o.dsnPassed) report.push({ address: r.address, action: o.local ? 'delivered' : 'relayed', reply: o.reply, ...orcpt });
+        return { recipient: r, done: true };
+      }
       r.lastError = o.reply;
       const expired = now - r.queuedAt >= policy.lifetimeMs;
       if (o.permanent || expired) {
-        const reply = o.permanent ? o.reply : Replies.deliveryExpired(o.reply).reply;
-        failed.push({ address: r.address, action: 'failed', reply, remoteMta: o.remoteMta, lastAttemptAt: now });
-        return { recipient: r, done: true, dsn: 'failed' as const };
+        // An expired recipient's report carries the last real reply, with the status of expiry.
+        if (wants(r, 'FAILURE')) report.push({ address: r.address, action: 'failed', reply: o.reply, status: o.permanent ? undefined : '5.4.7', ...orcpt });
+        return { recipient: r, done: true, failed: true };
       }
       r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
       if (policy.delayWarningMs && !r.warned && now - r.queuedAt >= policy.delayWarningMs) {
         r.warned = true;
-        delayed.push({ address: r.address, action: 'delayed', reply: o.reply, remoteMta: o.remoteMta, lastAttemptAt: now, willRetryUntil: r.queuedAt + policy.lifetimeMs });
-        return { recipient: r, done: false, dsn: 'delayed' as const };
+        if (wants(r, 'DELAY')) report.push({ address: r.address, action: 'delayed', reply: o.reply, willRetryUntil: r.queuedAt + policy.lifetimeMs, ...orcpt });
+        return { recipient: r, done: false, warnedNow: true };
       }
       return { recipient: r, done: false };
     });
-    // A DSN is queued before its recipients leave: a crash in between repeats it at worst.
-    // If it cannot be queued, those recipients stay (and are tried again, DSN and all) while
-    // the delivered ones still leave, so nothing is lost and nothing is sent twice.
-    const unsent = new Set<string>();
-    for (const [kind, list] of [['failed', failed], ['delayed', delayed]] as const) {
-      if (!list.length) continue;
+    let dsn: QueueEntry | undefined;
+    if (report.length) {
       try {
-        await this.options.notify(message, body, list);
+        dsn = await this.options.bounce(message, body, report);
       } catch (err) {
-        this.options.log.error({ event: 'queue.dsn-failed', messageId: message.id, kind, err }, 'could not queue the DSN; will try again');
-        unsent.add(kind);
+        // No report now: the failed recipients stay (tried again, report and all), a delay
+        // notice is owed again, and the delivered ones still leave.
+        this.options.log.error({ event: 'queue.dsn-failed', messageId: message.id, err }, 'could not make the DSN; will try again');
+        for (const c of changes) {
+          if (c.failed) Object.assign(c, { done: false, recipient: { ...c.recipient, nextAttemptAt: nextAttempt(policy, c.recipient.attempts, now) } });
+          else if (c.warnedNow) c.recipient = { ...c.recipient, warned: false };
+        }
       }
     }
-    const settled = changes.map((c) => {
-      if (!c.dsn || !unsent.has(c.dsn)) return c;
-      const r = { ...c.recipient, warned: c.dsn === 'delayed' ? false : c.recipient.warned };
-      if (c.dsn === 'failed') r.nextAttemptAt = nextAttempt(policy, r.attempts, now);
-      return { recipient: r, done: false };
-    });
-    await this.options.queue.store.settle(settled);
-    const left = settled.filter((c) => !c.done).length;
-    if (inline) return left;
+    await this.options.queue.settle(changes, dsn ? [dsn] : []);
+    const pending = !!dsn || changes.some((c) => !c.done);
+    if (inline) return pending;
     this.options.log.info(
       {
         event: 'queue.attempt',
         messageId: message.id,
         results: outcomes.map((o) => ({ rcpt: o.recipient.address, delivered: o.delivered, reply: `${o.reply.code} ${o.reply.enhanced}`, attempt: o.recipient.attempts + 1 })),
+        ...(dsn ? { dsn: dsn.message.id } : {}),
       },
       'delivery attempt',
     );
-    return left;
+    return pending;
   }
 }

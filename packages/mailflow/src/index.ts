@@ -7,3 +7,4 @@ export * from './runner.js';
 export * from './intake.js';
 export * from './bounces.js';
 export * from './mail-flow.js';
+export type { Notify } from '@mailgrid/queue';

@@ -1,5 +1,5 @@
 import { Replies, toMailError, type Logger, type MailError, type SmtpReply } from '@mailgrid/core';
-import type { MailQueue, QueuedRecipient } from '@mailgrid/queue';
+import type { MailQueue, Notify, QueueEntry, QueuedRecipient } from '@mailgrid/queue';
 import type { Dispatcher, Outcome } from './dispatcher.js';
 import { newMessageId } from './message-id.js';
 import type { LocalRoute, Route, Router } from './router.js';
@@ -20,6 +20,28 @@ export interface Submission {
   mayRelay: boolean;
   /** The session's logger, so the message's line carries its session. */
   log?: Logger;
+  /** RFC 3461 ENVID and RET of the message. */
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+  /** RFC 3461 NOTIFY and ORCPT, one entry per recipient (in the order of `recipients`). */
+  dsn?: (RecipientDsn | undefined)[];
+  /** 8-bit content (declared BODY=8BITMIME, or found in it). */
+  eightBit?: boolean;
+}
+
+export interface RecipientDsn {
+  notify?: Notify[];
+  orcpt?: string;
+}
+
+/** A submission routed and made into a queue entry, nothing written yet. */
+export interface Prepared {
+  id: string;
+  /** One per recipient of the submission, in order. */
+  routes: Route[];
+  /** The routes that go somewhere, in the order of `entry.recipients`. */
+  kept: Route[];
+  entry: QueueEntry;
 }
 
 export type RecipientState = 'stored' | 'queued' | 'failed';
@@ -81,22 +103,49 @@ export class Intake {
     return full ? refuse(full) : accept(route);
   }
 
-  async accept(s: Submission): Promise<Accepted> {
+  /** Routes a submission and builds its queue entry, writing nothing (see Bounces). */
+  async prepare(s: Submission): Promise<Prepared> {
     const id = s.id ?? newMessageId();
-    const log = s.log ?? this.log;
     const routes = await Promise.all(s.recipients.map((r) => (typeof r === 'string' ? this.route(r, s.mayRelay) : r)));
+    const kept = routes.filter((r) => r.kind !== 'unknown');
+    const dsn = new Map(routes.map((r, i) => [r, s.dsn?.[i]]));
+    const entry = this.options.queue.entry({
+      id,
+      mailFrom: s.mailFrom,
+      body: s.body,
+      receivedAt: s.receivedAt ?? Date.now(),
+      origin: this.options.node,
+      session: s.session,
+      isDsn: s.isDsn,
+      envid: s.envid,
+      ret: s.ret,
+      eightBit: s.eightBit,
+      recipients: kept.map((r) => ({
+        address: r.address,
+        route: r.kind === 'relay' ? 'relay' : 'local',
+        account: r.kind === 'local' ? r.account : undefined,
+        notify: dsn.get(r)?.notify,
+        orcpt: dsn.get(r)?.orcpt,
+      })),
+    });
+    return { id, routes, kept, entry };
+  }
+
+  async accept(s: Submission): Promise<Accepted> {
+    const log = s.log ?? this.log;
+    const { id, routes, kept, entry } = await this.prepare(s);
     const verdicts = new Map<Route, RecipientVerdict>();
     for (const r of routes) if (r.kind === 'unknown') verdicts.set(r, { address: r.address, state: 'failed', reply: r.reason.reply });
-    const kept = routes.filter((r) => r.kind !== 'unknown');
     const done = (reply: SmtpReply) => this.done(log, id, s, routes, verdicts, reply);
     if (!kept.length) return done(routes[0]?.kind === 'unknown' ? routes[0].reason.reply : Replies.noAnswer().reply);
 
     const inline = this.options.inline() ? kept.filter((r): r is LocalRoute => r.kind === 'local') : [];
     const isInline = new Set<Route>(inline);
-    const receivedAt = s.receivedAt ?? Date.now();
+    // A report of success is written with the settle that earns it: only the queue's way in does that.
+    const wantsSuccess = entry.recipients.some((r) => r.notify?.includes('SUCCESS'));
     // A message for one local recipient cannot be half-delivered, so it needs no queue copy
     // to protect a retry: it is tried first, and queued only if it has to wait.
-    const first = inline.length === 1 && kept.length === 1 ? await this.tryFirst(id, s, receivedAt, inline[0]) : undefined;
+    const first = inline.length === 1 && kept.length === 1 && !wantsSuccess ? await this.tryFirst(entry, inline[0], s.session) : undefined;
     if (first?.delivered) {
       verdicts.set(inline[0], verdictOf(first));
       return done(Replies.accepted('stored', id));
@@ -104,23 +153,11 @@ export class Intake {
     if (first?.permanent) return done(first.reply);
 
     const notBefore = Date.now() + this.options.inlineGraceMs();
-    let entry: Awaited<ReturnType<MailQueue['enqueue']>>;
+    // The runner leaves inline recipients alone meanwhile (after a failed first try, record() sets their backoff).
+    kept.forEach((r, i) => isInline.has(r) && (entry.recipients[i].nextAttemptAt = notBefore));
+    let written: QueuedRecipient[];
     try {
-      entry = await this.options.queue.enqueue({
-        id,
-        mailFrom: s.mailFrom,
-        body: s.body,
-        receivedAt,
-        origin: this.options.node,
-        session: s.session,
-        isDsn: s.isDsn,
-        recipients: kept.map((r) => ({
-          address: r.address,
-          route: r.kind === 'relay' ? 'relay' : 'local',
-          account: r.kind === 'local' ? r.account : undefined,
-          notBefore: isInline.has(r) ? notBefore : undefined,
-        })),
-      });
+      written = await this.options.queue.add(entry);
     } catch (err) {
       // Nothing was stored anywhere yet: the client's retry is a first attempt.
       log.error({ event: 'intake.enqueue-failed', messageId: id, err }, 'could not queue the message');
@@ -134,22 +171,22 @@ export class Intake {
       verdicts.set(inline[0], verdictOf(first));
       left = true;
       await this.options.dispatcher
-        .record(entry.message, s.body, [{ ...first, recipient: entry.recipients[0] }], true)
+        .record(entry.message, s.body, [{ ...first, recipient: written[0] }], true)
         .catch((err) => log.error({ event: 'intake.record-failed', messageId: id, err }, 'could not record the inline attempt'));
     } else if (inline.length) {
-      const queued = kept.flatMap((r, i) => (isInline.has(r) ? [entry.recipients[i]] : []));
+      const queued = kept.flatMap((r, i) => (isInline.has(r) ? [written[i]] : []));
       const outcomes = await this.options.dispatcher.attempt(entry.message, s.body, queued, inline, { session: s.session });
       outcomes.forEach((o) => verdicts.set(inline[queued.indexOf(o.recipient)], verdictOf(o)));
       if (!left && outcomes.every((o) => o.permanent)) {
         // Every recipient refused for good: the client is told now, so no DSN.
-        await this.drop(entry.recipients, log, id);
+        await this.drop(written, log, id);
         return done(outcomes[0].reply);
       }
-      if (!left && outcomes.every((o) => o.delivered)) {
+      if (!left && !wantsSuccess && outcomes.every((o) => o.delivered)) {
         // All stored: tidying the queue need not delay the reply. Were it lost, a restarted
         // runner would deliver again and the backends would recognise the idempotency keys.
-        this.options.queue.store
-          .settle(entry.recipients.map((recipient) => ({ recipient, done: true })))
+        this.options.queue
+          .settle(written.map((recipient) => ({ recipient, done: true })))
           .catch((err) => log.warn({ event: 'intake.settle-failed', messageId: id, err }, 'delivered message left in the queue'));
       } else {
         try {
@@ -176,10 +213,9 @@ export class Intake {
   }
 
   /** The inline attempt of a one-recipient message, before anything is queued. */
-  private async tryFirst(id: string, s: Submission, receivedAt: number, route: LocalRoute): Promise<Outcome> {
-    const message = { id, mailFrom: s.mailFrom, receivedAt, size: s.body.length, origin: this.options.node, session: s.session, isDsn: s.isDsn };
-    const recipient: QueuedRecipient = { messageId: id, idx: 0, address: route.address, route: 'local', account: route.account, state: 'queued', attempts: 0, queuedAt: receivedAt, nextAttemptAt: receivedAt };
-    const [outcome] = await this.options.dispatcher.attempt(message, s.body, [recipient], [route], { session: s.session });
+  private async tryFirst(entry: QueueEntry, route: LocalRoute, session?: string): Promise<Outcome> {
+    const recipient: QueuedRecipient = { ...entry.recipients[0], messageId: entry.message.id, idx: 0, state: 'queued', attempts: 0 };
+    const [outcome] = await this.options.dispatcher.attempt(entry.message, entry.body, [recipient], [route], { session });
     return outcome;
   }
 

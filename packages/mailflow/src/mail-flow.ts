@@ -39,14 +39,14 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
   let runner: QueueRunner | undefined;
   const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake() });
   let intake: Intake | undefined;
-  const bounces = new Bounces({ accept: (s) => intake!.accept(s), hostname: config.smtp.hostname, log });
+  const bounces = new Bounces({ prepare: (s) => intake!.prepare(s), hostname: config.smtp.hostname, log });
   const dispatcher = new Dispatcher({
     queue,
     router,
     channel,
     relay: new Relay({ ...config.relay, heloName: config.smtp.hostname, log }),
     policy: () => current().queue,
-    notify: bounces.notify,
+    bounce: bounces.bounce,
     log,
   });
   // Longer than an inline call may take, so the runner never races the attempt after DATA.

@@ -26,7 +26,8 @@ describe('QueueRunner when a DSN cannot be queued', () => {
     const router = new Router({ revision: 0, resolve: async () => ({ kind: 'foreign' as const }), hostedDomains: async () => [], firstAccount: async () => undefined });
     // The outside server takes one recipient and refuses the other for good.
     const relay = {
-      send: async (_d: string, _f: string, rcpts: string[]) => {
+      send: async (_d: string, _m: unknown, recipients: { address: string }[]) => {
+        const rcpts = recipients.map((r) => r.address);
         sent.push(rcpts);
         return rcpts.map((address) =>
           address.startsWith('ok')
@@ -36,10 +37,10 @@ describe('QueueRunner when a DSN cannot be queued', () => {
       },
     } as unknown as Relay;
     const channel = new DeliveryChannel({ groups: { primary: async () => undefined }, timeoutMs: 1000, chunkBytes: 65536, node: 'n' });
-    const notify = async () => {
-      throw new Error('disk full');
+    const bounce = async () => {
+      throw new Error('no DSN now');
     };
-    const dispatcher = new Dispatcher({ queue, router, channel, relay, policy: () => policy, notify, log });
+    const dispatcher = new Dispatcher({ queue, router, channel, relay, policy: () => policy, bounce, log });
     runner = new QueueRunner(queue, dispatcher, { concurrency: 1, inlineGraceMs: () => 65_000, log });
   });
   after(async () => {

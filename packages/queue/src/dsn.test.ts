@@ -11,7 +11,7 @@ describe('buildDsn', () => {
     queueId: 'Q1',
     arrivalDate: Date.UTC(2026, 10, 21, 12),
     envid: 'env-1',
-    originalHeaders: original,
+    original,
     recipients: [
       { address: 'b@y.test', action: 'failed', reply: { code: 550, enhanced: '5.1.1', text: 'no such user' }, remoteMta: 'dns; mx.y.test' },
       { address: 'c@y.test', action: 'failed', reply: { code: 554, enhanced: '5.4.7', text: 'expired\r\nInjected: header' } },
@@ -43,6 +43,40 @@ describe('buildDsn', () => {
     assert.match(part, /^Content-Type: text\/rfc822-headers/);
     assert.match(part, /Message-ID: <m1@x\.test>/);
     assert.doesNotMatch(part, /secret body/);
+  });
+
+  it('returns the whole message for a failure with RET=FULL, and says ENVID, ORCPT and a separate Status', () => {
+    const full = buildDsn({
+      reportingMta: 'mx.example.test',
+      from: 'MAILER-DAEMON@mx.example.test',
+      to: 'a@x.test',
+      queueId: 'Q2',
+      arrivalDate: 0,
+      envid: 'env-2',
+      ret: 'FULL',
+      original,
+      recipients: [{ address: 'b@y.test', action: 'failed', status: '5.4.7', reply: { code: 451, enhanced: '4.3.0', text: 'try later' }, originalRecipient: 'rfc822;B@Y.test' }],
+    }).toString('latin1');
+    assert.match(full, /Content-Type: message\/rfc822\r\n[\s\S]*secret body/);
+    assert.match(full, /Original-Envelope-Id: env-2/);
+    assert.match(full, /Original-Recipient: rfc822;B@Y\.test\r\nFinal-Recipient: rfc822; b@y\.test\r\nAction: failed\r\nStatus: 5\.4\.7\r\nDiagnostic-Code: smtp; 451 4\.3\.0 try later/);
+  });
+
+  it('reports a delivery (NOTIFY=SUCCESS) with the headers only, whatever RET says', () => {
+    const ok = buildDsn({
+      reportingMta: 'mx.example.test',
+      from: 'MAILER-DAEMON@mx.example.test',
+      to: 'a@x.test',
+      queueId: 'Q3',
+      arrivalDate: 0,
+      ret: 'FULL',
+      original,
+      recipients: [{ address: 'b@y.test', action: 'delivered', reply: { code: 250, enhanced: '2.0.0', text: 'Stored' } }],
+    }).toString('latin1');
+    assert.match(ok, /Subject: Successful Mail Delivery Report/);
+    assert.match(ok, /Action: delivered\r\nStatus: 2\.0\.0/);
+    assert.match(ok, /Content-Type: text\/rfc822-headers/);
+    assert.doesNotMatch(ok, /secret body/);
   });
 
   it('uses CRLF line endings only', () => {

@@ -3,15 +3,20 @@ import { randomBytes } from 'node:crypto';
 import type { Reply } from './queue-store.js';
 
 /**
- * Delivery status notifications (RFC 3464): `multipart/report;
- * report-type=delivery-status` with a human part, the machine-readable
- * `message/delivery-status` part and the original message's headers
- * (`text/rfc822-headers`). Sent with the null sender `<>`.
+ * Delivery status notifications (RFC 3464, with the DSN extension's fields of RFC 3461):
+ * `multipart/report; report-type=delivery-status` with a human part, the machine-readable
+ * `message/delivery-status` part and the original message (`message/rfc822`, for a failure
+ * with RET=FULL) or its headers (`text/rfc822-headers`). Sent with the null sender `<>`.
  */
 export interface DsnRecipient {
   address: string;
-  action: 'failed' | 'delayed';
+  action: 'failed' | 'delayed' | 'delivered' | 'relayed';
+  /** The reply that tells what happened (`Diagnostic-Code`). */
   reply: Reply;
+  /** `Status` when it is not the reply's own enhanced code (an expired message: 5.4.7). */
+  status?: string;
+  /** RFC 3461 ORCPT as the sender gave it (`rfc822;alice@example.test`). */
+  originalRecipient?: string;
   /** `dns; mx.example.net` of the server that answered, when there was one. */
   remoteMta?: string;
   lastAttemptAt?: number;
@@ -26,8 +31,12 @@ export interface DsnInput {
   to: string;
   queueId: string;
   arrivalDate: number;
+  /** RFC 3461 ENVID. */
   envid?: string;
-  originalHeaders: Buffer;
+  /** RFC 3461 RET: FULL returns the whole message with a failure, HDRS (the default) its headers. */
+  ret?: 'FULL' | 'HDRS';
+  /** The original message. */
+  original: Buffer;
   recipients: DsnRecipient[];
   now?: Date;
 }
@@ -41,21 +50,33 @@ export function headersOf(message: Buffer): Buffer {
 /** A field value must not break the report: no CR/LF, nothing non-ASCII unencoded. */
 const field = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?');
 
+const SUBJECTS = {
+  failed: 'Undelivered Mail Returned to Sender',
+  delayed: 'Delayed Mail (still being retried)',
+  delivered: 'Successful Mail Delivery Report',
+  relayed: 'Successful Mail Delivery Report',
+} as const;
+
 export function buildDsn(input: DsnInput): Buffer {
   const now = input.now ?? new Date();
-  const failed = input.recipients.some((r) => r.action === 'failed');
+  const actions = new Set(input.recipients.map((r) => r.action));
+  // One report for a pass: it is named after the worst news in it.
+  const worst = actions.has('failed') ? 'failed' : actions.has('delayed') ? 'delayed' : 'delivered';
   const boundary = `mailgrid-dsn-${randomBytes(12).toString('hex')}`;
   const msgId = `<${now.getTime().toString(36)}.${randomBytes(6).toString('hex')}@${input.reportingMta}>`;
   const lines = (arr: string[]) => arr.join('\r\n') + '\r\n';
+  const returnFull = input.ret === 'FULL' && worst === 'failed';
 
   const human = [
     `This is the mail system at ${input.reportingMta}.`,
     '',
-    ...(failed
-      ? ['Your message could not be delivered to one or more recipients.', 'Its headers are attached below.']
-      : ['Your message has not been delivered yet. It is still queued and will be retried;', 'you do not need to send it again.']),
+    ...(worst === 'failed'
+      ? ['Your message could not be delivered to one or more recipients.', returnFull ? 'It is attached below.' : 'Its headers are attached below.']
+      : worst === 'delayed'
+        ? ['Your message has not been delivered yet. It is still queued and will be retried;', 'you do not need to send it again.']
+        : ['Your message was delivered to the recipients below, as you asked to be told.']),
     '',
-    ...input.recipients.map((r) => `<${r.address}>: ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`),
+    ...input.recipients.map((r) => `<${r.address}>: ${r.action}: ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`),
   ];
 
   const perMessage = [
@@ -66,9 +87,10 @@ export function buildDsn(input: DsnInput): Buffer {
   ];
   const perRecipient = input.recipients.map((r) =>
     [
+      ...(r.originalRecipient ? [`Original-Recipient: ${field(r.originalRecipient)}`] : []),
       `Final-Recipient: rfc822; ${field(r.address)}`,
       `Action: ${r.action}`,
-      `Status: ${r.reply.enhanced}`,
+      `Status: ${r.status ?? r.reply.enhanced}`,
       ...(r.remoteMta ? [`Remote-MTA: ${field(r.remoteMta)}`] : []),
       `Diagnostic-Code: smtp; ${r.reply.code} ${r.reply.enhanced} ${field(r.reply.text)}`,
       ...(r.lastAttemptAt ? [`Last-Attempt-Date: ${rfc5322(new Date(r.lastAttemptAt))}`] : []),
@@ -79,7 +101,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const head = lines([
     `From: Mail Delivery System <${input.from}>`,
     `To: <${input.to}>`,
-    `Subject: ${failed ? 'Undelivered Mail Returned to Sender' : 'Delayed Mail (still being retried)'}`,
+    `Subject: ${SUBJECTS[worst]}`,
     `Date: ${rfc5322(now)}`,
     `Message-ID: ${msgId}`,
     'Auto-Submitted: auto-replied',
@@ -103,10 +125,11 @@ export function buildDsn(input: DsnInput): Buffer {
     perRecipient.join('\r\n\r\n'),
     '',
     `--${boundary}`,
-    'Content-Type: text/rfc822-headers',
-    'Content-Description: Undelivered Message Headers',
+    returnFull ? 'Content-Type: message/rfc822' : 'Content-Type: text/rfc822-headers',
+    returnFull ? 'Content-Description: Undelivered Message' : worst === 'failed' ? 'Content-Description: Undelivered Message Headers' : 'Content-Description: Message Headers',
     '',
   ]);
-  const headers = headersOf(input.originalHeaders);
-  return Buffer.concat([Buffer.from(head, 'latin1'), headers, Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+  const returned = returnFull ? input.original : headersOf(input.original);
+  const end = returned.subarray(-2).equals(Buffer.from('\r\n')) ? '' : '\r\n';
+  return Buffer.concat([Buffer.from(head, 'latin1'), returned, Buffer.from(`${end}\r\n--${boundary}--\r\n`, 'latin1')]);
 }

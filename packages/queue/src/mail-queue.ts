@@ -1,6 +1,6 @@
 import { Replies, type Logger, type MailError } from '@mailgrid/core';
 import { statfs } from 'node:fs/promises';
-import type { QueuedMessage, QueuedRecipient, QueueLimits, QueueStore, Route } from './queue-store.js';
+import type { Notify, QueueEntry, QueuedMessage, QueuedRecipient, QueueLimits, QueueStore, Route } from './queue-store.js';
 
 export interface Enqueue {
   id: string;
@@ -10,18 +10,24 @@ export interface Enqueue {
   origin: string;
   session?: string;
   isDsn?: boolean;
+  /** RFC 3461 ENVID and RET. */
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+  eightBit?: boolean;
   recipients: {
     address: string;
     route: Route;
     account?: string;
     /** Not tried before this time (a recipient an inline attempt is about to deliver); default now. */
     notBefore?: number;
+    notify?: Notify[];
+    orcpt?: string;
   }[];
 }
 
 /**
- * The durable queue as the mail flow uses it: room (backpressure), enqueue, and when that
- * is on disk. The queue runner takes messages out.
+ * The durable queue as the mail flow uses it: room (backpressure), enqueue, settle, and when
+ * that is on disk. The queue runner takes messages out.
  */
 export class MailQueue {
   private freeBytes = Infinity;
@@ -56,23 +62,54 @@ export class MailQueue {
     return undefined;
   }
 
+  /** A message as the queue keeps it, not yet written (`enqueue` writes it; so may `settle`, with a change). */
+  entry(m: Enqueue): QueueEntry {
+    const now = Date.now();
+    const { id, mailFrom, body, receivedAt, origin, session, isDsn, envid, ret, eightBit } = m;
+    const message: QueuedMessage = { id, mailFrom, receivedAt, size: body.length, origin, session, isDsn, envid, ret, eightBit };
+    return {
+      message,
+      body,
+      recipients: m.recipients.map((r) => ({
+        address: r.address,
+        route: r.route,
+        account: r.account,
+        queuedAt: now,
+        nextAttemptAt: r.notBefore ?? now,
+        notify: r.notify,
+        orcpt: r.orcpt,
+      })),
+    };
+  }
+
   /**
    * Queues a message for its recipients; resolves once committed (await `flushed` before
    * acknowledging it) with the message and recipient records as written.
    */
   async enqueue(m: Enqueue): Promise<{ message: QueuedMessage; recipients: QueuedRecipient[] }> {
-    const now = Date.now();
-    const message: QueuedMessage = { id: m.id, mailFrom: m.mailFrom, receivedAt: m.receivedAt, size: m.body.length, origin: m.origin, session: m.session, isDsn: m.isDsn };
-    const recipients = await this.store.enqueue(
-      message,
-      m.body,
-      m.recipients.map((r) => ({ address: r.address, route: r.route, account: r.account, queuedAt: now, nextAttemptAt: r.notBefore ?? now })),
-    );
-    if (m.recipients.some((r) => (r.notBefore ?? now) <= now)) this.options.onDue?.();
-    return { message, recipients };
+    const entry = this.entry(m);
+    return { message: entry.message, recipients: await this.add(entry) };
+  }
+
+  /** Writes an entry made with `entry()`; resolves at commit with its recipient records. */
+  async add(entry: QueueEntry): Promise<QueuedRecipient[]> {
+    const recipients = await this.store.enqueue(entry);
+    this.woken([entry]);
+    return recipients;
+  }
+
+  /** Records attempts and, in the same transaction, queues `add` (see QueueStore.settle). */
+  async settle(changes: { recipient: QueuedRecipient; done: boolean }[], add: QueueEntry[] = []): Promise<void> {
+    await this.store.settle(changes, add);
+    this.woken(add);
   }
 
   flushed(): Promise<void> {
     return this.store.flushed();
+  }
+
+  private woken(entries: QueueEntry[]): void {
+    const now = Date.now();
+    if (entries.some((e) => e.recipients.some((r) => r.nextAttemptAt <= now))) this.options.onDue?.();
   }
 }

@@ -21,8 +21,8 @@ describe('QueueStore', () => {
   });
 
   it('returns only what is due, oldest first, and counts messages and bytes', async () => {
-    await store.enqueue({ id: 'm2', mailFrom: 'a@x.test', receivedAt: 2, size: 3, origin: 'n' }, Buffer.from('two'), [rcpt('b@y.test', 200)]);
-    await store.enqueue({ id: 'm1', mailFrom: 'a@x.test', receivedAt: 1, size: 3, origin: 'n' }, Buffer.from('one'), [rcpt('c@y.test', 100), rcpt('d@y.test', 300)]);
+    await store.enqueue({ message: { id: 'm2', mailFrom: 'a@x.test', receivedAt: 2, size: 3, origin: 'n' }, body: Buffer.from('two'), recipients: [rcpt('b@y.test', 200)] });
+    await store.enqueue({ message: { id: 'm1', mailFrom: 'a@x.test', receivedAt: 1, size: 3, origin: 'n' }, body: Buffer.from('one'), recipients: [rcpt('c@y.test', 100), rcpt('d@y.test', 300)] });
     assert.equal(store.messageCount, 2);
     assert.equal(store.byteCount, 6);
     assert.deepEqual(store.dueRecipients(250, 10).map((r) => r.address), ['c@y.test', 'b@y.test']);
@@ -60,8 +60,8 @@ describe('QueueStore after a crash during inline attempts', () => {
     const store = new QueueStore(dir);
     try {
       const later = Date.now() + 60_000;
-      const [inline] = await store.enqueue({ id: 'i1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, Buffer.from('i'), [rcpt('a@x.test', later)]);
-      const [retry] = await store.enqueue({ id: 'r1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, Buffer.from('r'), [rcpt('b@x.test', later)]);
+      const [inline] = await store.enqueue({ message: { id: 'i1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, body: Buffer.from('i'), recipients: [rcpt('a@x.test', later)] });
+      const [retry] = await store.enqueue({ message: { id: 'r1', mailFrom: '', receivedAt: 1, size: 1, origin: 'n' }, body: Buffer.from('r'), recipients: [rcpt('b@x.test', later)] });
       await store.settle([{ recipient: { ...retry, attempts: 1 }, done: false }]);
       assert.equal(await store.resumeUnattempted(Date.now() + 65_000), 1);
       assert.deepEqual(store.dueRecipients(Date.now(), 10).map((r) => r.messageId), [inline.messageId]);
@@ -69,6 +69,43 @@ describe('QueueStore after a crash during inline attempts', () => {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('QueueStore ids and counts', () => {
+  let dir: string;
+  let store: QueueStore;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
+    store = new QueueStore(dir);
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const entry = (id: string, body: string, n = 1) => ({
+    message: { id, mailFrom: 'a@x.test', receivedAt: 1, size: body.length, origin: 'n' },
+    body: Buffer.from(body),
+    recipients: Array.from({ length: n }, (_, i) => rcpt(`r${i}@y.test`, 0)),
+  });
+
+  it('refuses an id already queued and counts the message once', async () => {
+    await store.enqueue(entry('dup', 'first'));
+    await assert.rejects(store.enqueue(entry('dup', 'second, longer')), (err: { code?: string }) => err.code === 'DUPLICATE_QUEUE_ID');
+    assert.equal(store.messageCount, 1);
+    assert.equal(store.byteCount, 'first'.length);
+    assert.equal(store.body('dup')?.toString(), 'first', 'nothing overwritten');
+  });
+
+  it('writes a settle and the entry it adds together or not at all', async () => {
+    const [r0] = await store.enqueue(entry('two', 'xx', 2));
+    await assert.rejects(store.settle([{ recipient: r0, done: true }], [entry('dup', 'dsn')]));
+    assert.equal(store.recipientsOf('two').length, 2, 'the settle did not happen without its DSN');
+    assert.equal(store.messageCount, 2);
+    await store.settle([{ recipient: r0, done: true }], [entry('dsn-1', 'dsn')]);
+    assert.equal(store.recipientsOf('two').length, 1);
+    assert.equal(store.messageCount, 3);
+    assert.equal(store.byteCount, 'first'.length + 'xx'.length + 'dsn'.length);
   });
 });
 

@@ -1,9 +1,11 @@
-import { Replies } from '@mailgrid/core';
+import { MailError, Replies } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 
 export type Route = 'local' | 'relay';
 export type RecipientState = 'queued' | 'held';
+/** RFC 3461 NOTIFY: when the sender wants a report about a recipient. */
+export type Notify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
 
 export interface QueuedMessage {
   id: string;
@@ -18,6 +20,8 @@ export interface QueuedMessage {
   ret?: 'FULL' | 'HDRS';
   /** A bounce or delay notice we generated: it is never itself bounced. */
   isDsn?: boolean;
+  /** The body has 8-bit bytes (or was declared BODY=8BITMIME): relayed only with 8BITMIME. */
+  eightBit?: boolean;
 }
 
 export interface Reply {
@@ -41,6 +45,19 @@ export interface QueuedRecipient {
   lastAttemptAt?: number;
   /** A delay notice was sent for it. */
   warned?: boolean;
+  /** RFC 3461 NOTIFY and ORCPT as the sender gave them; no NOTIFY means FAILURE,DELAY. */
+  notify?: Notify[];
+  orcpt?: string;
+}
+
+/** A recipient as it enters the queue (the store numbers it and starts its count). */
+export type NewRecipient = Omit<QueuedRecipient, 'messageId' | 'idx' | 'state' | 'attempts'>;
+
+/** A message as it enters the queue. */
+export interface QueueEntry {
+  message: QueuedMessage;
+  body: Buffer;
+  recipients: NewRecipient[];
 }
 
 export interface QueueLimits {
@@ -95,19 +112,13 @@ export class QueueStore {
     return undefined;
   }
 
-  /** Stores a message and its recipients; resolves once committed (see `flushed`), with the records written. */
-  async enqueue(message: QueuedMessage, body: Buffer, recipients: Omit<QueuedRecipient, 'messageId' | 'idx' | 'state' | 'attempts'>[]): Promise<QueuedRecipient[]> {
-    const records = recipients.map((r, idx): QueuedRecipient => ({ ...r, messageId: message.id, idx, state: 'queued', attempts: 0 }));
-    await this.write(() => {
-      this.messages.put(message.id, message);
-      this.bodies.put(message.id, body);
-      for (const r of records) {
-        this.recipients.put([message.id, r.idx], r);
-        this.due.put([r.nextAttemptAt, message.id, r.idx], 1);
-      }
-      this.meta.put('messages', this.messageCount + 1);
-      this.meta.put('bytes', this.byteCount + body.length);
-    });
+  /**
+   * Stores a message and its recipients; resolves once committed (see `flushed`), with the
+   * records written. An id already queued is refused (nothing is overwritten, no count drifts).
+   */
+  async enqueue(entry: QueueEntry): Promise<QueuedRecipient[]> {
+    let records: QueuedRecipient[] = [];
+    await this.write(() => (records = this.put(entry)));
     return records;
   }
 
@@ -175,10 +186,13 @@ export class QueueStore {
   /**
    * Records attempts: a recipient that is done (delivered, bounced or deleted) leaves the
    * queue, and its message with it once no recipient is left; any other is rescheduled.
+   * `add` enters in the same transaction (the DSN about these recipients), so the report
+   * and the change it reports are written together or not at all.
    */
-  async settle(changes: { recipient: QueuedRecipient; done: boolean }[]): Promise<void> {
-    if (!changes.length) return;
+  async settle(changes: { recipient: QueuedRecipient; done: boolean }[], add: QueueEntry[] = []): Promise<void> {
+    if (!changes.length && !add.length) return;
     await this.write(() => {
+      for (const entry of add) this.put(entry);
       const touched = new Set<string>();
       for (const { recipient: r, done } of changes) {
         const key: RcptKey = [r.messageId, r.idx];
@@ -213,10 +227,26 @@ export class QueueStore {
     try {
       await this.root.transaction(work);
     } catch (err) {
+      if (MailError.is(err)) throw err;
       const pending = (err as { commitError?: Promise<unknown> }).commitError;
       const cause = pending ? await pending.then(() => err, (real: unknown) => real) : err;
       throw Replies.storageFailed(cause);
     }
+  }
+
+  /** Inside a write transaction: one new message, counted once. */
+  private put({ message, body, recipients }: QueueEntry): QueuedRecipient[] {
+    if (this.messages.get(message.id)) throw Replies.duplicateQueueId(message.id);
+    const records = recipients.map((r, idx): QueuedRecipient => ({ ...r, messageId: message.id, idx, state: 'queued', attempts: 0 }));
+    this.messages.put(message.id, message);
+    this.bodies.put(message.id, body);
+    for (const r of records) {
+      this.recipients.put([message.id, r.idx], r);
+      this.due.put([r.nextAttemptAt, message.id, r.idx], 1);
+    }
+    this.meta.put('messages', this.messageCount + 1);
+    this.meta.put('bytes', this.byteCount + body.length);
+    return records;
   }
 
   private dropIfEmpty(id: string): void {

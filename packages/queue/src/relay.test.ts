@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
-import { Relay } from './relay.js';
+import { foldLongLines, Relay } from './relay.js';
 
 const records: Record<string, { exchange: string; priority: number }[] | string> = {
   'pri.test': [
@@ -60,7 +60,23 @@ describe('Relay: where mail goes', () => {
   });
 
   it('reports an unreachable exchanger as a temporary failure for every recipient', async () => {
-    const res = await relay('127.0.0.1:1').send('x.test', 'a@b.test', ['c@x.test', 'd@x.test'], Buffer.from('x\r\n'));
+    const res = await relay('127.0.0.1:1').send('x.test', { mailFrom: 'a@b.test', body: Buffer.from('x\r\n') }, [{ address: 'c@x.test' }, { address: 'd@x.test' }]);
     assert.deepEqual(res.map((r) => [r.address, r.delivered, r.reply.code]), [['c@x.test', false, 451], ['d@x.test', false, 451]]);
+  });
+});
+
+describe('foldLongLines', () => {
+  it('leaves a message without long lines as it is', () => {
+    const body = Buffer.from('a\r\n' + 'b'.repeat(998) + '\r\n');
+    assert.equal(foldLongLines(body), body);
+  });
+  it('folds a long line into lines of at most 998 octets, continuations starting with a space', () => {
+    const body = Buffer.from('Subject: x\r\n\r\n' + 'y'.repeat(2500) + '\r\nend\r\n');
+    const folded = foldLongLines(body).toString('latin1');
+    const lines = folded.split('\r\n');
+    assert.ok(lines.every((l) => l.length <= 998), 'no line over 998');
+    assert.deepEqual(lines.slice(2, 5).map((l) => l.length), [998, 998, 506]);
+    assert.ok(lines[3].startsWith(' y') && lines[4].startsWith(' y'));
+    assert.equal(folded.replace(/\r\n /g, ''), body.toString('latin1'), 'unfolding gives the original back');
   });
 });

@@ -1,14 +1,18 @@
 import type { Logger } from '@mailgrid/core';
 import { promises as dns } from 'node:dns';
 import { createRequire } from 'node:module';
-import type { Reply } from './queue-store.js';
+import type { Notify, Reply } from './queue-store.js';
 
 // nodemailer's SMTP client: the connection class itself, without the mailer around it.
 const SMTPConnection = createRequire(import.meta.url)('nodemailer/lib/smtp-connection') as new (options: object) => SmtpClient;
 
 interface SmtpClient {
   connect(cb: (err?: Error) => void): void;
-  send(envelope: { from: string; to: string[]; size?: number }, message: Buffer, cb: (err: SmtpClientError | null, info?: SendInfo) => void): void;
+  send(
+    envelope: { from: string; to: string[]; size?: number; use8BitMime?: boolean; dsn?: { ret?: string; envid?: string; notify?: string; orcpt?: string } },
+    message: Buffer,
+    cb: (err: SmtpClientError | null, info?: SendInfo) => void,
+  ): void;
   quit(): void;
   close(): void;
   once(event: 'error' | 'end', cb: (err?: Error) => void): void;
@@ -40,11 +44,29 @@ export interface RelayOptions {
   dns?: Pick<typeof dns, 'resolveMx'>;
 }
 
+/** A message as it is relayed, with what the sender asked of the DSN extension (RFC 3461). */
+export interface RelayMessage {
+  mailFrom: string;
+  body: Buffer;
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+  /** 8-bit content: sent with BODY=8BITMIME, and only to a next hop that offers it. */
+  eightBit?: boolean;
+}
+
+export interface RelayRecipient {
+  address: string;
+  notify?: Notify[];
+  orcpt?: string;
+}
+
 export interface RelayResult {
   address: string;
   delivered: boolean;
   reply: Reply;
   remoteMta?: string;
+  /** The next hop offered DSN and took the request along: reports are its to send now. */
+  dsnPassed?: boolean;
 }
 
 /**
@@ -59,18 +81,28 @@ export class Relay {
 
   constructor(private readonly options: RelayOptions) {}
 
-  async send(domain: string, mailFrom: string, recipients: string[], body: Buffer): Promise<RelayResult[]> {
+  async send(domain: string, message: RelayMessage, recipients: RelayRecipient[]): Promise<RelayResult[]> {
     const destination = this.options.smarthost || domain;
     await this.acquire(destination);
     try {
-      return await this.deliver(domain, mailFrom, recipients, body);
+      // Recipients with different DSN requests need their own transactions (NOTIFY and
+      // ORCPT go with each RCPT, nodemailer takes one of each per message).
+      const groups = new Map<string, RelayRecipient[]>();
+      for (const r of recipients) {
+        const key = `${r.notify?.join(',') ?? ''}|${r.orcpt ?? ''}`;
+        groups.set(key, [...(groups.get(key) ?? []), r]);
+      }
+      const body = foldLongLines(message.body);
+      const results = await Promise.all([...groups.values()].map((group) => this.deliver(domain, { ...message, body }, group)));
+      const byAddress = new Map(results.flat().map((r) => [r.address, r]));
+      return recipients.map((r) => byAddress.get(r.address)!);
     } finally {
       this.release(destination);
     }
   }
 
-  private async deliver(domain: string, mailFrom: string, recipients: string[], body: Buffer): Promise<RelayResult[]> {
-    const all = (reply: Reply, remoteMta?: string) => recipients.map((address) => ({ address, delivered: false, reply, remoteMta }));
+  private async deliver(domain: string, message: RelayMessage, recipients: RelayRecipient[]): Promise<RelayResult[]> {
+    const all = (reply: Reply, remoteMta?: string) => recipients.map((r) => ({ address: r.address, delivered: false, reply, remoteMta }));
     let hosts: { host: string; port: number }[];
     try {
       hosts = await this.exchangers(domain);
@@ -80,18 +112,18 @@ export class Relay {
     let lastError: Reply = { code: 451, enhanced: '4.4.1', text: `No mail exchanger of ${domain} answered` };
     for (const { host, port } of hosts) {
       const remoteMta = `dns; ${host}`;
-      const attempt = await this.attempt(host, port, mailFrom, recipients, body).catch((err: SmtpClientError) => err);
+      const attempt = await this.attempt(host, port, message, recipients).catch((err: SmtpClientError) => err);
       if (!(attempt instanceof Error)) {
-        return recipients.map((address) => {
-          const rejected = attempt.rejectedErrors?.find((e) => e.recipient === address);
+        return recipients.map(({ address }) => {
+          const rejected = attempt.info.rejectedErrors?.find((e) => e.recipient === address);
           if (rejected) return { address, delivered: false, reply: replyOf(rejected), remoteMta };
-          return { address, delivered: true, reply: { code: 250, enhanced: '2.0.0', text: attempt.response }, remoteMta };
+          return { address, delivered: true, reply: { code: 250, enhanced: '2.0.0', text: attempt.info.response }, remoteMta, dsnPassed: attempt.dsn };
         });
       }
       if (attempt.responseCode) {
         // The server answered: that answer stands for every recipient it covers.
         if (attempt.rejectedErrors?.length) {
-          return recipients.map((address) => {
+          return recipients.map(({ address }) => {
             const e = attempt.rejectedErrors!.find((x) => x.recipient === address) ?? attempt;
             return { address, delivered: false, reply: replyOf(e), remoteMta };
           });
@@ -104,7 +136,7 @@ export class Relay {
     return all(lastError);
   }
 
-  private attempt(host: string, port: number, mailFrom: string, to: string[], body: Buffer): Promise<SendInfo> {
+  private attempt(host: string, port: number, m: RelayMessage, to: RelayRecipient[]): Promise<{ info: SendInfo; dsn: boolean }> {
     const t = this.options.timeoutMs;
     const client = new SMTPConnection({
       host,
@@ -117,14 +149,29 @@ export class Relay {
       greetingTimeout: t,
       socketTimeout: t,
     });
-    return new Promise<SendInfo>((resolve, reject) => {
+    return new Promise<{ info: SendInfo; dsn: boolean }>((resolve, reject) => {
       client.once('error', reject);
       client.connect((err) => {
         if (err) return reject(err);
-        client.send({ from: mailFrom, to, size: body.length }, body, (sendErr, info) => {
+        const offers = extensions(client);
+        if (m.eightBit && !offers.includes('8BITMIME')) {
+          // mailgrid does not convert 8-bit mail to 7 bits: the sender hears it at once (5.6.3).
+          client.quit();
+          return reject(Object.assign(new Error('no 8BITMIME'), { responseCode: 554, response: `554 5.6.3 ${host} does not accept 8-bit mail (no 8BITMIME) and mailgrid does not convert it` }));
+        }
+        const dsn = offers.includes('DSN');
+        const [first] = to;
+        const envelope = {
+          from: m.mailFrom,
+          to: to.map((r) => r.address),
+          size: m.body.length,
+          use8BitMime: m.eightBit,
+          dsn: dsn ? { ret: m.ret, envid: m.envid, notify: first.notify?.join(','), orcpt: first.orcpt } : undefined,
+        };
+        client.send(envelope, m.body, (sendErr, info) => {
           client.quit();
           if (sendErr) reject(sendErr);
-          else resolve(info!);
+          else resolve({ info: info!, dsn });
         });
       });
     }).finally(() => setTimeout(() => client.close(), 1_000).unref());
@@ -170,6 +217,44 @@ export class Relay {
     if (next) next();
     else this.active.set(destination, (this.active.get(destination) ?? 1) - 1);
   }
+}
+
+/** The extensions the server offered in its EHLO (nodemailer keeps them on the connection). */
+function extensions(client: SmtpClient): string[] {
+  const offered = (client as unknown as { _supportedExtensions?: unknown })._supportedExtensions;
+  if (!Array.isArray(offered)) throw new Error('nodemailer changed SMTPConnection#_supportedExtensions; review relay.ts');
+  return offered as string[];
+}
+
+/**
+ * Lines longer than 998 octets (RFC 5322 §2.1.1) folded the way Postfix does it
+ * (smtp_line_length_limit): the rest goes on a continuation line that starts with a space.
+ * A message without such lines is returned as it is.
+ */
+export function foldLongLines(body: Buffer, limit = 998): Buffer {
+  /** Each line's start, its end before CRLF, and where the next one starts. */
+  const lines = function* () {
+    for (let start = 0; start < body.length; ) {
+      const lf = body.indexOf(0x0a, start);
+      const next = lf < 0 ? body.length : lf + 1;
+      yield [start, lf > start && body[lf - 1] === 0x0d ? lf - 1 : lf < 0 ? body.length : lf, next] as const;
+      start = next;
+    }
+  };
+  let long = false;
+  for (const [start, end] of lines()) if (end - start > limit) long = true;
+  if (!long) return body;
+  const out: Buffer[] = [];
+  const fold = Buffer.from('\r\n ');
+  for (const [start, end, next] of lines()) {
+    let pos = start;
+    for (let width = limit; end - pos > width; width = limit - 1) {
+      out.push(body.subarray(pos, pos + width), fold);
+      pos += width;
+    }
+    out.push(body.subarray(pos, next));
+  }
+  return Buffer.concat(out);
 }
 
 function replyOf(err: SmtpClientError): Reply {

@@ -7,18 +7,25 @@ export interface SinkMessage {
   raw: Buffer;
   /** Whether the client had switched to TLS (STARTTLS, with smtp-server's built-in certificate). */
   secure: boolean;
+  /** What the client passed of RFC 3461 (only when the sink offers DSN) and BODY=. */
+  dsn: { ret: string | null; envid: string | null };
+  rcptDsn: { address: string; notify?: string[]; orcpt?: string }[];
+  bodyType: string;
 }
 
 /**
  * An outside mail server for relay tests: accepts everything except the recipients
  * `reject` answers for (e.g. `550 5.1.1 no such user`), and keeps every message it got.
+ * `dsn` makes it offer the DSN extension; `no8bit` makes it withhold 8BITMIME.
  */
-export async function startSink(options: { port?: number; reject?: (rcpt: string) => string | undefined } = {}) {
+export async function startSink(options: { port?: number; reject?: (rcpt: string) => string | undefined; dsn?: boolean; no8bit?: boolean } = {}) {
   const messages: SinkMessage[] = [];
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['AUTH'],
     hideENHANCEDSTATUSCODES: true,
+    hideDSN: !options.dsn,
+    hide8BITMIME: Boolean(options.no8bit),
     disableReverseLookup: true,
     logger: false,
     onRcptTo(address, _session, cb) {
@@ -31,11 +38,15 @@ export async function startSink(options: { port?: number; reject?: (rcpt: string
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
+        const envelope = session.envelope as typeof session.envelope & { dsn?: { ret: string | null; envid: string | null }; bodyType?: string };
         messages.push({
-          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-          to: session.envelope.rcptTo.map((r) => r.address),
+          from: envelope.mailFrom ? envelope.mailFrom.address : '',
+          to: envelope.rcptTo.map((r) => r.address),
           raw: Buffer.concat(chunks),
           secure: session.secure,
+          dsn: envelope.dsn ?? { ret: null, envid: null },
+          rcptDsn: envelope.rcptTo.map((r) => ({ address: r.address, ...((r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn ?? {}) })),
+          bodyType: envelope.bodyType ?? '7bit',
         });
         cb();
       });

@@ -23,6 +23,16 @@ export class QueueTargets {
     return all.flatMap((r) => r.messages);
   }
 
+  /** Each node's queue totals: messages and bytes, as its counters say. */
+  async totals(): Promise<{ node: string; messages: number; bytes: number }[]> {
+    return Promise.all(
+      this.clients.map(async (c) => {
+        const r = await this.call<{ totalMessages: number; totalBytes: number }>(c, 'List', { limit: 1 });
+        return { node: c.node, messages: Number(r.totalMessages), bytes: Number(r.totalBytes) };
+      }),
+    );
+  }
+
   /** Applies an action on every node; returns how many recipients it changed. */
   async act(action: QueueAction, ids: string[], all: boolean): Promise<number> {
     const res = await Promise.all(this.clients.map((c) => this.call<{ affected: number }>(c, action, { ids, all })));

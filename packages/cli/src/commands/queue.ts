@@ -48,6 +48,16 @@ queue
     }),
   );
 queue
+  .command('stats')
+  .description("each node's queue: messages and bytes (what backpressure counts)")
+  .option('--node <id>', "only this node's queue")
+  .action((opts) =>
+    withQueues(opts.node, async (q) => {
+      const totals = await q.totals();
+      print(totals, ['node', 'messages', 'bytes']);
+    }),
+  );
+queue
   .command('show <id...>')
   .description('one or more queued messages in full')
   .action((ids: string[]) =>
