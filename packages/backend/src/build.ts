@@ -1,8 +1,8 @@
-import { closer, type Config, type Logger } from '@mailgrid/core';
+import { closer, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router } from '@mailgrid/mailflow';
 import type { RoleParts } from '@mailgrid/protocol';
-import { LmdbMailStore } from '@mailgrid/store';
+import { LmdbMailStore, type MailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { adminService } from './admin-service.js';
 import { deliveryService } from './delivery-service.js';
@@ -30,11 +30,50 @@ export function buildBackend(deps: BackendDeps): RoleParts {
   const store = new LmdbMailStore(join(resolve(config.dataDir), 'store'));
   const router = new Router(deps.directory);
   return {
-    services: [closer('store', () => store.close())],
+    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log)],
     grpc: [
       deliveryService({ group, router, store, maxMessageBytes: config.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],
+  };
+}
+
+/** Idempotency keys are kept this much longer than a sender's queue may retry a message. */
+const DEDUPE_MARGIN_MS = 24 * 3_600_000;
+
+/**
+ * Forgets idempotency keys once no sender can retry their messages any more (the queue
+ * lifetime and a day after they arrived), every minute, in batches, so the table stays the
+ * size of the last few days' deliveries instead of growing for ever.
+ */
+function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger): Service {
+  let state: ServiceState = 'new';
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  const prune = async () => {
+    let total = 0;
+    for (let n = -1; n !== 0 && state === 'running'; total += n) n = await store.prune(Date.now() - retentionMs());
+    if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
+  };
+  return {
+    name: 'dedupe-pruner',
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+      timer = setInterval(() => {
+        running ??= prune()
+          .catch((err) => log.warn({ event: 'store.dedupe-prune-failed', err }, 'idempotency keys not pruned; next time'))
+          .finally(() => (running = undefined));
+      }, 60_000);
+      timer.unref();
+    },
+    async stop() {
+      state = 'stopped';
+      clearInterval(timer);
+      await running;
+    },
   };
 }

@@ -6,3 +6,4 @@ export * from './service.js';
 export * from './health.js';
 export * from './main.js';
 export * from './util.js';
+export * from './storage.js';

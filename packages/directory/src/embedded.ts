@@ -1,4 +1,4 @@
-import { isDomain, normalizeDomain, parseAddress, Replies, type Address } from '@mailgrid/core';
+import { commit, flushed, isDomain, normalizeDomain, parseAddress, Replies, type Address } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import type { AccountEntry, AliasEntry, Directory, DirectoryAdmin, Resolution } from './directory.js';
@@ -137,11 +137,11 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
 
   /** One checked edit: runs inside the write transaction, counts the revision, then flushes. */
   private async edit(change: () => void): Promise<void> {
-    await this.root.transaction(() => {
+    await commit(this.root, () => {
       change();
       this.meta.put('revision', this.revision + 1);
     });
-    await this.root.flushed;
+    await flushed(this.root);
   }
 
   private accountKeys(domain: string): string[] {

@@ -1,4 +1,4 @@
-import { MailError, Replies } from '@mailgrid/core';
+import { commit, flushed, Replies } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 
@@ -123,8 +123,8 @@ export class QueueStore {
   }
 
   /** Resolves once every change committed so far is on disk. */
-  async flushed(): Promise<void> {
-    await this.root.flushed;
+  flushed(): Promise<void> {
+    return flushed(this.root);
   }
 
   /** Queued recipients whose next attempt is at or before `now`, oldest first. */
@@ -217,21 +217,8 @@ export class QueueStore {
     await this.root.close();
   }
 
-  /**
-   * One write transaction. A failed commit (a full or failing disk) rejects with
-   * `storageFailed` carrying the system's own error: lmdb-js rejects the caller with a
-   * generic "Commit failed" and the real cause in a second promise, `commitError`, which
-   * must be consumed or it surfaces as an unhandled rejection.
-   */
-  private async write(work: () => void): Promise<void> {
-    try {
-      await this.root.transaction(work);
-    } catch (err) {
-      if (MailError.is(err)) throw err;
-      const pending = (err as { commitError?: Promise<unknown> }).commitError;
-      const cause = pending ? await pending.then(() => err, (real: unknown) => real) : err;
-      throw Replies.storageFailed(cause);
-    }
+  private write(work: () => void): Promise<void> {
+    return commit(this.root, work);
   }
 
   /** Inside a write transaction: one new message, counted once. */

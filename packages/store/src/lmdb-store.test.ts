@@ -53,6 +53,21 @@ describe('LmdbMailStore', () => {
     assert.equal(store.fetch('c@x.test', 'INBOX', res[1].uid), undefined);
   });
 
+  it('forgets idempotency keys once their messages are older than the retention', async () => {
+    const body = Buffer.from('p\r\n');
+    await store.append({ body, receivedAt: 1_000, recipients: [{ account: 'p@x.test', idempotencyKey: 'old:p' }] });
+    await store.append({ body, receivedAt: 5_000, recipients: [{ account: 'p@x.test', idempotencyKey: 'new:p' }] });
+    const before = store.dedupeSize;
+    const pruned = await store.prune(2_000);
+    assert.ok(pruned >= 1);
+    assert.equal(store.dedupeSize, before - pruned);
+    assert.equal(store.list('p@x.test').length, 2, 'the messages stay');
+    const recent = await store.append({ body, receivedAt: 5_000, recipients: [{ account: 'p@x.test', idempotencyKey: 'new:p' }] });
+    assert.equal(recent[0].duplicate, true, 'a recent key is still known');
+    const old = await store.append({ body, receivedAt: 6_000, recipients: [{ account: 'p@x.test', idempotencyKey: 'old:p' }] });
+    assert.equal(old[0].duplicate, false, 'an old one is forgotten');
+  });
+
   it('keeps concurrent appends apart', async () => {
     const all = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>

@@ -1,3 +1,4 @@
+import { commit, flushed } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { mkdirSync } from 'node:fs';
 import { INBOX, type AppendRequest, type AppendResult, type MailStore, type MessageInfo } from './store.js';
@@ -17,7 +18,8 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `index`     [account, folder, uid] → size, arrival, flags, blob id
  * - `blobs`     blob id → message bytes, stored once however many local recipients
  * - `refs`      blob id → number of index entries pointing at it
- * - `dedupe`    idempotency key → where it was stored
+ * - `dedupe`    idempotency key → where it was stored, and when the message arrived
+ * - `dedupeAge` [arrival, key]: the same keys by age, so old ones are pruned without a scan
  * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
  */
 export class LmdbMailStore implements MailStore {
@@ -26,7 +28,8 @@ export class LmdbMailStore implements MailStore {
   private readonly index: Database<IndexEntry, IndexKey>;
   private readonly blobs: Database<Buffer, number>;
   private readonly refs: Database<number, number>;
-  private readonly dedupe: Database<{ account: string; folder: string; uid: number }, string>;
+  private readonly dedupe: Database<{ account: string; folder: string; uid: number; at?: number }, string>;
+  private readonly dedupeAge: Database<1, [number, string]>;
   private readonly meta: Database<number, string>;
 
   constructor(path: string) {
@@ -44,18 +47,19 @@ export class LmdbMailStore implements MailStore {
     this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
     this.refs = this.root.openDB({ name: 'refs' });
     this.dedupe = this.root.openDB({ name: 'dedupe' });
+    this.dedupeAge = this.root.openDB({ name: 'dedupeAge' });
     this.meta = this.root.openDB({ name: 'meta' });
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
     const folder = request.folder ?? INBOX;
-    const results = await this.root.transaction(() => {
+    const results = await commit(this.root, () => {
       const out: AppendResult[] = [];
       let blob = 0;
       for (const r of request.recipients) {
         const seen = this.dedupe.get(r.idempotencyKey);
         if (seen) {
-          out.push({ ...seen, duplicate: true });
+          out.push({ account: seen.account, folder: seen.folder, uid: seen.uid, duplicate: true });
           continue;
         }
         if (!blob) {
@@ -67,13 +71,36 @@ export class LmdbMailStore implements MailStore {
         this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
         this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
         this.refs.put(blob, (this.refs.get(blob) ?? 0) + 1);
-        this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid });
+        this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid, at: request.receivedAt });
+        this.dedupeAge.put([request.receivedAt, r.idempotencyKey], 1);
         out.push({ account: r.account, folder, uid, duplicate: false });
       }
       return out;
     });
-    await this.root.flushed;
+    await flushed(this.root);
     return results;
+  }
+
+  /**
+   * Forgets up to `limit` idempotency keys of messages that arrived before `before`: by
+   * then no sender still retries them (the queue lifetime is over), so the table does not
+   * grow for ever. Returns how many went; not flushed (a lost prune is redone next time).
+   */
+  async prune(before: number, limit = 10_000): Promise<number> {
+    return commit(this.root, () => {
+      let n = 0;
+      for (const key of this.dedupeAge.getKeys({ end: [before, ''], limit })) {
+        this.dedupeAge.remove(key);
+        this.dedupe.remove(key[1]);
+        n++;
+      }
+      return n;
+    });
+  }
+
+  /** How many idempotency keys are kept. */
+  get dedupeSize(): number {
+    return (this.dedupe.getStats() as { entryCount: number }).entryCount;
   }
 
   list(account: string, folder = INBOX): MessageInfo[] {
@@ -93,7 +120,7 @@ export class LmdbMailStore implements MailStore {
   }
 
   async delete(account: string, folder: string, uids: number[]): Promise<number> {
-    const deleted = await this.root.transaction(() => {
+    const deleted = await commit(this.root, () => {
       let n = 0;
       for (const uid of uids) {
         const key: IndexKey = [account, folder, uid];
@@ -110,7 +137,7 @@ export class LmdbMailStore implements MailStore {
       }
       return n;
     });
-    await this.root.flushed;
+    await flushed(this.root);
     return deleted;
   }
 
