@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, sendMail, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
+import { dataDirWith, eventually, MailboxProbe, mountTmpfs, sendMail, startNode, startSink, type NodeHandle, type SmallDisk } from '@mailgrid/testing';
 
 /**
  * A message for a local recipient and a relayed one, while the queue's disk is full. Before
@@ -12,29 +8,17 @@ import { eventually, MailboxProbe, sendMail, startNode, startSink, type NodeHand
  * the client got a 451 and its retry stored the message a second time.
  */
 describe('a message refused with a 4xx is stored exactly once when the client retries', () => {
-  const root = mkdtempSync(join(tmpdir(), 'mailgrid-partial-'));
-  const disk = join(root, 'queue-disk');
-  let mounted = false;
+  let disk: SmallDisk;
   let node: NodeHandle;
   let mailbox: MailboxProbe;
   let sink: Awaited<ReturnType<typeof startSink>>;
 
   before(async () => {
-    mkdirSync(disk);
-    try {
-      // A real full disk: the queue lives on an 8 MiB tmpfs (tests run as root in CI).
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', disk], { stdio: 'pipe' });
-      mounted = true;
-    } catch (err) {
-      throw new Error(`this test needs to mount a tmpfs (run as root): ${(err as Error).message}`);
-    }
-    const dataDir = join(root, 'data');
-    mkdirSync(dataDir);
-    mkdirSync(join(disk, 'queue'));
-    symlinkSync(join(disk, 'queue'), join(dataDir, 'queue'));
+    // A real full disk: the queue lives on an 8 MiB tmpfs.
+    disk = mountTmpfs('8m');
     sink = await startSink();
     node = await startNode({
-      dataDir,
+      dataDir: dataDirWith(disk, 'queue'),
       env: {
         MAILGRID_SMTP_TRUSTED_NETWORKS: '127.0.0.1',
         MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${sink.port}`,
@@ -50,25 +34,27 @@ describe('a message refused with a 4xx is stored exactly once when the client re
     mailbox?.close();
     if (node) assert.equal(await node.stop(), 0, 'the node kept running and drains cleanly');
     await sink?.close();
-    if (mounted) execFileSync('umount', [disk]);
-    rmSync(root, { recursive: true, force: true });
+    disk?.unmount();
   });
 
   it('answers 4xx with nothing stored while the queue cannot take the message, then stores it once', async () => {
     // About a megabyte, CRLF lines, with an id to find it by.
     const data = `Subject: partial\r\nX-Test-Id: partial-1\r\n\r\n${('z'.repeat(998) + '\r\n').repeat(1000)}`;
     const message = { from: 'carol@sender.test', to: ['alice@example.test', 'bob@remote.test'], data };
-    const { bavail, bsize } = statfsSync(disk);
-    const filler = join(disk, 'filler');
-    writeFileSync(filler, Buffer.alloc(Math.max(0, bavail * bsize - 256 * 1024)));
+    disk.fill(256 * 1024);
 
     const first = await sendMail(node.smtpPort, message);
     assert.match(first, /^4\d\d 4\.\d+\.\d+ /, 'a temporary refusal');
     assert.equal((await mailbox.list('alice@example.test')).length, 0, 'nothing stored for the local recipient');
     assert.equal(sink.messages.length, 0);
 
-    rmSync(filler);
-    const second = await sendMail(node.smtpPort, message);
+    disk.empty();
+    // The client retries, as clients do after a 4xx, until the node has seen the space back.
+    const second = await eventually('accepted again once space returns', async () => {
+      const reply = await sendMail(node.smtpPort, message);
+      if (reply.startsWith('4')) return undefined;
+      return reply;
+    });
     assert.match(second, /^250 2\.0\.0 Ok: stored and queued as /);
     await eventually('the relayed copy arrives', async () => (sink.messages.length ? true : undefined));
     const stored = await mailbox.list('alice@example.test');

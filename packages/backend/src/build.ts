@@ -1,4 +1,4 @@
-import { closer, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { closer, DiskGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router } from '@mailgrid/mailflow';
 import type { RoleParts } from '@mailgrid/protocol';
@@ -23,16 +23,20 @@ export interface BackendDeps {
  * accounts of one hosting group in the LMDB store, served as Delivery, Mailbox (and Admin
  * with an own directory) on the node's gRPC host.
  */
-export function buildBackend(deps: BackendDeps): RoleParts {
+export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void } {
   const { config } = deps;
+  let current = config;
   const group = config.backend.group;
   const log = deps.log.child({ component: 'backend', group });
-  const store = new LmdbMailStore(join(resolve(config.dataDir), 'store'));
+  const path = join(resolve(config.dataDir), 'store');
+  const store = new LmdbMailStore(path);
+  const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
   const router = new Router(deps.directory);
   return {
+    apply: (next: Config) => (current = next),
     services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log)],
     grpc: [
-      deliveryService({ group, router, store, maxMessageBytes: config.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
+      deliveryService({ group, router, store, disk, maxMessageBytes: config.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],

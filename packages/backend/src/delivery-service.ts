@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { Replies, type Logger, type MailError } from '@mailgrid/core';
+import { Replies, type DiskGuard, type Logger, type MailError } from '@mailgrid/core';
 import type { Router } from '@mailgrid/mailflow';
 import {
   outcomeOf,
@@ -19,6 +19,8 @@ export interface DeliveryServiceDeps {
   group: string;
   router: Router;
   store: MailStore;
+  /** The store's disk: an append that would leave it below its floor is a 452, not a full disk. */
+  disk: DiskGuard;
   maxMessageBytes: number;
   /** This member's current epoch, which every call must carry (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
@@ -105,7 +107,11 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     else fail(r.address, revision >= senderRevision ? Replies.unknownUser(r.address) : Replies.directoryBehind(r.address));
   }
 
-  if (toStore.length) {
+  const full = toStore.length ? await deps.disk.reserve(body.length) : undefined;
+  if (full) {
+    deps.log.warn({ event: 'delivery.disk-full', ...ids, size: body.length }, 'store disk below its floor, deliveries deferred');
+    for (const r of toStore) fail(r.address, full);
+  } else if (toStore.length) {
     try {
       const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
       stored.forEach((s, i) => {

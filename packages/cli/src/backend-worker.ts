@@ -1,5 +1,5 @@
 import { buildBackend } from '@mailgrid/backend';
-import { createLogger, installRejectionGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { createLogger, exitSoon, installRejectionGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { queuePath } from '@mailgrid/mailflow';
 import { GrpcHost, routeGrpcLogs } from '@mailgrid/protocol';
@@ -52,7 +52,7 @@ export class BackendWorker implements Service {
       if (this._state === 'running') {
         // A backend that dies under a live frontend would leave mail undeliverable: fail loudly.
         this.log.fatal({ event: 'backend.worker-exited', code }, 'backend worker exited');
-        process.exit(1);
+        exitSoon(1);
       }
     });
     this._state = 'running';

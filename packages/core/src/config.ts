@@ -109,6 +109,8 @@ export const configSchema = z.strictObject({
   backend: z.strictObject({
     /** Hosting group this backend serves. */
     group: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/),
+    /** Below this much free space on the store's disk a delivery gets 452 4.3.1 (the frontend queues it). */
+    minFreeBytes: z.number().int().min(0),
   }),
   /** How long stop() waits for sessions and calls under way on SIGTERM. */
   drainMs: z.number().int().min(0),
@@ -175,7 +177,7 @@ export function defaults(): Config {
     relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000 },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
     delivery: { inline: true, timeoutMs: 60_000, chunkBytes: 64 * 1024 },
-    backend: { group: 'default' },
+    backend: { group: 'default', minFreeBytes: 512 * 1024 ** 2 },
     drainMs: 30_000,
     postmaster: '',
   };
@@ -295,6 +297,7 @@ export const LIVE_SETTINGS = [
   'queue.maxMessages',
   'queue.maxBytes',
   'queue.minFreeBytes',
+  'backend.minFreeBytes',
   'postmaster',
 ] as const;
 

@@ -105,6 +105,7 @@ export const Replies = {
     temporary('UNIMPLEMENTED', 451, '4.3.0', `${what}: the service is not offered there, try again later`, cause),
   storageFailed: (cause?: unknown) => temporary('STORAGE_FAILED', 451, '4.3.0', 'Mail store error, try again later', cause),
   queueFull: () => temporary('QUEUE_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
+  diskFull: () => temporary('DISK_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
   duplicateQueueId: (id: string) => temporary('DUPLICATE_QUEUE_ID', 451, '4.3.0', `Queue id ${id} is taken, try again later`),
   shuttingDown: () => temporary('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
   /** A delivery-channel request that does not add up: never a bounce, the sender tries again. */

@@ -7,3 +7,4 @@ export * from './health.js';
 export * from './main.js';
 export * from './util.js';
 export * from './storage.js';
+export * from './disk-guard.js';

@@ -1,4 +1,9 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { createRequire } from 'node:module';
+import type { SonicBoom as SonicBoomClass } from 'sonic-boom';
+
+// sonic-boom is CommonJS; its class is the module itself.
+const SonicBoom = createRequire(import.meta.url)('sonic-boom') as typeof SonicBoomClass;
 
 export type { Logger } from 'pino';
 
@@ -20,7 +25,7 @@ export function createLogger(options: { level: string; name?: string }, destinat
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   };
-  const root = destination ? pino(config, destination) : pino(config, pino.destination({ sync: false }));
+  const root = destination ? pino(config, destination) : pino(config, nonBlocking());
   levelSetters.set(root, (level) => {
     root.level = level;
     for (const ref of components) {
@@ -39,4 +44,41 @@ export function setLogLevel(root: Logger, level: string): void {
   const set = levelSetters.get(root);
   if (set) set(level);
   else root.level = level;
+}
+
+/**
+ * stdout for the log, never in the way of the mail: written asynchronously; when a write
+ * fails (the log's disk is full) the lines wait in memory up to 16 MB, past that they are
+ * dropped and counted, and the count is logged once writing works again. Made here rather
+ * than with `pino.destination`, which re-throws a write error as an uncaught exception and
+ * registers an exit hook whose synchronous flush retries a full disk for ever.
+ */
+function nonBlocking(): pino.DestinationStream {
+  const dest = new SonicBoom({ fd: 1, sync: false, maxLength: 16 * 1024 * 1024 });
+  let failing = false;
+  let dropped = 0;
+  dest.on('error', (err: NodeJS.ErrnoException) => {
+    // A reader that went away (EPIPE) will not come back: stop writing.
+    if (err.code === 'EPIPE') dest.write = () => true;
+    failing = true;
+  });
+  dest.on('drop', () => {
+    dropped++;
+  });
+  dest.on('write', () => {
+    if (!failing) return;
+    failing = false;
+    if (dropped) dest.write(JSON.stringify({ level: 'warn', time: new Date().toISOString(), pid: process.pid, event: 'log.dropped', lines: dropped, msg: 'log lines dropped while they could not be written' }) + '\n');
+    dropped = 0;
+  });
+  return dest;
+}
+
+/**
+ * Ends the process with `code` a moment after a last log line: long enough for the line to
+ * be written, not so long that a log that cannot be written keeps a dying process alive.
+ */
+export function exitSoon(code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 200);
 }

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { ConfigError, leaves, loadConfig, type Config } from './config.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, exitSoon, type Logger } from './logger.js';
 import { runUntilSignal, StartError, type Service } from './service.js';
 
 /**
@@ -44,22 +44,14 @@ export async function runRole(build: (config: Config, log: Logger) => Service[],
 }
 
 /**
- * What an unhandled rejection does in a node (each thread installs it). lmdb-js rejects a
- * failed commit to the caller that awaited it, and also rejects its own promise for the
- * batch, which nobody awaits (it carries `commitError`): that one is logged, the caller
- * already answered. Anything else is a bug: logged, and the process exits for its
- * supervisor to restart it, as Node itself would.
+ * An unhandled rejection is a bug: logged, and the process (or the worker thread) ends for
+ * its supervisor to restart it, as Node itself would, but with a log line saying why. A
+ * full disk is not one: every storage write consumes what lmdb-js leaves rejected (`commit`).
  */
 export function installRejectionGuard(log: Logger): void {
   process.on('unhandledRejection', (err) => {
-    if (typeof err === 'object' && err !== null && 'commitError' in err) {
-      (err as { commitError: Promise<unknown> }).commitError.catch(() => undefined);
-      log.error({ event: 'storage.commit-failed', err }, 'a storage commit failed');
-      return;
-    }
     log.fatal({ event: 'process.unhandled-rejection', err }, 'unhandled rejection');
-    log.flush();
-    process.exit(1);
+    exitSoon(1);
   });
 }
 

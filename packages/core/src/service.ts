@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { exitSoon } from './logger.js';
 
 export type ServiceState = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -35,7 +36,7 @@ export async function runUntilSignal(services: Service[], log: Logger, drainMs: 
   log.info({ event: 'node.draining', signal, drainMs }, 'draining');
   const again = () => {
     log.warn({ event: 'node.forced-exit' }, 'second signal, exiting now');
-    process.exit(1);
+    exitSoon(1);
   };
   process.once('SIGTERM', again);
   process.once('SIGINT', again);

@@ -3,21 +3,27 @@ import { MailError, Replies } from './errors.js';
 /** What a guarded write needs of an lmdb-js root database. */
 export interface WritableRoot {
   transaction<T>(work: () => T): Promise<T>;
+  committed: PromiseLike<unknown>;
   flushed: PromiseLike<unknown>;
 }
 
+const ignore = () => undefined;
+
 /**
  * One write transaction, resolved at commit. A failed commit (a full or failing disk,
- * ENOSPC, EIO, MDB_MAP_FULL) rejects with `451 4.3.0` carrying the system's own error:
- * lmdb-js rejects the caller with a generic "Commit failed" and the cause in a second
- * promise, `commitError`, which is consumed here so it cannot go unhandled. A MailError
- * thrown by `work` (a check inside the transaction) comes out as itself.
+ * ENOSPC, EIO, MDB_MAP_FULL) rejects with `451 4.3.0` carrying the system's own error.
+ * lmdb-js rejects the caller with a generic "Commit failed" and leaves two more promises
+ * rejected that nobody awaits: the cause (`commitError`) and the failed batch's own
+ * (`committed` while the failure is being delivered). Both are consumed here, so a full
+ * disk leaves no unhandled rejection behind. A MailError thrown by `work` (a check inside
+ * the transaction) comes out as itself.
  */
 export async function commit<T>(root: WritableRoot, work: () => T): Promise<T> {
   try {
     return await root.transaction(work);
   } catch (err) {
     if (MailError.is(err)) throw err;
+    root.committed.then(ignore, ignore);
     const pending = (err as { commitError?: Promise<unknown> }).commitError;
     const cause = pending ? await pending.then(() => err, (real: unknown) => real) : err;
     throw Replies.storageFailed(cause);
@@ -31,9 +37,11 @@ export async function commit<T>(root: WritableRoot, work: () => T): Promise<T> {
  */
 export async function flushed(root: WritableRoot, ms = 30_000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  const flush = Promise.resolve(root.flushed);
+  flush.catch(ignore); // should it fail after the deadline won
   try {
     await Promise.race([
-      Promise.resolve(root.flushed),
+      flush,
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(Replies.storageFailed(new Error(`not flushed to disk within ${ms} ms`))), ms);
       }),

@@ -1,5 +1,4 @@
-import { Replies, type Logger, type MailError } from '@mailgrid/core';
-import { statfs } from 'node:fs/promises';
+import { DiskGuard, Replies, type Logger, type MailError } from '@mailgrid/core';
 import type { Notify, QueueEntry, QueuedMessage, QueuedRecipient, QueueLimits, QueueStore, Route } from './queue-store.js';
 
 export interface Enqueue {
@@ -30,8 +29,7 @@ export interface Enqueue {
  * that is on disk. The queue runner takes messages out.
  */
 export class MailQueue {
-  private freeBytes = Infinity;
-  private lastStat = 0;
+  private readonly disk: DiskGuard;
 
   constructor(
     readonly store: QueueStore,
@@ -42,24 +40,15 @@ export class MailQueue {
       /** Called when something was queued that is due now, so the runner looks at once. */
       onDue?: () => void;
     },
-  ) {}
+  ) {
+    this.disk = new DiskGuard({ path: options.path, floor: () => options.limits().minFreeBytes, log: options.log });
+  }
 
   /** Backpressure: undefined while there is room, else the 452 to answer. */
   async refusal(): Promise<MailError | undefined> {
     const limits = this.options.limits();
-    if (Date.now() - this.lastStat > 2_000) {
-      this.lastStat = Date.now();
-      try {
-        const s = await statfs(this.options.path);
-        this.freeBytes = s.bavail * s.bsize;
-      } catch (err) {
-        this.options.log.warn({ event: 'queue.statfs-failed', err }, 'cannot read free disk space');
-      }
-    }
-    if (this.store.messageCount >= limits.maxMessages || this.store.byteCount >= limits.maxBytes || this.freeBytes < limits.minFreeBytes) {
-      return Replies.queueFull();
-    }
-    return undefined;
+    if (this.store.messageCount >= limits.maxMessages || this.store.byteCount >= limits.maxBytes) return Replies.queueFull();
+    return this.disk.reserve(0);
   }
 
   /** A message as the queue keeps it, not yet written (`enqueue` writes it; so may `settle`, with a change). */
@@ -91,8 +80,13 @@ export class MailQueue {
     return { message: entry.message, recipients: await this.add(entry) };
   }
 
-  /** Writes an entry made with `entry()`; resolves at commit with its recipient records. */
+  /**
+   * Writes an entry made with `entry()`; resolves at commit with its recipient records. Its
+   * bytes are counted against the disk's floor first, so a burst cannot fill the disk.
+   */
   async add(entry: QueueEntry): Promise<QueuedRecipient[]> {
+    const full = await this.disk.reserve(entry.body.length);
+    if (full) throw full;
     const recipients = await this.store.enqueue(entry);
     this.woken([entry]);
     return recipients;

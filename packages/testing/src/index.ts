@@ -6,3 +6,4 @@ export * from './sink.js';
 export * from './wait.js';
 export * from './etcd.js';
 export * from './tcp-proxy.js';
+export * from './tmpfs.js';

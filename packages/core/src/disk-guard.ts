@@ -1,0 +1,34 @@
+import { statfs } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { Replies, type MailError } from './errors.js';
+
+/**
+ * Keeps a disk from filling up: what `statfs` said was free, less every byte taken since
+ * (reserved before it is written), must stay above a floor. A fresh `statfs` every couple
+ * of seconds replaces the count, so a burst of mail between two looks cannot run the disk
+ * to zero, and mail is taken again within seconds once space returns.
+ */
+export class DiskGuard {
+  private free = Infinity;
+  private checkedAt = 0;
+  private reserved = 0;
+
+  constructor(private readonly options: { path: string; floor: () => number; log: Logger; everyMs?: number }) {}
+
+  /** `452 4.3.1` when taking `bytes` would leave less than the floor free; else undefined, with the bytes counted. */
+  async reserve(bytes = 0): Promise<MailError | undefined> {
+    if (Date.now() - this.checkedAt > (this.options.everyMs ?? 2_000)) {
+      this.checkedAt = Date.now();
+      try {
+        const s = await statfs(this.options.path);
+        this.free = s.bavail * s.bsize;
+        this.reserved = 0;
+      } catch (err) {
+        this.options.log.warn({ event: 'disk.statfs-failed', path: this.options.path, err }, 'cannot read free disk space');
+      }
+    }
+    if (this.free - this.reserved - bytes < this.options.floor()) return Replies.diskFull();
+    this.reserved += bytes;
+    return undefined;
+  }
+}
