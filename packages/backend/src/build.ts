@@ -48,16 +48,23 @@ const DEDUPE_MARGIN_MS = 24 * 3_600_000;
 
 /**
  * Forgets idempotency keys once no sender can retry their messages any more (the queue
- * lifetime and a day after they arrived), every minute, in batches, so the table stays the
- * size of the last few days' deliveries instead of growing for ever.
+ * lifetime and a day after they arrived): a pass over the table every hour, in batches, so
+ * it stays the size of the last few days' deliveries instead of growing for ever.
  */
 function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger): Service {
   let state: ServiceState = 'new';
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
-  const prune = async () => {
+  const pass = async () => {
+    const before = Date.now() - retentionMs();
     let total = 0;
-    for (let n = -1; n !== 0 && state === 'running'; total += n) n = await store.prune(Date.now() - retentionMs());
+    let from: string | undefined;
+    do {
+      const batch = await store.prune(before, from);
+      total += batch.pruned;
+      from = batch.next;
+      await new Promise((r) => setImmediate(r)); // deliveries go first
+    } while (from !== undefined && state === 'running');
     if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
   };
   return {
@@ -68,10 +75,10 @@ function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger):
     async start() {
       state = 'running';
       timer = setInterval(() => {
-        running ??= prune()
+        running ??= pass()
           .catch((err) => log.warn({ event: 'store.dedupe-prune-failed', err }, 'idempotency keys not pruned; next time'))
           .finally(() => (running = undefined));
-      }, 60_000);
+      }, 3_600_000);
       timer.unref();
     },
     async stop() {

