@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaults } from '@mailgrid/core';
-import { LmdbMailStore } from '@mailgrid/store';
+import { LmdbMailStore, pruneDedupe } from '@mailgrid/store';
 
 const { values } = parseArgs({
   options: { deliveries: { type: 'string', default: '1000000' }, days: { type: 'string', default: '30' }, concurrency: { type: 'string', default: '64' } },
@@ -43,7 +43,7 @@ async function main() {
         if (i % 100_000 === 0) {
           pruning = pruning.then(async () => {
             maxKept = Math.max(maxKept, store.dedupeSize);
-            pruned += await prunePass(store, at - RETENTION);
+            pruned += await pruneDedupe(store, at - RETENTION);
           });
           await pruning;
         }
@@ -52,7 +52,7 @@ async function main() {
     }),
   );
   const seconds = (Date.now() - t0) / 1000;
-  pruned += await prunePass(store, start + SPAN - RETENTION);
+  pruned += await pruneDedupe(store, start + SPAN - RETENTION);
   const kept = store.dedupeSize;
   const fileMb = statSync(join(dir, 'data.mdb')).size / 1024 ** 2;
   console.log(`# ${N} deliveries over ${values.days} simulated days in ${seconds.toFixed(1)} s (${Math.round(N / seconds)} deliveries/s, each flushed)`);
@@ -62,18 +62,6 @@ async function main() {
   console.log(`store file: ${fileMb.toFixed(0)} MB`);
   await store.close();
   rmSync(dir, { recursive: true, force: true });
-}
-
-/** One pass over the whole table, as the backend's pruner makes one. */
-async function prunePass(store: LmdbMailStore, before: number): Promise<number> {
-  let pruned = 0;
-  let from: string | undefined;
-  do {
-    const batch = await store.prune(before, from);
-    pruned += batch.pruned;
-    from = batch.next;
-  } while (from !== undefined);
-  return pruned;
 }
 
 main().catch((err) => {

@@ -2,7 +2,7 @@ import { closer, DiskGuard, type Config, type Logger, type Service, type Service
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router } from '@mailgrid/mailflow';
 import type { RoleParts } from '@mailgrid/protocol';
-import { LmdbMailStore, type MailStore } from '@mailgrid/store';
+import { LmdbMailStore, pruneDedupe, type MailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { adminService } from './admin-service.js';
 import { deliveryService } from './delivery-service.js';
@@ -56,15 +56,9 @@ function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger):
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   const pass = async () => {
-    const before = Date.now() - retentionMs();
-    let total = 0;
-    let from: string | undefined;
-    do {
-      const batch = await store.prune(before, from);
-      total += batch.pruned;
-      from = batch.next;
-      await new Promise((r) => setImmediate(r)); // deliveries go first
-    } while (from !== undefined && state === 'running');
+    // Between batches deliveries go first; a stopping node ends the pass.
+    const between = () => new Promise<void>((resolve, reject) => setImmediate(() => (state === 'running' ? resolve() : reject(new Error('stopping')))));
+    const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
     if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
   };
   return {

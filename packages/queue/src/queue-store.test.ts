@@ -8,49 +8,55 @@ import { nextAttempt } from './schedule.js';
 
 const rcpt = (address: string, at: number) => ({ address, route: 'relay' as const, queuedAt: at, nextAttemptAt: at });
 
-describe('QueueStore', () => {
+/** A fresh queue on disk for the tests of one describe. */
+function freshStore(): { readonly store: QueueStore } {
   let dir: string;
-  let store: QueueStore;
+  const ref = { store: undefined as unknown as QueueStore };
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
-    store = new QueueStore(dir);
+    ref.store = new QueueStore(dir);
   });
   after(async () => {
-    await store.close();
+    await ref.store.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return ref;
+}
+
+describe('QueueStore', () => {
+  const q = freshStore();
 
   it('returns only what is due, oldest first, and counts messages and bytes', async () => {
-    await store.enqueue({ message: { id: 'm2', mailFrom: 'a@x.test', receivedAt: 2, size: 3, origin: 'n' }, body: Buffer.from('two'), recipients: [rcpt('b@y.test', 200)] });
-    await store.enqueue({ message: { id: 'm1', mailFrom: 'a@x.test', receivedAt: 1, size: 3, origin: 'n' }, body: Buffer.from('one'), recipients: [rcpt('c@y.test', 100), rcpt('d@y.test', 300)] });
-    assert.equal(store.messageCount, 2);
-    assert.equal(store.byteCount, 6);
-    assert.deepEqual(store.dueRecipients(250, 10).map((r) => r.address), ['c@y.test', 'b@y.test']);
-    assert.deepEqual(store.dueRecipients(50, 10), []);
-    assert.equal(store.nextDueAt(), 100);
+    await q.store.enqueue({ message: { id: 'm2', mailFrom: 'a@x.test', receivedAt: 2, size: 3, origin: 'n' }, body: Buffer.from('two'), recipients: [rcpt('b@y.test', 200)] });
+    await q.store.enqueue({ message: { id: 'm1', mailFrom: 'a@x.test', receivedAt: 1, size: 3, origin: 'n' }, body: Buffer.from('one'), recipients: [rcpt('c@y.test', 100), rcpt('d@y.test', 300)] });
+    assert.equal(q.store.messageCount, 2);
+    assert.equal(q.store.byteCount, 6);
+    assert.deepEqual(q.store.dueRecipients(250, 10).map((r) => r.address), ['c@y.test', 'b@y.test']);
+    assert.deepEqual(q.store.dueRecipients(50, 10), []);
+    assert.equal(q.store.nextDueAt(), 100);
   });
 
   it('reschedules, and drops a message with its last recipient', async () => {
-    const [c] = store.dueRecipients(100, 1);
-    await store.settle([{ recipient: { ...c, attempts: 1, nextAttemptAt: 1000 }, done: false }]);
-    assert.deepEqual(store.dueRecipients(999, 10).map((r) => r.address), ['b@y.test', 'd@y.test']);
-    const d = store.recipientsOf('m1').find((r) => r.address === 'd@y.test')!;
-    await store.settle([{ recipient: d, done: true }]);
-    assert.equal(store.messageCount, 2, 'm1 still has c');
-    const c2 = store.recipientsOf('m1')[0];
-    await store.settle([{ recipient: c2, done: true }]);
-    assert.equal(store.messageCount, 1);
-    assert.equal(store.byteCount, 3);
-    assert.equal(store.body('m1'), undefined);
+    const [c] = q.store.dueRecipients(100, 1);
+    await q.store.settle([{ recipient: { ...c, attempts: 1, nextAttemptAt: 1000 }, done: false }]);
+    assert.deepEqual(q.store.dueRecipients(999, 10).map((r) => r.address), ['b@y.test', 'd@y.test']);
+    const d = q.store.recipientsOf('m1').find((r) => r.address === 'd@y.test')!;
+    await q.store.settle([{ recipient: d, done: true }]);
+    assert.equal(q.store.messageCount, 2, 'm1 still has c');
+    const c2 = q.store.recipientsOf('m1')[0];
+    await q.store.settle([{ recipient: c2, done: true }]);
+    assert.equal(q.store.messageCount, 1);
+    assert.equal(q.store.byteCount, 3);
+    assert.equal(q.store.body('m1'), undefined);
   });
 
   it('keeps an operator hold over a reschedule that raced it', async () => {
-    const [b] = store.recipientsOf('m2');
-    await store.settle([{ recipient: { ...b, state: 'held' }, done: false }]);
+    const [b] = q.store.recipientsOf('m2');
+    await q.store.settle([{ recipient: { ...b, state: 'held' }, done: false }]);
     const rescheduled: QueuedRecipient = { ...b, attempts: b.attempts + 1, nextAttemptAt: 5 };
-    await store.settle([{ recipient: rescheduled, done: false }]);
-    assert.equal(store.recipientsOf('m2')[0].state, 'held');
-    assert.deepEqual(store.dueRecipients(10_000, 10), []);
+    await q.store.settle([{ recipient: rescheduled, done: false }]);
+    assert.equal(q.store.recipientsOf('m2')[0].state, 'held');
+    assert.deepEqual(q.store.dueRecipients(10_000, 10), []);
   });
 });
 
@@ -73,16 +79,7 @@ describe('QueueStore after a crash during inline attempts', () => {
 });
 
 describe('QueueStore ids and counts', () => {
-  let dir: string;
-  let store: QueueStore;
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
-    store = new QueueStore(dir);
-  });
-  after(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const q = freshStore();
   const entry = (id: string, body: string, n = 1) => ({
     message: { id, mailFrom: 'a@x.test', receivedAt: 1, size: body.length, origin: 'n' },
     body: Buffer.from(body),
@@ -90,22 +87,22 @@ describe('QueueStore ids and counts', () => {
   });
 
   it('refuses an id already queued and counts the message once', async () => {
-    await store.enqueue(entry('dup', 'first'));
-    await assert.rejects(store.enqueue(entry('dup', 'second, longer')), (err: { code?: string }) => err.code === 'DUPLICATE_QUEUE_ID');
-    assert.equal(store.messageCount, 1);
-    assert.equal(store.byteCount, 'first'.length);
-    assert.equal(store.body('dup')?.toString(), 'first', 'nothing overwritten');
+    await q.store.enqueue(entry('dup', 'first'));
+    await assert.rejects(q.store.enqueue(entry('dup', 'second, longer')), (err: { code?: string }) => err.code === 'DUPLICATE_QUEUE_ID');
+    assert.equal(q.store.messageCount, 1);
+    assert.equal(q.store.byteCount, 'first'.length);
+    assert.equal(q.store.body('dup')?.toString(), 'first', 'nothing overwritten');
   });
 
   it('writes a settle and the entry it adds together or not at all', async () => {
-    const [r0] = await store.enqueue(entry('two', 'xx', 2));
-    await assert.rejects(store.settle([{ recipient: r0, done: true }], [entry('dup', 'dsn')]));
-    assert.equal(store.recipientsOf('two').length, 2, 'the settle did not happen without its DSN');
-    assert.equal(store.messageCount, 2);
-    await store.settle([{ recipient: r0, done: true }], [entry('dsn-1', 'dsn')]);
-    assert.equal(store.recipientsOf('two').length, 1);
-    assert.equal(store.messageCount, 3);
-    assert.equal(store.byteCount, 'first'.length + 'xx'.length + 'dsn'.length);
+    const [r0] = await q.store.enqueue(entry('two', 'xx', 2));
+    await assert.rejects(q.store.settle([{ recipient: r0, done: true }], [entry('dup', 'dsn')]));
+    assert.equal(q.store.recipientsOf('two').length, 2, 'the settle did not happen without its DSN');
+    assert.equal(q.store.messageCount, 2);
+    await q.store.settle([{ recipient: r0, done: true }], [entry('dsn-1', 'dsn')]);
+    assert.equal(q.store.recipientsOf('two').length, 1);
+    assert.equal(q.store.messageCount, 3);
+    assert.equal(q.store.byteCount, 'first'.length + 'xx'.length + 'dsn'.length);
   });
 });
 

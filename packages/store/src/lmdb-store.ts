@@ -144,3 +144,20 @@ export class LmdbMailStore implements MailStore {
 function info([, folder, uid]: IndexKey, e: IndexEntry): MessageInfo {
   return { folder, uid, size: e.size, receivedAt: e.receivedAt, flags: e.flags };
 }
+
+/**
+ * One pass over the whole idempotency table, forgetting the keys of messages that arrived
+ * before `before` (see `prune`); `between` runs between batches (the backend yields to its
+ * deliveries there). Returns how many went.
+ */
+export async function pruneDedupe(store: Pick<MailStore, 'prune'>, before: number, between?: () => Promise<void>): Promise<number> {
+  let pruned = 0;
+  let from: string | undefined;
+  do {
+    const batch = await store.prune(before, from);
+    pruned += batch.pruned;
+    from = batch.next;
+    await between?.();
+  } while (from !== undefined);
+  return pruned;
+}
