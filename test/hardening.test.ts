@@ -152,7 +152,7 @@ describe('postmaster', () => {
   });
 
   it('warns at start that the postmaster of a domain falls back to its first account', () => {
-    assert.ok(node.logs.some((l) => l.event === 'postmaster.first-account' && l.domain === 'example.test' && l.account === 'alice@example.test'), 'warned');
+    assert.ok(node.logs.some((l) => l.event === 'postmaster.first-account' && l.domain === 'example.test'), 'warned');
   });
 
   it('accepts postmaster@ a hosted domain and bare postmaster, for the first account', async () => {

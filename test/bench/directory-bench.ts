@@ -16,14 +16,15 @@
  *    watch update (put a new account from a second client, time until `resolve()` sees it).
  * etcd and its data are removed at the end. Figures go to stdout and bench-results/.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectEtcd, EtcdDirectory, Keys, prefixEnd, singleEtcdArgs } from '@mailgrid/cluster';
-import { freePort, parseAddress, type Address } from '@mailgrid/core';
+import { connectEtcd, EtcdDirectory, Keys, prefixEnd } from '@mailgrid/cluster';
+import { startEtcd } from '@mailgrid/testing';
+import { parseAddress, type Address } from '@mailgrid/core';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { pino } from 'pino';
 
@@ -225,57 +226,9 @@ async function child(): Promise<void> {
 
 // --- parent: etcd, the load, the report -----------------------------------------------
 
-interface Etcd {
-  url: string;
-  proc: ChildProcess;
-  dir: string;
-}
-
-async function startEtcd(): Promise<Etcd> {
-  if (spawnSync('which', ['etcd']).status !== 0) throw new Error('etcd not found on PATH (Debian: apt-get install etcd-server)');
-  const dir = mkdtempSync(join(tmpdir(), 'mailgrid-dirbench-'));
-  const [client, peer] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${client}`;
-  const log = openSync(join(dir, 'etcd.log'), 'a');
-  const proc = spawn(
-    'etcd',
-    [
-      ...singleEtcdArgs('dirbench', join(dir, 'data'), client, peer),
-      // Bench-only limits: big transactions for a fast load, room for a million keys.
-      '--max-txn-ops', String(Math.max(128, TXN_OPS)),
-      '--max-request-bytes', String(16 * 1024 * 1024),
-      '--quota-backend-bytes', String(8 * 1024 * 1024 * 1024),
-    ],
-    { stdio: ['ignore', log, log] },
-  );
-  closeSync(log);
-  const etcd = { url, proc, dir };
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`etcd exited with ${proc.exitCode}; see ${join(dir, 'etcd.log')}`);
-    const c = connectEtcd(url);
-    try {
-      await c.get('health').exec();
-      return etcd;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`etcd did not start: ${(err as Error).message}`);
-    } finally {
-      c.close();
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function stopEtcd(etcd: Etcd): Promise<void> {
-  if (etcd.proc.exitCode === null && etcd.proc.signalCode === null) {
-    const exited = new Promise((r) => etcd.proc.once('exit', r));
-    etcd.proc.kill('SIGTERM');
-    const timer = setTimeout(() => etcd.proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
-  rmSync(etcd.dir, { recursive: true, force: true });
-}
+/** The bench's etcd: bench-only limits, for big transactions and room for a million keys. */
+const startBenchEtcd = () =>
+  startEtcd({ args: ['--max-txn-ops', String(Math.max(128, TXN_OPS)), '--max-request-bytes', String(16 * 1024 * 1024), '--quota-backend-bytes', String(8 * 1024 * 1024 * 1024)] });
 
 /** Writes the domains, then the accounts in transactions of TXN_OPS puts, PARALLEL at a time. */
 async function load(client: Etcd3, keys: Keys): Promise<{ seconds: number }> {
@@ -366,13 +319,13 @@ function runChild(url: string): Promise<ChildFigures> {
 async function main(): Promise<void> {
   const started = Date.now();
   console.log(`# mailgrid directory bench: ${N} accounts over ${D} domains and ${GROUPS.length} groups, ${cpus().length} cores, node ${process.version}`);
-  const etcd = await startEtcd();
-  const onSignal = () => void stopEtcd(etcd).finally(() => process.exit(130));
+  const etcd = await startBenchEtcd();
+  const onSignal = () => void etcd.stop().finally(() => process.exit(130));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     const keys = new Keys(PREFIX);
-    const client = connectEtcd(etcd.url);
+    const client = connectEtcd(etcd.endpoint);
     console.log(`loading ${N} accounts into etcd (${TXN_OPS} puts per transaction, ${PARALLEL} in parallel) …`);
     const { seconds: loadSeconds } = await load(client, keys);
     const status = await client.maintenance.status({});
@@ -382,7 +335,7 @@ async function main(): Promise<void> {
     client.close();
     console.log(`measuring a directory in a child process …`);
 
-    const c = await runChild(etcd.url);
+    const c = await runChild(etcd.endpoint);
     const L = c.lookup.resolveUs;
     const P = c.lookup.parseAndResolveUs;
     const W = c.watch.visibleMs;
@@ -438,7 +391,7 @@ async function main(): Promise<void> {
     writeFileSync(file, JSON.stringify(figures, null, 2));
     console.log(`figures written to ${file} (whole run ${figures.totalSeconds} s)`);
   } finally {
-    await stopEtcd(etcd);
+    await etcd.stop();
   }
 }
 

@@ -36,7 +36,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     apply: (next: Config) => (current = next),
     services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log)],
     grpc: [
-      deliveryService({ group, router, store, disk, maxMessageBytes: config.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
+      deliveryService({ group, router, store, disk, maxMessageBytes: () => current.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],
@@ -57,7 +57,7 @@ function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger):
   let running: Promise<void> | undefined;
   const pass = async () => {
     // Between batches deliveries go first; a stopping node ends the pass.
-    const between = () => new Promise<void>((resolve, reject) => setImmediate(() => (state === 'running' ? resolve() : reject(new Error('stopping')))));
+    const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(state === 'running')));
     const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
     if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
   };

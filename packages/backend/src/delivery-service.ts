@@ -21,7 +21,8 @@ export interface DeliveryServiceDeps {
   store: MailStore;
   /** The store's disk: an append that would leave it below its floor is a 452, not a full disk. */
   disk: DiskGuard;
-  maxMessageBytes: number;
+  /** The live `smtp.maxMessageBytes`: a frontend may accept up to it. */
+  maxMessageBytes: () => number;
   /** This member's current epoch, which every call must carry (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
   log: Logger;
@@ -52,7 +53,8 @@ export function deliveryService(deps: DeliveryServiceDeps): GrpcService {
           if (!envelope) failed = Replies.malformedRequest('chunk before envelope');
           size += req.chunk.length;
           // The frontend enforces the limit; this guards the backend's memory.
-          if (size > deps.maxMessageBytes * 2) failed = Replies.messageTooBig(deps.maxMessageBytes);
+          const max = deps.maxMessageBytes();
+          if (size > max * 2) failed = Replies.messageTooBig(max);
           else chunks.push(req.chunk);
         }
       });

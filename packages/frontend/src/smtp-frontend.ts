@@ -48,7 +48,6 @@ export class SmtpFrontend implements Service {
       greetingDelay: smtp.greetingDelayMs,
       disableReverseLookup: !smtp.reverseDns,
       resolver: new Resolver({ timeout: smtp.reverseDnsTimeoutMs, tries: 1 }),
-      useProxy: smtp.proxyProtocol,
       hideENHANCEDSTATUSCODES: false,
       // DSN (RFC 3461): NOTIFY, RET, ENVID and ORCPT are honoured in the reports mailgrid makes.
       hideDSN: false,

@@ -1,5 +1,5 @@
 import { Replies, toMailError, type Logger, type MailError, type SmtpReply } from '@mailgrid/core';
-import type { MailQueue, Notify, QueueEntry, QueuedRecipient } from '@mailgrid/queue';
+import type { Enqueue, MailQueue, Notify, QueueEntry, QueuedRecipient } from '@mailgrid/queue';
 import type { Dispatcher, Outcome } from './dispatcher.js';
 import { newMessageId } from './message-id.js';
 import type { LocalRoute, Route, Router } from './router.js';
@@ -107,8 +107,15 @@ export class Intake {
   async prepare(s: Submission): Promise<Prepared> {
     const id = s.id ?? newMessageId();
     const routes = await Promise.all(s.recipients.map((r) => (typeof r === 'string' ? this.route(r, s.mayRelay) : r)));
-    const kept = routes.filter((r) => r.kind !== 'unknown');
-    const dsn = new Map(routes.map((r, i) => [r, s.dsn?.[i]]));
+    // Unknown recipients are answered, not queued; each kept one takes its own DSN request.
+    const kept: Route[] = [];
+    const recipients: Enqueue['recipients'] = [];
+    routes.forEach((r, i) => {
+      if (r.kind === 'unknown') return;
+      kept.push(r);
+      const { notify, orcpt } = s.dsn?.[i] ?? {};
+      recipients.push({ address: r.address, route: r.kind === 'relay' ? 'relay' : 'local', account: r.kind === 'local' ? r.account : undefined, notify, orcpt });
+    });
     const entry = this.options.queue.entry({
       id,
       mailFrom: s.mailFrom,
@@ -120,13 +127,7 @@ export class Intake {
       envid: s.envid,
       ret: s.ret,
       eightBit: s.eightBit,
-      recipients: kept.map((r) => ({
-        address: r.address,
-        route: r.kind === 'relay' ? 'relay' : 'local',
-        account: r.kind === 'local' ? r.account : undefined,
-        notify: dsn.get(r)?.notify,
-        orcpt: dsn.get(r)?.orcpt,
-      })),
+      recipients,
     });
     return { id, routes, kept, entry };
   }

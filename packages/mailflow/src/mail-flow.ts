@@ -73,17 +73,18 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
         await store.close();
       }),
       runner,
-      postmasterCheck(router, deps.directory, log),
+      postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
     grpc: [queueService(store, config.nodeId, wake)],
   };
 }
 
 /**
- * At start, a warning for every hosted domain whose postmaster mail falls back to its first
- * account (no account or alias `postmaster@`, no `postmaster` setting), or has nowhere to go.
+ * At start, with no `postmaster` setting, a warning for every hosted domain without an
+ * account or alias `postmaster@`: its postmaster mail falls back to the domain's first
+ * account. One lookup per domain; which account that is, is found only when such mail comes.
  */
-function postmasterCheck(router: Router, directory: Directory, log: Logger): Service {
+function postmasterCheck(directory: Directory, setting: () => string, log: Logger): Service {
   let state: Service['state'] = 'new';
   return {
     name: 'postmaster-check',
@@ -92,13 +93,14 @@ function postmasterCheck(router: Router, directory: Directory, log: Logger): Ser
     },
     async start() {
       state = 'running';
+      if (setting()) return;
       try {
         for (const domain of await directory.hostedDomains()) {
           if ((await directory.resolve({ local: 'postmaster', domain, key: `postmaster@${domain}` })).kind === 'account') continue;
-          const { account, via } = await router.postmasterOf(domain);
-          if (!account) log.warn({ event: 'postmaster.none', domain }, `postmaster@${domain} has nowhere to go: add an account, an alias postmaster@${domain}, or set postmaster`);
-          else if (via === 'first-account')
-            log.warn({ event: 'postmaster.first-account', domain, account }, `postmaster@${domain} goes to ${account}, the domain's first account: set postmaster or add an alias`);
+          log.warn(
+            { event: 'postmaster.first-account', domain },
+            `postmaster@${domain} goes to the domain's first account (451 4.3.0 while it has none): set postmaster or add an alias postmaster@${domain}`,
+          );
         }
       } catch (err) {
         log.debug({ event: 'postmaster.check-failed', err }, 'postmaster check skipped');

@@ -68,23 +68,23 @@ export class Router {
   /**
    * The account postmaster mail goes to when no account or alias of that name exists: the
    * `postmaster` setting, else the first account of the domain (for a bare `postmaster`:
-   * `postmaster@` the first hosted domain, or its first account). `via` says which.
+   * `postmaster@` the first hosted domain, or its first account).
    */
-  async postmasterOf(domain?: string): Promise<{ account?: string; via: 'setting' | 'account' | 'first-account' }> {
+  private async postmasterOf(domain?: string): Promise<string | undefined> {
     const setting = this.options.postmaster?.();
-    if (setting) return { account: parseAddress(setting)?.key, via: 'setting' };
+    if (setting) return parseAddress(setting)?.key;
     const d = domain ?? (await this.directory.hostedDomains())[0];
-    if (d === undefined) return { via: 'first-account' };
+    if (d === undefined) return undefined;
     if (domain === undefined) {
       const named = await this.directory.resolve(parseAddress(`postmaster@${d}`)!);
-      if (named.kind === 'account') return { account: named.account, via: 'account' };
+      if (named.kind === 'account') return named.account;
     }
-    return { account: await this.directory.firstAccount(d), via: 'first-account' };
+    return this.directory.firstAccount(d);
   }
 
   private async postmaster(address: string, domain?: string): Promise<Route> {
     try {
-      const { account } = await this.resolve(address, () => this.postmasterOf(domain));
+      const account = await this.resolve(address, () => this.postmasterOf(domain));
       const target = account ? parseAddress(account) : undefined;
       const res = target ? await this.resolve(address, () => this.directory.resolve(target)) : undefined;
       if (res?.kind !== 'account') return { kind: 'tempfail', address, reason: Replies.noPostmaster(address) };

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LmdbMailStore } from './lmdb-store.js';
+import { LmdbMailStore, pruneDedupe } from './lmdb-store.js';
 
 describe('LmdbMailStore', () => {
   let dir: string;
@@ -81,5 +81,25 @@ describe('LmdbMailStore', () => {
     );
     const uids = all.map((r) => r[0].uid).sort((x, y) => x - y);
     assert.deepEqual(uids, Array.from({ length: 50 }, (_, i) => i + 1));
+  });
+});
+
+describe('pruneDedupe', () => {
+  // Only the pass's loop is under test here: the store's batches are the test's own.
+  const batches = (n: number) => {
+    let calls = 0;
+    return { calls: () => calls, prune: async () => ({ pruned: 2, next: ++calls < n ? `k${calls}` : undefined }) };
+  };
+
+  it('goes through every batch and counts what went', async () => {
+    const store = batches(3);
+    assert.equal(await pruneDedupe(store, 0), 6);
+    assert.equal(store.calls(), 3);
+  });
+
+  it('ends the pass quietly when `between` answers false (a stopping node)', async () => {
+    const store = batches(3);
+    assert.equal(await pruneDedupe(store, 0, async () => false), 2);
+    assert.equal(store.calls(), 1);
   });
 });

@@ -148,16 +148,15 @@ function info([, folder, uid]: IndexKey, e: IndexEntry): MessageInfo {
 /**
  * One pass over the whole idempotency table, forgetting the keys of messages that arrived
  * before `before` (see `prune`); `between` runs between batches (the backend yields to its
- * deliveries there). Returns how many went.
+ * deliveries there) and ends the pass early by answering false. Returns how many went.
  */
-export async function pruneDedupe(store: Pick<MailStore, 'prune'>, before: number, between?: () => Promise<void>): Promise<number> {
+export async function pruneDedupe(store: Pick<MailStore, 'prune'>, before: number, between: () => Promise<boolean> = async () => true): Promise<number> {
   let pruned = 0;
   let from: string | undefined;
   do {
     const batch = await store.prune(before, from);
     pruned += batch.pruned;
     from = batch.next;
-    await between?.();
-  } while (from !== undefined);
+  } while (from !== undefined && (await between()));
   return pruned;
 }

@@ -19,13 +19,14 @@ export interface EtcdHandle {
 /**
  * A real one-member etcd (the `etcd` binary on PATH) on free loopback ports in a temporary
  * directory, answering when this resolves. No auto-compaction: tests compact themselves.
+ * `args` go after the usual flags (a bench's larger limits).
  */
-export async function startEtcd(): Promise<EtcdHandle> {
+export async function startEtcd(options: { args?: string[] } = {}): Promise<EtcdHandle> {
   const dataDir = mkdtempSync(join(tmpdir(), 'mailgrid-etcd-'));
   const [clientPort, peerPort] = [await freePort(), await freePort()];
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const out = openSync(join(dataDir, 'etcd.log'), 'a');
-  const child = spawn('etcd', singleEtcdArgs('test', join(dataDir, 'data'), clientPort, peerPort), { stdio: ['ignore', out, out] });
+  const child = spawn('etcd', [...singleEtcdArgs('test', join(dataDir, 'data'), clientPort, peerPort), ...(options.args ?? [])], { stdio: ['ignore', out, out] });
   closeSync(out);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let spawnError: Error | undefined;
