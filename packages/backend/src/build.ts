@@ -1,11 +1,11 @@
 import { closer, DiskGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router } from '@mailgrid/mailflow';
-import type { RoleParts } from '@mailgrid/protocol';
+import type { DeliveryHandler, RoleParts } from '@mailgrid/protocol';
 import { LmdbMailStore, pruneDedupe, type MailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { adminService } from './admin-service.js';
-import { deliveryService } from './delivery-service.js';
+import { deliveryHandler, deliveryService } from './delivery-service.js';
 import { mailboxService } from './mailbox-service.js';
 
 export interface BackendDeps {
@@ -21,9 +21,10 @@ export interface BackendDeps {
 /**
  * The backend role, the same in the single node's worker thread and in a cluster: the
  * accounts of one hosting group in the LMDB store, served as Delivery, Mailbox (and Admin
- * with an own directory) on the node's gRPC host.
+ * with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
+ * handler, for the single node's in-process transport.
  */
-export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void } {
+export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler } {
   const { config } = deps;
   let current = config;
   const group = config.backend.group;
@@ -32,11 +33,15 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const store = new LmdbMailStore(path);
   const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
   const router = new Router(deps.directory);
+  const maxMessageBytes = () => current.smtp.maxMessageBytes;
+  const deliveryLog = deps.log.child({ component: 'delivery', group });
+  const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, log: deliveryLog });
   return {
     apply: (next: Config) => (current = next),
+    deliver,
     services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log)],
     grpc: [
-      deliveryService({ group, router, store, disk, maxMessageBytes: () => current.smtp.maxMessageBytes, epoch: deps.epoch, log: deps.log.child({ component: 'delivery', group }) }),
+      deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],

@@ -8,6 +8,7 @@ import {
   traceFromMetadata,
   type DeliverRequest__Output,
   type DeliverResponse,
+  type DeliveryHandler,
   type DeliveryHandlers,
   type Envelope__Output,
   type GrpcService,
@@ -29,13 +30,33 @@ export interface DeliveryServiceDeps {
 }
 
 /**
- * The receiving end of the delivery channel: the envelope and the message in chunks, each
- * recipient checked to be an account of this group, the message stored once for all of
- * them, one answer per recipient. "Stored" is only said once the write is on disk, and a
+ * The receiving end of the delivery channel, whichever transport brought the message:
+ * each recipient checked to be an account of this group, the message stored once for all
+ * of them, one answer per recipient. "Stored" is only said once the write is on disk, and a
  * 5xx only when it is definite: a request that does not add up, a stale epoch, or a
  * recipient this backend does not know while its directory is behind the sender's are 4xx.
  */
-export function deliveryService(deps: DeliveryServiceDeps): GrpcService {
+export function deliveryHandler(deps: DeliveryServiceDeps): DeliveryHandler {
+  return async ({ envelope, body, trace }) => {
+    try {
+      if (body.length !== Number(envelope.size)) throw Replies.malformedRequest(`expected ${envelope.size} bytes, got ${body.length}`);
+      if (deps.epoch) {
+        const current = deps.epoch();
+        if (Number(envelope.epoch) !== current) throw Replies.staleEpoch(Number(envelope.epoch), current);
+      }
+      const ids = { session: trace.session, messageId: envelope.messageId, peer: trace.node };
+      // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
+      const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
+      return await deliver(deps, envelope, Buffer.concat([returnPath, body]), ids);
+    } catch (err) {
+      deps.log.warn({ event: 'delivery.failed', ...trace, err }, 'delivery refused');
+      throw err;
+    }
+  };
+}
+
+/** The Delivery gRPC service: the envelope and the message in chunks, then the handler. */
+export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliveryServiceDeps, 'maxMessageBytes' | 'log'>): GrpcService {
   const handlers: DeliveryHandlers = {
     Deliver(call: grpc.ServerReadableStream<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
@@ -60,25 +81,14 @@ export function deliveryService(deps: DeliveryServiceDeps): GrpcService {
       });
       call.on('error', (err) => deps.log.warn({ event: 'delivery.stream-error', ...trace, err }, 'delivery stream failed'));
       call.on('end', () => {
-        const done = async (): Promise<DeliverResponse> => {
-          if (failed) throw failed;
-          if (!envelope) throw Replies.malformedRequest('no envelope');
-          if (size !== Number(envelope.size)) throw Replies.malformedRequest(`expected ${envelope.size} bytes, got ${size}`);
-          if (deps.epoch) {
-            const current = deps.epoch();
-            if (Number(envelope.epoch) !== current) throw Replies.staleEpoch(Number(envelope.epoch), current);
-          }
-          const ids = { session: trace.session, messageId: envelope.messageId, peer: trace.node };
-          // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
-          const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
-          return deliver(deps, envelope, Buffer.concat([returnPath, ...chunks]), ids);
-        };
-        done().then(
+        const received = failed ?? (envelope ? undefined : Replies.malformedRequest('no envelope'));
+        if (received) {
+          deps.log.warn({ event: 'delivery.failed', ...trace, err: received }, 'delivery refused');
+          return callback(toServiceError(received));
+        }
+        handler({ envelope: envelope!, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), trace }).then(
           (res) => callback(null, res),
-          (err) => {
-            deps.log.warn({ event: 'delivery.failed', ...trace, err }, 'delivery refused');
-            callback(toServiceError(err));
-          },
+          (err) => callback(toServiceError(err)),
         );
       });
     },

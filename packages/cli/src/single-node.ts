@@ -8,9 +8,9 @@ import { BackendWorker } from './backend-worker.js';
 /**
  * A whole mail system on one machine: the frontend role and the backend role with the
  * embedded directory. The backend runs in a worker thread (its own event loop on the second
- * core) together with the node's one gRPC host, and the frontend delivers to it over
- * loopback gRPC exactly as across a cluster. Start order; stop runs in reverse, so SMTP
- * drains before the backend.
+ * core) together with the node's one gRPC host; the frontend's delivery channel reaches it
+ * over a MessagePort (the same channel, answers and timeouts as gRPC across a cluster).
+ * Start order; stop runs in reverse, so SMTP drains before the backend.
  */
 export function singleNode(config: Config, log: Logger): Service[] {
   routeGrpcLogs(log);
@@ -19,6 +19,6 @@ export function singleNode(config: Config, log: Logger): Service[] {
   const backend = new BackendWorker(config, log, () => frontend?.flow.runner.wake());
   // One group, served by the local backend (its address is known once it has started); no epoch to fence.
   const groups = { primary: async (group: string) => (group === config.backend.group && backend.address ? { address: backend.address, epoch: 0 } : undefined) };
-  frontend = buildFrontend({ config, log, directory, groups });
+  frontend = buildFrontend({ config, log, directory, groups, transport: backend.transport });
   return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services]);
 }

@@ -3,9 +3,15 @@ import { createServer } from 'node:net';
 
 /** RFC 5322 date-time in UTC: `Sat, 21 Nov 2026 14:05:09 +0000`. */
 export function rfc5322Date(d: Date): string {
-  const [wd, day, mon, year, time] = d.toUTCString().split(' ');
-  return `${wd} ${day} ${mon} ${year} ${time} +0000`;
+  // Every message's Received: asks; the text only changes once a second.
+  const second = Math.floor(d.getTime() / 1000);
+  if (second !== lastDate.second) {
+    const [wd, day, mon, year, time] = d.toUTCString().split(' ');
+    lastDate = { second, text: `${wd} ${day} ${mon} ${year} ${time} +0000` };
+  }
+  return lastDate.text;
 }
+let lastDate = { second: NaN, text: '' };
 
 /**
  * A TCP port free on 127.0.0.1 right now, chosen at random below the kernel's ephemeral

@@ -1,7 +1,7 @@
 import type { Config, Logger } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import { createMailFlow, type MailFlow } from '@mailgrid/mailflow';
-import type { RoleParts } from '@mailgrid/protocol';
+import type { DeliveryTransport, RoleParts } from '@mailgrid/protocol';
 import { SmtpFrontend } from './smtp-frontend.js';
 
 export interface FrontendDeps {
@@ -9,6 +9,8 @@ export interface FrontendDeps {
   log: Logger;
   directory: Directory;
   groups: HostingGroups;
+  /** How deliveries reach the hosting groups; gRPC unless given (the single node's is in-process). */
+  transport?: DeliveryTransport;
 }
 
 export interface FrontendParts extends RoleParts {

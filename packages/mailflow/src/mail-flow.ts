@@ -1,6 +1,6 @@
 import { closer, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
-import type { GrpcService } from '@mailgrid/protocol';
+import type { DeliveryTransport, GrpcService } from '@mailgrid/protocol';
 import { MailQueue, QueueStore, queueService, Relay } from '@mailgrid/queue';
 import { join, resolve } from 'node:path';
 import { Bounces } from './bounces.js';
@@ -29,13 +29,13 @@ export const queuePath = (config: Config) => join(resolve(config.dataDir), 'queu
  * with its runner, the delivery channel to hosting groups, relay and bounces. `current`
  * gives the live settings (limits and retry policy follow them).
  */
-export function createMailFlow(deps: { config: Config; current: () => Config; log: Logger; directory: Directory; groups: HostingGroups }): MailFlow {
+export function createMailFlow(deps: { config: Config; current: () => Config; log: Logger; directory: Directory; groups: HostingGroups; transport?: DeliveryTransport }): MailFlow {
   const { config, current } = deps;
   const log = deps.log.child({ component: 'queue' });
   const path = queuePath(config);
   const store = new QueueStore(path);
   const router = new Router(deps.directory, { postmaster: () => current().postmaster });
-  const channel = new DeliveryChannel({ groups: deps.groups, timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId });
+  const channel = new DeliveryChannel({ groups: deps.groups, timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId, transport: deps.transport });
   let runner: QueueRunner | undefined;
   const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake() });
   let intake: Intake | undefined;

@@ -3,4 +3,5 @@ export * from './status.js';
 export * from './trace.js';
 export * from './clients.js';
 export * from './grpc-host.js';
+export * from './delivery-transport.js';
 export type * from './types.js';

@@ -1,0 +1,145 @@
+import { MailError, Replies, type Logger } from '@mailgrid/core';
+import type { MessagePort } from 'node:worker_threads';
+import { createDeliveryClient } from './clients.js';
+import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
+import type { DeliverResponse } from './generated/mailgrid/v1/DeliverResponse.js';
+import type { Envelope__Output } from './generated/mailgrid/v1/Envelope.js';
+import type { RecipientResult__Output } from './generated/mailgrid/v1/RecipientResult.js';
+import { fromServiceError } from './status.js';
+import { deadline, traceMetadata, type Trace } from './trace.js';
+
+/** One delivery as it travels: the envelope and the whole message. */
+export interface Delivery {
+  envelope: Envelope__Output;
+  body: Buffer;
+  trace: Trace;
+}
+
+/** The receiving end: a backend stores a delivery and answers once per recipient, or throws a MailError. */
+export type DeliveryHandler = (delivery: Delivery) => Promise<DeliverResponse>;
+
+/**
+ * How the delivery channel reaches a backend's primary at `address`. Resolves with one
+ * result per recipient; every failure rejects with a MailError (what the backend answered,
+ * or a 4xx for a fault of the transport itself).
+ */
+export interface DeliveryTransport {
+  deliver(address: string, delivery: Delivery): Promise<RecipientResult__Output[]>;
+  close(): void;
+}
+
+/** gRPC, between the nodes of a cluster: the envelope with the first chunk, the rest streamed. */
+export class GrpcDeliveryTransport implements DeliveryTransport {
+  private readonly clients = new Map<string, DeliveryClient>();
+
+  constructor(private readonly options: { timeoutMs: number; chunkBytes: number }) {}
+
+  deliver(address: string, { envelope, body, trace }: Delivery): Promise<RecipientResult__Output[]> {
+    return new Promise<RecipientResult__Output[]>((resolve, reject) => {
+      const stream = this.client(address).deliver(traceMetadata(trace), { deadline: deadline(this.options.timeoutMs) }, (err, res) =>
+        err ? reject(err) : res ? resolve(res.results) : reject(new Error('empty delivery response')),
+      );
+      stream.on('error', () => undefined); // reported through the callback
+      const write = async () => {
+        // The envelope travels with the first chunk: a small message is one request.
+        const size = this.options.chunkBytes;
+        if (!stream.write({ envelope, chunk: body.subarray(0, size) })) await drained(stream);
+        for (let i = size; i < body.length; i += size) {
+          if (!stream.write({ chunk: body.subarray(i, i + size) })) await drained(stream);
+        }
+        stream.end();
+      };
+      write().catch(reject);
+    }).catch((err) => {
+      throw MailError.is(err) ? err : fromServiceError(err, 'delivery');
+    });
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+
+  private client(address: string): DeliveryClient {
+    let c = this.clients.get(address);
+    if (!c) this.clients.set(address, (c = createDeliveryClient(address)));
+    return c;
+  }
+}
+
+function drained(stream: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve) => stream.once('drain', resolve));
+}
+
+type PortRequest = { id: number; envelope: Envelope__Output; body: Uint8Array; trace: Trace };
+type PortResponse = { id: number; results: RecipientResult__Output[] } | { id: number; error: { code: string; reply: MailError['reply'] } };
+
+/**
+ * The single node's frontend and backend threads, one process: a MessagePort instead of
+ * gRPC. The body crosses as one copy whose memory is transferred, not cloned again (the
+ * caller keeps its own: the queue may still need it; and lmdb-js cannot store from a
+ * SharedArrayBuffer, it writes garbage). The answer is the same as gRPC's. A backend that
+ * does not answer in `timeoutMs` is a 4xx, as a gRPC deadline is.
+ */
+export class PortDeliveryTransport implements DeliveryTransport {
+  private readonly pending = new Map<number, { resolve: (r: RecipientResult__Output[]) => void; reject: (e: MailError) => void; timer: NodeJS.Timeout }>();
+  private next = 1;
+
+  constructor(
+    private readonly port: MessagePort,
+    private readonly options: { timeoutMs: number },
+  ) {
+    port.on('message', (res: PortResponse) => {
+      const p = this.pending.get(res.id);
+      if (!p) return;
+      this.pending.delete(res.id);
+      clearTimeout(p.timer);
+      if ('error' in res) p.reject(new MailError(res.error.code, res.error.reply));
+      else p.resolve(res.results);
+    });
+    port.on('close', () => this.failAll(Replies.backendUnavailable(new Error('backend thread gone'))));
+    // Pending answers keep the process alive; an idle port does not.
+    port.unref();
+  }
+
+  deliver(_address: string, { envelope, body, trace }: Delivery): Promise<RecipientResult__Output[]> {
+    return new Promise((resolve, reject) => {
+      const id = this.next++;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(Replies.timeout('delivery'));
+      }, this.options.timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      const copy = new Uint8Array(body);
+      this.port.postMessage({ id, envelope, body: copy, trace } satisfies PortRequest, [copy.buffer]);
+    });
+  }
+
+  close(): void {
+    this.failAll(Replies.backendUnavailable(new Error('delivery channel closed')));
+    this.port.close();
+  }
+
+  private failAll(err: MailError): void {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+  }
+}
+
+/** The backend thread's end of a PortDeliveryTransport. */
+export function servePortDeliveries(port: MessagePort, handler: DeliveryHandler, log: Logger): void {
+  port.on('message', (req: PortRequest) => {
+    const body = Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
+    handler({ envelope: req.envelope, body, trace: req.trace }).then(
+      (res) => port.postMessage({ id: req.id, results: res.results as RecipientResult__Output[] } satisfies PortResponse),
+      (err) => {
+        const mail = MailError.is(err) ? err : Replies.localError(err);
+        if (!MailError.is(err)) log.error({ event: 'delivery.failed', err }, 'delivery failed');
+        port.postMessage({ id: req.id, error: { code: mail.code, reply: mail.reply } } satisfies PortResponse);
+      },
+    );
+  });
+}
