@@ -98,9 +98,11 @@ function treeTicks(root: number): number {
   return sum;
 }
 
-function run(cmd: string, args: string[]): void {
+function run(cmd: string, args: string[], terminal = false): void {
   // `script` gives Postfix a terminal: it only says why it failed on one (or to syslog).
-  const r = spawnSync('script', ['-qec', [cmd, ...args].join(' '), '/dev/null'], { encoding: 'utf8' });
+  // Not Dovecot: it dies of the hang-up when that terminal closes. No pipes to a daemon
+  // either: it would keep them open, and us waiting.
+  const r = terminal ? spawnSync('script', ['-qec', [cmd, ...args].join(' '), '/dev/null'], { encoding: 'utf8' }) : spawnSync(cmd, args, { stdio: 'ignore' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stdout}${r.stderr}`);
 }
 
@@ -226,7 +228,7 @@ service lmtp {
 }
 `);
   run('dovecot', ['-c', join(dc, 'dovecot.conf')]);
-  run('postfix', ['-c', pf, 'start']);
+  run('postfix', ['-c', pf, 'start'], true);
   await waitPort(port);
   const masterPid = () => Number(readFileSync(join(spool, 'pid', 'master.pid'), 'utf8').trim());
   const dovecotPid = () => Number(readFileSync(join(dc, 'run', 'master.pid'), 'utf8').trim());
@@ -237,7 +239,15 @@ service lmtp {
     pids: () => [masterPid(), dovecotPid()],
     delivered: async () => countFiles(mail, (p) => p.includes('/new/')),
     settled: async () => {
-      while (queued() > 0) await sleep(200);
+      // Stuck for a minute is a broken setup, not a slow one: say where to look.
+      for (let left = queued(), since = Date.now(); left > 0; await sleep(200)) {
+        const now = queued();
+        if (now !== left) [left, since] = [now, Date.now()];
+        else if (Date.now() - since > 60_000) {
+          const tail = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n').slice(-3).join('\n') : '');
+          throw new Error(`Postfix's queue is stuck at ${left} messages:\n${tail(join(dir, 'postfix.log'))}\n${tail(join(dir, 'dovecot.log'))}`);
+        }
+      }
     },
     stop: async () => {
       spawnSync('script', ['-qc', `postfix -c ${pf} stop`, '/dev/null']);
@@ -267,7 +277,8 @@ async function startMailgrid(dir: string): Promise<System> {
   };
   await call('AddDomain', { domain: DOMAIN });
   await pool(USERS, (i) => call('AddAccount', { address: `u${i}@${DOMAIN}` }));
-  await pool(Math.max(N, 5_000), (i) => call('AddAlias', { alias: `${i}u@${DOMAIN}`, target: `u${i % USERS}@${DOMAIN}` }));
+  // smtp-source -N numbers from 1 to N.
+  await pool(Math.max(N, 5_000) + 1, (i) => call('AddAlias', { alias: `${i}u@${DOMAIN}`, target: `u${i % USERS}@${DOMAIN}` }));
   admin.close();
   const probe = new MailboxProbe(`127.0.0.1:${node.grpcPort}`);
   return {

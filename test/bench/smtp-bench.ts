@@ -147,17 +147,28 @@ async function main() {
   let probes: MailboxProbe[];
   let pids: [string, number][] = [];
   let clusterDir: string | undefined;
+  /** With --recipients in a cluster: how many messages the second group's first account got. */
+  let spreadCheck: (() => Promise<number>) | undefined;
   if (values.cluster) {
     clusterDir = mkdtempSync(join(tmpdir(), 'mailgrid-bench-cluster-'));
     const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], nodeEnv, clusterDir);
     if (up.code !== 0) throw new Error(up.stderr);
     const state = JSON.parse(readFileSync(join(clusterDir, '.mailgrid', 'cluster.json'), 'utf8'));
     [host, port] = [state.smtp.split(':')[0], Number(state.smtp.split(':')[1])];
-    RCPTS = ['bench@example.test', 'bench2@example.test'];
     await runCli(['domain', 'add', 'example.test'], {}, clusterDir);
-    for (const [i, group] of ['g1', 'g2'].entries()) for (const a of recipientsOf(RCPTS[i])) await runCli(['account', 'add', a, '--group', group], {}, clusterDir);
     const be = (id: string) => state.processes.find((p: { id: string }) => p.id === id);
-    probes = [new MailboxProbe(`127.0.0.1:${be('be-1').ports.grpc}`), new MailboxProbe(`127.0.0.1:${be('be-2').ports.grpc}`)];
+    const [g1, g2] = [new MailboxProbe(`127.0.0.1:${be('be-1').ports.grpc}`), new MailboxProbe(`127.0.0.1:${be('be-2').ports.grpc}`)];
+    if (R > 1) {
+      // Each message's recipients spread over both groups: bench@ in g1, 2bench@ in g2, ...
+      for (const [i, a] of recipientsOf(RCPT).entries()) await runCli(['account', 'add', a, '--group', i % 2 ? 'g2' : 'g1'], {}, clusterDir);
+      probes = [g1];
+      spreadCheck = () => g2.list(`2${RCPT}`).then((l) => l.length);
+    } else {
+      // One recipient per message, half of them in each group.
+      RCPTS = ['bench@example.test', 'bench2@example.test'];
+      for (const [i, group] of ['g1', 'g2'].entries()) await runCli(['account', 'add', RCPTS[i], '--group', group], {}, clusterDir);
+      probes = [g1, g2];
+    }
     pids = state.processes.filter((p: { role: string }) => p.role === 'frontend' || p.role === 'backend').map((p: { id: string; pid: number }) => [p.id, p.pid]);
   } else if (values.target) {
     [host, port] = [values.target.split(':')[0], Number(values.target.split(':')[1])];
@@ -177,7 +188,7 @@ async function main() {
   const mode =
     (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') +
     (values.queue ? ', every message through the queue' : '') +
-    (R > 1 ? `, ${R} recipients per message` : '');
+    (R > 1 ? `, ${R} recipients per message${values.cluster ? ' over both groups' : ''}` : '');
   console.log(`# mailgrid bench (${mode}): ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
   let seconds: number;
   let throughputLatencies: number[] | undefined;
@@ -199,6 +210,10 @@ async function main() {
   }
   const deliveredSeconds = seconds + (Date.now() - ackedAt) / 1000;
 
+  if (spreadCheck) {
+    const other = (await spreadCheck()) - before;
+    if (other !== stored) throw new Error(`the second group stored ${other} messages, the first ${stored}`);
+  }
   const lat = (await fixedRate(host, port)).sort((a, b) => a - b);
   const figures = {
     date: new Date().toISOString(),
