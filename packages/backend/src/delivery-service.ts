@@ -40,6 +40,8 @@ export function deliveryHandler(deps: DeliveryServiceDeps): DeliveryHandler {
   return async ({ envelope, body, trace }) => {
     try {
       if (body.length !== Number(envelope.size)) throw Replies.malformedRequest(`expected ${envelope.size} bytes, got ${body.length}`);
+      // The frontend enforces the limit; a live change may leave it a little behind.
+      if (body.length > deps.maxMessageBytes() * 2) throw Replies.messageTooBig(deps.maxMessageBytes());
       if (deps.epoch) {
         const current = deps.epoch();
         if (Number(envelope.epoch) !== current) throw Replies.staleEpoch(Number(envelope.epoch), current);
@@ -55,7 +57,7 @@ export function deliveryHandler(deps: DeliveryServiceDeps): DeliveryHandler {
   };
 }
 
-/** The Delivery gRPC service: the envelope and the message in chunks, then the handler. */
+/** The Delivery gRPC service: the envelope and the message, in chunks or whole, then the handler. */
 export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliveryServiceDeps, 'maxMessageBytes' | 'log'>): GrpcService {
   const handlers: DeliveryHandlers = {
     Deliver(call: grpc.ServerReadableStream<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
@@ -73,7 +75,7 @@ export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliverySer
         if (req.chunk?.length) {
           if (!envelope) failed = Replies.malformedRequest('chunk before envelope');
           size += req.chunk.length;
-          // The frontend enforces the limit; this guards the backend's memory.
+          // Refused before it is all in memory (the handler checks whole messages).
           const max = deps.maxMessageBytes();
           if (size > max * 2) failed = Replies.messageTooBig(max);
           else chunks.push(req.chunk);
@@ -91,6 +93,19 @@ export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliverySer
           (err) => callback(toServiceError(err)),
         );
       });
+    },
+    DeliverWhole(call: grpc.ServerUnaryCall<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
+      const trace = traceFromMetadata(call.metadata);
+      const { envelope, chunk } = call.request;
+      if (!envelope) {
+        const err = Replies.malformedRequest('no envelope');
+        deps.log.warn({ event: 'delivery.failed', ...trace, err }, 'delivery refused');
+        return callback(toServiceError(err));
+      }
+      handler({ envelope, body: chunk ?? Buffer.alloc(0), trace }).then(
+        (res) => callback(null, res),
+        (err) => callback(toServiceError(err)),
+      );
     },
   };
   return { name: 'Delivery', definition: proto.Delivery.service, handlers: handlers as never };

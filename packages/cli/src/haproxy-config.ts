@@ -15,6 +15,8 @@ export function haproxyConfig(bind: string, frontends: HaproxyFrontend[]): strin
 global
     # each connection takes two descriptors; stay inside the usual 20,000 limit
     maxconn 8000
+    # one thread: on the machine of its frontends and backends a second one only competes with them
+    nbthread 1
 
 defaults
     mode tcp

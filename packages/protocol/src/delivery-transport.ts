@@ -2,7 +2,7 @@ import { MailError, Replies, type Logger } from '@mailgrid/core';
 import type { MessagePort } from 'node:worker_threads';
 import { createDeliveryClient } from './clients.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
-import type { DeliverResponse } from './generated/mailgrid/v1/DeliverResponse.js';
+import type { DeliverResponse, DeliverResponse__Output } from './generated/mailgrid/v1/DeliverResponse.js';
 import type { Envelope__Output } from './generated/mailgrid/v1/Envelope.js';
 import type { RecipientResult__Output } from './generated/mailgrid/v1/RecipientResult.js';
 import { fromServiceError } from './status.js';
@@ -28,7 +28,10 @@ export interface DeliveryTransport {
   close(): void;
 }
 
-/** gRPC, between the nodes of a cluster: the envelope with the first chunk, the rest streamed. */
+/**
+ * gRPC, between the nodes of a cluster: a message that fits in one chunk as one unary call
+ * (DeliverWhole), a larger one streamed, the envelope with its first chunk (Deliver).
+ */
 export class GrpcDeliveryTransport implements DeliveryTransport {
   private readonly clients = new Map<string, DeliveryClient>();
 
@@ -36,9 +39,13 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
 
   deliver(address: string, { envelope, body, trace }: Delivery): Promise<RecipientResult__Output[]> {
     return new Promise<RecipientResult__Output[]>((resolve, reject) => {
-      const stream = this.client(address).deliver(traceMetadata(trace), { deadline: deadline(this.options.timeoutMs) }, (err, res) =>
-        err ? reject(err) : res ? resolve(res.results) : reject(new Error('empty delivery response')),
-      );
+      const done = (err: Error | null, res?: DeliverResponse__Output) => (err ? reject(err) : res ? resolve(res.results) : reject(new Error('empty delivery response')));
+      const options = { deadline: deadline(this.options.timeoutMs) };
+      if (body.length <= this.options.chunkBytes) {
+        this.client(address).DeliverWhole({ envelope, chunk: body }, traceMetadata(trace), options, done);
+        return;
+      }
+      const stream = this.client(address).deliver(traceMetadata(trace), options, done);
       stream.on('error', () => undefined); // reported through the callback
       const write = async () => {
         // The envelope travels with the first chunk: a small message is one request.
