@@ -53,6 +53,21 @@ describe('LmdbMailStore', () => {
     assert.equal(store.fetch('c@x.test', 'INBOX', res[1].uid), undefined);
   });
 
+  it('never gives a new message the blob of a stored one after a restart, and frees a single reference', async () => {
+    const put = (key: string, text: string) => store.append({ body: Buffer.from(text), receivedAt: 1, recipients: [{ account: 'r@x.test', idempotencyKey: key }] });
+    const [kept] = await put('r1', 'kept\r\n');
+    const [gone] = await put('r2', 'gone\r\n');
+    assert.equal(await store.delete('r@x.test', 'INBOX', [gone.uid]), 1);
+    await store.close();
+    store = new LmdbMailStore(dir);
+    const [fresh] = await put('r3', 'fresh\r\n');
+    assert.equal(store.fetch('r@x.test', 'INBOX', kept.uid)?.body.toString(), 'kept\r\n');
+    assert.equal(store.fetch('r@x.test', 'INBOX', fresh.uid)?.body.toString(), 'fresh\r\n');
+    assert.equal(store.fetch('r@x.test', 'INBOX', gone.uid), undefined);
+    assert.equal(await store.delete('r@x.test', 'INBOX', [kept.uid]), 1);
+    assert.equal(store.fetch('r@x.test', 'INBOX', fresh.uid)?.body.toString(), 'fresh\r\n');
+  });
+
   it('forgets idempotency keys once their messages are older than the retention', async () => {
     const body = Buffer.from('p\r\n');
     await store.append({ body, receivedAt: 1_000, recipients: [{ account: 'p@x.test', idempotencyKey: 'old:p' }] });

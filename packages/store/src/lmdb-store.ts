@@ -17,7 +17,8 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `mailboxes` [account, folder] → next uid
  * - `index`     [account, folder, uid] → size, arrival, flags, blob id
  * - `blobs`     blob id → message bytes, stored once however many local recipients
- * - `refs`      blob id → number of index entries pointing at it
+ * - `refs`      blob id → number of index entries pointing at it, when more than one (a
+ *               blob without is referenced once: a message for one account writes no count)
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
  *               ones are forgotten by a pass over the table: an index by age cost every
  *               append a second B-tree write and ~12 MB of peak RSS under load)
@@ -31,6 +32,8 @@ export class LmdbMailStore implements MailStore {
   private readonly refs: Database<number, number>;
   private readonly dedupe: Database<{ account: string; folder: string; uid: number; at?: number }, string>;
   private readonly meta: Database<number, string>;
+  /** The last blob id handed out: read once, then counted here (a gap after a failed commit is harmless). */
+  private blobSeq: number | undefined;
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
@@ -55,6 +58,7 @@ export class LmdbMailStore implements MailStore {
     const results = await commit(this.root, () => {
       const out: AppendResult[] = [];
       let blob = 0;
+      let refs = 0;
       for (const r of request.recipients) {
         const seen = this.dedupe.get(r.idempotencyKey);
         if (seen) {
@@ -62,17 +66,19 @@ export class LmdbMailStore implements MailStore {
           continue;
         }
         if (!blob) {
-          blob = (this.meta.get('blobSeq') ?? 0) + 1;
-          this.meta.put('blobSeq', blob);
+          // Ids from before the in-memory count was kept in meta; later ones are above every stored blob.
+          this.blobSeq ??= Math.max(this.meta.get('blobSeq') ?? 0, ...this.blobs.getKeys({ reverse: true, limit: 1 }));
+          blob = ++this.blobSeq;
           this.blobs.put(blob, request.body);
         }
         const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
         this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
         this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
-        this.refs.put(blob, (this.refs.get(blob) ?? 0) + 1);
         this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid, at: request.receivedAt });
+        refs++;
         out.push({ account: r.account, folder, uid, duplicate: false });
       }
+      if (refs > 1) this.refs.put(blob, refs);
       return out;
     });
     await flushed(this.root);
