@@ -176,8 +176,8 @@ export class SmtpFrontend implements Service {
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const collector = new MessageCollector(this.config.smtp.maxMessageBytes);
-    stream.pipe(collector);
-    collector.on('finish', () => {
+    stream.on('data', (chunk: Buffer) => collector.add(chunk));
+    stream.once('end', () => {
       this.accept(collector, stream, session).then(
         (reply) => send(reply, cb),
         (err) => send(Replies.storageFailed(err).reply, cb),
