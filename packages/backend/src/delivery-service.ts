@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { Replies, type DiskGuard, type Logger, type MailError } from '@mailgrid/core';
+import { MailError, Replies, type DiskGuard, type Logger } from '@mailgrid/core';
 import type { Router } from '@mailgrid/mailflow';
 import {
   outcomeOf,
@@ -8,11 +8,13 @@ import {
   traceFromMetadata,
   type DeliverRequest__Output,
   type DeliverResponse,
+  type Delivery,
   type DeliveryHandler,
   type DeliveryHandlers,
   type Envelope__Output,
   type GrpcService,
   type RecipientResult,
+  type Trace,
 } from '@mailgrid/protocol';
 import type { AppendRecipient, MailStore } from '@mailgrid/store';
 
@@ -59,6 +61,17 @@ export function deliveryHandler(deps: DeliveryServiceDeps): DeliveryHandler {
 
 /** The Delivery gRPC service: the envelope and the message, in chunks or whole, then the handler. */
 export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliveryServiceDeps, 'maxMessageBytes' | 'log'>): GrpcService {
+  /** A request that did not add up is refused here; a whole one goes to the handler. */
+  const answer = (received: Delivery | MailError, trace: Trace, callback: grpc.sendUnaryData<DeliverResponse>) => {
+    if (MailError.is(received)) {
+      deps.log.warn({ event: 'delivery.failed', ...trace, err: received }, 'delivery refused');
+      return callback(toServiceError(received));
+    }
+    handler(received).then(
+      (res) => callback(null, res),
+      (err) => callback(toServiceError(err)),
+    );
+  };
   const handlers: DeliveryHandlers = {
     Deliver(call: grpc.ServerReadableStream<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
@@ -83,29 +96,14 @@ export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliverySer
       });
       call.on('error', (err) => deps.log.warn({ event: 'delivery.stream-error', ...trace, err }, 'delivery stream failed'));
       call.on('end', () => {
-        const received = failed ?? (envelope ? undefined : Replies.malformedRequest('no envelope'));
-        if (received) {
-          deps.log.warn({ event: 'delivery.failed', ...trace, err: received }, 'delivery refused');
-          return callback(toServiceError(received));
-        }
-        handler({ envelope: envelope!, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), trace }).then(
-          (res) => callback(null, res),
-          (err) => callback(toServiceError(err)),
-        );
+        const whole = () => (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+        answer(failed ?? (envelope ? { envelope, body: whole(), trace } : Replies.malformedRequest('no envelope')), trace, callback);
       });
     },
     DeliverWhole(call: grpc.ServerUnaryCall<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
       const { envelope, chunk } = call.request;
-      if (!envelope) {
-        const err = Replies.malformedRequest('no envelope');
-        deps.log.warn({ event: 'delivery.failed', ...trace, err }, 'delivery refused');
-        return callback(toServiceError(err));
-      }
-      handler({ envelope, body: chunk ?? Buffer.alloc(0), trace }).then(
-        (res) => callback(null, res),
-        (err) => callback(toServiceError(err)),
-      );
+      answer(envelope ? { envelope, body: chunk ?? Buffer.alloc(0), trace } : Replies.malformedRequest('no envelope'), trace, callback);
     },
   };
   return { name: 'Delivery', definition: proto.Delivery.service, handlers: handlers as never };
