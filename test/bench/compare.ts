@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createAdminClient, deadline } from '@mailgrid/protocol';
-import { freePort, MailboxProbe, startNode, type NodeHandle } from '@mailgrid/testing';
+import { fillerMessage, freePort, MailboxProbe, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
 const { values } = parseArgs({
   options: {
@@ -342,51 +342,32 @@ async function load(port: number, messages: number): Promise<number> {
 
 /** Sessions of PER_CONNECTION messages each, SESSIONS at a time, recipients numbered like smtp-source -N. */
 async function ownClient(port: number, messages: number): Promise<void> {
-  const body = Buffer.from(message(SIZE) + '.\r\n');
+  const data = fillerMessage(SIZE, 'From: bench@client.test\r\nTo: u@example.test\r\nSubject: bench') + '.\r\n';
   let seq = 0;
   await Promise.all(
     Array.from({ length: SESSIONS }, async () => {
       while (seq < messages) {
-        const batch = Math.min(PER_CONNECTION, messages - seq);
         const first = seq;
-        seq += batch;
-        await session(port, batch, first, body);
+        const count = Math.min(PER_CONNECTION, messages - seq);
+        seq += count;
+        const s = await SmtpTranscript.open(port);
+        try {
+          await s.expect('220');
+          await s.send('EHLO bench.test', '250');
+          for (let i = 0; i < count; i++) {
+            await s.send('MAIL FROM:<bench@client.test>', '250');
+            await s.send(`RCPT TO:<${first + i}u@${DOMAIN}>`, '250');
+            await s.send('DATA', '354');
+            s.write(data);
+            await s.expect('250');
+          }
+          await s.send('QUIT', '221');
+        } finally {
+          s.close();
+        }
       }
     }),
   );
-}
-
-function message(size: number): string {
-  let b = 'From: bench@client.test\r\nTo: u@example.test\r\nSubject: bench\r\n\r\n';
-  const line = 'x'.repeat(76) + '\r\n';
-  while (b.length + line.length <= size) b += line;
-  return b;
-}
-
-function session(port: number, count: number, first: number, body: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect(port, '127.0.0.1');
-    let buf = '';
-    let sent = 0;
-    const steps: (() => string | Buffer)[] = [];
-    for (let i = 0; i < count; i++) steps.push(() => 'MAIL FROM:<bench@client.test>\r\n', () => `RCPT TO:<${first + i}u@${DOMAIN}>\r\n`, () => 'DATA\r\n', () => body);
-    steps.push(() => 'QUIT\r\n');
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      let nl: number;
-      while ((nl = buf.indexOf('\r\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 2);
-        if (line[3] === '-') continue;
-        if (!/^[23]/.test(line)) return reject(new Error(`server said: ${line}`)), s.destroy();
-        if (line.startsWith('221')) return s.end(), resolve();
-        if (sent === 0) s.write('EHLO bench.test\r\n');
-        else if (sent - 1 < steps.length) s.write(steps[sent - 1]());
-        sent++;
-      }
-    });
-    s.on('error', reject);
-  });
 }
 
 async function measure(system: System, round: number): Promise<Round> {

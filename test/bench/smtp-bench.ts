@@ -22,7 +22,7 @@ import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { MailboxProbe, runCli, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { fillerMessage, MailboxProbe, runCli, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
 const { values } = parseArgs({
   options: {
@@ -51,13 +51,7 @@ const recipientsOf = (rcpt: string) => [rcpt, ...Array.from({ length: R - 1 }, (
 let RCPTS = ['bench@example.test'];
 const RCPT = RCPTS[0];
 
-function body(size: number, id: string): string {
-  const head = `From: load@sender.test\r\nTo: ${RCPT}\r\nSubject: bench ${id}\r\n\r\n`;
-  const line = 'x'.repeat(76) + '\r\n';
-  let b = head;
-  while (b.length + line.length <= size) b += line;
-  return b + 'y'.repeat(Math.max(0, size - b.length - 2)) + '\r\n';
-}
+const body = (size: number, id: string) => fillerMessage(size, `From: load@sender.test\r\nTo: ${RCPT}\r\nSubject: bench ${id}`);
 
 async function sendOne(port: number, host: string, data: string, rcpt = RCPTS[Math.floor(Math.random() * RCPTS.length)]): Promise<number> {
   const s = await SmtpTranscript.open(port, host);

@@ -112,7 +112,7 @@ async function runWorker({ config, deliveries }: WorkerData): Promise<void> {
     port.postMessage({ type: 'failed', message: (err as Error).message } satisfies FromWorker);
     return;
   }
-  servePortDeliveries(deliveries, backend.deliver, log.child({ component: 'delivery' }));
+  servePortDeliveries(deliveries, backend.deliver);
   port.postMessage({ type: 'ready', address: grpc.address } satisfies FromWorker);
   port.once('message', async (msg: ToWorker) => {
     for (const s of [...services].reverse()) await s.stop(msg.drainMs);

@@ -2,7 +2,8 @@
  * HAProxy in front of the frontends: TCP mode, the PROXY protocol to each frontend (so it
  * sees the client's real address), health checks on each frontend's /readyz, and timeouts
  * long enough for SMTP DATA. deploy/haproxy.cfg is the same config written out for a
- * production deployment.
+ * production deployment, except for `nbthread 1` here (HAProxy shares this machine with
+ * the nodes; on a balancer of its own it takes every core).
  */
 export interface HaproxyFrontend {
   id: string;

@@ -32,10 +32,6 @@ export class MessageCollector {
     // Over the limit or already refused: keep reading so the session stays in sync, drop the bytes.
     if (this.badAt < 0 && this.bytes <= this.keepLimit) this.chunks.push(chunk);
   }
-
-  get body(): Buffer {
-    return Buffer.concat(this.chunks, this.bytes);
-  }
 }
 
 /**

@@ -1,10 +1,9 @@
-import { createLogger, Replies } from '@mailgrid/core';
+import { Replies } from '@mailgrid/core';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MessageChannel } from 'node:worker_threads';
 import { PortDeliveryTransport, servePortDeliveries, type Delivery, type DeliveryHandler } from './delivery-transport.js';
 
-const log = createLogger({ level: 'silent' });
 const envelope = (size: number): Delivery['envelope'] => ({
   messageId: 'm1',
   mailFrom: 'a@sender.test',
@@ -19,7 +18,7 @@ const envelope = (size: number): Delivery['envelope'] => ({
 /** Both ends on a real MessageChannel (the backend end runs on this thread here). */
 function pair(handler: DeliveryHandler, timeoutMs = 5_000): PortDeliveryTransport {
   const { port1, port2 } = new MessageChannel();
-  servePortDeliveries(port2, handler, log);
+  servePortDeliveries(port2, handler);
   port2.unref();
   return new PortDeliveryTransport(port1, { timeoutMs });
 }

@@ -1,4 +1,4 @@
-import { MailError, Replies, type Logger } from '@mailgrid/core';
+import { MailError, Replies, toMailError } from '@mailgrid/core';
 import type { MessagePort } from 'node:worker_threads';
 import { createDeliveryClient } from './clients.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
@@ -136,15 +136,14 @@ export class PortDeliveryTransport implements DeliveryTransport {
   }
 }
 
-/** The backend thread's end of a PortDeliveryTransport. */
-export function servePortDeliveries(port: MessagePort, handler: DeliveryHandler, log: Logger): void {
+/** The backend thread's end of a PortDeliveryTransport (the handler logs what it refuses). */
+export function servePortDeliveries(port: MessagePort, handler: DeliveryHandler): void {
   port.on('message', (req: PortRequest) => {
     const body = Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
     handler({ envelope: req.envelope, body, trace: req.trace }).then(
       (res) => port.postMessage({ id: req.id, results: res.results as RecipientResult__Output[] } satisfies PortResponse),
       (err) => {
-        const mail = MailError.is(err) ? err : Replies.localError(err);
-        if (!MailError.is(err)) log.error({ event: 'delivery.failed', err }, 'delivery failed');
+        const mail = toMailError(err);
         port.postMessage({ id: req.id, error: { code: mail.code, reply: mail.reply } } satisfies PortResponse);
       },
     );

@@ -7,3 +7,4 @@ export * from './wait.js';
 export * from './etcd.js';
 export * from './tcp-proxy.js';
 export * from './tmpfs.js';
+export * from './load.js';
