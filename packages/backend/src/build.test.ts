@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { defaults, withOverrides, type Service } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { DeliveryChannel } from '@mailgrid/mailflow';
+import { DeliveryChannel, type Submission } from '@mailgrid/mailflow';
 import { GrpcHost } from '@mailgrid/protocol';
 import { pino } from 'pino';
 import { buildBackend } from './build.js';
@@ -20,6 +20,8 @@ describe('backend live settings', () => {
   let channel: DeliveryChannel;
   /** Messages up to 64 KB go as one unary call (DeliverWhole), `channel`'s are streamed in 1 KB chunks. */
   let whole: DeliveryChannel;
+  /** What the accounts' rules made, as the node's submit channel got it. */
+  const made: Submission[] = [];
   const base = () => withOverrides({ ...defaults(), dataDir: dir }, { 'smtp.maxMessageBytes': 1_000 });
 
   before(async () => {
@@ -27,7 +29,7 @@ describe('backend live settings', () => {
     directory = new EmbeddedDirectory(join(dir, 'directory'));
     await directory.addDomain('example.test');
     await directory.addAccount('a@example.test', base().backend.group);
-    backend = buildBackend({ config: base(), log, directory });
+    backend = buildBackend({ config: base(), log, directory, submit: async (s) => { made.push(s); return { id: s.id ?? 'made', accepted: true, reply: { code: 250, enhanced: '2.0.0', text: 'queued' }, recipients: [] }; } });
     const grpc = new GrpcHost({ host: '127.0.0.1', port: 0, log }).add(...backend.grpc);
     services = [...backend.services, grpc];
     for (const s of services) await s.start();

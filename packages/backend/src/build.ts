@@ -1,12 +1,14 @@
 import { closer, DiskGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
-import { Router } from '@mailgrid/mailflow';
+import { Router, type Accepted, type Submission } from '@mailgrid/mailflow';
 import type { DeliveryHandler, RoleParts } from '@mailgrid/protocol';
 import { LmdbMailStore, pruneDedupe, type MailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
+import { AccountRules } from './account-rules.js';
 import { adminService } from './admin-service.js';
 import { deliveryHandler, deliveryService } from './delivery-service.js';
 import { mailboxService } from './mailbox-service.js';
+import { rulesService } from './rules-service.js';
 
 export interface BackendDeps {
   config: Config;
@@ -16,12 +18,14 @@ export interface BackendDeps {
   directoryAdmin?: DirectoryAdmin;
   /** This member's current epoch, which every Deliver must carry (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
+  /** How mail the accounts' rules make enters the mail flow: the node's submit channel. */
+  submit: (s: Submission) => Promise<Accepted>;
 }
 
 /**
  * The backend role, the same in the single node's worker thread and in a cluster: the
- * accounts of one hosting group in the LMDB store, served as Delivery, Mailbox (and Admin
- * with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
+ * accounts of one hosting group in the LMDB store, their rules applied at delivery, served
+ * as Delivery, Mailbox, Rules (and Admin with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
  * handler, for the single node's in-process transport.
  */
 export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler } {
@@ -35,7 +39,8 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const router = new Router(deps.directory);
   const maxMessageBytes = () => current.smtp.maxMessageBytes;
   const deliveryLog = deps.log.child({ component: 'delivery', group });
-  const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, log: deliveryLog });
+  const rules = new AccountRules({ store, submit: deps.submit, hostname: config.smtp.hostname, log: deps.log.child({ component: 'rules', group }) });
+  const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, rules, log: deliveryLog });
   return {
     apply: (next: Config) => (current = next),
     deliver,
@@ -43,6 +48,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
+      rulesService({ group, router, store }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],
   };

@@ -1,9 +1,12 @@
 import type * as grpc from '@grpc/grpc-js';
-import { MailError, Replies, type DiskGuard, type Logger } from '@mailgrid/core';
+import { MailError, Replies, toMailError, type DiskGuard, type Logger } from '@mailgrid/core';
+import { MessageView } from '@mailgrid/rules';
+import type { AccountRules } from './account-rules.js';
 import type { Router } from '@mailgrid/mailflow';
 import {
   outcomeOf,
   proto,
+  receiveChunked,
   toServiceError,
   traceFromMetadata,
   type DeliverRequest__Output,
@@ -28,6 +31,8 @@ export interface DeliveryServiceDeps {
   maxMessageBytes: () => number;
   /** This member's current epoch, which every call must carry (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
+  /** The accounts' rules, applied to each copy before it is stored. */
+  rules: AccountRules;
   log: Logger;
 }
 
@@ -49,9 +54,7 @@ export function deliveryHandler(deps: DeliveryServiceDeps): DeliveryHandler {
         if (Number(envelope.epoch) !== current) throw Replies.staleEpoch(Number(envelope.epoch), current);
       }
       const ids = { session: trace.session, messageId: envelope.messageId, peer: trace.node };
-      // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
-      const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
-      return await deliver(deps, envelope, Buffer.concat([returnPath, body]), ids);
+      return await deliver(deps, envelope, body, ids);
     } catch (err) {
       deps.log.warn({ event: 'delivery.failed', ...trace, err }, 'delivery refused');
       throw err;
@@ -75,30 +78,8 @@ export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliverySer
   const handlers: DeliveryHandlers = {
     Deliver(call: grpc.ServerReadableStream<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
-      let envelope: Envelope__Output | undefined;
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let failed: MailError | undefined;
-      call.on('data', (req: DeliverRequest__Output) => {
-        if (failed) return;
-        if (req.envelope) {
-          if (envelope) failed = Replies.malformedRequest('envelope sent twice');
-          envelope = req.envelope;
-        }
-        if (req.chunk?.length) {
-          if (!envelope) failed = Replies.malformedRequest('chunk before envelope');
-          size += req.chunk.length;
-          // Refused before it is all in memory (the handler checks whole messages).
-          const max = deps.maxMessageBytes();
-          if (size > max * 2) failed = Replies.messageTooBig(max);
-          else chunks.push(req.chunk);
-        }
-      });
       call.on('error', (err) => deps.log.warn({ event: 'delivery.stream-error', ...trace, err }, 'delivery stream failed'));
-      call.on('end', () => {
-        const whole = () => (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
-        answer(failed ?? (envelope ? { envelope, body: whole(), trace } : Replies.malformedRequest('no envelope')), trace, callback);
-      });
+      receiveChunked<Envelope__Output>(call, deps.maxMessageBytes, (received) => answer(MailError.is(received) ? received : { ...received, trace }, trace, callback));
     },
     DeliverWhole(call: grpc.ServerUnaryCall<DeliverRequest__Output, DeliverResponse>, callback: grpc.sendUnaryData<DeliverResponse>) {
       const trace = traceFromMetadata(call.metadata);
@@ -111,7 +92,7 @@ export function deliveryService(handler: DeliveryHandler, deps: Pick<DeliverySer
 
 async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, body: Buffer, ids: Record<string, string | undefined>): Promise<DeliverResponse> {
   const results = new Map<string, RecipientResult>();
-  const toStore: (AppendRecipient & { address: string })[] = [];
+  const toStore: (AppendRecipient & { address: string; actions?: string[] })[] = [];
   const fail = (address: string, err: MailError) => results.set(address, { address, outcome: outcomeOf(err), reply: err.reply });
   const senderRevision = Number(envelope.directoryRevision);
 
@@ -132,6 +113,11 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     else fail(r.address, revision >= senderRevision ? Replies.unknownUser(r.address) : Replies.directoryBehind(r.address));
   }
 
+  await applyRules(deps, envelope, body, toStore, results, fail);
+
+  // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
+  const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
+  body = Buffer.concat([returnPath, body]);
   const full = toStore.length ? await deps.disk.reserve(body.length) : undefined;
   if (full) {
     deps.log.warn({ event: 'delivery.disk-full', ...ids, size: body.length }, 'store disk below its floor, deliveries deferred');
@@ -140,8 +126,9 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     try {
       const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
       stored.forEach((s, i) => {
-        const address = toStore[i].address;
-        results.set(address, { address, outcome: 'STORED', reply: Replies.storedAs(s.folder, s.uid), folder: s.folder, uid: s.uid, duplicate: s.duplicate });
+        const { address, actions } = toStore[i];
+        const reply = s.uid ? Replies.storedAs(s.folder, s.uid) : Replies.disposedByRules(actions?.join(' ') || 'not stored');
+        results.set(address, { address, outcome: 'STORED', reply, folder: s.folder, uid: s.uid, duplicate: s.duplicate });
       });
     } catch (err) {
       deps.log.error({ event: 'delivery.store-failed', ...ids, err }, 'store failed');
@@ -157,4 +144,41 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     'delivered',
   );
   return { results: out };
+}
+
+/**
+ * Each copy for an account with rules: a key stored before is answered as it was (its rules
+ * ran then); else the rules say where it goes and what they make, which is queued before
+ * anything is stored. A copy whose made mail could not be queued fails temporarily.
+ */
+async function applyRules(
+  deps: DeliveryServiceDeps,
+  envelope: Envelope__Output,
+  body: Buffer,
+  toStore: (AppendRecipient & { address: string; actions?: string[] })[],
+  results: Map<string, RecipientResult>,
+  fail: (address: string, err: MailError) => void,
+): Promise<void> {
+  let view: MessageView | undefined;
+  for (let i = 0; i < toStore.length; i++) {
+    const r = toStore[i];
+    if (deps.store.rules(r.account) === undefined) continue;
+    const seen = deps.store.seen(r.idempotencyKey);
+    let taken = false;
+    if (seen) {
+      results.set(r.address, { address: r.address, outcome: 'STORED', reply: seen.uid ? Replies.storedAs(seen.folder, seen.uid) : Replies.disposedByRules('earlier'), folder: seen.folder, uid: seen.uid, duplicate: true });
+      taken = true;
+    } else {
+      try {
+        view ??= new MessageView(body);
+        const d = await deps.rules.apply({ messageId: envelope.messageId, account: r.account, address: r.address, mailFrom: envelope.mailFrom, receivedAt: Number(envelope.receivedAtMs) || Date.now(), body, view });
+        if (d) Object.assign(r, { folders: d.folders, vacation: d.vacation, actions: d.actions });
+      } catch (err) {
+        deps.log.warn({ event: 'rules.failed', messageId: envelope.messageId, account: r.account, err }, "account's rules could not be applied");
+        fail(r.address, toMailError(err));
+        taken = true;
+      }
+    }
+    if (taken) toStore.splice(i--, 1);
+  }
 }

@@ -12,15 +12,20 @@ export interface MailboxServiceDeps {
   log: Logger;
 }
 
-/** Reading and deleting an account's messages (CLI now, POP3 and IMAP later). */
-export function mailboxService(deps: MailboxServiceDeps): GrpcService {
-  const account = async (address: string): Promise<string> => {
-    const route = await deps.router.route(address);
+/** The account an address names, if this backend's group holds it; else the admin answer why not. */
+export function ownedAccount(router: Router, group: string): (address: string) => Promise<string> {
+  return async (address) => {
+    const route = await router.route(address);
     if (route.kind === 'tempfail') throw route.reason;
     if (route.kind !== 'local') throw route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS' ? Replies.invalidAddress(address) : Replies.noSuchAccount(address);
-    if (route.group !== deps.group) throw Replies.accountInOtherGroup(route.account, route.group, deps.group);
+    if (route.group !== group) throw Replies.accountInOtherGroup(route.account, route.group, group);
     return route.account;
   };
+}
+
+/** Reading and deleting an account's messages (CLI now, POP3 and IMAP later). */
+export function mailboxService(deps: MailboxServiceDeps): GrpcService {
+  const account = ownedAccount(deps.router, deps.group);
   const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });
 
   const handlers: MailboxHandlers = {

@@ -1,8 +1,17 @@
 import { buildBackend } from '@mailgrid/backend';
-import { createLogger, exitSoon, installRejectionGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { createLogger, exitSoon, installRejectionGuard, Replies, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { queuePath } from '@mailgrid/mailflow';
-import { GrpcHost, PortDeliveryTransport, routeGrpcLogs, servePortDeliveries } from '@mailgrid/protocol';
+import { envelopeOf, newMessageId, queuePath, submissionOf, submitService, type Accepted, type Arrival, type Submission } from '@mailgrid/mailflow';
+import {
+  GrpcHost,
+  PortClient,
+  PortDeliveryTransport,
+  routeGrpcLogs,
+  servePort,
+  servePortDeliveries,
+  type SubmitEnvelope,
+  type SubmitEnvelope__Output,
+} from '@mailgrid/protocol';
 import { QueueStore, queueService } from '@mailgrid/queue';
 import { join, resolve } from 'node:path';
 import { isMainThread, MessageChannel, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
@@ -14,10 +23,14 @@ import { isMainThread, MessageChannel, parentPort, Worker, workerData, type Mess
  * queue's LMDB environment (lmdb-js shares one environment between threads) and asks the
  * main thread to wake its runner. The frontend's deliveries come over `transport`, a
  * MessagePort: on one machine gRPC's framing and HTTP/2 were a sixth of the SMTP thread's
- * CPU and a third of the backend's.
+ * CPU and a third of the backend's. What this thread's rules make, and what the Submit
+ * service here receives, go over a second port to the node's submit channel on the main
+ * thread (submit mode `local` on a single node: its one queue).
  */
 type ToWorker = { type: 'stop'; drainMs: number };
-type WorkerData = { config: Config; deliveries: MessagePort };
+type WorkerData = { config: Config; deliveries: MessagePort; submits: MessagePort };
+/** A submission crossing to the main thread's submit channel: the Submit envelope and the body. */
+type SubmitWire = { envelope: SubmitEnvelope; body: Uint8Array };
 type FromWorker = { type: 'ready'; address: string } | { type: 'stopped' } | { type: 'failed'; message: string } | { type: 'wake' };
 
 export class BackendWorker implements Service {
@@ -26,6 +39,8 @@ export class BackendWorker implements Service {
   private worker: Worker | undefined;
   private _address = '';
   private readonly deliveries = new MessageChannel();
+  /** Mail made on the backend thread (rules) and `mailgrid send` come back to the node's submit channel. */
+  private readonly submits = new MessageChannel();
   /** The delivery channel's way to this backend. */
   readonly transport: PortDeliveryTransport;
 
@@ -33,8 +48,14 @@ export class BackendWorker implements Service {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly wake: () => void,
+    receive: (s: Submission, arrival: Arrival) => Promise<Accepted>,
   ) {
     this.transport = new PortDeliveryTransport(this.deliveries.port1, { timeoutMs: config.delivery.timeoutMs });
+    servePort<SubmitWire, Accepted>(this.submits.port1, async ({ envelope, body }) => {
+      const { submission, arrival } = submissionOf(envelope as SubmitEnvelope__Output, Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+      return receive(submission, arrival);
+    });
+    this.submits.port1.unref();
   }
 
   get state(): ServiceState {
@@ -51,8 +72,8 @@ export class BackendWorker implements Service {
     // A young generation of 24 MB (V8's default is larger): without gRPC the backend thread's
     // garbage is small; 6 MB cost 15 % more of its CPU in scavenges, the default ~20 MB of RSS.
     const worker = new Worker(new URL(import.meta.url), {
-      workerData: { config: this.config, deliveries: this.deliveries.port2 } satisfies WorkerData,
-      transferList: [this.deliveries.port2],
+      workerData: { config: this.config, deliveries: this.deliveries.port2, submits: this.submits.port2 } satisfies WorkerData,
+      transferList: [this.deliveries.port2, this.submits.port2],
       resourceLimits: { maxYoungGenerationSizeMb: 24 },
     });
     this.worker = worker;
@@ -95,16 +116,29 @@ export class BackendWorker implements Service {
 }
 
 /** Inside the worker: the backend role and the node's gRPC host; stop on request. */
-async function runWorker({ config, deliveries }: WorkerData): Promise<void> {
+async function runWorker({ config, deliveries, submits }: WorkerData): Promise<void> {
   const log = createLogger({ level: config.log.level, name: config.nodeId });
   installRejectionGuard(log);
   routeGrpcLogs(log);
   const port = parentPort!;
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
-  const backend = buildBackend({ config, log, directory, directoryAdmin: directory });
+  const toMain = new PortClient<SubmitWire, Accepted>(submits, {
+    timeoutMs: config.delivery.timeoutMs,
+    timeout: () => Replies.timeout('submit'),
+    gone: (why) => Replies.localError(new Error(`main thread: ${why}`)),
+  });
+  const submit = (s: Submission, arrival: Arrival = { origin: '', log: [], asAccount: false }) => {
+    const body = new Uint8Array(s.body);
+    return toMain.call({ envelope: envelopeOf({ ...s, id: s.id ?? newMessageId() }, arrival), body }, [body.buffer]);
+  };
+  const backend = buildBackend({ config, log, directory, directoryAdmin: directory, submit });
   const queue = new QueueStore(queuePath(config));
   const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
-  grpc.add(...backend.grpc, queueService(queue, config.nodeId, () => port.postMessage({ type: 'wake' } satisfies FromWorker)));
+  grpc.add(
+    ...backend.grpc,
+    queueService(queue, config.nodeId, () => port.postMessage({ type: 'wake' } satisfies FromWorker)),
+    submitService(submit, { maxMessageBytes: () => config.smtp.maxMessageBytes, log: log.child({ component: 'submit' }) }),
+  );
   const services = [...backend.services, grpc];
   try {
     for (const s of services) await s.start();

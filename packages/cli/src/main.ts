@@ -12,6 +12,8 @@ import './commands/cluster.js';
 import './commands/member.js';
 import './commands/group.js';
 import './commands/node.js';
+import './commands/rules.js';
+import './commands/send.js';
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`mailgrid: ${message(err)}\n`);

@@ -16,7 +16,12 @@ export function singleNode(config: Config, log: Logger): Service[] {
   routeGrpcLogs(log);
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
   let frontend: ReturnType<typeof buildFrontend> | undefined;
-  const backend = new BackendWorker(config, log, () => frontend?.flow.runner.wake());
+  const backend = new BackendWorker(
+    config,
+    log,
+    () => frontend?.flow.runner.wake(),
+    (s, arrival) => frontend!.flow.submit.receive(s, arrival),
+  );
   // One group, served by the local backend (its address is known once it has started); no epoch to fence.
   const groups = { primary: async (group: string) => (group === config.backend.group && backend.address ? { address: backend.address, epoch: 0 } : undefined) };
   frontend = buildFrontend({ config, log, directory, groups, transport: backend.transport });

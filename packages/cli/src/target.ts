@@ -16,6 +16,10 @@ export interface Target {
   /** The hosting group `account add` uses without --group. */
   defaultGroup(): Promise<string>;
   mailbox(account: string): Promise<MailboxReader>;
+  /** The gRPC address of the backend that serves an account. */
+  backendOf(account: string): Promise<string>;
+  /** A node whose Submit service takes a message in through its submit mode (a frontend first, in a cluster). */
+  submitter(node?: string): Promise<{ node: string; address: string }>;
   queues(node?: string): Promise<QueueTargets>;
   /** The cluster, for cluster-only commands; undefined for a single node. */
   cluster?: ClusterAdmin;
@@ -37,6 +41,8 @@ function nodeTarget(c: Config): Target {
     directory,
     defaultGroup: async () => '',
     mailbox: async () => new MailboxReader(address),
+    backendOf: async () => address,
+    submitter: async (node) => select([{ node: c.nodeId, address }], node)[0],
     queues: async (node) => new QueueTargets(select([{ node: c.nodeId, address }], node)),
     run: (work) => work(),
     close: () => directory.close(),
@@ -49,15 +55,20 @@ function clusterTarget(admin: ClusterAdmin): Target {
     cluster: admin,
     defaultGroup: () => admin.defaultGroup(),
     mailbox: async (account) => new MailboxReader(await admin.backendFor(account)),
+    backendOf: (account) => admin.backendFor(account),
+    submitter: async (node) => {
+      const members = (await admin.members()).filter((m) => m.state === 'up' && m.grpc && m.services?.includes('Submit'));
+      members.sort((a, b) => Number(b.role === 'frontend') - Number(a.role === 'frontend'));
+      return select(members.map((m) => ({ node: m.id, address: m.grpc! })), node, 'that takes submissions')[0];
+    },
     queues: async (node) => new QueueTargets(select(await admin.queues(), node)),
     run: (work) => admin.run(work),
     close: () => admin.close(),
   };
 }
 
-function select(targets: { node: string; address: string }[], node: string | undefined) {
-  if (node === undefined) return targets;
-  const one = targets.filter((t) => t.node === node);
-  if (!one.length) throw new CliError(`no node ${node} with a queue`);
-  return one;
+function select(targets: { node: string; address: string }[], node: string | undefined, what = 'with a queue') {
+  const chosen = node === undefined ? targets : targets.filter((t) => t.node === node);
+  if (!chosen.length) throw new CliError(node === undefined ? `no live node ${what}` : `no live node ${node} ${what}`);
+  return chosen;
 }

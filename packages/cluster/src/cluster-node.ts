@@ -2,20 +2,20 @@ import { closer, setLogLevel, type Config, type Logger, type Service } from '@ma
 import { connectEtcd } from './etcd.js';
 import { EtcdDirectory } from './etcd-directory.js';
 import { Keys } from './keys.js';
-import { MemberHostingGroups, Membership, type MemberInfo, type MembershipOptions } from './membership.js';
+import { MemberHostingGroups, MemberQueueTakers, Membership, type MemberInfo, type MembershipOptions } from './membership.js';
 import { NodeSettings } from './settings.js';
 
 /**
  * What every cluster role has: the etcd client, the directory cache, its membership entry
- * (`describe` adds what is only known at run time), the hosting groups' primaries as the
- * member list shows them, and its live settings (the log level applied here; a role
+ * (`describe` adds what is only known at run time), the hosting groups' primaries and the
+ * queue takers as the member list shows them, and its live settings (the log level applied here; a role
  * applies the rest). The role orders these among its own services.
  */
 export function clusterNode(
   config: Config,
   log: Logger,
   self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>,
-  options: Pick<MembershipOptions, 'describe'> = {},
+  options: Pick<MembershipOptions, 'describe' | 'urgent'> = {},
 ) {
   if (!config.etcd) throw new Error(`a ${self.role} needs etcd endpoints (--etcd or MAILGRID_ETCD)`);
   const client = connectEtcd(config.etcd);
@@ -40,6 +40,7 @@ export function clusterNode(
     options,
   );
   const groups = new MemberHostingGroups(membership);
+  const takers = new MemberQueueTakers(membership, config.nodeId);
   const etcd: Service = closer('etcd', () => client.close());
-  return { client, keys, directory, settings, membership, groups, etcd };
+  return { client, keys, directory, settings, membership, groups, takers, etcd };
 }

@@ -23,9 +23,13 @@ export function clusterRole(config: Config, log: Logger, self: Pick<MemberInfo, 
   let parts: ClusterRoleParts | undefined;
   const node = clusterNode(config, log, self, {
     describe: () => ({ grpc: config.grpc.advertise || grpc.address, services: grpc.services, ...parts?.describe?.() }),
+    urgent: () => {
+      const d = parts?.describe?.();
+      return `${d?.submitMode}/${d?.takes}`;
+    },
   });
   parts = build(node);
   grpc.add(...parts.grpc);
-  if (parts.apply) node.settings.on('change', parts.apply);
+  node.settings.on('change', (next: Config) => parts!.apply?.(next));
   return withHealth(config.http, log, [node.etcd, node.directory, node.settings, ...parts.services, grpc, node.membership]);
 }

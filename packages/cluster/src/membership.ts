@@ -29,7 +29,12 @@ export interface MemberInfo {
   epoch?: number;
   queueDepth?: number;
   queueOldestAt?: number;
+  /** Bytes its queue may still take. */
+  queueFreeBytes?: number;
+  /** Its effective submit mode (auto resolved). */
   submitMode?: string;
+  /** Listed as a queue taker: local-for-others with room in its queue. */
+  takes?: boolean;
   state: 'up' | 'draining';
   pid: number;
   startedAt: string;
@@ -47,7 +52,9 @@ const memberValue = z.looseObject({
   services: z.array(z.string()).optional(),
   queueDepth: z.number().optional(),
   queueOldestAt: z.number().optional(),
+  queueFreeBytes: z.number().optional(),
   submitMode: z.string().optional(),
+  takes: z.boolean().optional(),
   state: z.enum(['up', 'draining']),
   pid: z.number().int(),
   startedAt: z.string(),
@@ -58,6 +65,11 @@ export interface MembershipOptions {
   describe?: () => Partial<MemberInfo>;
   /** How often the entry is published again with fresh `describe()` fields. */
   publishEveryMs?: number;
+  /**
+   * What others must hear about at once (taking queued mail or not, the submit mode):
+   * looked at every second, and the entry is published as soon as it changes.
+   */
+  urgent?: () => string;
 }
 
 /**
@@ -127,9 +139,16 @@ export class Membership extends EventEmitter implements Service {
       this.log.warn({ event: 'membership.register-failed', err: (err as Error).message }, 'could not register yet, retrying');
       this.retry();
     }
+    const every = this.options.publishEveryMs ?? 10_000;
+    let last = Date.now();
+    let urgent = this.options.urgent?.();
     this.publishTimer = setInterval(() => {
+      const now = this.options.urgent?.();
+      if (now === urgent && Date.now() - last < every) return;
+      urgent = now;
+      last = Date.now();
       this.publish().catch((err) => this.log.debug({ event: 'membership.publish-failed', err: (err as Error).message }, 'member entry not published'));
-    }, this.options.publishEveryMs ?? 10_000);
+    }, Math.min(1_000, every));
     this.publishTimer.unref();
   }
 
@@ -250,3 +269,44 @@ export class MemberHostingGroups implements HostingGroups {
     return m && { address: m.grpc!, epoch: m.epoch! };
   }
 }
+
+/**
+ * The controller's list of queue takers in a member list: live members in local-for-others
+ * mode whose queue has room and that offer Submit. A draining member, a full queue or a
+ * lapsed lease leaves it.
+ */
+export function queueTakers(members: MemberInfo[]): MemberInfo[] {
+  return members.filter((m) => offersSubmit(m) && m.submitMode === 'local-for-others' && m.takes);
+}
+
+const offersSubmit = (m: MemberInfo) => m.state === 'up' && Boolean(m.grpc) && Boolean(m.services?.includes('Submit'));
+
+/** The queue takers (and the frontends, for relay via frontends) as this node's member list shows them, itself left out. */
+export class MemberQueueTakers {
+  constructor(
+    private readonly membership: Membership,
+    private readonly self: string,
+  ) {}
+
+  takers(): { id: string; address: string; queueDepth: number }[] {
+    return queueTakers(this.others()).map(takerOf);
+  }
+
+  /** Live frontends that offer Submit, queue takers first. */
+  frontends(): { id: string; address: string; queueDepth: number }[] {
+    return this.others()
+      .filter((m) => m.role === 'frontend' && offersSubmit(m))
+      .sort((a, b) => Number(Boolean(b.takes)) - Number(Boolean(a.takes)))
+      .map(takerOf);
+  }
+
+  subscribe(listener: () => void): void {
+    this.membership.on('change', listener);
+  }
+
+  private others(): MemberInfo[] {
+    return this.membership.members().filter((m) => m.id !== this.self);
+  }
+}
+
+const takerOf = (m: MemberInfo) => ({ id: m.id, address: m.grpc!, queueDepth: m.queueDepth ?? 0 });

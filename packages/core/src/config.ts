@@ -88,6 +88,22 @@ export const configSchema = z.strictObject({
     /** SMTP connections at once to one destination. */
     perDestination: positive,
     timeoutMs: positive,
+    /**
+     * Hand mail for other domains to the frontends (Submit) instead of relaying it from
+     * here: CommuniGate's `*` forwarding, for backends that have no way out.
+     */
+    viaFrontends: z.boolean(),
+  }),
+  submit: z.strictObject({
+    /**
+     * Where mail made on this node (rule actions, DSNs, vacation replies, `mailgrid send`)
+     * is queued: `local` its own queue; `local-for-others` its own, and it takes other
+     * members' too (listed as a queue taker); `remote` a live queue taker, else its own;
+     * `auto` local-for-others on a cluster frontend, remote on a backend, local alone.
+     */
+    mode: z.enum(['auto', 'local', 'local-for-others', 'remote']),
+    /** Which of this node's log records about a message travel with it to a queue taker. */
+    log: z.enum(['none', 'problems', 'all']),
   }),
   grpc: z.strictObject({
     /** The node's one gRPC server: every service it offers (Delivery, Mailbox, Admin, Queue, ...). */
@@ -174,7 +190,8 @@ export function defaults(): Config {
       delayWarningMs: 4 * 3_600_000,
       concurrency: 32,
     },
-    relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000 },
+    relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000, viaFrontends: false },
+    submit: { mode: 'auto', log: 'problems' },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
     delivery: { inline: true, timeoutMs: 60_000, chunkBytes: 64 * 1024 },
     backend: { group: 'default', minFreeBytes: 512 * 1024 ** 2 },
@@ -299,6 +316,9 @@ export const LIVE_SETTINGS = [
   'queue.minFreeBytes',
   'backend.minFreeBytes',
   'postmaster',
+  'submit.mode',
+  'submit.log',
+  'relay.viaFrontends',
 ] as const;
 
 /**

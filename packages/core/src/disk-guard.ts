@@ -15,6 +15,11 @@ export class DiskGuard {
 
   constructor(private readonly options: { path: string; floor: () => number; log: Logger; everyMs?: number }) {}
 
+  /** Bytes that may still be taken above the floor, as last counted (Infinity before the first look). */
+  get headroom(): number {
+    return this.free - this.reserved - this.options.floor();
+  }
+
   /** `452 4.3.1` when taking `bytes` would leave less than the floor free; else undefined, with the bytes counted. */
   async reserve(bytes = 0): Promise<MailError | undefined> {
     if (Date.now() - this.checkedAt > (this.options.everyMs ?? 2_000)) {

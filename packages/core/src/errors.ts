@@ -95,6 +95,16 @@ export const Replies = {
   deliveryExpired: (last: SmtpReply) =>
     permanent('DELIVERY_EXPIRED', 554, '5.4.7', `Delivery time expired; last error: ${last.code} ${last.enhanced} ${last.text}`),
   noAnswer: () => temporary('NO_ANSWER', 451, '4.3.0', 'No answer for this recipient, try again later'),
+  /** What the account's rules did with a message that was not stored (discard, redirect, reject). */
+  disposedByRules: (actions: string): SmtpReply => ({ code: 250, enhanced: '2.0.0', text: `Handled by the account's rules: ${actions}` }),
+  /** Handed to a queue taker (Submit), which now answers for it. */
+  handedOver: (taker: string, reply: SmtpReply): SmtpReply => ({ code: 250, enhanced: '2.0.0', text: `Handed over to ${taker}: ${reply.text}` }),
+  /** A rule's `reject` (RFC 5429), in the DSN to the sender. */
+  rejectedByRules: (reason: string) => permanent('REJECTED_BY_RULES', 550, '5.7.1', `Rejected by the recipient's rules: ${reason.replace(/\s+/g, ' ').trim()}`),
+  /** `mailgrid send --as` an address that is not an account here. */
+  notAnAccount: (address: string) => permanent('NOT_AN_ACCOUNT', 553, '5.7.1', `<${address}>: Sender is not an account here`),
+  /** Relay via the frontends with none live. */
+  noFrontend: () => temporary('NO_FRONTEND', 451, '4.4.1', 'No frontend is live to relay through, try again later'),
 
   // --- the system --------------------------------------------------------------------------
   localError: (cause?: unknown) => temporary('LOCAL_ERROR', 451, '4.3.0', 'Local error in processing, try again later', cause),
@@ -133,5 +143,6 @@ export const Replies = {
   noSuchGroup: (group: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no such hosting group: ${group}`),
   accountInOtherGroup: (account: string, group: string, here: string) =>
     permanent('FAILED_PRECONDITION', 550, '5.0.0', `account ${account} is in hosting group ${group}, not ${here}`),
+  badScript: (reason: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `rules refused (the old ones stay): ${reason}`),
   noSuchMessage: (account: string, folder: string, uid: number) => permanent('NOT_FOUND', 550, '5.1.0', `no message ${uid} in ${account}/${folder}`),
 } as const;

@@ -28,6 +28,14 @@ const wants = (r: QueuedRecipient, what: 'SUCCESS' | 'FAILURE' | 'DELAY') => (r.
  */
 export type Bounce = (original: QueuedMessage, body: Buffer, recipients: DsnRecipient[]) => Promise<QueueEntry | undefined>;
 
+/** Hand-overs to other members over Submit (see SubmitChannel). */
+export interface HandOver {
+  /** A queue pass of a node in remote mode: every recipient to a queue taker; undefined when none took them. */
+  offer(message: QueuedMessage, body: Buffer, recipients: QueuedRecipient[]): Promise<Outcome[] | undefined>;
+  /** relay.viaFrontends: relayed recipients go to a frontend; undefined when not set. */
+  relay(message: QueuedMessage, body: Buffer, recipients: QueuedRecipient[]): Promise<Outcome[]> | undefined;
+}
+
 /**
  * One attempt at some recipients of a queued message, and what follows from it. Local
  * recipients go over the delivery channel to their group's primary, one call per group;
@@ -45,15 +53,21 @@ export class Dispatcher {
       relay: Relay;
       policy: () => RetryPolicy;
       bounce: Bounce;
+      handOver?: HandOver;
       log: Logger;
     },
   ) {}
 
   /**
    * Tries the recipients. `routes` (from RCPT, just now) skips routing them again; without
-   * it each is routed afresh, since accounts move and domains come and go.
+   * it (a queue pass) each is routed afresh, since accounts move and domains come and go,
+   * and a node in remote submit mode first offers them to a queue taker.
    */
   async attempt(message: QueuedMessage, body: Buffer, recipients: QueuedRecipient[], routes?: Route[], trace: Trace = {}): Promise<Outcome[]> {
+    if (!routes) {
+      const taken = await this.options.handOver?.offer(message, body, recipients);
+      if (taken) return taken;
+    }
     const routed = routes ?? (await Promise.all(recipients.map((r) => this.options.router.route(r.address))));
     const out: Outcome[] = [];
     const local = new Map<string, { r: QueuedRecipient; route: LocalRoute }[]>();
@@ -77,6 +91,8 @@ export class Dispatcher {
         );
       }),
       ...[...relay].map(async ([domain, list]) => {
+        const via = this.options.handOver?.relay(message, body, list);
+        if (via) return void out.push(...(await via));
         const { mailFrom, envid, ret, eightBit } = message;
         const results = await this.options.relay.send(
           domain,

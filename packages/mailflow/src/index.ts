@@ -7,4 +7,5 @@ export * from './runner.js';
 export * from './intake.js';
 export * from './bounces.js';
 export * from './mail-flow.js';
+export * from './submit.js';
 export type { Notify } from '@mailgrid/queue';

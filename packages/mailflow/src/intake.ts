@@ -3,6 +3,7 @@ import type { Enqueue, MailQueue, Notify, QueueEntry, QueuedRecipient } from '@m
 import type { Dispatcher, Outcome } from './dispatcher.js';
 import { newMessageId } from './message-id.js';
 import type { LocalRoute, Route, Router } from './router.js';
+import type { TrailRecord } from './submit.js';
 import { accept, refuse, type Verdict } from './verdict.js';
 
 /** A message as it enters, whatever brought it: SMTP, submission, Submit, a DSN, a rule. */
@@ -27,6 +28,8 @@ export interface Submission {
   dsn?: (RecipientDsn | undefined)[];
   /** 8-bit content (declared BODY=8BITMIME, or found in it). */
   eightBit?: boolean;
+  /** This node's log records about the message, which travel with it to a queue taker (submit.log). */
+  trail?: TrailRecord[];
 }
 
 export interface RecipientDsn {
@@ -92,6 +95,11 @@ export class Intake {
   /** Backpressure: undefined while the queue has room, else the refusal (452 4.3.1). */
   room(): Promise<MailError | undefined> {
     return this.options.queue.refusal();
+  }
+
+  /** Whether a message with this id is in this node's queue. */
+  queued(id: string): boolean {
+    return this.options.queue.store.message(id) !== undefined;
   }
 
   /** May a message go to this recipient (RCPT), and where. */

@@ -9,16 +9,31 @@ import { Dispatcher } from './dispatcher.js';
 import { Intake } from './intake.js';
 import { Router } from './router.js';
 import { QueueRunner } from './runner.js';
+import { GrpcSubmitter, SubmitChannel, submitModeOf, submitService, type QueueTakers, type SubmitMode } from './submit.js';
 
 export interface MailFlow {
   router: Router;
   intake: Intake;
   queue: MailQueue;
   runner: QueueRunner;
+  /** How mail made on this node enters (its submit mode), and what the Submit service receives. */
+  submit: SubmitChannel;
+  /** What the node publishes about its queue and submit mode in its membership entry. */
+  describe(): QueueStatus;
   /** In start order: the queue store (closed last), the runner. */
   services: Service[];
-  /** The node's Queue service, for its gRPC host. */
+  /** The node's Queue and Submit services, for its gRPC host. */
   grpc: GrpcService[];
+}
+
+export interface QueueStatus {
+  submitMode: SubmitMode;
+  /** In local-for-others mode with room in its queue: listed as a queue taker. */
+  takes: boolean;
+  queueDepth: number;
+  queueOldestAt?: number;
+  /** Bytes the queue may still take (the least of its byte limit and its disk above the floor). */
+  queueFreeBytes?: number;
 }
 
 /** Where a node keeps its queue. */
@@ -29,7 +44,18 @@ export const queuePath = (config: Config) => join(resolve(config.dataDir), 'queu
  * with its runner, the delivery channel to hosting groups, relay and bounces. `current`
  * gives the live settings (limits and retry policy follow them).
  */
-export function createMailFlow(deps: { config: Config; current: () => Config; log: Logger; directory: Directory; groups: HostingGroups; transport?: DeliveryTransport }): MailFlow {
+export function createMailFlow(deps: {
+  config: Config;
+  current: () => Config;
+  log: Logger;
+  directory: Directory;
+  groups: HostingGroups;
+  /** Which `auto` submit mode applies. */
+  place: 'single' | 'frontend' | 'backend';
+  /** The controller's lists of queue takers and frontends (a cluster member). */
+  takers?: QueueTakers;
+  transport?: DeliveryTransport;
+}): MailFlow {
   const { config, current } = deps;
   const log = deps.log.child({ component: 'queue' });
   const path = queuePath(config);
@@ -39,6 +65,7 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
   let runner: QueueRunner | undefined;
   const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake() });
   let intake: Intake | undefined;
+  let submit: SubmitChannel | undefined;
   const bounces = new Bounces({ prepare: (s) => intake!.prepare(s), hostname: config.smtp.hostname, log });
   const dispatcher = new Dispatcher({
     queue,
@@ -47,6 +74,7 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
     relay: new Relay({ ...config.relay, heloName: config.smtp.hostname, log }),
     policy: () => current().queue,
     bounce: bounces.bounce,
+    handOver: { offer: (...a) => submit!.offer(...a), relay: (...a) => submit!.relay(...a) },
     log,
   });
   // Longer than an inline call may take, so the runner never races the attempt after DATA.
@@ -60,22 +88,62 @@ export function createMailFlow(deps: { config: Config; current: () => Config; lo
     inlineGraceMs,
     log: deps.log.child({ component: 'intake' }),
   });
+  const submitLog = deps.log.child({ component: 'submit' });
+  submit = new SubmitChannel({
+    intake,
+    router,
+    node: config.nodeId,
+    mode: () => submitModeOf(current(), deps.place),
+    logLevel: () => current().submit.log,
+    viaFrontends: () => current().relay.viaFrontends,
+    takers: deps.takers,
+    submitter: new GrpcSubmitter({ timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId }),
+    log: submitLog,
+  });
   runner = new QueueRunner(queue, dispatcher, { concurrency: config.queue.concurrency, inlineGraceMs, log });
+  // A node in remote mode whose takers were all gone offers what waits here as soon as one is back.
+  let takersBefore = deps.takers?.takers().length ?? 0;
+  deps.takers?.subscribe(() => {
+    const now = deps.takers!.takers().length;
+    const back = takersBefore === 0 && now > 0;
+    takersBefore = now;
+    if (!back || submitModeOf(current(), deps.place) !== 'remote' || !store.messageCount) return;
+    queue
+      .retryNow()
+      .then((n) => n && log.info({ event: 'submit.takers-back', recipients: n }, 'a queue taker is back; offering what waits here'))
+      .catch((err) => log.warn({ event: 'submit.retry-failed', err }, 'could not make waiting mail due'));
+  });
   const wake = () => runner!.wake();
   return {
     router,
     intake,
     queue,
     runner,
+    submit,
+    describe() {
+      const mode = submitModeOf(current(), deps.place);
+      // Keeps the disk's count fresh for the next look (statfs at most every 2 s).
+      void queue.refusal().catch(() => undefined);
+      const room = queue.headroom();
+      const free = Math.min(room.bytes, room.disk);
+      return {
+        submitMode: mode,
+        takes: mode === 'local-for-others' && room.messages > 0 && free > 0,
+        queueDepth: store.messageCount,
+        queueOldestAt: store.oldest(),
+        queueFreeBytes: Number.isFinite(free) ? Math.max(0, free) : undefined,
+      };
+    },
     services: [
       closer('queue-store', async () => {
         channel.close();
+        submit!.close();
         await store.close();
       }),
       runner,
       postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
-    grpc: [queueService(store, config.nodeId, wake)],
+    grpc: [queueService(store, config.nodeId, wake), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],
   };
 }
 

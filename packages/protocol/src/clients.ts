@@ -4,6 +4,8 @@ import type { AdminClient } from './generated/mailgrid/v1/Admin.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
 import type { MailboxClient } from './generated/mailgrid/v1/Mailbox.js';
 import type { QueueClient } from './generated/mailgrid/v1/Queue.js';
+import type { RulesClient } from './generated/mailgrid/v1/Rules.js';
+import type { SubmitClient } from './generated/mailgrid/v1/Submit.js';
 
 /** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
 export const channelOptions: grpc.ChannelOptions = {
@@ -21,3 +23,5 @@ export const createMailboxClient = (address: string): MailboxClient =>
   new proto.Mailbox(address, insecure(), channelOptions);
 export const createAdminClient = (address: string): AdminClient => new proto.Admin(address, insecure(), channelOptions);
 export const createQueueClient = (address: string): QueueClient => new proto.Queue(address, insecure(), channelOptions);
+export const createSubmitClient = (address: string): SubmitClient => new proto.Submit(address, insecure(), channelOptions);
+export const createRulesClient = (address: string): RulesClient => new proto.Rules(address, insecure(), channelOptions);

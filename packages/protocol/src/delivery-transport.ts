@@ -1,4 +1,4 @@
-import { MailError, Replies, toMailError } from '@mailgrid/core';
+import { MailError, Replies } from '@mailgrid/core';
 import type { MessagePort } from 'node:worker_threads';
 import { createDeliveryClient } from './clients.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
@@ -7,6 +7,8 @@ import type { Envelope__Output } from './generated/mailgrid/v1/Envelope.js';
 import type { RecipientResult__Output } from './generated/mailgrid/v1/RecipientResult.js';
 import { fromServiceError } from './status.js';
 import { deadline, traceMetadata, type Trace } from './trace.js';
+import { writeChunked } from './chunks.js';
+import { PortClient, servePort } from './port-calls.js';
 
 /** One delivery as it travels: the envelope and the whole message. */
 export interface Delivery {
@@ -47,16 +49,7 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
       }
       const stream = this.client(address).deliver(traceMetadata(trace), options, done);
       stream.on('error', () => undefined); // reported through the callback
-      const write = async () => {
-        // The envelope travels with the first chunk: a small message is one request.
-        const size = this.options.chunkBytes;
-        if (!stream.write({ envelope, chunk: body.subarray(0, size) })) await drained(stream);
-        for (let i = size; i < body.length; i += size) {
-          if (!stream.write({ chunk: body.subarray(i, i + size) })) await drained(stream);
-        }
-        stream.end();
-      };
-      write().catch(reject);
+      writeChunked(stream, envelope, body, this.options.chunkBytes).catch(reject);
     }).catch((err) => {
       throw MailError.is(err) ? err : fromServiceError(err, 'delivery');
     });
@@ -74,12 +67,8 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
   }
 }
 
-function drained(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise((resolve) => stream.once('drain', resolve));
-}
 
-type PortRequest = { id: number; envelope: Envelope__Output; body: Uint8Array; trace: Trace };
-type PortResponse = { id: number; results: RecipientResult__Output[] } | { id: number; error: { code: string; reply: MailError['reply'] } };
+type PortRequest = { envelope: Envelope__Output; body: Uint8Array; trace: Trace };
 
 /**
  * The single node's frontend and backend threads, one process: a MessagePort instead of
@@ -89,63 +78,30 @@ type PortResponse = { id: number; results: RecipientResult__Output[] } | { id: n
  * does not answer in `timeoutMs` is a 4xx, as a gRPC deadline is.
  */
 export class PortDeliveryTransport implements DeliveryTransport {
-  private readonly pending = new Map<number, { resolve: (r: RecipientResult__Output[]) => void; reject: (e: MailError) => void; timer: NodeJS.Timeout }>();
-  private next = 1;
+  private readonly client: PortClient<PortRequest, RecipientResult__Output[]>;
 
-  constructor(
-    private readonly port: MessagePort,
-    private readonly options: { timeoutMs: number },
-  ) {
-    port.on('message', (res: PortResponse) => {
-      const p = this.pending.get(res.id);
-      if (!p) return;
-      this.pending.delete(res.id);
-      clearTimeout(p.timer);
-      if ('error' in res) p.reject(new MailError(res.error.code, res.error.reply));
-      else p.resolve(res.results);
+  constructor(port: MessagePort, options: { timeoutMs: number }) {
+    this.client = new PortClient(port, {
+      timeoutMs: options.timeoutMs,
+      timeout: () => Replies.timeout('delivery'),
+      gone: (why) => Replies.backendUnavailable(new Error(`backend thread: ${why}`)),
     });
-    port.on('close', () => this.failAll(Replies.backendUnavailable(new Error('backend thread gone'))));
-    // Pending answers keep the process alive; an idle port does not.
-    port.unref();
   }
 
   deliver(_address: string, { envelope, body, trace }: Delivery): Promise<RecipientResult__Output[]> {
-    return new Promise((resolve, reject) => {
-      const id = this.next++;
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(Replies.timeout('delivery'));
-      }, this.options.timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      const copy = new Uint8Array(body);
-      this.port.postMessage({ id, envelope, body: copy, trace } satisfies PortRequest, [copy.buffer]);
-    });
+    const copy = new Uint8Array(body);
+    return this.client.call({ envelope, body: copy, trace }, [copy.buffer]);
   }
 
   close(): void {
-    this.failAll(Replies.backendUnavailable(new Error('delivery channel closed')));
-    this.port.close();
-  }
-
-  private failAll(err: MailError): void {
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
-    this.pending.clear();
+    this.client.close();
   }
 }
 
 /** The backend thread's end of a PortDeliveryTransport (the handler logs what it refuses). */
 export function servePortDeliveries(port: MessagePort, handler: DeliveryHandler): void {
-  port.on('message', (req: PortRequest) => {
+  servePort<PortRequest, RecipientResult__Output[]>(port, async (req) => {
     const body = Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength);
-    handler({ envelope: req.envelope, body, trace: req.trace }).then(
-      (res) => port.postMessage({ id: req.id, results: res.results as RecipientResult__Output[] } satisfies PortResponse),
-      (err) => {
-        const mail = toMailError(err);
-        port.postMessage({ id: req.id, error: { code: mail.code, reply: mail.reply } } satisfies PortResponse);
-      },
-    );
+    return (await handler({ envelope: req.envelope, body, trace: req.trace })).results as RecipientResult__Output[];
   });
 }

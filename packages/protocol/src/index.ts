@@ -5,3 +5,5 @@ export * from './clients.js';
 export * from './grpc-host.js';
 export * from './delivery-transport.js';
 export type * from './types.js';
+export * from './chunks.js';
+export * from './port-calls.js';

@@ -6,6 +6,8 @@ import type { ProtoGrpcType as AdminProto } from './generated/admin.js';
 import type { ProtoGrpcType as DeliveryProto } from './generated/delivery.js';
 import type { ProtoGrpcType as MailboxProto } from './generated/mailbox.js';
 import type { ProtoGrpcType as QueueProto } from './generated/queue.js';
+import type { ProtoGrpcType as RulesProto } from './generated/rules.js';
+import type { ProtoGrpcType as SubmitProto } from './generated/submit.js';
 
 const protoRoot = fileURLToPath(new URL('../../../proto', import.meta.url));
 
@@ -24,10 +26,10 @@ export const loaderOptions: protoLoader.Options = {
   includeDirs: [protoRoot],
 };
 
-type Proto = DeliveryProto & MailboxProto & AdminProto & QueueProto;
+type Proto = DeliveryProto & MailboxProto & AdminProto & QueueProto & SubmitProto & RulesProto;
 
 const definition = protoLoader.loadSync(
-  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto', 'mailgrid/v1/queue.proto'],
+  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto', 'mailgrid/v1/queue.proto', 'mailgrid/v1/submit.proto', 'mailgrid/v1/rules.proto'],
   loaderOptions,
 );
 

@@ -14,3 +14,8 @@ export type { Account__Output } from './generated/mailgrid/v1/Account.js';
 export type { QueueClient, QueueHandlers } from './generated/mailgrid/v1/Queue.js';
 export type { QueuedMessageInfo, QueuedMessageInfo__Output } from './generated/mailgrid/v1/QueuedMessageInfo.js';
 export type { QueueListResponse, QueueListResponse__Output } from './generated/mailgrid/v1/QueueListResponse.js';
+export type { SubmitClient, SubmitHandlers } from './generated/mailgrid/v1/Submit.js';
+export type { SubmitRequest, SubmitRequest__Output } from './generated/mailgrid/v1/SubmitRequest.js';
+export type { SubmitEnvelope, SubmitEnvelope__Output } from './generated/mailgrid/v1/SubmitEnvelope.js';
+export type { SubmitResponse, SubmitResponse__Output } from './generated/mailgrid/v1/SubmitResponse.js';
+export type { RulesClient, RulesHandlers } from './generated/mailgrid/v1/Rules.js';

@@ -51,6 +51,12 @@ export class MailQueue {
     return this.disk.reserve(0);
   }
 
+  /** Room left before backpressure, as last counted: messages, bytes, and bytes of disk above its floor. */
+  headroom(): { messages: number; bytes: number; disk: number } {
+    const limits = this.options.limits();
+    return { messages: limits.maxMessages - this.store.messageCount, bytes: limits.maxBytes - this.store.byteCount, disk: this.disk.headroom };
+  }
+
   /** A message as the queue keeps it, not yet written (`enqueue` writes it; so may `settle`, with a change). */
   entry(m: Enqueue): QueueEntry {
     const now = Date.now();
@@ -100,6 +106,18 @@ export class MailQueue {
 
   flushed(): Promise<void> {
     return this.store.flushed();
+  }
+
+  /** Makes every queued recipient due now (a way out has come back); returns how many waited. */
+  async retryNow(): Promise<number> {
+    const now = Date.now();
+    const changes = [...this.store.list()]
+      .flatMap((e) => e.recipients)
+      .filter((r) => r.state === 'queued' && r.nextAttemptAt > now)
+      .map((r) => ({ recipient: { ...r, nextAttemptAt: now }, done: false }));
+    await this.store.settle(changes);
+    if (changes.length) this.options.onDue?.();
+    return changes.length;
   }
 
   private woken(entries: QueueEntry[]): void {

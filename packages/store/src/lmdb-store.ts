@@ -19,6 +19,9 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `blobs`     blob id → message bytes, stored once however many local recipients
  * - `refs`      blob id → number of index entries pointing at it, when more than one (a
  *               blob without is referenced once: a message for one account writes no count)
+ * - `rules`     account → its Sieve source (kept with the account's mail, so it moves and
+ *               replicates with it)
+ * - `vacation`  [account, sender] → until when no other vacation reply goes to that sender
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
  *               ones are forgotten by a pass over the table: an index by age cost every
  *               append a second B-tree write and ~12 MB of peak RSS under load)
@@ -32,6 +35,8 @@ export class LmdbMailStore implements MailStore {
   private readonly refs: Database<number, number>;
   private readonly dedupe: Database<{ account: string; folder: string; uid: number; at?: number }, string>;
   private readonly meta: Database<number, string>;
+  private readonly rulesDb: Database<{ source: string; at: number }, string>;
+  private readonly vacation: Database<number, [string, string]>;
   /** The last blob id handed out: read once, then counted here (a gap after a failed commit is harmless). */
   private blobSeq: number | undefined;
 
@@ -51,10 +56,11 @@ export class LmdbMailStore implements MailStore {
     this.refs = this.root.openDB({ name: 'refs' });
     this.dedupe = this.root.openDB({ name: 'dedupe' });
     this.meta = this.root.openDB({ name: 'meta' });
+    this.rulesDb = this.root.openDB({ name: 'rules' });
+    this.vacation = this.root.openDB({ name: 'vacation' });
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
-    const folder = request.folder ?? INBOX;
     const results = await commit(this.root, () => {
       const out: AppendResult[] = [];
       let blob = 0;
@@ -65,24 +71,48 @@ export class LmdbMailStore implements MailStore {
           out.push({ account: seen.account, folder: seen.folder, uid: seen.uid, duplicate: true });
           continue;
         }
-        if (!blob) {
-          // Ids from before the in-memory count was kept in meta; later ones are above every stored blob.
-          this.blobSeq ??= Math.max(this.meta.get('blobSeq') ?? 0, ...this.blobs.getKeys({ reverse: true, limit: 1 }));
-          blob = ++this.blobSeq;
-          this.blobs.put(blob, request.body);
+        let first: { folder: string; uid: number } | undefined;
+        for (const folder of r.folders ?? [request.folder ?? INBOX]) {
+          if (!blob) {
+            // Ids from before the in-memory count was kept in meta; later ones are above every stored blob.
+            this.blobSeq ??= Math.max(this.meta.get('blobSeq') ?? 0, ...this.blobs.getKeys({ reverse: true, limit: 1 }));
+            blob = ++this.blobSeq;
+            this.blobs.put(blob, request.body);
+          }
+          const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
+          this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
+          this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
+          first ??= { folder, uid };
+          refs++;
         }
-        const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
-        this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
-        this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
-        this.dedupe.put(r.idempotencyKey, { account: r.account, folder, uid, at: request.receivedAt });
-        refs++;
-        out.push({ account: r.account, folder, uid, duplicate: false });
+        first ??= { folder: '', uid: 0 };
+        if (r.vacation) this.vacation.put([r.account, r.vacation.sender.toLowerCase()], r.vacation.until);
+        this.dedupe.put(r.idempotencyKey, { account: r.account, ...first, at: request.receivedAt });
+        out.push({ account: r.account, ...first, duplicate: false });
       }
       if (refs > 1) this.refs.put(blob, refs);
       return out;
     });
     await flushed(this.root);
     return results;
+  }
+
+  seen(idempotencyKey: string): AppendResult | undefined {
+    const s = this.dedupe.get(idempotencyKey);
+    return s && { account: s.account, folder: s.folder, uid: s.uid, duplicate: true };
+  }
+
+  rules(account: string): string | undefined {
+    return this.rulesDb.get(account)?.source;
+  }
+
+  async setRules(account: string, source: string | undefined): Promise<void> {
+    await commit(this.root, () => (source === undefined ? this.rulesDb.remove(account) : this.rulesDb.put(account, { source, at: Date.now() })));
+    await flushed(this.root);
+  }
+
+  vacationAnswered(account: string, sender: string, now: number): boolean {
+    return (this.vacation.get([account, sender.toLowerCase()]) ?? 0) > now;
   }
 
   /**

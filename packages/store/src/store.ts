@@ -11,6 +11,14 @@ export interface AppendRecipient {
   account: string;
   /** message id + recipient: an append with a key already stored returns the first result. */
   idempotencyKey: string;
+  /**
+   * Where the account's rules file it (folders are made on first use); default the
+   * request's folder. Empty: nothing is stored (discarded, redirected, rejected), and the
+   * key is still recorded, so a retry is not handled twice.
+   */
+  folders?: string[];
+  /** A vacation reply went to this sender: none again to them before `until`. */
+  vacation?: { sender: string; until: number };
 }
 
 export interface AppendRequest {
@@ -22,6 +30,7 @@ export interface AppendRequest {
 
 export interface AppendResult {
   account: string;
+  /** The first folder it went to, and its uid there ('' and 0: nothing was stored). */
   folder: string;
   uid: number;
   /** The key had been stored before; nothing new was written. */
@@ -34,6 +43,14 @@ export interface AppendResult {
  */
 export interface MailStore {
   append(request: AppendRequest): Promise<AppendResult[]>;
+  /** What an earlier append did with this idempotency key, if one did. */
+  seen(idempotencyKey: string): AppendResult | undefined;
+  /** The account's rules (Sieve source); undefined: none. */
+  rules(account: string): string | undefined;
+  /** Saves (or with undefined removes) the account's rules; resolves once on disk. */
+  setRules(account: string, source: string | undefined): Promise<void>;
+  /** Whether a vacation reply to `sender` is still within its period. */
+  vacationAnswered(account: string, sender: string, now: number): boolean;
   list(account: string, folder?: string): MessageInfo[];
   fetch(account: string, folder: string, uid: number): { info: MessageInfo; body: Buffer } | undefined;
   delete(account: string, folder: string, uids: number[]): Promise<number>;

@@ -7,15 +7,15 @@ export class MailboxProbe {
   constructor(address: string) {
     this.client = createMailboxClient(address);
   }
-  list(account: string): Promise<MessageInfo__Output[]> {
+  list(account: string, folder = ''): Promise<MessageInfo__Output[]> {
     return new Promise((resolve, reject) =>
-      this.client.List({ account }, { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!.messages))),
+      this.client.List({ account, folder }, { deadline: deadline(10_000) }, (err, res) => (err ? reject(err) : resolve(res!.messages))),
     );
   }
-  fetch(account: string, uid: number): Promise<Buffer> {
+  fetch(account: string, uid: number, folder = ''): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
-      const s = this.client.Fetch({ account, uid }, { deadline: deadline(10_000) });
+      const s = this.client.Fetch({ account, uid, folder }, { deadline: deadline(10_000) });
       s.on('data', (c) => c.chunk && chunks.push(c.chunk));
       s.on('error', reject);
       s.on('end', () => resolve(Buffer.concat(chunks)));

@@ -3,12 +3,14 @@ import type { AccountEntry, AliasEntry, DirectoryAdmin } from '@mailgrid/directo
 import {
   createAdminClient,
   createMailboxClient,
+  createRulesClient,
   deadline,
   fromServiceError,
   type AdminClient,
   type FetchChunk__Output,
   type MailboxClient,
   type MessageInfo__Output,
+  type RulesClient,
 } from '@mailgrid/protocol';
 import { explain } from '../errors.js';
 
@@ -71,19 +73,39 @@ export class MailboxReader {
     this.client = createMailboxClient(address);
   }
 
-  async list(account: string): Promise<MessageInfo__Output[]> {
-    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account });
+  async list(account: string, folder = ''): Promise<MessageInfo__Output[]> {
+    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account, folder });
     return res.messages;
   }
 
-  fetch(account: string, uid: number): Promise<Buffer> {
+  fetch(account: string, uid: number, folder = ''): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
-      const stream = this.client.Fetch({ account, uid }, { deadline: deadline(CALL_TIMEOUT_MS) });
+      const stream = this.client.Fetch({ account, uid, folder }, { deadline: deadline(CALL_TIMEOUT_MS) });
       stream.on('data', (c: FetchChunk__Output) => c.chunk && chunks.push(c.chunk));
       stream.on('error', (err) => reject(failed(err, this.address)));
       stream.on('end', () => resolve(Buffer.concat(chunks)));
     });
+  }
+
+  close() {
+    this.client.close();
+  }
+}
+
+/** An account's rules, through the Rules service of the node that serves the account. */
+export class RulesEditor {
+  private readonly client: RulesClient;
+  constructor(private readonly address: string) {
+    this.client = createRulesClient(address);
+  }
+
+  async set(account: string, script: string): Promise<void> {
+    await unary(this.address, this.client.Set.bind(this.client) as any, { account, script });
+  }
+
+  async get(account: string): Promise<string> {
+    return (await unary<unknown, { script: string }>(this.address, this.client.Get.bind(this.client) as any, { account })).script;
   }
 
   close() {

@@ -20,9 +20,10 @@ const mailbox = program.command('mailbox').description('stored mail');
 mailbox
   .command('list <address>')
   .description("list an account's messages")
-  .action((address: string) =>
+  .option('--folder <name>', 'a folder other than INBOX')
+  .action((address: string, opts: { folder?: string }) =>
     withMailbox(address, async (mb, account) => {
-      const messages = await mb.list(account);
+      const messages = await mb.list(account, opts.folder);
       print(
         messages.map((m) => ({ uid: m.uid, size: m.size, received: new Date(Number(m.receivedAtMs)).toISOString(), folder: m.folder })),
         ['uid', 'size', 'received', 'folder'],
@@ -32,9 +33,10 @@ mailbox
 mailbox
   .command('get <address> <uid>')
   .description('write one message, raw, to stdout')
-  .action((address: string, uid: string) => {
+  .option('--folder <name>', 'a folder other than INBOX')
+  .action((address: string, uid: string, opts: { folder?: string }) => {
     if (!/^[1-9]\d*$/.test(uid)) throw new CliError(`invalid uid: ${uid}`);
     return withMailbox(address, async (mb, account) => {
-      process.stdout.write(await mb.fetch(account, Number(uid)));
+      process.stdout.write(await mb.fetch(account, Number(uid), opts.folder));
     });
   });

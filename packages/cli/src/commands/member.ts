@@ -4,7 +4,7 @@ program
   .command('member')
   .description('cluster members')
   .command('list')
-  .description('live members registered in etcd: role, state, their one gRPC address and the services it offers')
+  .description('live members registered in etcd: role, state, submit mode, queue depth, their one gRPC address and the services it offers')
   .action(() =>
     withCluster(async (admin) => {
       const members = await admin.members();
@@ -15,13 +15,15 @@ program
           site: m.site,
           group: m.group ?? '',
           state: m.state,
+          mode: m.submitMode ?? '',
+          queue: m.queueDepth ?? '',
           smtp: m.smtp ?? '',
           grpc: m.grpc ?? '',
           services: (m.services ?? []).join(','),
           epoch: m.epoch ?? '',
           pid: m.pid,
         })),
-        ['id', 'role', 'site', 'group', 'state', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
+        ['id', 'role', 'site', 'group', 'state', 'mode', 'queue', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
         members,
       );
     }),

@@ -1,4 +1,5 @@
-import { json, print, done, program, withTarget } from '../context.js';
+import { queueTakers } from '@mailgrid/cluster';
+import { json, print, done, program, withCluster, withTarget } from '../context.js';
 import { CliError } from '../errors.js';
 import type { QueueAction, QueueTargets } from '../clients/queue-client.js';
 
@@ -85,3 +86,23 @@ for (const [name, action, description] of actions) {
       return withQueues(opts.node, async (q) => done(`${name}: ${await q.act(action, ids, Boolean(opts.all))} recipient(s)`));
     });
 }
+
+const bytes = (n: number | undefined) => (n === undefined ? '' : n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(1)}G` : `${Math.round(n / 1024 ** 2)}M`);
+
+queue
+  .command('takers')
+  .description('the live queue takers: members in local-for-others mode whose queue has room, with its depth and headroom')
+  .action(() =>
+    withCluster(async (admin) => {
+      const takers = queueTakers(await admin.members());
+      if (!takers.length && !json()) {
+        process.stdout.write('no live queue taker: members in remote mode queue what they make themselves\n');
+        return;
+      }
+      print(
+        takers.map((m) => ({ id: m.id, role: m.role, grpc: m.grpc, depth: m.queueDepth ?? 0, headroom: bytes(m.queueFreeBytes) })),
+        ['id', 'role', 'grpc', 'depth', 'headroom'],
+        takers,
+      );
+    }),
+  );

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { deliverRaw, eventually, runCli, sendMail, sleep, startSink } from '@mailgrid/testing';
+
+// Submit modes and queue takers in a cluster of real processes (etcd, HAProxy, 2 frontends,
+// 1 backend): mail made on the backend by an account's rules goes to a queue taker, or waits
+// in the backend's own queue while there is none.
+
+interface Member {
+  id: string;
+  role: string;
+  submitMode?: string;
+  epoch: number;
+  grpc: string;
+}
+
+describe('submit modes: mail made on a backend, queue takers', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-submit-test-'));
+  const cli = (...args: string[]) => runCli(args, {}, cwd);
+  let sink: Awaited<ReturnType<typeof startSink>>;
+  let state: { dir: string; smtp: string };
+  const members = async () => JSON.parse((await cli('member', 'list', '--json')).stdout) as Member[];
+  const modeOf = async (id: string) => (await members()).find((m) => m.id === id)?.submitMode;
+  const takers = async () => (JSON.parse((await cli('queue', 'takers', '--json')).stdout) as Member[]).map((m) => m.id).sort();
+  const logOf = (id: string) =>
+    readFileSync(join(state.dir, `${id}.log`), 'utf8')
+      .split('\n')
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      });
+  const sunk = (id: string) => sink.messages.filter((m) => m.raw.toString().includes(`X-Test-Id: ${id}\r\n`));
+  const ok = async (...args: string[]) => {
+    const r = await cli(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+
+  before(async () => {
+    sink = await startSink();
+    const env = { MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${sink.port}`, MAILGRID_QUEUE_MIN_RETRY_MS: '300', MAILGRID_QUEUE_MAX_RETRY_MS: '600' };
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '1'], env, cwd);
+    assert.equal(up.code, 0, up.stderr);
+    state = JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8'));
+    await ok('domain', 'add', 'example.test');
+    await ok('account', 'add', 'fwd@example.test');
+    const rules = join(cwd, 'fwd.sieve');
+    writeFileSync(rules, 'redirect "far@outside.test";\n');
+    await ok('rules', 'set', 'fwd@example.test', rules);
+  });
+  after(async () => {
+    await ok('cluster', 'down');
+    await sink.close();
+  });
+
+  it('publishes each member\'s submit mode and lists the frontends as queue takers', async () => {
+    const byId = Object.fromEntries((await members()).map((m) => [m.id, m.submitMode]));
+    assert.deepEqual(byId, { 'fe-1': 'local-for-others', 'fe-2': 'local-for-others', 'be-1': 'remote' });
+    assert.deepEqual(await takers(), ['fe-1', 'fe-2']);
+  });
+
+  it('hands a redirect made on a backend in remote mode to a queue taker, which relays it, with the SUBMIT records in its log', async () => {
+    await ok('node', 'set', 'be-1', 'submit.log', 'all');
+    const reply = await sendMail(state.smtp, { from: 'someone@sender.test', to: ['fwd@example.test'], data: 'Subject: fwd\r\nX-Test-Id: remote-1\r\n\r\nredirect me\r\n' });
+    assert.match(reply, /^250 /);
+    const out = await eventually('the redirect at the outside server', async () => sunk('remote-1')[0]);
+    assert.deepEqual([out.from, out.to], ['someone@sender.test', ['far@outside.test']]);
+    assert.match(out.raw.toString(), /^X-Sieve-Redirected-From: fwd@example.test\r$/m);
+    // The backend's record of what the rules did is in the log of the frontend that took it.
+    // (Logs are written in batches: a line may come up to 250 ms after the fact.)
+    const records = () => ['fe-1', 'fe-2'].flatMap((id) => logOf(id).filter((l) => l.tag === 'SUBMIT' && l.origin === 'be-1' && l.event === 'rules.applied'));
+    await eventually('the SUBMIT record', async () => (records().length ? true : undefined));
+    await sleep(500);
+    assert.equal(records().length, 1, 'one SUBMIT record in one frontend log');
+    assert.equal(records()[0].actions, 'redirect:far@outside.test');
+    assert.equal(JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout).length, 0, 'nothing waits on the backend');
+  });
+
+  it('applies a submit mode changed in etcd without a restart', async () => {
+    await ok('node', 'set', 'be-1', 'submit.mode', 'local');
+    await eventually('be-1 in local mode', async () => ((await modeOf('be-1')) === 'local' ? true : undefined));
+    assert.match(await sendMail(state.smtp, { to: ['fwd@example.test'], data: 'Subject: fwd\r\nX-Test-Id: local-1\r\n\r\nredirect me\r\n' }), /^250 /);
+    await eventually('the redirect at the outside server', async () => sunk('local-1')[0]);
+    // Queued and relayed by the backend itself (in remote mode its intake took none).
+    const accepted = () => logOf('be-1').filter((l) => l.event === 'mail.accepted' && String(l.rcpts).startsWith('far@outside.test'));
+    await eventually('the backend queued the redirect itself', async () => (accepted().length ? true : undefined));
+    assert.equal(accepted().length, 1, 'once');
+    await ok('node', 'unset', 'be-1', 'submit.mode');
+    await eventually('be-1 back in remote mode', async () => ((await modeOf('be-1')) === 'remote' ? true : undefined));
+  });
+
+  it('takes a member whose queue has no room off the list of queue takers, and back', async () => {
+    await ok('node', 'set', 'fe-2', 'queue.minFreeBytes', String(2 ** 50));
+    await eventually('fe-2 off the list', async () => ((await takers()).join() === 'fe-1' ? true : undefined));
+    await ok('node', 'unset', 'fe-2', 'queue.minFreeBytes');
+    await eventually('fe-2 back on the list', async () => ((await takers()).join() === 'fe-1,fe-2' ? true : undefined));
+  });
+
+  it('queues on the backend while every queue taker is down, and hands it over once, when one returns', async () => {
+    await ok('node', 'set', 'be-1', 'relay.viaFrontends', 'true');
+    await ok('cluster', 'stop', 'fe-1');
+    await ok('cluster', 'stop', 'fe-2');
+    await eventually('no queue taker left', async () => ((await takers()).length === 0 ? true : undefined));
+    const be = (await members()).find((m) => m.id === 'be-1')!;
+    const body = Buffer.from('Subject: fwd\r\nX-Test-Id: waits-1\r\n\r\nredirect me later\r\n');
+    const res = await deliverRaw(be.grpc, { messageId: 'waits-1-msg', mailFrom: 'someone@sender.test', group: 'g1', epoch: be.epoch, recipients: [{ address: 'fwd@example.test', account: 'fwd@example.test', idempotencyKey: 'waits-1-msg:fwd@example.test' }] }, body);
+    assert.equal(res.results[0].outcome, 'STORED', res.results[0].reply?.text);
+    const waiting = JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout) as { recipients: { address: string }[] }[];
+    assert.deepEqual(waiting.map((m) => m.recipients.map((r) => r.address)), [['far@outside.test']], 'the redirect waits in the backend queue');
+    await sleep(1_500);
+    assert.equal(sunk('waits-1').length, 0, 'not relayed by the backend itself (relay.viaFrontends)');
+    await ok('cluster', 'start', 'fe-1');
+    await eventually('the redirect at the outside server', async () => sunk('waits-1')[0], 20_000);
+    await eventually('the backend queue is empty', async () => (JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout).length === 0 ? true : undefined));
+    await sleep(1_500);
+    assert.equal(sunk('waits-1').length, 1, 'sent once');
+    await eventually("the wait told in the taker's log", async () => (logOf('fe-1').some((l) => l.tag === 'SUBMIT' && l.origin === 'be-1' && l.event === 'submit.waited') ? true : undefined));
+    await ok('cluster', 'start', 'fe-2');
+  });
+});
