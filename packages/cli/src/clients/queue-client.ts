@@ -14,23 +14,33 @@ export class QueueTargets {
   }
 
   async list(limit = 0): Promise<QueuedMessageInfo__Output[]> {
-    const all = await Promise.all(this.clients.map((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'List', { limit })));
+    const all = await this.reachable((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'List', { limit }));
     return all.flatMap((r) => r.messages).sort((a, b) => Number(a.receivedAtMs) - Number(b.receivedAtMs));
   }
 
   async show(ids: string[]): Promise<QueuedMessageInfo__Output[]> {
-    const all = await Promise.all(this.clients.map((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'Show', { ids })));
+    const all = await this.reachable((c) => this.call<{ messages: QueuedMessageInfo__Output[] }>(c, 'Show', { ids }));
     return all.flatMap((r) => r.messages);
   }
 
   /** Each node's queue totals: messages and bytes, as its counters say. */
   async totals(): Promise<{ node: string; messages: number; bytes: number }[]> {
-    return Promise.all(
-      this.clients.map(async (c) => {
-        const r = await this.call<{ totalMessages: number; totalBytes: number }>(c, 'List', { limit: 1 });
-        return { node: c.node, messages: Number(r.totalMessages), bytes: Number(r.totalBytes) };
-      }),
-    );
+    return this.reachable(async (c) => {
+      const r = await this.call<{ totalMessages: number; totalBytes: number }>(c, 'List', { limit: 1 });
+      return { node: c.node, messages: Number(r.totalMessages), bytes: Number(r.totalBytes) };
+    });
+  }
+
+  /**
+   * A listing from every node that answers: one that does not (killed, its entry not yet
+   * expired) is named on stderr and left out, unless none answers.
+   */
+  private async reachable<T>(read: (c: { node: string; address: string; client: QueueClient }) => Promise<T>): Promise<T[]> {
+    const settled = await Promise.allSettled(this.clients.map(read));
+    const failed = settled.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length === settled.length) throw failed[0].reason;
+    for (const f of failed) process.stderr.write(`mailgrid: skipped: ${(f.reason as Error).message}\n`);
+    return settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   }
 
   /** Applies an action on every node; returns how many recipients it changed. */
