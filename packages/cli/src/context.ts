@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { leaves, loadConfig, type Config } from '@mailgrid/core';
+import { checkedAddress } from '@mailgrid/directory';
 import { CliError } from './errors.js';
 import { openTarget, type Target } from './target.js';
 import type { ClusterAdmin } from './clients/cluster-admin.js';
@@ -67,5 +68,18 @@ export function withCluster<T>(work: (admin: ClusterAdmin, c: Config) => Promise
   return withTarget((target, c) => {
     if (!target.cluster) throw new CliError('not in a cluster: give --etcd <endpoints>, set MAILGRID_ETCD, or run where `mailgrid cluster up` ran');
     return work(target.cluster, c);
+  });
+}
+
+/** Runs `work` with a client (opened by `open`) of the backend that serves an account. */
+export function withBackendOf<C extends { close(): void }, T>(address: string, open: (backend: string) => C, work: (client: C, account: string) => Promise<T>): Promise<T> {
+  const account = checkedAddress(address).key;
+  return withTarget(async (t) => {
+    const client = open(await t.backendOf(account));
+    try {
+      return await work(client, account);
+    } finally {
+      client.close();
+    }
   });
 }

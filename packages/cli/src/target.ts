@@ -1,7 +1,7 @@
 import type { Config } from '@mailgrid/core';
 import type { DirectoryAdmin } from '@mailgrid/directory';
 import { ClusterAdmin } from './clients/cluster-admin.js';
-import { MailboxReader, NodeDirectoryAdmin } from './clients/node-admin.js';
+import { NodeDirectoryAdmin } from './clients/node-admin.js';
 import { QueueTargets } from './clients/queue-client.js';
 import { CliError } from './errors.js';
 import { readState } from './launcher.js';
@@ -15,7 +15,6 @@ export interface Target {
   directory: DirectoryAdmin;
   /** The hosting group `account add` uses without --group. */
   defaultGroup(): Promise<string>;
-  mailbox(account: string): Promise<MailboxReader>;
   /** The gRPC address of the backend that serves an account. */
   backendOf(account: string): Promise<string>;
   /** A node whose Submit service takes a message in through its submit mode (a frontend first, in a cluster). */
@@ -40,7 +39,6 @@ function nodeTarget(c: Config): Target {
   return {
     directory,
     defaultGroup: async () => '',
-    mailbox: async () => new MailboxReader(address),
     backendOf: async () => address,
     submitter: async (node) => select([{ node: c.nodeId, address }], node)[0],
     queues: async (node) => new QueueTargets(select([{ node: c.nodeId, address }], node)),
@@ -54,7 +52,6 @@ function clusterTarget(admin: ClusterAdmin): Target {
     directory: admin.directory,
     cluster: admin,
     defaultGroup: () => admin.defaultGroup(),
-    mailbox: async (account) => new MailboxReader(await admin.backendFor(account)),
     backendOf: (account) => admin.backendFor(account),
     submitter: async (node) => {
       const members = (await admin.members()).filter((m) => m.state === 'up' && m.grpc && m.services?.includes('Submit'));

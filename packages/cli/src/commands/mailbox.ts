@@ -1,20 +1,9 @@
-import { checkedAddress } from '@mailgrid/directory';
-import { print, program, withTarget } from '../context.js';
+import { print, program, withBackendOf } from '../context.js';
 import { CliError } from '../errors.js';
-import type { MailboxReader } from '../clients/node-admin.js';
+import { MailboxReader } from '../clients/node-admin.js';
 
 /** Runs `work` against the Mailbox service of the node that serves the account. */
-function withMailbox<T>(address: string, work: (mb: MailboxReader, account: string) => Promise<T>): Promise<T> {
-  const account = checkedAddress(address).key;
-  return withTarget(async (t) => {
-    const mb = await t.mailbox(account);
-    try {
-      return await work(mb, account);
-    } finally {
-      mb.close();
-    }
-  });
-}
+const withMailbox = <T>(address: string, work: (mb: MailboxReader, account: string) => Promise<T>) => withBackendOf(address, (a) => new MailboxReader(a), work);
 
 const mailbox = program.command('mailbox').description('stored mail');
 mailbox

@@ -1,7 +1,6 @@
-import { checkedAddress } from '@mailgrid/directory';
 import { parseSieve, SieveError } from '@mailgrid/rules';
 import { readFileSync } from 'node:fs';
-import { done, program, withTarget } from '../context.js';
+import { done, program, withBackendOf } from '../context.js';
 import { CliError } from '../errors.js';
 import { RulesEditor } from '../clients/node-admin.js';
 
@@ -22,17 +21,7 @@ function script(file: string): string {
   return text;
 }
 
-function withRules<T>(address: string, work: (r: RulesEditor, account: string) => Promise<T>): Promise<T> {
-  const account = checkedAddress(address).key;
-  return withTarget(async (t) => {
-    const r = new RulesEditor(await t.backendOf(account));
-    try {
-      return await work(r, account);
-    } finally {
-      r.close();
-    }
-  });
-}
+const withRules = <T>(address: string, work: (r: RulesEditor, account: string) => Promise<T>) => withBackendOf(address, (a) => new RulesEditor(a), work);
 
 const rules = program.command('rules').description("an account's rules: a Sieve script (keep, fileinto, discard, redirect, reject, vacation)");
 rules
