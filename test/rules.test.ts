@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { GrpcSubmitter } from '@mailgrid/mailflow';
 import { createRulesClient, deadline } from '@mailgrid/protocol';
 import { eventually, MailboxProbe, sendMail, sleep, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
 
@@ -120,6 +121,27 @@ describe('account rules on a single node', () => {
     assert.match((await mailbox.fetch('alice@example.test', after[after.length - 1].uid)).toString(), /X-Sieve-Redirected-From: carol@example.test[\s\S]*X-Sieve-Redirected-From: alice@example.test/);
     assert.equal((await node.cli('rules', 'remove', 'alice@example.test')).code, 0);
     assert.equal((await node.cli('rules', 'remove', 'carol@example.test')).code, 0);
+  });
+
+  it('keeps a message whose redirect is refused for good, rather than losing it', async () => {
+    await setRules('dan@example.test', 'redirect "nobody@example.test";');
+    assert.match(await send('dan@example.test', 'Subject: to nowhere'), /^250 /);
+    const kept = await mailbox.list('dan@example.test');
+    assert.equal(kept.length, 1, 'kept in INBOX');
+    assert.match((await mailbox.fetch('dan@example.test', kept[0].uid)).toString(), /to nowhere/);
+    assert.equal((await node.cli('rules', 'remove', 'dan@example.test')).code, 0);
+  });
+
+  it('takes mail on its Submit service only from a member or sent as an account (no relay for anyone who reaches the port)', async () => {
+    const submitter = new GrpcSubmitter({ timeoutMs: 5_000, chunkBytes: 65_536, node: 'test' });
+    try {
+      const m = { id: 'submit-probe-1', mailFrom: 'spammer@outside.test', recipients: ['victim@far.test'], body: Buffer.from('Subject: x\r\n\r\nx\r\n'), mayRelay: true };
+      await assert.rejects(submitter.submit(`127.0.0.1:${node.grpcPort}`, m, { origin: '', log: [], asAccount: false }), (err: Error & { reply?: { code: number } }) => err.reply?.code === 554);
+      await assert.rejects(submitter.submit(`127.0.0.1:${node.grpcPort}`, m, { origin: '', log: [], asAccount: true }), /not an account here/);
+    } finally {
+      submitter.close();
+    }
+    assert.equal(sink.messages.filter((x) => x.to.includes('victim@far.test')).length, 0);
   });
 
   it('sends as an account through the submit mode, and refuses a sender that is not an account', async () => {

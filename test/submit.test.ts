@@ -53,6 +53,10 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     const rules = join(cwd, 'fwd.sieve');
     writeFileSync(rules, 'redirect "far@outside.test";\n');
     await ok('rules', 'set', 'fwd@example.test', rules);
+    // Two copies to two other domains.
+    await ok('account', 'add', 'fwd2@example.test');
+    writeFileSync(rules, 'redirect "far@outside.test";\nredirect "near@other.test";\n');
+    await ok('rules', 'set', 'fwd2@example.test', rules);
   });
   after(async () => {
     await ok('cluster', 'down');
@@ -109,17 +113,18 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     await eventually('no queue taker left', async () => ((await takers()).length === 0 ? true : undefined));
     const be = (await members()).find((m) => m.id === 'be-1')!;
     const body = Buffer.from('Subject: fwd\r\nX-Test-Id: waits-1\r\n\r\nredirect me later\r\n');
-    const res = await deliverRaw(be.grpc, { messageId: 'waits-1-msg', mailFrom: 'someone@sender.test', group: 'g1', epoch: be.epoch, recipients: [{ address: 'fwd@example.test', account: 'fwd@example.test', idempotencyKey: 'waits-1-msg:fwd@example.test' }] }, body);
+    const res = await deliverRaw(be.grpc, { messageId: 'waits-1-msg', mailFrom: 'someone@sender.test', group: 'g1', epoch: be.epoch, recipients: [{ address: 'fwd2@example.test', account: 'fwd2@example.test', idempotencyKey: 'waits-1-msg:fwd2@example.test' }] }, body);
     assert.equal(res.results[0].outcome, 'STORED', res.results[0].reply?.text);
     const waiting = JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout) as { recipients: { address: string }[] }[];
-    assert.deepEqual(waiting.map((m) => m.recipients.map((r) => r.address)), [['far@outside.test']], 'the redirect waits in the backend queue');
+    assert.deepEqual(waiting.map((m) => m.recipients.map((r) => r.address).sort()), [['far@outside.test', 'near@other.test']], 'the redirect waits in the backend queue');
     await sleep(1_500);
     assert.equal(sunk('waits-1').length, 0, 'not relayed by the backend itself (relay.viaFrontends)');
     await ok('cluster', 'start', 'fe-1');
     await eventually('the redirect at the outside server', async () => sunk('waits-1')[0], 20_000);
     await eventually('the backend queue is empty', async () => (JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout).length === 0 ? true : undefined));
+    await eventually('both copies at the outside server', async () => (sunk('waits-1').flatMap((m) => m.to).length === 2 ? true : undefined));
     await sleep(1_500);
-    assert.equal(sunk('waits-1').length, 1, 'sent once');
+    assert.deepEqual(sunk('waits-1').flatMap((m) => m.to).sort(), ['far@outside.test', 'near@other.test'], 'each sent once');
     await eventually("the wait told in the taker's log", async () => (logOf('fe-1').some((l) => l.tag === 'SUBMIT' && l.origin === 'be-1' && l.event === 'submit.waited') ? true : undefined));
     await ok('cluster', 'start', 'fe-2');
   });

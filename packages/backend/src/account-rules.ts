@@ -45,12 +45,11 @@ export class AccountRules {
     },
   ) {}
 
-  /** The account's rules applied; undefined when it has none (the copy goes to INBOX). Throws a 4xx MailError when made mail could not be queued. */
-  async apply(d: RuleDelivery): Promise<Disposition | undefined> {
-    const script = this.script(d.account);
-    if (!script) return undefined;
+  /** The account's rules applied (see `script`). Throws a 4xx MailError when made mail could not be queued. */
+  async apply(script: Script, d: RuleDelivery): Promise<Disposition> {
     const log = this.deps.log;
     const result = evaluate(script, { message: d.view, size: d.body.length, envelope: { from: d.mailFrom, to: d.address } });
+    for (const problem of result.problems) note(undefined, log, 'warn', { event: 'rules.action-ignored', messageId: d.messageId, account: d.account, problem }, 'a rule action was ignored');
     const trail: TrailRecord[] = [];
     const ids = { messageId: d.messageId, account: d.account };
     let folders = result.folders;
@@ -63,10 +62,10 @@ export class AccountRules {
     }
     note(trail, log, 'info', { event: 'rules.applied', ...ids, actions: result.actions.join(' ') || 'keep' }, "account's rules applied");
 
-    const made: { what: string; submission: Submission }[] = [];
+    const made: { what: string; redirect?: boolean; submission: Submission }[] = [];
     if (redirects.length) {
       const stamp = Buffer.from(`${REDIRECTED_FROM}: ${d.account}\r\n`);
-      made.push({ what: `redirect to ${redirects.join(', ')}`, submission: { mailFrom: d.mailFrom, recipients: redirects, body: Buffer.concat([stamp, d.body]), receivedAt: d.receivedAt, mayRelay: true, trail } });
+      made.push({ what: `redirect to ${redirects.join(', ')}`, redirect: true, submission: { mailFrom: d.mailFrom, recipients: redirects, body: Buffer.concat([stamp, d.body]), receivedAt: d.receivedAt, mayRelay: true, trail } });
     }
     if (result.reject !== undefined) {
       if (!d.mailFrom) note(trail, log, 'info', { event: 'rules.reject-unreported', ...ids }, 'rejected; no DSN to the null sender');
@@ -87,7 +86,8 @@ export class AccountRules {
     if (result.vacation) {
       const v = result.vacation;
       const now = Date.now();
-      const refusal = vacationRefusal(v, { mailFrom: d.mailFrom, account: d.account, message: d.view }) ?? (this.deps.store.vacationAnswered(d.account, d.mailFrom, now) ? 'answered within the period' : undefined);
+      // The address it came to counts as the account's own (an alias).
+      const refusal = vacationRefusal({ ...v, addresses: [...v.addresses, d.address] }, { mailFrom: d.mailFrom, account: d.account, message: d.view }) ?? (this.deps.store.vacationAnswered(d.account, d.mailFrom, now) ? 'answered within the period' : undefined);
       if (refusal) log.info({ event: 'rules.vacation-skipped', ...ids, to: d.mailFrom, why: refusal }, 'no vacation reply');
       else {
         const reply = await vacationReply(v, { mailFrom: d.mailFrom, account: d.account, message: d.view });
@@ -98,19 +98,20 @@ export class AccountRules {
 
     for (const m of made) {
       const accepted = await this.deps.submit(m.submission);
-      if (accepted.accepted) continue;
-      // A definite refusal (an unknown local address to redirect to) is the rule's problem, not the delivery's.
-      if (accepted.reply.code >= 500) {
-        log.warn({ event: 'rules.made-refused', ...ids, what: m.what, reply: accepted.reply }, 'mail made by the rules was refused');
-        continue;
-      }
-      throw Replies.localError(new Error(`${m.what} not queued: ${accepted.reply.code} ${accepted.reply.enhanced} ${accepted.reply.text}`));
+      if (!accepted.accepted && accepted.reply.code < 500)
+        throw Replies.localError(new Error(`${m.what} not queued: ${accepted.reply.code} ${accepted.reply.enhanced} ${accepted.reply.text}`));
+      const refused = accepted.accepted ? accepted.recipients.filter((r) => r.state === 'failed') : [];
+      if (accepted.accepted && !refused.length) continue;
+      // Refused for good (an unknown address to redirect to): the action failed, so the
+      // message is kept rather than lost (RFC 5228 §2.10.6).
+      log.warn({ event: 'rules.made-refused', ...ids, what: m.what, reply: accepted.reply, refused: refused.map((r) => `${r.address}=${r.reply.code}`).join(' ') }, 'mail made by the rules was refused');
+      if (m.redirect && !folders.includes(INBOX)) folders = [...folders, INBOX];
     }
     return { folders, vacation, actions: result.actions };
   }
 
-  /** The account's script, parsed once per change. */
-  private script(account: string): Script | undefined {
+  /** The account's script, parsed once per change; undefined when it has none (the copy goes to INBOX). */
+  script(account: string): Script | undefined {
     const source = this.deps.store.rules(account);
     if (source === undefined) return undefined;
     const cached = this.compiled.get(account);

@@ -113,16 +113,18 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     else fail(r.address, revision >= senderRevision ? Replies.unknownUser(r.address) : Replies.directoryBehind(r.address));
   }
 
-  await applyRules(deps, envelope, body, toStore, results, fail);
-
   // Final delivery records the envelope sender (RFC 5321 §4.4); <> for a DSN.
   const returnPath = Buffer.from(`Return-Path: <${envelope.mailFrom.replace(/[\r\n<>]/g, '')}>\r\n`, 'latin1');
-  body = Buffer.concat([returnPath, body]);
-  const full = toStore.length ? await deps.disk.reserve(body.length) : undefined;
+  // Room first: rules make mail, which must not be made again because the store was full.
+  const full = toStore.length ? await deps.disk.reserve(returnPath.length + body.length) : undefined;
   if (full) {
     deps.log.warn({ event: 'delivery.disk-full', ...ids, size: body.length }, 'store disk below its floor, deliveries deferred');
     for (const r of toStore) fail(r.address, full);
-  } else if (toStore.length) {
+    toStore.length = 0;
+  }
+  await applyRules(deps, envelope, body, toStore, results, fail);
+  body = Buffer.concat([returnPath, body]);
+  if (toStore.length) {
     try {
       const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
       stored.forEach((s, i) => {
@@ -162,7 +164,8 @@ async function applyRules(
   let view: MessageView | undefined;
   for (let i = 0; i < toStore.length; i++) {
     const r = toStore[i];
-    if (deps.store.rules(r.account) === undefined) continue;
+    const script = deps.rules.script(r.account);
+    if (!script) continue;
     const seen = deps.store.seen(r.idempotencyKey);
     let taken = false;
     if (seen) {
@@ -171,8 +174,8 @@ async function applyRules(
     } else {
       try {
         view ??= new MessageView(body);
-        const d = await deps.rules.apply({ messageId: envelope.messageId, account: r.account, address: r.address, mailFrom: envelope.mailFrom, receivedAt: Number(envelope.receivedAtMs) || Date.now(), body, view });
-        if (d) Object.assign(r, { folders: d.folders, vacation: d.vacation, actions: d.actions });
+        const d = await deps.rules.apply(script, { messageId: envelope.messageId, account: r.account, address: r.address, mailFrom: envelope.mailFrom, receivedAt: Number(envelope.receivedAtMs) || Date.now(), body, view });
+        Object.assign(r, { folders: d.folders, vacation: d.vacation, actions: d.actions });
       } catch (err) {
         deps.log.warn({ event: 'rules.failed', messageId: envelope.messageId, account: r.account, err }, "account's rules could not be applied");
         fail(r.address, toMailError(err));

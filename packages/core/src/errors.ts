@@ -103,6 +103,10 @@ export const Replies = {
   rejectedByRules: (reason: string) => permanent('REJECTED_BY_RULES', 550, '5.7.1', `Rejected by the recipient's rules: ${reason.replace(/\s+/g, ' ').trim()}`),
   /** `mailgrid send --as` an address that is not an account here. */
   notAnAccount: (address: string) => permanent('NOT_AN_ACCOUNT', 553, '5.7.1', `<${address}>: Sender is not an account here`),
+  /** A hand-over to a member that is not a queue taker (its mode changed meanwhile). */
+  notTaking: () => temporary('NOT_TAKING', 451, '4.3.0', 'This node does not take other members\' mail now, try another'),
+  /** A Submit call from neither a member nor the CLI sending as an account. */
+  submitDenied: () => permanent('SUBMIT_DENIED', 554, '5.7.1', 'Submit takes mail from cluster members, or sent as an account'),
   /** Relay via the frontends with none live. */
   noFrontend: () => temporary('NO_FRONTEND', 451, '4.4.1', 'No frontend is live to relay through, try again later'),
 

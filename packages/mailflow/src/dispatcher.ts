@@ -78,6 +78,10 @@ export class Dispatcher {
       else if (route.kind === 'relay') relay.set(route.domain, [...(relay.get(route.domain) ?? []), r]);
       else out.push({ recipient: r, delivered: false, permanent: route.kind === 'unknown', reply: route.reason.reply });
     });
+    // Relay via the frontends (relay.viaFrontends): every relayed recipient in one hand-over.
+    const relayed = [...relay.values()].flat();
+    const via = relayed.length ? this.options.handOver?.relay(message, body, relayed) : undefined;
+    if (via) relay.clear();
     const sends = [
       ...[...local].map(async ([group, list]) => {
         const results = await this.options.channel.deliver(
@@ -90,9 +94,8 @@ export class Dispatcher {
           out.push({ recipient: list[i].r, delivered: res.outcome === 'STORED', permanent: res.outcome === 'PERMANENT_FAILURE', reply: res.reply, local: true }),
         );
       }),
+      ...(via ? [via.then((outcomes) => void out.push(...outcomes))] : []),
       ...[...relay].map(async ([domain, list]) => {
-        const via = this.options.handOver?.relay(message, body, list);
-        if (via) return void out.push(...(await via));
         const { mailFrom, envid, ret, eightBit } = message;
         const results = await this.options.relay.send(
           domain,

@@ -97,9 +97,10 @@ export class Intake {
     return this.options.queue.refusal();
   }
 
-  /** Whether a message with this id is in this node's queue. */
-  queued(id: string): boolean {
-    return this.options.queue.store.message(id) !== undefined;
+  /** The recipients queued here of a message with this id; undefined when there is none. */
+  queuedRecipients(id: string): string[] | undefined {
+    if (!this.options.queue.store.message(id)) return undefined;
+    return this.options.queue.store.recipientsOf(id).map((r) => r.address);
   }
 
   /** May a message go to this recipient (RCPT), and where. */

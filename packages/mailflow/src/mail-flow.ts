@@ -95,9 +95,11 @@ export function createMailFlow(deps: {
     node: config.nodeId,
     mode: () => submitModeOf(current(), deps.place),
     logLevel: () => current().submit.log,
-    viaFrontends: () => current().relay.viaFrontends,
+    // A backend's setting: a frontend handing relay mail to frontends would pass it round.
+    viaFrontends: () => deps.place === 'backend' && current().relay.viaFrontends,
     takers: deps.takers,
-    submitter: new GrpcSubmitter({ timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId }),
+    // A quarter of a delivery's deadline: a delivery whose rules made mail waits for its hand-over.
+    submitter: new GrpcSubmitter({ timeoutMs: Math.ceil(config.delivery.timeoutMs / 4), chunkBytes: config.delivery.chunkBytes, node: config.nodeId }),
     log: submitLog,
   });
   runner = new QueueRunner(queue, dispatcher, { concurrency: config.queue.concurrency, inlineGraceMs, log });

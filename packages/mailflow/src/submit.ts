@@ -183,7 +183,8 @@ export class SubmitChannel {
 
   /** Mail made on this node (a rule's action, a DSN, `mailgrid send`), through its submit mode. */
   async submit(s: Submission): Promise<Accepted> {
-    const m = { ...s, id: s.id ?? newMessageId(), trail: s.trail ?? [] };
+    // A trail of its own: what happens to this message is not another's story.
+    const m = { ...s, id: s.id ?? newMessageId(), trail: [...(s.trail ?? [])] };
     if (this.o.mode() !== 'remote') return this.o.intake.accept(m);
     const taken = await this.handOver(this.ordered(this.o.takers?.takers() ?? []), m);
     if (taken) return taken.accepted;
@@ -200,9 +201,19 @@ export class SubmitChannel {
       if (route.kind !== 'local') throw Replies.notAnAccount(s.mailFrom);
     }
     if (!arrival.origin) return this.submit(s);
-    // A hand-over whose answer was lost comes again: it is here already.
-    if (s.id && this.o.intake.queued(s.id)) return { id: s.id, accepted: true, reply: Replies.accepted('queued', s.id), recipients: [] };
-    return this.o.intake.accept(s);
+    // A member's hand-over: only a taker takes them (two remote members never pass mail back and forth).
+    if (this.o.mode() === 'remote') throw Replies.notTaking();
+    const full = await this.o.intake.room();
+    if (full) throw full;
+    const offered = s.recipients.map((r) => (typeof r === 'string' ? r : r.address));
+    const here = s.id ? this.o.intake.queuedRecipients(s.id) : undefined;
+    if (here && offered.every((a) => here.includes(a))) {
+      // A hand-over whose answer was lost comes again: it is here already.
+      const reply = Replies.accepted('queued', s.id!);
+      return { id: s.id!, accepted: true, reply, recipients: offered.map((address) => ({ address, state: 'queued', reply })) };
+    }
+    // Other recipients of a message already queued here go in under an id of their own.
+    return this.o.intake.accept(here ? { ...s, id: newMessageId() } : s);
   }
 
   /** A queue pass in remote mode: the recipients go to a taker; undefined when none took them (this node goes on itself). */
@@ -289,6 +300,8 @@ export class SubmitChannel {
 function outcomesOf({ accepted, taker }: { accepted: Accepted; taker: QueueTaker }, recipients: QueuedRecipient[]): Outcome[] {
   return recipients.map((recipient) => {
     const v = accepted.recipients.find((x) => x.address === recipient.address);
+    // A recipient the answer does not mention was not taken: it stays here.
+    if (!v && accepted.accepted) return { recipient, delivered: false, permanent: false, reply: Replies.noAnswer().reply };
     const reply = v?.reply ?? accepted.reply;
     const failed = v ? v.state === 'failed' : !accepted.accepted;
     return failed
@@ -301,6 +314,7 @@ function outcomesOf({ accepted, taker }: { accepted: Accepted; taker: QueueTaker
 export function submitService(receive: (s: Submission, arrival: Arrival) => Promise<Accepted>, deps: { maxMessageBytes: () => number; log: Logger }): GrpcService {
   const handlers: SubmitHandlers = {
     Submit(call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      call.on('error', (err) => deps.log.warn({ event: 'submit.stream-error', err }, 'submit stream failed'));
       receiveChunked<SubmitEnvelope__Output>(call, deps.maxMessageBytes, (received) => {
         const refuse = (err: unknown) => {
           deps.log.warn({ event: 'submit.refused', err }, 'submission refused');
@@ -309,6 +323,8 @@ export function submitService(receive: (s: Submission, arrival: Arrival) => Prom
         if (MailError.is(received)) return refuse(received);
         if (received.body.length !== Number(received.envelope.size)) return refuse(Replies.malformedRequest(`expected ${received.envelope.size} bytes, got ${received.body.length}`));
         const { submission, arrival } = submissionOf(received.envelope, received.body);
+        // Mail to relay is taken only from a member handing it over, or sent as an account here.
+        if (!arrival.origin && !arrival.asAccount) return refuse(Replies.submitDenied());
         receive(submission, arrival).then((a) => callback(null, { messageId: a.id, accepted: a.accepted, reply: a.reply, recipients: a.recipients }), refuse);
       });
     },

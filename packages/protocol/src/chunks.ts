@@ -10,19 +10,30 @@ export interface ChunkedRequest<E> {
 interface Writable<E> extends EventEmitter {
   write(req: ChunkedRequest<E>): boolean;
   end(): void;
+  readonly destroyed: boolean;
 }
 
 /** Writes the envelope and the body in chunks of at most `chunkBytes`, waiting for drain; ends the stream. */
 export async function writeChunked<E>(stream: Writable<E>, envelope: E, body: Buffer, chunkBytes: number): Promise<void> {
   if (!stream.write({ envelope, chunk: body.subarray(0, chunkBytes) })) await drained(stream);
   for (let i = chunkBytes; i < body.length; i += chunkBytes) {
+    // A failed or cancelled call: its callback has the error; stop writing.
+    if (stream.destroyed) return;
     if (!stream.write({ chunk: body.subarray(i, i + chunkBytes) })) await drained(stream);
   }
-  stream.end();
+  if (!stream.destroyed) stream.end();
 }
 
-function drained(stream: EventEmitter): Promise<void> {
-  return new Promise((resolve) => stream.once('drain', resolve));
+/** The stream can take more, or is gone (its error reaches the call's callback). */
+function drained(stream: EventEmitter & { destroyed: boolean }): Promise<void> {
+  if (stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      for (const e of ['drain', 'error', 'close']) stream.off(e, done);
+      resolve();
+    };
+    for (const e of ['drain', 'error', 'close']) stream.once(e, done);
+  });
 }
 
 /**

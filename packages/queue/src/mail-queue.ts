@@ -113,7 +113,8 @@ export class MailQueue {
     const now = Date.now();
     const changes = [...this.store.list()]
       .flatMap((e) => e.recipients)
-      .filter((r) => r.state === 'queued' && r.nextAttemptAt > now)
+      // Never tried: an inline attempt has it (Intake's grace), leave it to that.
+      .filter((r) => r.state === 'queued' && r.attempts > 0 && r.nextAttemptAt > now)
       .map((r) => ({ recipient: { ...r, nextAttemptAt: now }, done: false }));
     await this.store.settle(changes);
     if (changes.length) this.options.onDue?.();

@@ -21,11 +21,16 @@ export interface RuleResult {
   vacation?: Vacation;
   /** For the log: what ran, in order (`fileinto:Lists`, `redirect:a@b`, `vacation`, …). */
   actions: string[];
+  /** Actions that could not be taken together, and what was done instead. */
+  problems: string[];
 }
+
+/** Copies one message may be redirected to (Pigeonhole's default too): a script cannot multiply mail. */
+export const MAX_REDIRECTS = 4;
 
 /** Runs a script against a delivery. Pure: makes no messages and writes nothing. */
 export function evaluate(script: Script, input: RuleInput): RuleResult {
-  const r: RuleResult = { folders: [], redirects: [], actions: [] };
+  const r: RuleResult = { folders: [], redirects: [], actions: [], problems: [] };
   let cancelled = false;
   const run = (commands: Command[]): boolean => {
     for (const c of commands) {
@@ -41,7 +46,7 @@ export function evaluate(script: Script, input: RuleInput): RuleResult {
           return false;
         case 'keep':
         case 'fileinto': {
-          const folder = c.kind === 'fileinto' ? c.folder : INBOX;
+          const folder = c.kind === 'fileinto' && c.folder.toUpperCase() !== INBOX ? c.folder : INBOX;
           cancelled = true;
           if (!r.folders.includes(folder)) r.folders.push(folder);
           r.actions.push(c.kind === 'keep' ? 'keep' : `fileinto:${folder}`);
@@ -53,11 +58,13 @@ export function evaluate(script: Script, input: RuleInput): RuleResult {
           break;
         case 'redirect':
           cancelled = true;
-          if (!r.redirects.includes(c.address)) r.redirects.push(c.address);
+          if (r.redirects.length >= MAX_REDIRECTS) r.problems.push(`more than ${MAX_REDIRECTS} redirects: ${c.address} not redirected to`);
+          else if (!r.redirects.includes(c.address)) r.redirects.push(c.address);
           r.actions.push(`redirect:${c.address}`);
           break;
         case 'reject':
           cancelled = true;
+          if (r.reject !== undefined) r.problems.push('a second reject ignored');
           r.reject ??= c.reason;
           r.actions.push('reject');
           break;
@@ -71,6 +78,14 @@ export function evaluate(script: Script, input: RuleInput): RuleResult {
     return true;
   };
   run(script.commands);
+  if (r.reject !== undefined && (r.folders.length || r.redirects.length || r.vacation)) {
+    // RFC 5429 §2.2: reject cannot go with keep, fileinto, redirect or vacation; a sender
+    // must not be told "rejected" of a message that was delivered. The error keeps it.
+    r.problems.push('reject together with keep, fileinto, redirect or vacation: not rejected, kept');
+    r.reject = undefined;
+    if (!r.folders.length) r.folders.push(INBOX);
+    return r;
+  }
   if (!cancelled) r.folders.push(INBOX);
   return r;
 }

@@ -66,9 +66,19 @@ describe('sieve: applying', () => {
 
   it('stops, discards, redirects and rejects', () => {
     assert.deepEqual(run('discard; stop; keep;', plain).folders, []);
-    const r = run('require "reject"; redirect "x@y.test"; if true { reject "no thanks"; }', plain);
-    assert.deepEqual([r.folders, r.redirects, r.reject], [[], ['x@y.test'], 'no thanks']);
+    const r = run('require "reject"; if true { reject "no thanks"; }', plain);
+    assert.deepEqual([r.folders, r.redirects, r.reject], [[], [], 'no thanks']);
+    const moved = run('redirect "x@y.test";', plain);
+    assert.deepEqual([moved.folders, moved.redirects], [[], ['x@y.test']]);
     assert.deepEqual(run('if false { discard; } elsif true { redirect "x@y.test"; keep; } else { discard; }', plain).folders, ['INBOX']);
+  });
+
+  it('keeps a message it may not reject, files "inbox" in INBOX, and redirects at most 4 times', () => {
+    const r = run('require ["reject", "fileinto"]; fileinto "Lists"; reject "no";', plain);
+    assert.deepEqual([r.folders, r.reject, r.problems.length], [['Lists'], undefined, 1]);
+    assert.deepEqual(run('require "fileinto"; fileinto "inbox";', plain).folders, ['INBOX']);
+    const many = run(['a', 'b', 'c', 'd', 'e'].map((x) => `redirect "${x}@y.test";`).join(' '), plain);
+    assert.deepEqual([many.redirects.length, many.problems.length], [4, 1]);
   });
 });
 
