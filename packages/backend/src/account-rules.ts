@@ -49,9 +49,9 @@ export class AccountRules {
   async apply(script: Script, d: RuleDelivery): Promise<Disposition> {
     const log = this.deps.log;
     const result = evaluate(script, { message: d.view, size: d.body.length, envelope: { from: d.mailFrom, to: d.address } });
-    for (const problem of result.problems) note(undefined, log, 'warn', { event: 'rules.action-ignored', messageId: d.messageId, account: d.account, problem }, 'a rule action was ignored');
     const trail: TrailRecord[] = [];
     const ids = { messageId: d.messageId, account: d.account };
+    for (const problem of result.problems) note(trail, log, 'warn', { event: 'rules.action-ignored', ...ids, problem }, 'a rule action was ignored');
     let folders = result.folders;
     let redirects = result.redirects;
     if (redirects.length && d.view.header(REDIRECTED_FROM).some((v) => v.trim().toLowerCase() === d.account)) {

@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { MailError, Replies, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
 import {
+  ClientPool,
   createSubmitClient,
   deadline,
   fromServiceError,
@@ -60,9 +61,9 @@ export interface TrailRecord {
 }
 
 /** Logs a record and keeps it in the message's trail. */
-export function note(trail: TrailRecord[] | undefined, log: Logger, level: TrailRecord['level'], fields: { event: string; [k: string]: unknown }, msg: string): void {
+export function note(trail: TrailRecord[], log: Logger, level: TrailRecord['level'], fields: { event: string; [k: string]: unknown }, msg: string): void {
   log[level](fields, msg);
-  trail?.push({ ...fields, level, msg, time: new Date().toISOString() });
+  trail.push({ ...fields, level, msg, time: new Date().toISOString() });
 }
 
 /** How a hand-over came: from a member into this node's queue, or from the CLI through its submit mode. */
@@ -123,15 +124,13 @@ export function submissionOf(e: SubmitEnvelope__Output, body: Buffer): { submiss
 
 /** The Submit service's client side: one message to a node, answered once it is durably queued there. */
 export class GrpcSubmitter {
-  private readonly clients = new Map<string, SubmitClient>();
+  private readonly clients = new ClientPool<SubmitClient>(createSubmitClient);
 
   constructor(private readonly options: { timeoutMs: number; chunkBytes: number; node: string }) {}
 
   submit(address: string, s: Submission & { id: string }, arrival: Arrival): Promise<Accepted> {
     return new Promise<Accepted>((resolve, reject) => {
-      let c = this.clients.get(address);
-      if (!c) this.clients.set(address, (c = createSubmitClient(address)));
-      const stream = c.submit(traceMetadata({ node: this.options.node, message: s.id, session: s.session }), { deadline: deadline(this.options.timeoutMs) }, (err, res?: SubmitResponse__Output) =>
+      const stream = this.clients.get(address).submit(traceMetadata({ node: this.options.node, message: s.id, session: s.session }), { deadline: deadline(this.options.timeoutMs) }, (err, res?: SubmitResponse__Output) =>
         err ? reject(err) : res?.reply ? resolve(acceptedOf(res)) : reject(new Error('empty submit response')),
       );
       stream.on('error', () => undefined); // reported through the callback
@@ -142,8 +141,7 @@ export class GrpcSubmitter {
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
+    this.clients.close();
   }
 }
 
@@ -194,7 +192,6 @@ export class SubmitChannel {
 
   /** What the Submit service received: a member's hand-over into this node's queue, or the CLI's message through its submit mode. */
   async receive(s: Submission, arrival: Arrival): Promise<Accepted> {
-    for (const { level, msg, time, ...fields } of arrival.log) this.o.log[level]({ ...fields, tag: 'SUBMIT', origin: arrival.origin, originTime: time }, msg);
     if (arrival.asAccount) {
       const route = await this.o.router.route(s.mailFrom);
       if (route.kind === 'tempfail') throw route.reason;
@@ -205,6 +202,8 @@ export class SubmitChannel {
     if (this.o.mode() === 'remote') throw Replies.notTaking();
     const full = await this.o.intake.room();
     if (full) throw full;
+    // Written by the node that takes it, once (a refusing one leaves them to the next).
+    for (const { level, msg, time, ...fields } of arrival.log) this.o.log[level]({ ...fields, tag: 'SUBMIT', origin: arrival.origin, originTime: time }, msg);
     const offered = s.recipients.map((r) => (typeof r === 'string' ? r : r.address));
     const here = s.id ? this.o.intake.queuedRecipients(s.id) : undefined;
     if (here && offered.every((a) => here.includes(a))) {
@@ -265,11 +264,12 @@ export class SubmitChannel {
   }
 
   private fromQueue(message: QueuedMessage, body: Buffer, recipients: QueuedRecipient[]): Submission & { id: string; trail: TrailRecord[] } {
+    // For the taker's log only: this node's queue.attempt lines already tell the wait here.
     const trail: TrailRecord[] = [];
     const waited = recipients.find((r) => r.lastError);
     if (waited?.lastError) {
       const e = waited.lastError;
-      note(trail, this.o.log, 'warn', { event: 'submit.waited', messageId: message.id, since: new Date(waited.queuedAt).toISOString(), attempts: waited.attempts, lastError: `${e.code} ${e.enhanced} ${e.text}` }, 'message waited in this node\'s queue');
+      trail.push({ level: 'warn', event: 'submit.waited', messageId: message.id, since: new Date(waited.queuedAt).toISOString(), attempts: waited.attempts, lastError: `${e.code} ${e.enhanced} ${e.text}`, msg: "message waited in the origin's queue", time: new Date().toISOString() });
     }
     return {
       id: message.id,

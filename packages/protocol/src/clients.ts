@@ -17,6 +17,24 @@ export const channelOptions: grpc.ChannelOptions = {
 
 const insecure = () => grpc.credentials.createInsecure();
 
+/** One client per address, made on first use (a channel is reused for every call); `close` closes them all. */
+export class ClientPool<C extends { close(): void }> {
+  private readonly clients = new Map<string, C>();
+
+  constructor(private readonly create: (address: string) => C) {}
+
+  get(address: string): C {
+    let c = this.clients.get(address);
+    if (!c) this.clients.set(address, (c = this.create(address)));
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}
+
 export const createDeliveryClient = (address: string): DeliveryClient =>
   new proto.Delivery(address, insecure(), channelOptions);
 export const createMailboxClient = (address: string): MailboxClient =>

@@ -1,6 +1,6 @@
 import { MailError, Replies } from '@mailgrid/core';
 import type { MessagePort } from 'node:worker_threads';
-import { createDeliveryClient } from './clients.js';
+import { ClientPool, createDeliveryClient } from './clients.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
 import type { DeliverResponse, DeliverResponse__Output } from './generated/mailgrid/v1/DeliverResponse.js';
 import type { Envelope__Output } from './generated/mailgrid/v1/Envelope.js';
@@ -35,7 +35,7 @@ export interface DeliveryTransport {
  * (DeliverWhole), a larger one streamed, the envelope with its first chunk (Deliver).
  */
 export class GrpcDeliveryTransport implements DeliveryTransport {
-  private readonly clients = new Map<string, DeliveryClient>();
+  private readonly clients = new ClientPool<DeliveryClient>(createDeliveryClient);
 
   constructor(private readonly options: { timeoutMs: number; chunkBytes: number }) {}
 
@@ -44,10 +44,10 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
       const done = (err: Error | null, res?: DeliverResponse__Output) => (err ? reject(err) : res ? resolve(res.results) : reject(new Error('empty delivery response')));
       const options = { deadline: deadline(this.options.timeoutMs) };
       if (body.length <= this.options.chunkBytes) {
-        this.client(address).DeliverWhole({ envelope, chunk: body }, traceMetadata(trace), options, done);
+        this.clients.get(address).DeliverWhole({ envelope, chunk: body }, traceMetadata(trace), options, done);
         return;
       }
-      const stream = this.client(address).deliver(traceMetadata(trace), options, done);
+      const stream = this.clients.get(address).deliver(traceMetadata(trace), options, done);
       stream.on('error', () => undefined); // reported through the callback
       writeChunked(stream, envelope, body, this.options.chunkBytes).catch(reject);
     }).catch((err) => {
@@ -56,14 +56,7 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
-    this.clients.clear();
-  }
-
-  private client(address: string): DeliveryClient {
-    let c = this.clients.get(address);
-    if (!c) this.clients.set(address, (c = createDeliveryClient(address)));
-    return c;
+    this.clients.close();
   }
 }
 

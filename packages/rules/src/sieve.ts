@@ -307,10 +307,7 @@ class Parser {
   }
 
   private test(): Test {
-    const tok = this.tok;
-    const raw = this.rawTest();
-    if (!raw) this.fail('expected a test', tok);
-    return this.checkTest(raw);
+    return this.checkTest(this.rawTest());
   }
 
   private checkTest(raw: RawTest): Test {
@@ -323,7 +320,7 @@ class Parser {
         if (args.length) this.fail(`${name} takes no arguments`, args[0].tok);
         return { kind: name };
       case 'not':
-        if (args.length || tests.length !== 1 || raw.tests.length !== 1) this.fail('not takes one test', tok);
+        if (args.length || tests.length !== 1) this.fail('not takes one test', tok);
         return { kind: 'not', test: this.checkTest(tests[0]) };
       case 'anyof':
       case 'allof':
