@@ -16,10 +16,18 @@ export interface BackendDeps {
   directory: Directory;
   /** Served as the Admin service when this node owns its directory (the single node). */
   directoryAdmin?: DirectoryAdmin;
-  /** This member's current epoch, which every Deliver must carry (a cluster member); absent: not fenced. */
+  /**
+   * The epoch while this member is its group's primary and may take writes (a cluster
+   * member): every Deliver and Mailbox or Rules write must carry it, and nothing is served
+   * without it. Absent: not fenced (the single node).
+   */
   epoch?: () => number | undefined;
   /** How mail the accounts' rules make enters the mail flow: the node's submit channel. */
   submit: (s: Submission) => Promise<Accepted>;
+  /** Awaited after each store write is flushed, before it is answered: the in-sync replicas' acks. */
+  durable?: (seq: number) => Promise<void>;
+  /** Up to where the store's log may be trimmed (what every replica has); default: all but `backend.logRetain` entries. */
+  trimPoint?: () => number;
 }
 
 /**
@@ -28,13 +36,14 @@ export interface BackendDeps {
  * as Delivery, Mailbox, Rules (and Admin with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
  * handler, for the single node's in-process transport.
  */
-export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler } {
+export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler; store: LmdbMailStore } {
   const { config } = deps;
   let current = config;
   const group = config.backend.group;
   const log = deps.log.child({ component: 'backend', group });
   const path = join(resolve(config.dataDir), 'store');
-  const store = new LmdbMailStore(path);
+  const store = new LmdbMailStore(path, deps.durable);
+  const trimPoint = deps.trimPoint ?? (() => store.position().seq - current.backend.logRetain);
   const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
   const router = new Router(deps.directory);
   const maxMessageBytes = () => current.smtp.maxMessageBytes;
@@ -44,11 +53,12 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   return {
     apply: (next: Config) => (current = next),
     deliver,
-    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log)],
+    store,
+    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log), logTrimmer(store, trimPoint, log)],
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
-      mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, log }),
-      rulesService({ group, router, store }),
+      mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, log }),
+      rulesService({ group, router, store, epoch: deps.epoch }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],
   };
@@ -90,6 +100,30 @@ function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger):
       state = 'stopped';
       clearInterval(timer);
       await running;
+    },
+  };
+}
+
+/** Trims the store's log every 10 s up to `upto()` (what every replica has, less what is kept for ones that were away). */
+function logTrimmer(store: LmdbMailStore, upto: () => number, log: Logger): Service {
+  let timer: NodeJS.Timeout | undefined;
+  let state: ServiceState = 'new';
+  return {
+    name: 'log-trimmer',
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+      timer = setInterval(() => {
+        const to = upto();
+        if (to > store.base().seq) store.trim(to).catch((err) => log.warn({ event: 'store.trim-failed', err }, 'log not trimmed; next time'));
+      }, 10_000);
+      timer.unref();
+    },
+    async stop() {
+      state = 'stopped';
+      clearInterval(timer);
     },
   };
 }

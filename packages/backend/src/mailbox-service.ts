@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { Replies, type Logger } from '@mailgrid/core';
 import type { Router } from '@mailgrid/mailflow';
-import { proto, toServiceError, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
+import { proto, toServiceError, traceFromMetadata, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
 import { INBOX, type MailStore, type MessageInfo } from '@mailgrid/store';
 
 export interface MailboxServiceDeps {
@@ -9,12 +9,24 @@ export interface MailboxServiceDeps {
   router: Router;
   store: MailStore;
   chunkBytes: number;
+  /** The epoch while this member is its group's primary (a cluster member); absent: not fenced. */
+  epoch?: () => number | undefined;
   log: Logger;
 }
 
-/** The account an address names, if this backend's group holds it; else the admin answer why not. */
-export function ownedAccount(router: Router, group: string): (address: string) => Promise<string> {
-  return async (address) => {
+/**
+ * The account an address names, if this backend's group holds it; else the admin answer why
+ * not. A fenced member (`epoch`) answers only while it is the primary, and a write only when
+ * the call carries its epoch: a replica or a deposed primary never serves what could diverge.
+ */
+export function ownedAccount(router: Router, group: string, epoch?: () => number | undefined): (address: string, call?: { metadata: grpc.Metadata }) => Promise<string> {
+  return async (address, write) => {
+    if (epoch) {
+      const current = epoch();
+      if (current === undefined) throw Replies.notPrimary(group);
+      const sent = write && Number(traceFromMetadata(write.metadata).epoch);
+      if (write && sent !== current) throw Replies.staleEpoch(Number(sent) || 0, current);
+    }
     const route = await router.route(address);
     if (route.kind === 'tempfail') throw route.reason;
     if (route.kind !== 'local') throw route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS' ? Replies.invalidAddress(address) : Replies.noSuchAccount(address);
@@ -25,7 +37,7 @@ export function ownedAccount(router: Router, group: string): (address: string) =
 
 /** Reading and deleting an account's messages (CLI now, POP3 and IMAP later). */
 export function mailboxService(deps: MailboxServiceDeps): GrpcService {
-  const account = ownedAccount(deps.router, deps.group);
+  const account = ownedAccount(deps.router, deps.group, deps.epoch);
   const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });
 
   const handlers: MailboxHandlers = {
@@ -49,7 +61,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
     },
 
     Delete(call, callback) {
-      account(call.request.account)
+      account(call.request.account, call)
         .then((acct) => deps.store.delete(acct, call.request.folder || INBOX, call.request.uids))
         .then((deleted) => callback(null, { deleted }))
         .catch((err) => callback(toServiceError(err)));

@@ -10,12 +10,12 @@ import { ownedAccount } from './mailbox-service.js';
  * checked before it is saved: one that does not parse is refused with its line and column,
  * and the rules in force stay.
  */
-export function rulesService(deps: { group: string; router: Router; store: MailStore }): GrpcService {
-  const account = ownedAccount(deps.router, deps.group);
+export function rulesService(deps: { group: string; router: Router; store: MailStore; epoch?: () => number | undefined }): GrpcService {
+  const account = ownedAccount(deps.router, deps.group, deps.epoch);
   const handlers: RulesHandlers = {
     Set(call, callback) {
       const { script } = call.request;
-      account(call.request.account)
+      account(call.request.account, call)
         .then(async (acct) => {
           if (script.trim()) {
             try {

@@ -4,6 +4,7 @@ import { checkedAddress } from '@mailgrid/directory';
 import { CliError } from './errors.js';
 import { openTarget, type Target } from './target.js';
 import type { ClusterAdmin } from './clients/cluster-admin.js';
+import type { Primary } from '@mailgrid/directory';
 
 /** The `mailgrid` program, its global options, and what every command group shares. */
 export const program = new Command('mailgrid')
@@ -72,7 +73,7 @@ export function withCluster<T>(work: (admin: ClusterAdmin, c: Config) => Promise
 }
 
 /** Runs `work` with a client (opened by `open`) of the backend that serves an account. */
-export function withBackendOf<C extends { close(): void }, T>(address: string, open: (backend: string) => C, work: (client: C, account: string) => Promise<T>): Promise<T> {
+export function withBackendOf<C extends { close(): void }, T>(address: string, open: (backend: Primary) => C, work: (client: C, account: string) => Promise<T>): Promise<T> {
   const account = checkedAddress(address).key;
   return withTarget(async (t) => {
     const client = open(await t.backendOf(account));

@@ -132,6 +132,17 @@ async function registered(etcd: string, ids: string[]): Promise<boolean> {
   }
 }
 
+async function elected(etcd: string, groups: number): Promise<boolean> {
+  const client = connectEtcd(etcd);
+  try {
+    const keys = new Keys(PREFIX);
+    for (let i = 1; i <= groups; i++) if (!(await client.get(keys.election(`g${i}`)).exec()).kvs.length) return false;
+    return true;
+  } finally {
+    client.close();
+  }
+}
+
 function nodeEntry(role: 'frontend' | 'backend', id: string, dir: string, env: Record<string, string>, ports: Record<string, number>, group?: string): Omit<ProcessEntry, 'pid'> {
   const dataDir = join(dir, id);
   mkdirSync(dataDir, { recursive: true });
@@ -147,14 +158,16 @@ function nodeEntry(role: 'frontend' | 'backend', id: string, dir: string, env: R
   };
 }
 
-export async function clusterUp(options: { frontends: number; groups: number; cwd?: string }): Promise<ClusterState> {
+export async function clusterUp(options: { frontends: number; groups: number; replicas?: number; cwd?: string }): Promise<ClusterState> {
   const cwd = resolve(options.cwd ?? process.cwd());
   const existing = readState(cwd);
   if (existing?.processes.some((p) => alive(p.pid)))
     throw new CliError(`a cluster is already running from this folder (${STATE_FILE}); stop it with: mailgrid cluster down`);
   const etcdBin = requireBinary('etcd', 'etcd-server');
   const haproxyBin = requireBinary('haproxy', 'haproxy');
+  const replicas = options.replicas ?? 0;
   if (options.frontends < 1 || options.groups < 1) throw new CliError('--frontends and --groups must be at least 1');
+  if (!Number.isInteger(replicas) || replicas < 0) throw new CliError('--replicas must be 0 or more');
 
   const dir = mkdtempSync(join(tmpdir(), 'mailgrid-cluster-'));
   const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), processes: [] };
@@ -192,14 +205,18 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
     const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: state.etcd };
     const isRegistered = (p: ProcessEntry) => registered(state.etcd, [p.id]);
-    const backends = Array.from({ length: options.groups }, (_, i) =>
-      start(
-        ['grpc', 'http'],
-        ({ grpc, http }) =>
-          nodeEntry('backend', `be-${i + 1}`, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
-        isRegistered,
-        `be-${i + 1} to register in etcd`,
-      ),
+    // Per group: be-<n> (the first primary), then its replicas be-<n>-r1, be-<n>-r2, ...
+    const backends = Array.from({ length: options.groups }).flatMap((_, i) =>
+      Array.from({ length: 1 + replicas }, (_, r) => {
+        const id = r ? `be-${i + 1}-r${r}` : `be-${i + 1}`;
+        return start(
+          ['grpc', 'http'],
+          ({ grpc, http }) =>
+            nodeEntry('backend', id, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
+          isRegistered,
+          `${id} to register in etcd`,
+        );
+      }),
     );
     const frontends = Array.from({ length: options.frontends }, (_, i) =>
       start(
@@ -216,7 +233,8 @@ export async function clusterUp(options: { frontends: number; groups: number; cw
         `fe-${i + 1} to register in etcd`,
       ),
     );
-    await Promise.all(backends);
+    const started = await Promise.all(backends);
+    await until('every hosting group to elect a primary', () => elected(state.etcd, options.groups), started);
     const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, smtp: `127.0.0.1:${p.ports.smtp}`, httpPort: p.ports.http }));
 
     const cfg = join(dir, 'haproxy.cfg');

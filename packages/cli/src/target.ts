@@ -1,5 +1,5 @@
 import type { Config } from '@mailgrid/core';
-import type { DirectoryAdmin } from '@mailgrid/directory';
+import type { DirectoryAdmin, Primary } from '@mailgrid/directory';
 import { ClusterAdmin } from './clients/cluster-admin.js';
 import { NodeDirectoryAdmin } from './clients/node-admin.js';
 import { QueueTargets } from './clients/queue-client.js';
@@ -15,8 +15,8 @@ export interface Target {
   directory: DirectoryAdmin;
   /** The hosting group `account add` uses without --group. */
   defaultGroup(): Promise<string>;
-  /** The gRPC address of the backend that serves an account. */
-  backendOf(account: string): Promise<string>;
+  /** The primary that serves an account (epoch 0 on a single node: not fenced). */
+  backendOf(account: string): Promise<Primary>;
   /** A node whose Submit service takes a message in through its submit mode (a frontend first, in a cluster). */
   submitter(node?: string): Promise<{ node: string; address: string }>;
   queues(node?: string): Promise<QueueTargets>;
@@ -39,7 +39,7 @@ function nodeTarget(c: Config): Target {
   return {
     directory,
     defaultGroup: async () => '',
-    backendOf: async () => address,
+    backendOf: async () => ({ address, epoch: 0 }),
     submitter: async (node) => select([{ node: c.nodeId, address }], node)[0],
     queues: async (node) => new QueueTargets(select([{ node: c.nodeId, address }], node)),
     run: (work) => work(),

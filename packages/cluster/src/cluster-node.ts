@@ -2,12 +2,14 @@ import { closer, setLogLevel, type Config, type Logger, type Service } from '@ma
 import { connectEtcd } from './etcd.js';
 import { EtcdDirectory } from './etcd-directory.js';
 import { Keys } from './keys.js';
-import { MemberHostingGroups, MemberQueueTakers, Membership, type MemberInfo, type MembershipOptions } from './membership.js';
+import { HostingGroupsWatch } from './hosting-groups.js';
+import { MemberQueueTakers, Membership, type MemberInfo, type MembershipOptions } from './membership.js';
 import { NodeSettings } from './settings.js';
 
 /**
  * What every cluster role has: the etcd client, the directory cache, its membership entry
- * (`describe` adds what is only known at run time), the hosting groups' primaries and the
+ * (`describe` adds what is only known at run time), the hosting groups (elected primaries,
+ * in-sync sets) and the
  * queue takers as the member list shows them, and its live settings (the log level applied here; a role
  * applies the rest). The role orders these among its own services.
  */
@@ -39,7 +41,7 @@ export function clusterNode(
     log.child({ component: 'membership' }),
     options,
   );
-  const groups = new MemberHostingGroups(membership);
+  const groups = new HostingGroupsWatch(client, keys, log.child({ component: 'groups' }));
   const takers = new MemberQueueTakers(membership, config.nodeId);
   const etcd: Service = closer('etcd', () => client.close());
   return { client, keys, directory, settings, membership, groups, takers, etcd };

@@ -9,6 +9,8 @@ export type ClusterNode = ReturnType<typeof clusterNode>;
 export interface ClusterRoleParts extends RoleParts {
   apply?(config: Config): void;
   describe?(): Partial<MemberInfo>;
+  /** Started once the gRPC host is bound, stopped before it drains (a backend's election and replication). */
+  after?: Service[];
 }
 
 /**
@@ -17,19 +19,25 @@ export interface ClusterRoleParts extends RoleParts {
  * advertised with the member's entry. Start order; stop runs in reverse, so the lease goes
  * first (nobody routes here any more), then the role drains, then the stores close.
  */
-export function clusterRole(config: Config, log: Logger, self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>, build: (node: ClusterNode) => ClusterRoleParts): Service[] {
+export function clusterRole(
+  config: Config,
+  log: Logger,
+  self: Pick<MemberInfo, 'role'> & Partial<MemberInfo>,
+  build: (node: ClusterNode, address: () => string | undefined) => ClusterRoleParts,
+): Service[] {
   routeGrpcLogs(log);
   const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
   let parts: ClusterRoleParts | undefined;
+  const address = () => config.grpc.advertise || grpc.address;
   const node = clusterNode(config, log, self, {
-    describe: () => ({ grpc: config.grpc.advertise || grpc.address, services: grpc.services, ...parts?.describe?.() }),
+    describe: () => ({ grpc: address(), services: grpc.services, ...parts?.describe?.() }),
     urgent: () => {
       const d = parts?.describe?.();
-      return `${d?.submitMode}/${d?.takes}`;
+      return `${d?.submitMode}/${d?.takes}/${d?.groupRole}`;
     },
   });
-  parts = build(node);
+  parts = build(node, address);
   grpc.add(...parts.grpc);
   node.settings.on('change', (next: Config) => parts!.apply?.(next));
-  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, ...parts.services, grpc, node.membership]);
+  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), node.membership]);
 }

@@ -6,3 +6,5 @@ export * from './membership.js';
 export * from './settings.js';
 export * from './cluster-node.js';
 export * from './cluster-role.js';
+export * from './hosting-groups.js';
+export * from './leadership.js';

@@ -37,6 +37,18 @@ export class Keys {
   group(name: string) {
     return `${this.groups}${name}`;
   }
+  /** Lease-bound, held by the group's primary; its create revision is the epoch. */
+  election(group: string) {
+    return `${this.groups}${group}/election`;
+  }
+  /** The members that may be elected, changed only by the primary (guarded by its epoch). */
+  inSync(group: string) {
+    return `${this.groups}${group}/in-sync`;
+  }
+  /** The group's figures, published by its primary (`GroupStatus`). */
+  groupStatus(group: string) {
+    return `${this.groups}${group}/status`;
+  }
 
   /** `settings/_cluster/<key>` for defaults, `settings/<node>/<key>` per node. */
   get settings() {

@@ -1,5 +1,4 @@
 import type { Logger, Service, ServiceState } from '@mailgrid/core';
-import type { HostingGroups, Primary } from '@mailgrid/directory';
 import type { Etcd3, IKeyValue, Lease } from 'etcd3';
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
@@ -35,6 +34,9 @@ export interface MemberInfo {
   submitMode?: string;
   /** Listed as a queue taker: local-for-others with room in its queue. */
   takes?: boolean;
+  /** A backend's place in its hosting group, and where its store's log ends. */
+  groupRole?: 'primary' | 'replica';
+  logSeq?: number;
   state: 'up' | 'draining';
   pid: number;
   startedAt: string;
@@ -55,6 +57,8 @@ const memberValue = z.looseObject({
   queueFreeBytes: z.number().optional(),
   submitMode: z.string().optional(),
   takes: z.boolean().optional(),
+  groupRole: z.enum(['primary', 'replica']).optional(),
+  logSeq: z.number().optional(),
   state: z.enum(['up', 'draining']),
   pid: z.number().int(),
   startedAt: z.string(),
@@ -252,22 +256,6 @@ export class Membership extends EventEmitter implements Service {
 /** A member entry as read from etcd, validated, with its epoch (the key's create revision). Throws when malformed. */
 export function parseMember(kv: IKeyValue): MemberInfo {
   return { ...jsonValue(memberValue, kv), epoch: Number(kv.create_revision) };
-}
-
-/** A hosting group's primary: the live backend of that group that is up, with an address and an epoch. */
-export function primaryOf(members: Iterable<MemberInfo>, group: string): MemberInfo | undefined {
-  for (const m of members) if (m.role === 'backend' && m.group === group && m.state === 'up' && m.grpc && m.epoch !== undefined) return m;
-  return undefined;
-}
-
-/** Hosting groups' primaries as this node's membership view shows them. */
-export class MemberHostingGroups implements HostingGroups {
-  constructor(private readonly membership: Membership) {}
-
-  async primary(group: string): Promise<Primary | undefined> {
-    const m = primaryOf(this.membership.members(), group);
-    return m && { address: m.grpc!, epoch: m.epoch! };
-  }
 }
 
 /**

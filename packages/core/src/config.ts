@@ -127,6 +127,10 @@ export const configSchema = z.strictObject({
     group: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/),
     /** Below this much free space on the store's disk a delivery gets 452 4.3.1 (the frontend queues it). */
     minFreeBytes: z.number().int().min(0),
+    /** An in-sync replica that leaves a write waiting this long leaves the in-sync set (writes go on without it). */
+    replicaMaxLagMs: z.number().int().min(100),
+    /** Log entries kept beyond what every replica has, so one that was away catches up from the log, not a full copy. */
+    logRetain: z.number().int().min(0),
   }),
   /** How long stop() waits for sessions and calls under way on SIGTERM. */
   drainMs: z.number().int().min(0),
@@ -194,7 +198,7 @@ export function defaults(): Config {
     submit: { mode: 'auto', log: 'problems' },
     grpc: { host: '127.0.0.1', port: 7525, advertise: '' },
     delivery: { inline: true, timeoutMs: 60_000, chunkBytes: 64 * 1024 },
-    backend: { group: 'default', minFreeBytes: 512 * 1024 ** 2 },
+    backend: { group: 'default', minFreeBytes: 512 * 1024 ** 2, replicaMaxLagMs: 2_000, logRetain: 200_000 },
     drainMs: 30_000,
     postmaster: '',
   };
@@ -315,6 +319,8 @@ export const LIVE_SETTINGS = [
   'queue.maxBytes',
   'queue.minFreeBytes',
   'backend.minFreeBytes',
+  'backend.replicaMaxLagMs',
+  'backend.logRetain',
   'postmaster',
   'submit.mode',
   'submit.log',

@@ -125,6 +125,7 @@ export const Replies = {
   /** A delivery-channel request that does not add up: never a bounce, the sender tries again. */
   malformedRequest: (what: string) => temporary('MALFORMED_REQUEST', 451, '4.3.0', `Malformed delivery request (${what}), try again later`),
   /** A call fenced by a leader epoch that is not this node's current one. */
+  notPrimary: (group: string) => temporary('NOT_PRIMARY', 451, '4.3.0', `This member is not the primary of hosting group ${group} now, try again later`),
   staleEpoch: (sent: number, current: number | undefined) =>
     temporary('STALE_EPOCH', 451, '4.3.0', `Epoch ${sent} is not current here (${current ?? 'none'}), try again later`),
   etcdUnavailable: (cause?: unknown) => temporary('ETCD_UNAVAILABLE', 451, '4.3.0', 'Cluster controller (etcd) unreachable, try again later', cause),

@@ -6,6 +6,7 @@ import type { MailboxClient } from './generated/mailgrid/v1/Mailbox.js';
 import type { QueueClient } from './generated/mailgrid/v1/Queue.js';
 import type { RulesClient } from './generated/mailgrid/v1/Rules.js';
 import type { SubmitClient } from './generated/mailgrid/v1/Submit.js';
+import type { ReplicationClient } from './generated/mailgrid/v1/Replication.js';
 
 /** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
 export const channelOptions: grpc.ChannelOptions = {
@@ -43,3 +44,6 @@ export const createAdminClient = (address: string): AdminClient => new proto.Adm
 export const createQueueClient = (address: string): QueueClient => new proto.Queue(address, insecure(), channelOptions);
 export const createSubmitClient = (address: string): SubmitClient => new proto.Submit(address, insecure(), channelOptions);
 export const createRulesClient = (address: string): RulesClient => new proto.Rules(address, insecure(), channelOptions);
+/** A replica's stream from its primary: one log entry holds a whole message, so frames may be as large as the largest. */
+export const createReplicationClient = (address: string): ReplicationClient =>
+  new proto.Replication(address, insecure(), { ...channelOptions, 'grpc.max_receive_message_length': 256 * 1024 * 1024 });

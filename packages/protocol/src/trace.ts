@@ -5,9 +5,11 @@ export interface Trace {
   session?: string;
   message?: string;
   node?: string;
+  /** The epoch of the primary a Mailbox or Rules call is meant for (see Primary): a write is fenced by it. */
+  epoch?: string;
 }
 
-const KEYS = { session: 'x-mailgrid-session', message: 'x-mailgrid-message', node: 'x-mailgrid-node' } as const;
+const KEYS = { session: 'x-mailgrid-session', message: 'x-mailgrid-message', node: 'x-mailgrid-node', epoch: 'x-mailgrid-epoch' } as const;
 
 export function traceMetadata(trace: Trace): grpc.Metadata {
   const md = new grpc.Metadata();

@@ -19,3 +19,6 @@ export type { SubmitRequest, SubmitRequest__Output } from './generated/mailgrid/
 export type { SubmitEnvelope, SubmitEnvelope__Output } from './generated/mailgrid/v1/SubmitEnvelope.js';
 export type { SubmitResponse, SubmitResponse__Output } from './generated/mailgrid/v1/SubmitResponse.js';
 export type { RulesClient, RulesHandlers } from './generated/mailgrid/v1/Rules.js';
+export type { ReplicationClient, ReplicationHandlers } from './generated/mailgrid/v1/Replication.js';
+export type { FollowRequest, FollowRequest__Output } from './generated/mailgrid/v1/FollowRequest.js';
+export type { FollowResponse, FollowResponse__Output } from './generated/mailgrid/v1/FollowResponse.js';

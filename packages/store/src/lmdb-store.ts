@@ -1,7 +1,8 @@
 import { commit, flushed } from '@mailgrid/core';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { INBOX, type AppendRequest, type AppendResult, type MailStore, type MessageInfo } from './store.js';
+import { INBOX, type AppendRequest, type AppendResult, type LogEntry, type LogPosition, type MailStore, type MessageInfo, type Op } from './store.js';
 
 interface IndexEntry {
   size: number;
@@ -25,9 +26,17 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
  *               ones are forgotten by a pass over the table: an index by age cost every
  *               append a second B-tree write and ~12 MB of peak RSS under load)
+ * - `log`       seq → { epoch, ops }: every write transaction's puts and removes, in order,
+ *               written in the same transaction (see `LogEntry`); a replica applies them
+ *               as they are, a recovering one catches up from them. A blob is logged by
+ *               reference and read when shipped (blobs never change; one deleted later is
+ *               deleted on the replica by a later entry).
+ * - `replication` `base` (the seq and epoch the log starts after, once trimmed or copied),
+ *               `copying` (a full copy is under way: the data is not whole), `ready` (the
+ *               data was whole and in sync once: it may be elected)
  * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
  */
-export class LmdbMailStore implements MailStore {
+export class LmdbMailStore extends EventEmitter implements MailStore {
   private readonly root: RootDatabase;
   private readonly mailboxes: Database<{ nextUid: number }, [string, string]>;
   private readonly index: Database<IndexEntry, IndexKey>;
@@ -37,10 +46,24 @@ export class LmdbMailStore implements MailStore {
   private readonly meta: Database<number, string>;
   private readonly rulesDb: Database<{ source: string; at: number }, string>;
   private readonly vacation: Database<number, [string, string]>;
-  /** The last blob id handed out: read once, then counted here (a gap after a failed commit is harmless). */
-  private blobSeq: number | undefined;
+  private readonly log: Database<{ epoch: number; ops: Op[] }, number>;
+  private readonly replication: Database<unknown, string>;
+  /** The replicated tables by name, as ops name them. */
+  private readonly tables: Record<string, Database<unknown, Key>>;
+  /** The ops of the transaction being written; undefined outside one. */
+  private ops: Op[] | undefined;
+  /** The epoch new log entries are written in: the primary's (0 on a single node). */
+  epoch = 0;
 
-  constructor(path: string) {
+  /**
+   * @param durable awaited after each write's flush with its log seq, before the write
+   *   resolves: the primary waits there for its in-sync replicas.
+   */
+  constructor(
+    path: string,
+    private readonly durable?: (seq: number) => Promise<void>,
+  ) {
+    super();
     mkdirSync(path, { recursive: true });
     // With overlappingSync (lmdb-js's default on Linux) a write resolves at commit and the
     // flush overlaps the next transaction; append and delete await `flushed` before they
@@ -58,10 +81,50 @@ export class LmdbMailStore implements MailStore {
     this.meta = this.root.openDB({ name: 'meta' });
     this.rulesDb = this.root.openDB({ name: 'rules' });
     this.vacation = this.root.openDB({ name: 'vacation' });
+    this.log = this.root.openDB({ name: 'log' });
+    this.replication = this.root.openDB({ name: 'replication' });
+    const t = { mailboxes: this.mailboxes, index: this.index, blobs: this.blobs, refs: this.refs, dedupe: this.dedupe, meta: this.meta, rules: this.rulesDb, vacation: this.vacation };
+    this.tables = t as unknown as Record<string, Database<unknown, Key>>;
+  }
+
+  /** A put inside `write`, logged. */
+  private set(table: string, key: Key, value: unknown): void {
+    this.tables[table].put(key, value);
+    this.ops!.push(table === 'blobs' ? [2, table, key] : [0, table, key, value]);
+  }
+
+  private unset(table: string, key: Key): void {
+    this.tables[table].remove(key);
+    this.ops!.push([1, table, key]);
+  }
+
+  /**
+   * One write transaction whose puts and removes go to the log as one entry; resolves once
+   * it is on disk here and (`durable`) wherever it must be before it is answered.
+   */
+  private async write<T>(work: () => T): Promise<T> {
+    let seq = 0;
+    const out = await commit(this.root, () => {
+      this.ops = [];
+      try {
+        const result = work();
+        if (this.ops.length) {
+          seq = this.position().seq + 1;
+          this.log.put(seq, { epoch: this.epoch, ops: this.ops });
+        }
+        return result;
+      } finally {
+        this.ops = undefined;
+      }
+    });
+    if (seq) this.emit('logged', seq);
+    await flushed(this.root);
+    if (seq) await this.durable?.(seq);
+    return out;
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
-    const results = await commit(this.root, () => {
+    const results = await this.write(() => {
       const out: AppendResult[] = [];
       let blob = 0;
       let refs = 0;
@@ -74,26 +137,25 @@ export class LmdbMailStore implements MailStore {
         let first: { folder: string; uid: number } | undefined;
         for (const folder of r.folders ?? [request.folder ?? INBOX]) {
           if (!blob) {
-            // Ids from before the in-memory count was kept in meta; later ones are above every stored blob.
-            this.blobSeq ??= Math.max(this.meta.get('blobSeq') ?? 0, ...this.blobs.getKeys({ reverse: true, limit: 1 }));
-            blob = ++this.blobSeq;
-            this.blobs.put(blob, request.body);
+            // Counted in meta (and so replicated): an id is never used twice, even after its blob went.
+            blob = (this.meta.get('blobSeq') ?? Math.max(0, ...this.blobs.getKeys({ reverse: true, limit: 1 }))) + 1;
+            this.set('meta', 'blobSeq', blob);
+            this.set('blobs', blob, request.body);
           }
           const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
-          this.mailboxes.put([r.account, folder], { nextUid: uid + 1 });
-          this.index.put([r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
+          this.set('mailboxes', [r.account, folder], { nextUid: uid + 1 });
+          this.set('index', [r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
           first ??= { folder, uid };
           refs++;
         }
         first ??= { folder: '', uid: 0 };
-        if (r.vacation) this.vacation.put([r.account, r.vacation.sender.toLowerCase()], r.vacation.until);
-        this.dedupe.put(r.idempotencyKey, { account: r.account, ...first, at: request.receivedAt });
+        if (r.vacation) this.set('vacation', [r.account, r.vacation.sender.toLowerCase()], r.vacation.until);
+        this.set('dedupe', r.idempotencyKey, { account: r.account, ...first, at: request.receivedAt });
         out.push({ account: r.account, ...first, duplicate: false });
       }
-      if (refs > 1) this.refs.put(blob, refs);
+      if (refs > 1) this.set('refs', blob, refs);
       return out;
     });
-    await flushed(this.root);
     return results;
   }
 
@@ -107,8 +169,7 @@ export class LmdbMailStore implements MailStore {
   }
 
   async setRules(account: string, source: string | undefined): Promise<void> {
-    await commit(this.root, () => (source === undefined ? this.rulesDb.remove(account) : this.rulesDb.put(account, { source, at: Date.now() })));
-    await flushed(this.root);
+    await this.write(() => (source === undefined ? this.unset('rules', account) : this.set('rules', account, { source, at: Date.now() })));
   }
 
   vacationAnswered(account: string, sender: string, now: number): boolean {
@@ -125,7 +186,7 @@ export class LmdbMailStore implements MailStore {
     const batch = [...this.dedupe.getRange({ start: from, limit: limit + 1 })];
     const next = batch.length > limit ? batch.pop()!.key : undefined;
     const old = batch.filter(({ value }) => value.at !== undefined && value.at < before).map(({ key }) => key);
-    if (old.length) await commit(this.root, () => old.forEach((key) => this.dedupe.remove(key)));
+    if (old.length) await this.write(() => old.forEach((key) => this.unset('dedupe', key)));
     return { pruned: old.length, next };
   }
 
@@ -151,25 +212,167 @@ export class LmdbMailStore implements MailStore {
   }
 
   async delete(account: string, folder: string, uids: number[]): Promise<number> {
-    const deleted = await commit(this.root, () => {
+    return this.write(() => {
       let n = 0;
       for (const uid of uids) {
         const key: IndexKey = [account, folder, uid];
         const entry = this.index.get(key);
         if (!entry) continue;
-        this.index.remove(key);
+        this.unset('index', key);
         const left = (this.refs.get(entry.blob) ?? 1) - 1;
-        if (left > 0) this.refs.put(entry.blob, left);
+        if (left > 0) this.set('refs', entry.blob, left);
         else {
-          this.refs.remove(entry.blob);
-          this.blobs.remove(entry.blob);
+          if (this.refs.get(entry.blob) !== undefined) this.unset('refs', entry.blob);
+          this.unset('blobs', entry.blob);
         }
         n++;
       }
       return n;
     });
+  }
+
+  /** Where the log ends; { 0, 0 } while a full copy is under way (the data is not whole). */
+  position(): LogPosition {
+    if (this.replication.get('copying')) return { seq: 0, epoch: 0 };
+    for (const { key, value } of this.log.getRange({ reverse: true, limit: 1 })) return { seq: key, epoch: value.epoch };
+    return this.base();
+  }
+
+  /** What the log starts after: { 0, 0 } for a log kept from the store's first write. */
+  base(): LogPosition {
+    return (this.replication.get('base') as LogPosition | undefined) ?? { seq: 0, epoch: 0 };
+  }
+
+  /**
+   * Whether this log holds the entry a replica's log ends with (same seq, same epoch): then
+   * both logs are the same up to it, as only one primary writes in an epoch, and the replica
+   * can follow from the next one. Otherwise it needs a full copy.
+   */
+  holds(at: LogPosition): boolean {
+    const base = this.base();
+    if (at.seq === base.seq) return at.epoch === base.epoch;
+    if (at.seq < base.seq) return false;
+    return this.log.get(at.seq)?.epoch === at.epoch;
+  }
+
+  /** Entries from `from` on, up to about `maxBytes` of blob data, blobs read in. */
+  entries(from: number, maxBytes = 1 << 20): LogEntry[] {
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    for (const { key, value } of this.log.getRange({ start: from })) {
+      const ops: Op[] = [];
+      for (const op of value.ops) {
+        if (op[0] !== 2) ops.push(op);
+        else {
+          // Gone: a later entry removed it, and removes it on the replica too.
+          const body = this.blobs.get(op[2] as number);
+          if (body) ops.push([0, op[1], op[2], body]);
+          bytes += body?.length ?? 0;
+        }
+      }
+      out.push({ seq: key, epoch: value.epoch, ops });
+      if (bytes >= maxBytes || out.length >= 1_000) break;
+    }
+    return out;
+  }
+
+  /** A replica applies its primary's entries, in order, as its own; resolves once on disk. */
+  async apply(entries: LogEntry[]): Promise<void> {
+    if (!entries.length) return;
+    await commit(this.root, () => {
+      let last = this.position().seq;
+      for (const e of entries) {
+        if (e.seq !== last + 1) throw new Error(`log entry ${e.seq} does not follow ${last}`);
+        this.applyOps(e.ops);
+        this.log.put(e.seq, { epoch: e.epoch, ops: e.ops.map((op) => (op[1] === 'blobs' && op[0] === 0 ? ([2, op[1], op[2]] as Op) : op)) });
+        last = e.seq;
+      }
+    });
     await flushed(this.root);
-    return deleted;
+  }
+
+  private applyOps(ops: Op[]): void {
+    for (const op of ops) {
+      const table = this.tables[op[1]];
+      if (!table) throw new Error(`log names no table ${op[1]}`);
+      if (op[0] === 0) table.put(op[2] as Key, op[3]);
+      else if (op[0] === 1) table.remove(op[2] as Key);
+    }
+  }
+
+  /**
+   * A full copy, for a replica whose log the primary cannot continue: the primary's log
+   * position first (the copy is taken after it, so replaying the log from there over it
+   * gives the primary's state even though the copy is read while writes go on), then every
+   * table's keys and values in batches.
+   */
+  *snapshot(batchBytes = 1 << 20): Generator<Op[], void, void> {
+    let batch: Op[] = [];
+    let bytes = 0;
+    for (const [name, table] of Object.entries(this.tables)) {
+      for (const { key, value } of table.getRange({})) {
+        batch.push([0, name, key, value]);
+        bytes += Buffer.isBuffer(value) ? value.length : 64;
+        if (bytes >= batchBytes) {
+          yield batch;
+          batch = [];
+          bytes = 0;
+        }
+      }
+    }
+    if (batch.length) yield batch;
+  }
+
+  /** Starts taking a full copy: everything here goes, and the data counts as not whole until `endCopy`. */
+  async beginCopy(): Promise<void> {
+    await commit(this.root, () => {
+      this.replication.put('copying', true);
+      this.replication.remove('ready');
+    });
+    await flushed(this.root);
+    for (const table of [...Object.values(this.tables), this.log]) await table.clearAsync();
+  }
+
+  async copy(ops: Op[]): Promise<void> {
+    await commit(this.root, () => this.applyOps(ops));
+  }
+
+  /** The copy is whole: the log goes on after `base`. */
+  async endCopy(base: LogPosition): Promise<void> {
+    await commit(this.root, () => {
+      this.replication.put('base', base);
+      this.replication.remove('copying');
+    });
+    await flushed(this.root);
+  }
+
+  /** Whether the data was whole and in sync with its group once (a new disk is not: it must not be elected). */
+  get ready(): boolean {
+    return Boolean(this.replication.get('ready')) && !this.replication.get('copying');
+  }
+
+  async setReady(): Promise<void> {
+    if (this.ready) return;
+    await commit(this.root, () => this.replication.put('ready', true));
+    await flushed(this.root);
+  }
+
+  /** Forgets log entries up to `upto` (every in-sync member has them). Not flushed: a lost trim is done again. */
+  async trim(upto: number): Promise<number> {
+    return commit(this.root, () => {
+      const base = this.base();
+      const last = this.position().seq;
+      upto = Math.min(upto, last);
+      if (upto <= base.seq) return 0;
+      const epoch = this.log.get(upto)!.epoch;
+      let n = 0;
+      for (const key of this.log.getKeys({ start: base.seq + 1, end: upto + 1 })) {
+        this.log.remove(key);
+        n++;
+      }
+      this.replication.put('base', { seq: upto, epoch });
+      return n;
+    });
   }
 
   async close(): Promise<void> {

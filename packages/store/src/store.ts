@@ -60,3 +60,24 @@ export interface MailStore {
 }
 
 export const INBOX = 'INBOX';
+
+/**
+ * One put or remove of a write transaction, as the log keeps it: `[0, table, key, value]`
+ * a put, `[1, table, key]` a remove, `[2, 'blobs', id]` a blob put logged by reference (its
+ * bytes are read when the entry is shipped, and shipped as a put).
+ */
+export type Op = [0, string, unknown, unknown] | [1, string, unknown] | [2, string, unknown];
+
+/** One write transaction of a hosting group's store: the unit a replica applies. */
+export interface LogEntry {
+  seq: number;
+  /** The epoch of the primary that wrote it. */
+  epoch: number;
+  ops: Op[];
+}
+
+/** Where a store's log ends: its last entry (or what it was trimmed or copied after). */
+export interface LogPosition {
+  seq: number;
+  epoch: number;
+}

@@ -1,4 +1,5 @@
-import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, Keys, parseMember, primaryOf, readPrefix, type MemberInfo } from '@mailgrid/cluster';
+import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, HostingGroupsWatch, Keys, parseMember, readPrefix, type GroupView, type MemberInfo } from '@mailgrid/cluster';
+import type { Primary } from '@mailgrid/directory';
 import { LIVE_SETTINGS, leaves, MailError, parseAddress, Replies, withOverrides, type Config, type Logger } from '@mailgrid/core';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
@@ -10,6 +11,11 @@ export interface GroupInfo {
   address: string;
   epoch: number | string;
   site: string;
+  inSync: string;
+  /** Each replica's lag behind the primary, in log entries. */
+  lag: string;
+  lastFailover: string;
+  members: string;
 }
 
 /** What the CLI does against a cluster: straight to etcd. */
@@ -48,16 +54,33 @@ export class ClusterAdmin {
     return out;
   }
 
+  /** The hosting groups as etcd has them now (one load of the groups prefix). */
+  async groupViews(): Promise<GroupView[]> {
+    const watch = new HostingGroupsWatch(this.client, this.keys, pino({ level: 'silent' }) as unknown as Logger);
+    await watch.start();
+    const loaded = watch.synced;
+    await watch.stop();
+    if (!loaded) throw Replies.etcdUnavailable();
+    return watch.list();
+  }
+
   async groups(): Promise<GroupInfo[]> {
     const members = await this.members();
-    const out: GroupInfo[] = [];
-    await readPrefix(this.client, this.keys.groups, (kv) => {
-      const group = kv.key.toString().slice(this.keys.groups.length);
-      if (group.includes('/')) return;
-      const p = primaryOf(members, group);
-      out.push({ group, primary: p?.id ?? '-', address: p?.grpc ?? '-', epoch: p?.epoch ?? '-', site: p?.site ?? '-' });
+    return (await this.groupViews()).map((g) => {
+      const leader = members.find((m) => m.id === g.leader?.id);
+      const status = g.status?.epoch === g.leader?.epoch ? g.status : undefined;
+      return {
+        group: g.name,
+        primary: g.leader?.id ?? '-',
+        address: g.leader?.address ?? '-',
+        epoch: g.leader?.epoch ?? '-',
+        site: leader?.site ?? '-',
+        inSync: (g.inSync ?? []).join(',') || '-',
+        lag: status ? Object.entries(status.lag).map(([n, l]) => `${n}:${l}`).join(',') || '-' : '-',
+        lastFailover: status?.lastFailoverAt ? new Date(status.lastFailoverAt).toISOString() : '-',
+        members: members.filter((m) => m.role === 'backend' && m.group === g.name).map((m) => `${m.id}(${m.groupRole ?? '?'})`).join(',') || '-',
+      };
     });
-    return out;
   }
 
   /** The hosting group of a lone group, so `account add` needs no --group then. */
@@ -68,17 +91,17 @@ export class ClusterAdmin {
     throw new CliError(`--group is required: this cluster has groups ${groups.map((g) => g.group).join(', ')}`);
   }
 
-  /** gRPC address of the primary that serves an account. */
-  async backendFor(address: string): Promise<string> {
+  /** The primary that serves an account: its gRPC address and epoch (which its writes carry). */
+  async backendFor(address: string): Promise<Primary> {
     const a = parseAddress(address);
     if (!a) throw Replies.invalidAddress(address);
     const [local] = a.key.split('@');
     const kv = (await this.client.get(this.keys.account(a.domain, local)).exec()).kvs[0];
     if (!kv) throw Replies.noSuchAccount(a.key);
     const group = JSON.parse(kv.value.toString()).group as string;
-    const primary = primaryOf(await this.members(), group);
-    if (!primary?.grpc) throw new CliError(`hosting group ${group} of ${a.key} has no live backend`);
-    return primary.grpc;
+    const leader = (await this.groupViews()).find((g) => g.name === group)?.leader;
+    if (!leader) throw new CliError(`hosting group ${group} of ${a.key} has no elected primary`);
+    return { address: leader.address, epoch: leader.epoch };
   }
 
   /** Members that offer the Queue service, with their gRPC address. */

@@ -1,10 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import type { AccountEntry, AliasEntry, DirectoryAdmin } from '@mailgrid/directory';
+import type { AccountEntry, AliasEntry, DirectoryAdmin, Primary } from '@mailgrid/directory';
 import {
   createAdminClient,
   createMailboxClient,
   createRulesClient,
   deadline,
+  traceMetadata,
   fromServiceError,
   type AdminClient,
   type FetchChunk__Output,
@@ -18,11 +19,17 @@ const CALL_TIMEOUT_MS = 10_000;
 
 const failed = (err: unknown, address: string) => explain(fromServiceError(err), `the mailgrid node at ${address}`);
 
-function unary<Req, Res>(address: string, method: (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown, req: Req): Promise<Res> {
-  return new Promise((resolve, reject) =>
-    method(req, new grpc.Metadata(), { deadline: deadline(CALL_TIMEOUT_MS) }, (err, res) => (err ? reject(failed(err, address)) : resolve(res!))),
-  );
+function unary<Req, Res>(
+  address: string,
+  method: (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown,
+  req: Req,
+  md = new grpc.Metadata(),
+): Promise<Res> {
+  return new Promise((resolve, reject) => method(req, md, { deadline: deadline(CALL_TIMEOUT_MS) }, (err, res) => (err ? reject(failed(err, address)) : resolve(res!))));
 }
+
+/** Calls to a group's primary carry its epoch: a write reaches only the member elected in it. */
+const fenced = (primary: Primary) => traceMetadata({ epoch: String(primary.epoch) });
 
 /** The directory of a single node, edited through its Admin service. */
 export class NodeDirectoryAdmin implements DirectoryAdmin {
@@ -69,19 +76,21 @@ export class NodeDirectoryAdmin implements DirectoryAdmin {
 /** Reading a mailbox through the Mailbox service of the node that serves the account. */
 export class MailboxReader {
   private readonly client: MailboxClient;
-  constructor(private readonly address: string) {
-    this.client = createMailboxClient(address);
+  private readonly address: string;
+  constructor(private readonly primary: Primary) {
+    this.address = primary.address;
+    this.client = createMailboxClient(primary.address);
   }
 
   async list(account: string, folder = ''): Promise<MessageInfo__Output[]> {
-    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account, folder });
+    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account, folder }, fenced(this.primary));
     return res.messages;
   }
 
   fetch(account: string, uid: number, folder = ''): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
-      const stream = this.client.Fetch({ account, uid, folder }, { deadline: deadline(CALL_TIMEOUT_MS) });
+      const stream = this.client.Fetch({ account, uid, folder }, fenced(this.primary), { deadline: deadline(CALL_TIMEOUT_MS) });
       stream.on('data', (c: FetchChunk__Output) => c.chunk && chunks.push(c.chunk));
       stream.on('error', (err) => reject(failed(err, this.address)));
       stream.on('end', () => resolve(Buffer.concat(chunks)));
@@ -96,16 +105,18 @@ export class MailboxReader {
 /** An account's rules, through the Rules service of the node that serves the account. */
 export class RulesEditor {
   private readonly client: RulesClient;
-  constructor(private readonly address: string) {
-    this.client = createRulesClient(address);
+  private readonly address: string;
+  constructor(private readonly primary: Primary) {
+    this.address = primary.address;
+    this.client = createRulesClient(primary.address);
   }
 
   async set(account: string, script: string): Promise<void> {
-    await unary(this.address, this.client.Set.bind(this.client) as any, { account, script });
+    await unary(this.address, this.client.Set.bind(this.client) as any, { account, script }, fenced(this.primary));
   }
 
   async get(account: string): Promise<string> {
-    return (await unary<unknown, { script: string }>(this.address, this.client.Get.bind(this.client) as any, { account })).script;
+    return (await unary<unknown, { script: string }>(this.address, this.client.Get.bind(this.client) as any, { account }, fenced(this.primary))).script;
   }
 
   close() {

@@ -9,9 +9,10 @@ cluster
   .command('up')
   .description('start etcd, backends, frontends and HAProxy on free loopback ports')
   .option('--frontends <n>', 'number of frontends', '2')
-  .option('--groups <n>', 'number of hosting groups (one backend each)', '2')
+  .option('--groups <n>', 'number of hosting groups', '2')
+  .option('--replicas <n>', 'replicas per hosting group (each group has 1 + n backends)', '0')
   .action(async (opts) => {
-    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups) });
+    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups), replicas: Number(opts.replicas) });
     if (json()) process.stdout.write(JSON.stringify(state, null, 2) + '\n');
     else {
       print(state.processes.map((p) => ({ id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports) })), ['id', 'role', 'group', 'pid', 'ports']);
@@ -20,24 +21,30 @@ cluster
   });
 cluster
   .command('status')
-  .description('every member with its role, group, pid, ports and state')
+  .description('every member with its role, group, pid, ports and state; each hosting group with its primary, epoch, in-sync set and lag')
   .action(async () => {
     const state = requireState();
     let members: Awaited<ReturnType<ClusterAdmin['members']>> = [];
+    let groups: Awaited<ReturnType<ClusterAdmin['groups']>> = [];
     if (alive(state.processes.find((p) => p.role === 'etcd')?.pid ?? 0)) {
       const admin = new ClusterAdmin(state.etcd, state.prefix);
       members = await admin.members().catch(() => []);
+      groups = await admin.groups().catch(() => []);
       admin.close();
     }
     const rows = state.processes.map((p) => {
       const m = members.find((x) => x.id === p.id);
       const running = alive(p.pid);
       const status = !running ? 'stopped' : p.role === 'frontend' || p.role === 'backend' ? (m?.state ?? 'unregistered') : 'running';
-      return { id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
+      return { id: p.id, role: p.role, group: p.group ?? '', place: m?.groupRole ?? '', pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
     });
-    if (json()) process.stdout.write(JSON.stringify({ smtp: state.smtp, etcd: state.etcd, dir: state.dir, members: rows }, null, 2) + '\n');
+    if (json()) process.stdout.write(JSON.stringify({ smtp: state.smtp, etcd: state.etcd, dir: state.dir, members: rows, groups }, null, 2) + '\n');
     else {
-      print(rows, ['id', 'role', 'group', 'pid', 'ports', 'status']);
+      print(rows, ['id', 'role', 'group', 'place', 'pid', 'ports', 'status']);
+      if (groups.length) {
+        process.stdout.write('\n');
+        print(groups as unknown as Record<string, unknown>[], ['group', 'primary', 'epoch', 'inSync', 'lag', 'lastFailover']);
+      }
       process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\n`);
     }
   });

@@ -4,10 +4,10 @@ program
   .command('group')
   .description('hosting groups')
   .command('list')
-  .description('hosting groups and the primary serving each, with its epoch')
+  .description("hosting groups: each one's primary, epoch, in-sync set, replicas' lag (log entries) and last failover")
   .action(() =>
     withCluster(async (admin) => {
       const groups = await admin.groups();
-      print(groups as unknown as Record<string, unknown>[], ['group', 'primary', 'address', 'epoch', 'site']);
+      print(groups as unknown as Record<string, unknown>[], ['group', 'primary', 'address', 'epoch', 'site', 'inSync', 'lag', 'lastFailover', 'members']);
     }),
   );

@@ -1,0 +1,426 @@
+import * as grpc from '@grpc/grpc-js';
+import { MailError, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import type { GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
+import {
+  createReplicationClient,
+  proto,
+  type FollowRequest__Output,
+  type FollowResponse,
+  type FollowResponse__Output,
+  type GrpcService,
+  type ReplicationClient,
+  type ReplicationHandlers,
+} from '@mailgrid/protocol';
+import type { LmdbMailStore, LogEntry, Op } from '@mailgrid/store';
+import { pack, unpack } from 'msgpackr';
+import { once } from 'node:events';
+
+export interface ReplicationOptions {
+  store: LmdbMailStore;
+  leadership: GroupLeadership;
+  groups: HostingGroupsWatch;
+  group: string;
+  node: string;
+  /** An in-sync replica that has not acked a waiting write for this long is dropped from the set. */
+  maxLagMs: () => number;
+  /** Log entries kept beyond what every follower has, so a replica that was away catches up from the log. */
+  logRetain: () => number;
+  log: Logger;
+}
+
+/** A replica's stream as its primary keeps it. */
+interface Follower {
+  node: string;
+  call: grpc.ServerDuplexStream<FollowRequest__Output, FollowResponse>;
+  /** The last seq it has on disk. */
+  acked: number;
+  /** Counted by waiting writes: in the in-sync set, or about to be added to it. */
+  counted: boolean;
+  /** Nothing before this may be trimmed (its copy continues from here). */
+  pin: number;
+  /** Resolves when the stream ends. */
+  closed: Promise<void>;
+  close(): void;
+}
+
+interface Waiter {
+  seq: number;
+  at: number;
+  resolve(): void;
+  reject(err: MailError): void;
+}
+
+/**
+ * Synchronous replication of a hosting group's store, both ends.
+ *
+ * As primary: every write waits (the store's `durable` hook) until each member of the
+ * in-sync set has acked its log entry as flushed. Replicas connect with Follow; one that
+ * has acked everything written so far counts for waiting writes from then on and is added
+ * to the in-sync set in etcd. One whose stream breaks, or that leaves a write waiting longer
+ * than `maxLagMs`, is removed from the set in etcd first, and only then stops being waited
+ * for: a member that may be elected has every answered write.
+ *
+ * As replica: follows the elected primary (from the groups watch), applies what it sends
+ * as its own log, acks after the flush. Serves nothing else.
+ */
+export class GroupReplication implements Service {
+  readonly name = 'replication';
+  private _state: ServiceState = 'new';
+  private readonly followers = new Map<string, Follower>();
+  /** In-sync replicas as last written to etcd (this member, the primary, not included). */
+  private inSync = new Set<string>();
+  private waiters: Waiter[] = [];
+  /** In-sync changes, one at a time. */
+  private changing: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private ticks = 0;
+  private lastFailoverAt: number | undefined;
+  /** Replica side: the stream to the primary followed now. */
+  private following: { epoch: number; client: ReplicationClient; call: grpc.ClientDuplexStream<unknown, FollowResponse__Output> } | undefined;
+  private followRetry: NodeJS.Timeout | undefined;
+  private logged: Promise<void>;
+  private wake!: () => void;
+  private readonly onGroups = () => this.follow();
+
+  constructor(private readonly options: ReplicationOptions) {
+    this.logged = this.nextLogged();
+    options.store.on('logged', () => this.wake());
+    options.leadership.on('elected', (epoch: number) => this.elected(epoch));
+    options.leadership.on('demoted', () => this.demoted());
+  }
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  private nextLogged(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.wake = () => {
+        this.logged = this.nextLogged();
+        resolve();
+      };
+    });
+  }
+
+  async start(): Promise<void> {
+    this._state = 'running';
+    this.options.groups.on('change', this.onGroups);
+    this.timer = setInterval(() => this.watchdog(), 250);
+    this.timer.unref();
+    this.follow();
+  }
+
+  async stop(): Promise<void> {
+    this._state = 'stopping';
+    clearInterval(this.timer);
+    clearTimeout(this.followRetry);
+    this.options.groups.off('change', this.onGroups);
+    this.unfollow();
+    for (const f of this.followers.values()) f.call.end();
+    this.failWaiters(Replies.backendUnavailable(new Error('stopping')));
+    this._state = 'stopped';
+  }
+
+  /** The store's durable hook: resolves once every in-sync replica has the entry on disk. */
+  durable(seq: number): Promise<void> {
+    if (this.options.leadership.writableEpoch() === undefined) return Promise.reject(Replies.notPrimary(this.options.group));
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ seq, at: Date.now(), resolve, reject });
+      this.settle();
+    });
+  }
+
+  /** What membership and `group list` show of this member's replication. */
+  describe(): { role: 'primary' | 'replica'; seq: number; lag?: number } {
+    const seq = this.options.store.position().seq;
+    return this.options.leadership.epoch !== undefined ? { role: 'primary', seq } : { role: 'replica', seq };
+  }
+
+  /** The primary's figures for the group's status key. */
+  status() {
+    const seq = this.options.store.position().seq;
+    return {
+      leader: this.options.node,
+      epoch: this.options.leadership.epoch ?? 0,
+      inSync: [this.options.node, ...this.inSync],
+      lag: Object.fromEntries([...this.followers.values()].map((f) => [f.node, seq - f.acked])),
+      seq,
+      lastFailoverAt: this.lastFailoverAt,
+    };
+  }
+
+  // ---- primary ---------------------------------------------------------------------------
+
+  private elected(epoch: number): void {
+    this.unfollow();
+    this.options.store.epoch = epoch;
+    // A group that had members before this one was elected failed over (or was handed over).
+    if (this.options.groups.group(this.options.group)?.inSync?.length) this.lastFailoverAt = Date.now();
+    this.inSync = new Set();
+    void this.options.store.setReady().catch(() => undefined);
+  }
+
+  private demoted(): void {
+    for (const f of this.followers.values()) refuse(f.call, grpc.status.FAILED_PRECONDITION, 'no longer the primary');
+    this.followers.clear();
+    this.inSync.clear();
+    this.failWaiters(Replies.notPrimary(this.options.group));
+    this.follow();
+  }
+
+  private failWaiters(err: MailError): void {
+    const waiting = this.waiters;
+    this.waiters = [];
+    for (const w of waiting) w.reject(err);
+  }
+
+  /** Resolves the writes every counted replica has acked. */
+  private settle(): void {
+    let min = Infinity;
+    for (const f of this.followers.values()) if (f.counted) min = Math.min(min, f.acked);
+    for (const node of this.inSync) if (!this.followers.get(node)?.counted) min = -1;
+    if (!this.waiters.length) return;
+    const left: Waiter[] = [];
+    for (const w of this.waiters) (w.seq <= min ? w.resolve() : left.push(w));
+    this.waiters = left;
+  }
+
+  private changeInSync(next: Set<string>): Promise<boolean> {
+    const run = this.changing.then(async () => {
+      const ok = await this.options.leadership.setInSync([this.options.node, ...next]);
+      if (ok) {
+        const added = [...next].filter((n) => !this.inSync.has(n));
+        const removed = [...this.inSync].filter((n) => !next.has(n));
+        this.inSync = next;
+        this.options.log.info({ event: 'replication.in-sync', group: this.options.group, inSync: [this.options.node, ...next], added, removed }, 'in-sync set changed');
+      }
+      return ok;
+    });
+    this.changing = run.catch(() => false);
+    return run;
+  }
+
+  /** Drops lagging or gone replicas from the in-sync set, adds caught-up ones, trims the log. */
+  private watchdog(): void {
+    if (this.options.leadership.epoch === undefined) return;
+    if (++this.ticks % 8 === 0) void this.options.leadership.publish(this.status()).catch(() => undefined);
+    const now = Date.now();
+    const oldest = this.waiters.reduce((m, w) => Math.min(m, w.at), now);
+    const lagging = [...this.inSync].filter((node) => {
+      const f = this.followers.get(node);
+      return !f || (now - oldest > this.options.maxLagMs() && this.waiters.some((w) => w.seq > f.acked));
+    });
+    if (lagging.length) {
+      const next = new Set([...this.inSync].filter((n) => !lagging.includes(n)));
+      this.changeInSync(next).then(
+        (ok) => {
+          if (!ok) return;
+          for (const node of lagging) {
+            const f = this.followers.get(node);
+            if (f) f.counted = false;
+            this.options.log.warn({ event: 'replication.dropped', group: this.options.group, replica: node, acked: f?.acked }, 'replica left the in-sync set');
+          }
+          this.settle();
+        },
+        () => undefined,
+      );
+    }
+    // A write waiting this long is answered with a temporary failure (its sender retries; the key keeps one copy).
+    const limit = now - Math.max(10_000, this.options.maxLagMs() * 3);
+    if (this.waiters.some((w) => w.at < limit)) {
+      const stale = this.waiters.filter((w) => w.at < limit);
+      this.waiters = this.waiters.filter((w) => w.at >= limit);
+      for (const w of stale) w.reject(Replies.timeout('replication'));
+    }
+  }
+
+  /** Up to where the log may be trimmed: what every connected replica has, less `logRetain` entries. */
+  trimPoint(): number {
+    let upto = this.options.store.position().seq - this.options.logRetain();
+    for (const f of this.followers.values()) upto = Math.min(upto, f.acked, f.pin - 1);
+    return upto;
+  }
+
+  /** A replica's caught up: it counts for waiting writes from now on, then joins the set in etcd. */
+  private join(f: Follower): void {
+    if (f.counted || f.acked < this.options.store.position().seq) return;
+    f.counted = true;
+    this.changeInSync(new Set([...this.inSync, f.node])).then(
+      (ok) => {
+        if (!ok && this.followers.get(f.node) === f) f.counted = false;
+        this.settle();
+      },
+      () => {
+        f.counted = false;
+        this.settle();
+      },
+    );
+  }
+
+  /** The Replication service: a replica's Follow stream. */
+  service(): GrpcService {
+    const handlers: ReplicationHandlers = {
+      Follow: (call) => {
+        let follower: Follower | undefined;
+        const drop = () => {
+          if (!follower) return;
+          follower.close();
+          if (this.followers.get(follower.node) === follower) {
+            this.followers.delete(follower.node);
+            follower.counted = false;
+          }
+        };
+        call.on('error', drop);
+        call.on('close', drop);
+        call.on('cancelled', drop);
+        call.on('end', drop);
+        call.on('data', (req: FollowRequest__Output) => {
+          if (!follower) {
+            follower = this.accept(call, req);
+            return;
+          }
+          follower.acked = Math.max(follower.acked, Number(req.flushed));
+          this.join(follower);
+          this.settle();
+        });
+      },
+    };
+    return { name: 'Replication', definition: proto.Replication.service, handlers: handlers as never };
+  }
+
+  private accept(call: Follower['call'], req: FollowRequest__Output): Follower | undefined {
+    const epoch = this.options.leadership.epoch;
+    if (epoch === undefined || Number(req.epoch) !== epoch) {
+      refuse(call, grpc.status.FAILED_PRECONDITION, `epoch ${req.epoch} is not current here (${epoch ?? 'not the primary'})`);
+      return undefined;
+    }
+    const old = this.followers.get(req.node);
+    if (old) refuse(old.call, grpc.status.ABORTED, 'replaced by a new stream');
+    const at = { seq: Number(req.lastSeq), epoch: Number(req.lastEpoch) };
+    let close!: () => void;
+    const closed = new Promise<void>((resolve) => (close = resolve));
+    const f: Follower = { node: req.node, call, acked: 0, counted: false, pin: Infinity, closed, close };
+    this.followers.set(req.node, f);
+    void this.ship(f, epoch, at).then(
+      () => call.end(),
+      (err) => {
+        this.options.log.warn({ event: 'replication.ship-failed', replica: f.node, err: (err as Error).message }, 'replica stream ended');
+        refuse(call, grpc.status.UNAVAILABLE, (err as Error).message);
+      },
+    );
+    return f;
+  }
+
+  /** Streams to one replica: a full copy if this log cannot continue its own, then the log. */
+  private async ship(f: Follower, epoch: number, at: { seq: number; epoch: number }): Promise<void> {
+    const { store, log } = this.options;
+    const open = () => this.followers.get(f.node) === f && this.options.leadership.epoch === epoch;
+    const send = async (res: FollowResponse) => {
+      if (!f.call.write({ ...res, epoch, primarySeq: store.position().seq })) await Promise.race([once(f.call, 'drain'), f.closed]);
+    };
+    let sent = at.seq;
+    if (!store.holds(at)) {
+      const base = store.position();
+      f.pin = base.seq;
+      log.info({ event: 'replication.copy', replica: f.node, from: at, base }, 'replica needs a full copy');
+      await send({ copyBegin: true });
+      for (const batch of store.snapshot()) {
+        if (!open()) return;
+        await send({ copy: pack(batch) });
+      }
+      await send({ copyEnd: true, baseSeq: base.seq, baseEpoch: base.epoch });
+      sent = base.seq;
+    } else f.acked = at.seq;
+    f.pin = Infinity;
+    this.join(f);
+    while (open()) {
+      const wait = this.logged;
+      const entries = store.entries(sent + 1);
+      if (!entries.length) {
+        await Promise.race([wait, f.closed]);
+        continue;
+      }
+      f.pin = sent + 1; // until sent: trimming under a batch being read would leave a gap
+      await send({ entries: entries.map((e) => pack([e.seq, e.epoch, e.ops])) });
+      sent = entries[entries.length - 1].seq;
+      f.pin = Infinity;
+    }
+  }
+
+  // ---- replica ---------------------------------------------------------------------------
+
+  /** Follows the elected primary (if it is another member), marking the data ready once this member is in sync. */
+  private follow(): void {
+    if (this._state !== 'running' || this.options.leadership.epoch !== undefined) return;
+    const g = this.options.groups.group(this.options.group);
+    const leader = g?.leader;
+    if (this.following && this.following.epoch === leader?.epoch) {
+      if (g?.inSync?.includes(this.options.node)) void this.options.store.setReady().catch(() => undefined);
+      return;
+    }
+    this.unfollow();
+    if (!leader || leader.id === this.options.node) return;
+    const client = createReplicationClient(leader.address);
+    const call = client.Follow() as unknown as grpc.ClientDuplexStream<unknown, FollowResponse__Output>;
+    const following = { epoch: leader.epoch, client, call };
+    this.following = following;
+    const pos = this.options.store.position();
+    call.write({ node: this.options.node, epoch: leader.epoch, lastSeq: pos.seq, lastEpoch: pos.epoch });
+    this.options.log.info({ event: 'replication.following', primary: leader.id, epoch: leader.epoch, from: pos }, 'following the primary');
+    void this.receive(following).then(
+      () => this.retryFollow(following),
+      (err) => {
+        if (this.following === following)
+          this.options.log.warn({ event: 'replication.follow-failed', primary: leader.id, err: (err as Error).message }, 'stream from the primary ended');
+        this.retryFollow(following);
+      },
+    );
+  }
+
+  private retryFollow(following: NonNullable<GroupReplication['following']>): void {
+    if (this.following !== following) return;
+    this.unfollow();
+    clearTimeout(this.followRetry);
+    this.followRetry = setTimeout(() => this.follow(), 500);
+  }
+
+  private unfollow(): void {
+    const f = this.following;
+    this.following = undefined;
+    if (!f) return;
+    f.call.cancel();
+    f.client.close();
+  }
+
+  private async receive(following: NonNullable<GroupReplication['following']>): Promise<void> {
+    const { store } = this.options;
+    let base: { seq: number; epoch: number } | undefined;
+    for await (const res of following.call as AsyncIterable<FollowResponse__Output>) {
+      if (this.following !== following) return;
+      if (Number(res.epoch) !== following.epoch) throw new Error(`entries of epoch ${res.epoch} on a stream of epoch ${following.epoch}`);
+      if (res.copyBegin) await store.beginCopy();
+      if (res.copy?.length) await store.copy(unpack(res.copy) as Op[]);
+      if (res.copyEnd) {
+        base = { seq: Number(res.baseSeq), epoch: Number(res.baseEpoch) };
+        await store.endCopy(base);
+      }
+      if (res.entries.length) {
+        const entries: LogEntry[] = res.entries.map((b) => {
+          const [seq, epoch, ops] = unpack(b) as [number, number, Op[]];
+          return { seq, epoch, ops };
+        });
+        await store.apply(entries);
+      }
+      if (this.following !== following) return;
+      following.call.write({ flushed: store.position().seq });
+      if (this.options.groups.group(this.options.group)?.inSync?.includes(this.options.node)) await store.setReady();
+    }
+  }
+}
+
+
+
+/** Ends a replica's stream with a status (grpc-js sends an emitted error as the call's status). */
+function refuse(call: Follower['call'], code: grpc.status, details: string): void {
+  call.emit('error', { code, details });
+}
