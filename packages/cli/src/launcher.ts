@@ -205,19 +205,21 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
     const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: state.etcd };
     const isRegistered = (p: ProcessEntry) => registered(state.etcd, [p.id]);
-    // Per group: be-<n> (the first primary), then its replicas be-<n>-r1, be-<n>-r2, ...
-    const backends = Array.from({ length: options.groups }).flatMap((_, i) =>
-      Array.from({ length: 1 + replicas }, (_, r) => {
-        const id = r ? `be-${i + 1}-r${r}` : `be-${i + 1}`;
-        return start(
-          ['grpc', 'http'],
-          ({ grpc, http }) =>
-            nodeEntry('backend', id, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
-          isRegistered,
-          `${id} to register in etcd`,
-        );
-      }),
-    );
+    // Per group: be-<n>, elected first, then its replicas be-<n>-r1, be-<n>-r2, ...
+    const backend = (i: number, r: number) => {
+      const id = r ? `be-${i + 1}-r${r}` : `be-${i + 1}`;
+      return start(
+        ['grpc', 'http'],
+        ({ grpc, http }) =>
+          nodeEntry('backend', id, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
+        isRegistered,
+        `${id} to register in etcd`,
+      );
+    };
+    const groups = Array.from({ length: options.groups }, (_, i) => i);
+    const primaries = await Promise.all(groups.map((i) => backend(i, 0)));
+    await until('every hosting group to elect a primary', () => elected(state.etcd, options.groups), primaries);
+    const backends = groups.flatMap((i) => Array.from({ length: replicas }, (_, r) => backend(i, r + 1)));
     const frontends = Array.from({ length: options.frontends }, (_, i) =>
       start(
         ['smtp', 'http', 'grpc'],
@@ -233,8 +235,7 @@ export async function clusterUp(options: { frontends: number; groups: number; re
         `fe-${i + 1} to register in etcd`,
       ),
     );
-    const started = await Promise.all(backends);
-    await until('every hosting group to elect a primary', () => elected(state.etcd, options.groups), started);
+    await Promise.all(backends);
     const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, smtp: `127.0.0.1:${p.ports.smtp}`, httpPort: p.ports.http }));
 
     const cfg = join(dir, 'haproxy.cfg');

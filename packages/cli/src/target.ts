@@ -14,7 +14,8 @@ import { readState } from './launcher.js';
 export interface Target {
   directory: DirectoryAdmin;
   /** The hosting group `account add` uses without --group. */
-  defaultGroup(): Promise<string>;
+  /** Where a new account goes without --group: the node's own group, or in a cluster the emptiest on this site. */
+  defaultGroup(site: string): Promise<string>;
   /** The primary that serves an account (epoch 0 on a single node: not fenced). */
   backendOf(account: string): Promise<Primary>;
   /** A node whose Submit service takes a message in through its submit mode (a frontend first, in a cluster). */
@@ -51,7 +52,7 @@ function clusterTarget(admin: ClusterAdmin): Target {
   return {
     directory: admin.directory,
     cluster: admin,
-    defaultGroup: () => admin.defaultGroup(),
+    defaultGroup: (site) => admin.placement(site),
     backendOf: (account) => admin.backendFor(account),
     submitter: async (node) => {
       const members = (await admin.members()).filter((m) => m.state === 'up' && m.grpc && m.services?.includes('Submit'));

@@ -36,6 +36,8 @@ export interface GroupView {
  */
 export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Service {
   private readonly groups = new Map<string, GroupView>();
+  /** Groups that elected a primary in the batch being applied. */
+  private readonly elected = new Set<string>();
 
   constructor(client: Etcd3, private readonly keys: Keys, log: Logger) {
     const view = (name: string) => {
@@ -53,6 +55,7 @@ export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Se
         else {
           const v = jsonValue(leaderValue, kv);
           g.leader = { id: v.id, address: v.grpc, epoch: Number(kv.create_revision) };
+          this.elected.add(name);
         }
       } else if (field === 'in-sync') {
         g.inSync = removed ? undefined : jsonValue(inSyncValue, kv).members;
@@ -64,6 +67,7 @@ export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Se
       prefix: keys.groups,
       name: 'groups',
       log,
+      auditEveryMs: 3_000,
       handler: {
         reset: () => this.groups.clear(),
         put: (kv) => parse(kv, false),
@@ -71,6 +75,14 @@ export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Se
         invalid: (kv) => parse(kv, true),
       },
     });
+    this.on('change', () => {
+      for (const group of this.elected) this.emit('new-primary', group);
+      this.elected.clear();
+    });
+  }
+
+  onNewPrimary(listener: (group: string) => void): void {
+    this.on('new-primary', listener);
   }
 
   async primary(group: string): Promise<Primary | undefined> {

@@ -30,6 +30,14 @@ export class Keys {
     return `${this.directory}aliases/${domain}/${local}`;
   }
 
+  /**
+   * Password hashes brought by `account import`, kept apart from the directory (which every
+   * node caches, frontends too) until the owning group takes them.
+   */
+  password(address: string) {
+    return `${this.prefix}/passwords/${address}`;
+  }
+
   /** Hosting groups that exist (created when a backend of the group first registers). */
   get groups() {
     return `${this.prefix}/groups/`;

@@ -1,5 +1,5 @@
 import type { Logger, Service, ServiceState } from '@mailgrid/core';
-import type { Etcd3, Lease } from 'etcd3';
+import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { HostingGroupsWatch } from './hosting-groups.js';
@@ -86,10 +86,13 @@ export class GroupLeadership extends EventEmitter implements Service {
 
   private async tick(): Promise<void> {
     const { client, keys, group } = this.options;
+    // No keep-alive got through in time: no more writes (writableEpoch already says so), and the lease is left.
+    if (this._epoch !== undefined && performance.now() > this.validUntil) this.demote('lease not renewed in time');
     await this.keepAlive();
     if (this._epoch !== undefined) {
       const kv = (await client.get(keys.election(group)).options({ deadline: this.deadline() }).exec()).kvs[0];
-      if (!kv || Number(kv.create_revision) !== this._epoch) this.demote('the election key is no longer this member’s');
+      if (!kv || Number(kv.create_revision) !== this._epoch || !kv.value.toString().includes(JSON.stringify(this.options.node)))
+        this.demote('the election key is no longer this member’s');
       return;
     }
     const g = this.options.groups.group(group);
@@ -136,12 +139,10 @@ export class GroupLeadership extends EventEmitter implements Service {
       const res = await this.lease.keepaliveOnce({ deadline: this.deadline() } as never);
       if (Number(res.TTL) > 0) this.validUntil = sent + ttlSec * 1000 - MARGIN_MS;
     } catch (err) {
-      if ((err as Error).name === 'EtcdLeaseInvalidError') {
+      if (err instanceof EtcdLeaseInvalidError || /lease not found/i.test((err as Error).message)) {
         // Gone on etcd's side: so is the key. A new lease next tick.
-        this.lease = undefined;
-        this.leaseId = undefined;
-        this.validUntil = 0;
         if (this._epoch !== undefined) this.demote('lease expired');
+        this.dropLease();
       }
       throw err;
     }
@@ -151,10 +152,26 @@ export class GroupLeadership extends EventEmitter implements Service {
     return new Date(Date.now() + this.every);
   }
 
+  /**
+   * Leaves the lease: revoked if etcd answers (the key goes with it, so an election can
+   * follow at once), else left to lapse. A new one is granted next tick.
+   */
+  private dropLease(): void {
+    const lease = this.lease;
+    this.lease = undefined;
+    this.leaseId = undefined;
+    this.validUntil = 0;
+    lease?.revoke().catch(() => undefined);
+  }
+
   private demote(reason: string): void {
     const epoch = this._epoch;
+    // When it stopped taking writes, on the wall clock (for logs: terms can be laid side by side).
+    const writableUntil = new Date(Date.now() - Math.max(0, performance.now() - this.validUntil)).toISOString();
     this._epoch = undefined;
-    this.options.log.warn({ event: 'leadership.demoted', group: this.options.group, epoch, reason }, 'no longer the primary');
+    // Whatever the reason, the key must not outlive the term (a live lease would keep it).
+    this.dropLease();
+    this.options.log.warn({ event: 'leadership.demoted', group: this.options.group, epoch, reason, writableUntil }, 'no longer the primary');
     this.emit('demoted', epoch);
   }
 
@@ -188,13 +205,10 @@ export class GroupLeadership extends EventEmitter implements Service {
     clearInterval(this.timer);
     this.options.groups.off('change', this.onGroups);
     await this.ticking;
-    const epoch = this._epoch;
-    if (epoch !== undefined) {
-      this.demote('stopping');
-      const { client, keys, group } = this.options;
-      await client.if(keys.election(group), 'Create', '==', epoch).then(client.delete().key(keys.election(group))).commit().catch(() => undefined);
-    }
-    await this.lease?.revoke().catch(() => undefined);
+    // Revoking the lease removes the election key with it: a replica is elected at once.
+    const lease = this.lease;
+    if (this._epoch !== undefined) this.demote('stopping');
+    await lease?.revoke().catch(() => undefined);
     this._state = 'stopped';
   }
 }

@@ -105,6 +105,7 @@ export class Membership extends EventEmitter implements Service {
       prefix: keys.members,
       name: 'members',
       log,
+      auditEveryMs: 3_000,
       handler: {
         reset: () => this.live.clear(),
         put: (kv) => {

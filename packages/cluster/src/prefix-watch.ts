@@ -21,6 +21,12 @@ export interface PrefixWatchOptions {
   name: string;
   log: Logger;
   handler: PrefixHandler;
+  /**
+   * For small prefixes: read the whole prefix this often and reload when the watch has
+   * missed a change (seen on two reads in a row). etcd watches have gone silent after an
+   * etcd restart without any error (microsoft/etcd3 #31, #72; etcd-io/jetcd #1209).
+   */
+  auditEveryMs?: number;
 }
 
 /**
@@ -42,6 +48,10 @@ export class PrefixWatch extends EventEmitter implements Service {
   private loading: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly stopped = new AbortController();
+  /** With `auditEveryMs`: each applied key's mod revision, and what the last audit found missing. */
+  private readonly applied = new Map<string, number>();
+  private missed = '';
+  private auditTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: PrefixWatchOptions) {
     super();
@@ -65,6 +75,10 @@ export class PrefixWatch extends EventEmitter implements Service {
   /** Loads and starts watching. If etcd cannot be reached it still resolves and keeps retrying. */
   async start(): Promise<void> {
     this._state = 'running';
+    if (this.options.auditEveryMs) {
+      this.auditTimer = setInterval(() => void this.audit().catch(() => undefined), this.options.auditEveryMs);
+      this.auditTimer.unref();
+    }
     try {
       await this.load();
     } catch (err) {
@@ -76,6 +90,7 @@ export class PrefixWatch extends EventEmitter implements Service {
   async stop(): Promise<void> {
     this._state = 'stopped';
     this.stopped.abort();
+    clearInterval(this.auditTimer);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     await this.loading?.catch(() => undefined);
@@ -92,6 +107,7 @@ export class PrefixWatch extends EventEmitter implements Service {
     const t0 = Date.now();
     await this.dropWatcher();
     handler.reset();
+    this.applied.clear();
     let keys = 0;
     const revision = await readPrefix(client, prefix, (kv) => {
       keys++;
@@ -154,8 +170,32 @@ export class PrefixWatch extends EventEmitter implements Service {
     watcher.request.start_revision = String(this._revision + 1);
   }
 
+  /** Reads the prefix; a difference from what was applied that is still there on the next read means the watch missed it. */
+  private async audit(): Promise<void> {
+    if (!this._synced || this.loading) return;
+    const fresh = new Map<string, number>();
+    await readPrefix(this.options.client, this.options.prefix, (kv) => void fresh.set(kv.key.toString(), Number(kv.mod_revision)));
+    const diff: string[] = [];
+    for (const [key, mod] of fresh) if (this.applied.get(key) !== mod) diff.push(`${key}@${mod}`);
+    for (const key of this.applied.keys()) if (!fresh.has(key)) diff.push(`${key}@-`);
+    const before = new Set(this.missed.split(' '));
+    const now = diff.join(' ');
+    if (diff.some((d) => before.has(d))) {
+      this.options.log.warn({ event: 'etcd.watch-stale', watch: this.name, missed: diff.slice(0, 5) }, 'etcd watch missed changes, reloading');
+      this.missed = '';
+      this.setSynced(false);
+      this.scheduleReload();
+      return;
+    }
+    this.missed = now;
+  }
+
   private apply(kind: 'put' | 'delete', kv: IKeyValue): void {
     const { handler, log } = this.options;
+    if (this.options.auditEveryMs) {
+      if (kind === 'put') this.applied.set(kv.key.toString(), Number(kv.mod_revision));
+      else this.applied.delete(kv.key.toString());
+    }
     try {
       if (kind === 'delete') return handler.delete(kv);
       try {

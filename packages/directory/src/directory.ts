@@ -66,4 +66,6 @@ export interface Primary {
 /** Where the primary backend of each hosting group is reached. */
 export interface HostingGroups {
   primary(group: string): Promise<Primary | undefined>;
+  /** Calls `listener` when a group elects a new primary (a cluster; the single node's never changes). */
+  onNewPrimary?(listener: (group: string) => void): void;
 }

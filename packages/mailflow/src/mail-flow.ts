@@ -115,6 +115,14 @@ export function createMailFlow(deps: {
       .then((n) => n && log.info({ event: 'submit.takers-back', recipients: n }, 'a queue taker is back; offering what waits here'))
       .catch((err) => log.warn({ event: 'submit.retry-failed', err }, 'could not make waiting mail due'));
   });
+  // Mail that waits for a group (its primary died under a delivery) goes to the new one at once.
+  deps.groups.onNewPrimary?.((group) => {
+    if (!store.messageCount) return;
+    queue
+      .retryNow()
+      .then((n) => n && log.info({ event: 'queue.new-primary', group, recipients: n }, 'a hosting group elected a primary; retrying what waits'))
+      .catch((err) => log.warn({ event: 'queue.retry-failed', err }, 'could not make waiting mail due'));
+  });
   const wake = () => runner!.wake();
   return {
     router,

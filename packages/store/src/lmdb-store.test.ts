@@ -118,3 +118,75 @@ describe('pruneDedupe', () => {
     assert.equal(store.calls(), 1);
   });
 });
+
+describe('LmdbMailStore log (replication)', () => {
+  const dirs: string[] = [];
+  const stores: LmdbMailStore[] = [];
+  const make = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailgrid-log-'));
+    dirs.push(dir);
+    const s = new LmdbMailStore(dir);
+    stores.push(s);
+    return s;
+  };
+  after(async () => {
+    for (const s of stores) await s.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  const same = (a: LmdbMailStore, b: LmdbMailStore, account: string) => {
+    assert.deepEqual(b.list(account), a.list(account));
+    for (const m of a.list(account)) assert.deepEqual(b.fetch(account, m.folder, m.uid)?.body, a.fetch(account, m.folder, m.uid)?.body);
+  };
+
+  it('logs every write in order; a replica applying the entries ends up with the same mail, rules and keys', async () => {
+    const primary = make();
+    const replica = make();
+    primary.epoch = 7;
+    await primary.append({ body: Buffer.from('one\r\n'), receivedAt: 1, recipients: [{ account: 'a@x.test', idempotencyKey: 'm1:a' }, { account: 'b@x.test', idempotencyKey: 'm1:b' }] });
+    await primary.append({ body: Buffer.from('two\r\n'), receivedAt: 2, recipients: [{ account: 'a@x.test', idempotencyKey: 'm2:a', folders: ['Lists'] }] });
+    await primary.setRules('a@x.test', 'keep;');
+    await primary.delete('b@x.test', 'INBOX', [1]);
+    assert.deepEqual(primary.position(), { seq: 4, epoch: 7 });
+    const entries = primary.entries(1);
+    assert.deepEqual(entries.map((e) => e.seq), [1, 2, 3, 4]);
+    await replica.apply(entries);
+    assert.deepEqual(replica.position(), { seq: 4, epoch: 7 });
+    same(primary, replica, 'a@x.test');
+    same(primary, replica, 'b@x.test');
+    assert.deepEqual(replica.list('a@x.test', 'Lists'), primary.list('a@x.test', 'Lists'));
+    assert.equal(replica.rules('a@x.test'), 'keep;');
+    assert.equal(replica.seen('m1:a')?.uid, 1);
+    // Out of order is refused, not applied.
+    await assert.rejects(replica.apply(primary.entries(2)), /451 4\.3\.0/);
+    assert.deepEqual(replica.position(), { seq: 4, epoch: 7 });
+  });
+
+  it('says whether it can continue a replica\'s log; a trimmed or diverged one needs a full copy, which gives the same state', async () => {
+    const primary = make();
+    primary.epoch = 3;
+    for (let i = 1; i <= 5; i++) await primary.append({ body: Buffer.from(`m${i}\r\n`), receivedAt: i, recipients: [{ account: 'c@x.test', idempotencyKey: `k${i}` }] });
+    assert.ok(primary.holds({ seq: 0, epoch: 0 }));
+    assert.ok(primary.holds({ seq: 2, epoch: 3 }));
+    assert.ok(!primary.holds({ seq: 2, epoch: 9 }), 'same seq, another epoch: diverged');
+    await primary.trim(3);
+    assert.deepEqual(primary.base(), { seq: 3, epoch: 3 });
+    assert.ok(!primary.holds({ seq: 2, epoch: 3 }), 'trimmed past it');
+    assert.ok(primary.holds({ seq: 3, epoch: 3 }));
+    assert.deepEqual(primary.entries(1).map((e) => e.seq), [4, 5]);
+
+    const replica = make();
+    await replica.append({ body: Buffer.from('stray\r\n'), receivedAt: 1, recipients: [{ account: 'z@x.test', idempotencyKey: 'stray' }] });
+    const base = primary.position();
+    await replica.beginCopy();
+    assert.deepEqual(replica.position(), { seq: 0, epoch: 0 }, 'not whole while copying');
+    assert.equal(replica.ready, false);
+    for (const batch of primary.snapshot(16)) await replica.copy(batch);
+    await replica.endCopy(base);
+    same(primary, replica, 'c@x.test');
+    assert.deepEqual(replica.list('z@x.test'), [], 'what it had before is gone');
+    await primary.append({ body: Buffer.from('m6\r\n'), receivedAt: 6, recipients: [{ account: 'c@x.test', idempotencyKey: 'k6' }] });
+    await replica.apply(primary.entries(base.seq + 1));
+    same(primary, replica, 'c@x.test');
+    assert.deepEqual(replica.position(), primary.position());
+  });
+});

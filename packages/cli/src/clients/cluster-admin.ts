@@ -83,12 +83,38 @@ export class ClusterAdmin {
     });
   }
 
-  /** The hosting group of a lone group, so `account add` needs no --group then. */
-  async defaultGroup(): Promise<string> {
-    const groups = await this.groups();
-    if (groups.length === 1) return groups[0].group;
-    if (!groups.length) throw new CliError('the cluster has no hosting groups yet (start a backend first)');
-    throw new CliError(`--group is required: this cluster has groups ${groups.map((g) => g.group).join(', ')}`);
+  async groupNames(): Promise<string[]> {
+    return (await this.groupViews()).map((g) => g.name);
+  }
+
+  /** Every account's group, read in pages (a million accounts take a few seconds). */
+  async accountGroups(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const prefix = `${this.keys.directory}accounts/`;
+    await readPrefix(this.client, prefix, (kv) => {
+      const [domain, local] = kv.key.toString().slice(prefix.length).split('/');
+      try {
+        out.set(`${local}@${domain}`, JSON.parse(kv.value.toString()).group);
+      } catch {
+        // a hand-written value: not an account to count
+      }
+    });
+    return out;
+  }
+
+  /**
+   * Where `account add` without --group puts an account: the group with the fewest accounts
+   * among those whose primary is on `site` (every group when none is), ties by name.
+   */
+  async placement(site: string): Promise<string> {
+    const [views, members, accounts] = await Promise.all([this.groupViews(), this.members(), this.accountGroups()]);
+    if (!views.length) throw new CliError('the cluster has no hosting groups yet (start a backend first)');
+    const siteOf = (g: GroupView) => members.find((m) => m.id === g.leader?.id)?.site;
+    const local = views.filter((g) => siteOf(g) === site);
+    const count = new Map<string, number>();
+    for (const group of accounts.values()) count.set(group, (count.get(group) ?? 0) + 1);
+    const pick = (local.length ? local : views).map((g) => ({ name: g.name, n: count.get(g.name) ?? 0 })).sort((a, b) => a.n - b.n || a.name.localeCompare(b.name));
+    return pick[0].name;
   }
 
   /** The primary that serves an account: its gRPC address and epoch (which its writes carry). */

@@ -1,16 +1,40 @@
 import { checkedAddress, checkedDomain } from '@mailgrid/directory';
-import { done, print, program, withTarget } from '../context.js';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { done, json, print, program, withCluster, withTarget } from '../context.js';
+import { CliError } from '../errors.js';
+import { importAccounts } from '../import.js';
 
 const account = program.command('account').description('accounts');
 account
   .command('add <address>')
   .description('create an account in a hosted domain')
-  .option('--group <group>', "hosting group (default: the node's group, or a cluster's only group)")
+  .option('--group <group>', "hosting group (default: the node's group; in a cluster the group with the fewest accounts on this node's --site)")
   .action((address: string, opts) =>
-    withTarget(async (t) => {
+    withTarget(async (t, c) => {
       const key = checkedAddress(address).key;
-      await t.directory.addAccount(key, opts.group ?? (await t.defaultGroup()));
-      done(`account ${key} added`);
+      const group = opts.group ?? (await t.defaultGroup(c.site));
+      await t.directory.addAccount(key, group);
+      done(`account ${key} added${opts.group || !t.cluster ? '' : ` to group ${group}`}`);
+    }),
+  );
+account
+  .command('import <file>')
+  .description('load accounts from JSON lines ({"address","group","passwordHash"}) or CSV (address,group[,hash]); bad lines are reported, good ones load; safe to run again')
+  .action((file: string) =>
+    withCluster(async (admin) => {
+      const started = Date.now();
+      const input = createReadStream(file);
+      const failed = new Promise<never>((_, reject) => input.once('error', (err) => reject(new CliError(`cannot read ${file}: ${err.message}`))));
+      const report = await Promise.race([importAccounts(admin, createInterface({ input, crlfDelay: Infinity })), failed]);
+      const seconds = (Date.now() - started) / 1000;
+      const rate = Math.round(report.loaded / Math.max(seconds, 0.001));
+      if (json()) process.stdout.write(JSON.stringify({ ...report, seconds, perSecond: rate }, null, 2) + '\n');
+      else {
+        for (const b of report.bad) process.stderr.write(`${file}:${b.line}: ${b.reason}\n`);
+        process.stdout.write(`${report.loaded} accounts loaded, ${report.unchanged} already there, ${report.bad.length} bad lines, in ${seconds.toFixed(1)} s (${rate}/s)\n`);
+      }
+      if (report.bad.length) process.exitCode = 1;
     }),
   );
 account
