@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -123,7 +123,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     for (const m of members) {
       const p = proc(m.id);
       assert.equal(m.grpc, `127.0.0.1:${p.ports.grpc}`, `${m.id} advertises its one gRPC port`);
-      assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit'] : ['Delivery', 'Mailbox', 'Rules', 'Queue', 'Submit'], `${m.id} services`);
+      assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit'] : ['Delivery', 'Mailbox', 'Rules', 'Queue', 'Submit', 'Replication'], `${m.id} services`);
       assert.ok(Number.isInteger(m.epoch) && m.epoch > 0, `${m.id} has an epoch`);
       assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'smtp'] : ['grpc', 'http'], `${m.id} listens on no other port`);
     }
@@ -172,6 +172,47 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
       );
     }
     console.log(`# new account accepted by both frontends ${Date.now() - t0} ms after \`account add\` returned`);
+  });
+
+  it('places an account added without --group in the group with the fewest accounts on the site', async () => {
+    const accounts = JSON.parse((await cli('account', 'list', '--json')).stdout) as { group: string }[];
+    const count = (g: string) => accounts.filter((a) => a.group === g).length;
+    const fewest = count('g1') <= count('g2') ? 'g1' : 'g2';
+    const add = await cli('account', 'add', 'placed@example.test');
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(add.stdout, new RegExp(`to group ${fewest}`));
+    const listed = JSON.parse((await cli('account', 'list', '--json')).stdout) as { address: string; group: string }[];
+    assert.equal(listed.find((a) => a.address === 'placed@example.test')?.group, fewest);
+  });
+
+  it('imports accounts from JSON lines and CSV, reports bad lines by number, loads the good ones, and runs again safely', async () => {
+    const file = join(cwd, 'accounts.txt');
+    writeFileSync(
+      file,
+      [
+        'address,group,hash',
+        'imp1@example.test,g1',
+        '{"address":"imp2@example.test","group":"g2","passwordHash":"$2y$05$abcdefghijklmnopqrstuv"}',
+        'not-an-address,g1',
+        'imp3@nowhere.test,g1',
+        'imp4@example.test,g9',
+        '{"address":"imp5@example.test","group":"g1","passwordHash":"plain"}',
+        'imp1@example.test,g1',
+        'imp6@example.test,g2,$6$salt$hash',
+      ].join('\n') + '\n',
+    );
+    const first = await cli('account', 'import', file);
+    assert.equal(first.code, 1, 'bad lines make it exit non-zero');
+    assert.match(first.stdout, /^3 accounts loaded, 0 already there, 5 bad lines/);
+    const bad = first.stderr.trim().split('\n').map((l) => Number(/accounts\.txt:(\d+):/.exec(l)?.[1]));
+    assert.deepEqual(bad, [4, 5, 6, 7, 8]);
+    const listed = JSON.parse((await cli('account', 'list', '--json')).stdout) as { address: string; group: string }[];
+    const groupOf = (a: string) => listed.find((x) => x.address === a)?.group;
+    assert.deepEqual(['imp1', 'imp2', 'imp6'].map((l) => groupOf(`${l}@example.test`)), ['g1', 'g2', 'g2']);
+    assert.equal(groupOf('imp5@example.test'), undefined);
+    assert.match(await rcptReply(state.smtp, 'imp6@example.test'), /^250/);
+    const again = await cli('account', 'import', file);
+    assert.match(again.stdout, /^0 accounts loaded, 3 already there, 5 bad lines/);
   });
 
   it('delivers mail for an alias to its account in the account\'s group', async () => {

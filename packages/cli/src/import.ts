@@ -50,7 +50,7 @@ export function parseImportLine(text: string, line: number): ImportLine | string
  * groups. Each batch creates only keys that do not exist yet (a transaction guarded per key);
  * one that loses a race with another writer is done again key by key.
  */
-export async function importAccounts(admin: ClusterAdmin, lines: AsyncIterable<string>, options: { batch?: number; parallel?: number } = {}): Promise<ImportReport> {
+export async function importAccounts(admin: ClusterAdmin, open: () => AsyncIterable<string>, options: { batch?: number; parallel?: number } = {}): Promise<ImportReport> {
   // etcd allows 128 operations per transaction: an account and its password hash are two.
   const batchSize = options.batch ?? 64;
   const report: ImportReport = { loaded: 0, unchanged: 0, bad: [] };
@@ -69,7 +69,8 @@ export async function importAccounts(admin: ClusterAdmin, lines: AsyncIterable<s
     running.add(p);
     if (running.size >= (options.parallel ?? 8)) await Promise.race(running);
   };
-  for await (const text of lines) {
+  // Opened only now: a line reader started before the reads above would have emitted lines nobody heard.
+  for await (const text of open()) {
     n++;
     const parsed = parseImportLine(text, n);
     if (parsed === undefined) continue;

@@ -1,5 +1,6 @@
 import { checkedAddress, checkedDomain } from '@mailgrid/directory';
 import { createReadStream } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { done, json, print, program, withCluster, withTarget } from '../context.js';
 import { CliError } from '../errors.js';
@@ -24,9 +25,10 @@ account
   .action((file: string) =>
     withCluster(async (admin) => {
       const started = Date.now();
-      const input = createReadStream(file);
-      const failed = new Promise<never>((_, reject) => input.once('error', (err) => reject(new CliError(`cannot read ${file}: ${err.message}`))));
-      const report = await Promise.race([importAccounts(admin, createInterface({ input, crlfDelay: Infinity })), failed]);
+      await access(file).catch((err: Error) => {
+        throw new CliError(`cannot read ${file}: ${err.message}`);
+      });
+      const report = await importAccounts(admin, () => createInterface({ input: createReadStream(file), crlfDelay: Infinity }));
       const seconds = (Date.now() - started) / 1000;
       const rate = Math.round(report.loaded / Math.max(seconds, 0.001));
       if (json()) process.stdout.write(JSON.stringify({ ...report, seconds, perSecond: rate }, null, 2) + '\n');
@@ -34,7 +36,7 @@ account
         for (const b of report.bad) process.stderr.write(`${file}:${b.line}: ${b.reason}\n`);
         process.stdout.write(`${report.loaded} accounts loaded, ${report.unchanged} already there, ${report.bad.length} bad lines, in ${seconds.toFixed(1)} s (${rate}/s)\n`);
       }
-      if (report.bad.length) process.exitCode = 1;
+      if (report.bad.length) throw new CliError(`${report.bad.length} bad lines in ${file} (the good ones are loaded)`);
     }),
   );
 account
