@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, runCli, sendMail, sleep, startTcpProxy, type TcpProxy } from '@mailgrid/testing';
+import { eventually, MailboxProbe, nodeLog, runCli, sendMail, sleep, startTcpProxy, type TcpProxy } from '@mailgrid/testing';
 
 // Hosting groups with replicas, in a cluster of real processes (etcd, HAProxy, 1 frontend,
 // one group of a primary and a replica), under steady SMTP load through HAProxy: kill -9 of
@@ -69,16 +69,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
   const group = async () => (JSON.parse((await ok('group', 'list', '--json')).stdout) as Group[])[0];
   const pidOf = (id: string) => state().processes.find((p) => p.id === id)!.pid;
   const inSync = async () => (await group()).inSync.split(',').sort().join(',');
-  const logOf = (id: string) =>
-    readFileSync(join(state().dir, `${id}.log`), 'utf8')
-      .split('\n')
-      .flatMap((l) => {
-        try {
-          return [JSON.parse(l) as Record<string, unknown>];
-        } catch {
-          return [];
-        }
-      });
+  const logOf = (id: string) => nodeLog(state().dir, id);
   /** A new primary other than `old`, with the time it took to appear. */
   const newPrimary = async (old: string, since: number) => {
     const g = await eventually(`a primary other than ${old}`, async () => {

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { deliverRaw, eventually, runCli, sendMail, sleep, startSink } from '@mailgrid/testing';
+import { deliverRaw, eventually, nodeLog, runCli, sendMail, sleep, startSink } from '@mailgrid/testing';
 
 // Submit modes and queue takers in a cluster of real processes (etcd, HAProxy, 2 frontends,
 // 1 backend): mail made on the backend by an account's rules goes to a queue taker, or waits
@@ -25,16 +25,7 @@ describe('submit modes: mail made on a backend, queue takers', () => {
   const members = async () => JSON.parse((await cli('member', 'list', '--json')).stdout) as Member[];
   const modeOf = async (id: string) => (await members()).find((m) => m.id === id)?.submitMode;
   const takers = async () => (JSON.parse((await cli('queue', 'takers', '--json')).stdout) as Member[]).map((m) => m.id).sort();
-  const logOf = (id: string) =>
-    readFileSync(join(state.dir, `${id}.log`), 'utf8')
-      .split('\n')
-      .flatMap((l) => {
-        try {
-          return [JSON.parse(l) as Record<string, unknown>];
-        } catch {
-          return [];
-        }
-      });
+  const logOf = (id: string) => nodeLog(state.dir, id);
   const sunk = (id: string) => sink.messages.filter((m) => m.raw.toString().includes(`X-Test-Id: ${id}\r\n`));
   const ok = async (...args: string[]) => {
     const r = await cli(...args);

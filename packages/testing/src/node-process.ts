@@ -1,5 +1,5 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,4 +124,17 @@ async function ready(httpPort: number): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The JSON lines of a cluster member's log (`<dir>/<id>.log`, as `cluster up` writes it); other lines are skipped. */
+export function nodeLog(dir: string, id: string): Record<string, unknown>[] {
+  return readFileSync(join(dir, `${id}.log`), 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
 }
