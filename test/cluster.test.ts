@@ -204,7 +204,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     const first = await cli('account', 'import', file);
     assert.equal(first.code, 1, 'bad lines make it exit non-zero');
     assert.match(first.stdout, /^3 accounts loaded, 0 already there, 5 bad lines/);
-    const bad = first.stderr.trim().split('\n').map((l) => Number(/accounts\.txt:(\d+):/.exec(l)?.[1]));
+    const bad = first.stderr.trim().split('\n').flatMap((l) => /accounts\.txt:(\d+):/.exec(l)?.slice(1).map(Number) ?? []);
     assert.deepEqual(bad, [4, 5, 6, 7, 8]);
     const listed = JSON.parse((await cli('account', 'list', '--json')).stdout) as { address: string; group: string }[];
     const groupOf = (a: string) => listed.find((x) => x.address === a)?.group;

@@ -195,7 +195,17 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
       await ok('cluster', 'start', 'be-1-r1');
       await eventually('both in sync', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
     });
-    after(() => proxy?.close());
+    after(async () => {
+      // Back to etcd directly. (Behind the proxy, be-1 did not re-register after an etcd
+      // restart: open, see the issue notes.)
+      await ok('cluster', 'stop', 'be-1');
+      const s = JSON.parse(readFileSync(stateFile, 'utf8'));
+      s.processes.find((p: Proc) => p.id === 'be-1').env.MAILGRID_ETCD = s.etcd;
+      writeFileSync(stateFile, JSON.stringify(s, null, 2));
+      await ok('cluster', 'start', 'be-1');
+      await eventually('be-1 in sync', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
+      await proxy?.close();
+    });
 
     it('stops taking writes before its lease can lapse; the replica takes over; no write is accepted by both', async (t) => {
       const load = new Load(state().smtp, 'cut-off', 2);

@@ -104,7 +104,7 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     await eventually('no queue taker left', async () => ((await takers()).length === 0 ? true : undefined));
     const be = (await members()).find((m) => m.id === 'be-1')!;
     const body = Buffer.from('Subject: fwd\r\nX-Test-Id: waits-1\r\n\r\nredirect me later\r\n');
-    const res = await deliverRaw(be.grpc, { messageId: 'waits-1-msg', mailFrom: 'someone@sender.test', group: 'g1', epoch: be.epoch, recipients: [{ address: 'fwd2@example.test', account: 'fwd2@example.test', idempotencyKey: 'waits-1-msg:fwd2@example.test' }] }, body);
+    const res = await deliverRaw(be.grpc, { messageId: 'waits-1-msg', mailFrom: 'someone@sender.test', group: 'g1', epoch: (JSON.parse((await cli('group', 'list', '--json')).stdout) as { epoch: number }[])[0].epoch, recipients: [{ address: 'fwd2@example.test', account: 'fwd2@example.test', idempotencyKey: 'waits-1-msg:fwd2@example.test' }] }, body);
     assert.equal(res.results[0].outcome, 'STORED', res.results[0].reply?.text);
     const waiting = JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout) as { recipients: { address: string }[] }[];
     assert.deepEqual(waiting.map((m) => m.recipients.map((r) => r.address).sort()), [['far@outside.test', 'near@other.test']], 'the redirect waits in the backend queue');

@@ -135,9 +135,13 @@ export class PrefixWatch extends EventEmitter implements Service {
       this.setSynced(false);
       this.scheduleReload();
     });
-    // Resolve once connected, cut off, cancelled (each handled above) or stopped.
+    // Resolve once connected, cut off, cancelled (each handled above) or stopped, or after
+    // 5 s: a watch that never says either must not hold the load (and the audit) for ever.
     const { signal } = this.stopped;
-    await Promise.race([once(watcher, 'connected', { signal }), once(watcher, 'disconnected', { signal })]).catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000)));
+    await Promise.race([once(watcher, 'connected', { signal }), once(watcher, 'disconnected', { signal }), waited]).catch(() => undefined);
+    clearTimeout(timer);
   }
 
   private onConnected(watcher: Watcher): void {
@@ -172,7 +176,8 @@ export class PrefixWatch extends EventEmitter implements Service {
 
   /** Reads the prefix; a difference from what was applied that is still there on the next read means the watch missed it. */
   private async audit(): Promise<void> {
-    if (!this._synced || this.loading) return;
+    // Also while cut off: a watch that never reconnects after an etcd restart is the case this is for.
+    if (this.loading || this.retryTimer) return;
     const fresh = new Map<string, number>();
     await readPrefix(this.options.client, this.options.prefix, (kv) => void fresh.set(kv.key.toString(), Number(kv.mod_revision)));
     const diff: string[] = [];
