@@ -68,62 +68,64 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
 const DEDUPE_MARGIN_MS = 24 * 3_600_000;
 
 /**
+ * Store upkeep that runs every `everyMs`, one pass at a time; `pass` gets whether the node
+ * is still running (a long pass yields between batches and ends early on stop). A failed
+ * pass is logged and done again next time. Stop waits for a pass under way.
+ */
+function upkeep(name: string, everyMs: number, pass: (running: () => boolean) => Promise<void>, log: Logger): Service {
+  let state: ServiceState = 'new';
+  let timer: NodeJS.Timeout | undefined;
+  let under: Promise<void> | undefined;
+  return {
+    name,
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+      timer = setInterval(() => {
+        under ??= pass(() => state === 'running')
+          .catch((err) => log.warn({ event: 'store.upkeep-failed', upkeep: name, err }, 'store upkeep failed; next time'))
+          .finally(() => (under = undefined));
+      }, everyMs);
+      timer.unref();
+    },
+    async stop() {
+      state = 'stopped';
+      clearInterval(timer);
+      await under;
+    },
+  };
+}
+
+/**
  * Forgets idempotency keys once no sender can retry their messages any more (the queue
  * lifetime and a day after they arrived): a pass over the table every hour, in batches, so
  * it stays the size of the last few days' deliveries instead of growing for ever.
  */
 function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger): Service {
-  let state: ServiceState = 'new';
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> | undefined;
-  const pass = async () => {
-    // Between batches deliveries go first; a stopping node ends the pass.
-    const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(state === 'running')));
-    const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
-    if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
-  };
-  return {
-    name: 'dedupe-pruner',
-    get state() {
-      return state;
+  return upkeep(
+    'dedupe-pruner',
+    3_600_000,
+    async (running) => {
+      // Between batches deliveries go first; a stopping node ends the pass.
+      const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(running())));
+      const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
+      if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
     },
-    async start() {
-      state = 'running';
-      timer = setInterval(() => {
-        running ??= pass()
-          .catch((err) => log.warn({ event: 'store.dedupe-prune-failed', err }, 'idempotency keys not pruned; next time'))
-          .finally(() => (running = undefined));
-      }, 3_600_000);
-      timer.unref();
-    },
-    async stop() {
-      state = 'stopped';
-      clearInterval(timer);
-      await running;
-    },
-  };
+    log,
+  );
 }
 
 /** Trims the store's log every 10 s up to `upto()` (what every replica has, less what is kept for ones that were away). */
 function logTrimmer(store: LmdbMailStore, upto: () => number, log: Logger): Service {
-  let timer: NodeJS.Timeout | undefined;
-  let state: ServiceState = 'new';
-  return {
-    name: 'log-trimmer',
-    get state() {
-      return state;
+  return upkeep(
+    'log-trimmer',
+    10_000,
+    async () => {
+      const to = upto();
+      if (to > store.base().seq) await store.trim(to);
     },
-    async start() {
-      state = 'running';
-      timer = setInterval(() => {
-        const to = upto();
-        if (to > store.base().seq) store.trim(to).catch((err) => log.warn({ event: 'store.trim-failed', err }, 'log not trimmed; next time'));
-      }, 10_000);
-      timer.unref();
-    },
-    async stop() {
-      state = 'stopped';
-      clearInterval(timer);
-    },
-  };
+    log,
+  );
 }

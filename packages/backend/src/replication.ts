@@ -131,7 +131,7 @@ export class GroupReplication implements Service {
   }
 
   /** What membership and `group list` show of this member's replication. */
-  describe(): { role: 'primary' | 'replica'; seq: number; lag?: number } {
+  describe(): { role: 'primary' | 'replica'; seq: number } {
     const seq = this.options.store.position().seq;
     return this.options.leadership.epoch !== undefined ? { role: 'primary', seq } : { role: 'replica', seq };
   }

@@ -1,6 +1,7 @@
 import type { Logger, Service } from '@mailgrid/core';
 import type { HostingGroups, Primary } from '@mailgrid/directory';
 import type { Etcd3, IKeyValue } from 'etcd3';
+import { readPrefix } from './etcd.js';
 import { z } from 'zod';
 import type { Keys } from './keys.js';
 import { jsonValue, PrefixWatch } from './prefix-watch.js';
@@ -30,38 +31,81 @@ export interface GroupView {
 }
 
 /**
- * The hosting groups under `groups/` (what exists, who is elected, the in-sync set and the
- * primary's figures), kept by one watch. Frontends route by it; backends campaign and
- * follow by it; a leader change is a `change` event.
+ * The hosting groups as the keys under `groups/` describe them (what exists, who is elected,
+ * the in-sync set, the primary's figures), built key by key: from a watch, or from one read.
+ */
+class GroupTable {
+  readonly groups = new Map<string, GroupView>();
+  /** Groups that elected a primary since the caller last looked. */
+  readonly elected = new Set<string>();
+
+  constructor(private readonly prefix: string) {}
+
+  /** Applies one key; throws when its value does not parse (the key is then `remove`d). */
+  put(kv: IKeyValue): void {
+    this.apply(kv, false);
+  }
+
+  remove(kv: IKeyValue): void {
+    this.apply(kv, true);
+  }
+
+  private apply(kv: IKeyValue, removed: boolean): void {
+    const [name, field] = kv.key.toString().slice(this.prefix.length).split('/');
+    if (field === undefined) {
+      if (removed) this.groups.delete(name);
+      else this.view(name);
+      return;
+    }
+    const g = this.groups.get(name) ?? (removed ? undefined : this.view(name));
+    if (!g) return;
+    if (field === 'election') {
+      if (removed) g.leader = undefined;
+      else {
+        const v = jsonValue(leaderValue, kv);
+        g.leader = { id: v.id, address: v.grpc, epoch: Number(kv.create_revision) };
+        this.elected.add(name);
+      }
+    } else if (field === 'in-sync') {
+      g.inSync = removed ? undefined : jsonValue(inSyncValue, kv).members;
+      g.inSyncRevision = removed ? 0 : Number(kv.mod_revision);
+    } else if (field === 'status') g.status = removed ? undefined : jsonValue(statusValue, kv);
+  }
+
+  private view(name: string): GroupView {
+    let g = this.groups.get(name);
+    if (!g) this.groups.set(name, (g = { name, inSyncRevision: 0 }));
+    return g;
+  }
+
+  list(): GroupView[] {
+    return [...this.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+}
+
+/** The hosting groups as etcd has them now, in one read (the CLI); a value that does not parse is left out. */
+export async function readGroups(client: Etcd3, keys: Keys): Promise<GroupView[]> {
+  const table = new GroupTable(keys.groups);
+  await readPrefix(client, keys.groups, (kv) => {
+    try {
+      table.put(kv);
+    } catch {
+      table.remove(kv);
+    }
+  });
+  return table.list();
+}
+
+/**
+ * The hosting groups kept current by one watch of `groups/` (audited: a small prefix).
+ * Frontends route by it; backends campaign and follow by it; a newly elected primary is a
+ * `new-primary` event.
  */
 export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Service {
-  private readonly groups = new Map<string, GroupView>();
-  /** Groups that elected a primary in the batch being applied. */
-  private readonly elected = new Set<string>();
+  private readonly table: GroupTable;
 
-  constructor(client: Etcd3, private readonly keys: Keys, log: Logger) {
-    const view = (name: string) => {
-      let g = this.groups.get(name);
-      if (!g) this.groups.set(name, (g = { name, inSyncRevision: 0 }));
-      return g;
-    };
-    const parse = (kv: IKeyValue, removed: boolean) => {
-      const [name, field] = kv.key.toString().slice(keys.groups.length).split('/');
-      const g = view(name);
-      if (field === undefined) {
-        if (removed) this.groups.delete(name);
-      } else if (field === 'election') {
-        if (removed) g.leader = undefined;
-        else {
-          const v = jsonValue(leaderValue, kv);
-          g.leader = { id: v.id, address: v.grpc, epoch: Number(kv.create_revision) };
-          this.elected.add(name);
-        }
-      } else if (field === 'in-sync') {
-        g.inSync = removed ? undefined : jsonValue(inSyncValue, kv).members;
-        g.inSyncRevision = removed ? 0 : Number(kv.mod_revision);
-      } else if (field === 'status') g.status = removed ? undefined : jsonValue(statusValue, kv);
-    };
+  constructor(client: Etcd3, keys: Keys, log: Logger) {
+    const table = new GroupTable(keys.groups);
     super({
       client,
       prefix: keys.groups,
@@ -69,15 +113,16 @@ export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Se
       log,
       auditEveryMs: 3_000,
       handler: {
-        reset: () => this.groups.clear(),
-        put: (kv) => parse(kv, false),
-        delete: (kv) => parse(kv, true),
-        invalid: (kv) => parse(kv, true),
+        reset: () => table.groups.clear(),
+        put: (kv) => table.put(kv),
+        delete: (kv) => table.remove(kv),
+        invalid: (kv) => table.remove(kv),
       },
     });
+    this.table = table;
     this.on('change', () => {
-      for (const group of this.elected) this.emit('new-primary', group);
-      this.elected.clear();
+      for (const group of table.elected) this.emit('new-primary', group);
+      table.elected.clear();
     });
   }
 
@@ -86,15 +131,15 @@ export class HostingGroupsWatch extends PrefixWatch implements HostingGroups, Se
   }
 
   async primary(group: string): Promise<Primary | undefined> {
-    const leader = this.groups.get(group)?.leader;
+    const leader = this.table.groups.get(group)?.leader;
     return leader && { address: leader.address, epoch: leader.epoch };
   }
 
   group(name: string): GroupView | undefined {
-    return this.groups.get(name);
+    return this.table.groups.get(name);
   }
 
   list(): GroupView[] {
-    return [...this.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return this.table.list();
   }
 }

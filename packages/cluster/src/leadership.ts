@@ -91,8 +91,7 @@ export class GroupLeadership extends EventEmitter implements Service {
     await this.keepAlive();
     if (this._epoch !== undefined) {
       const kv = (await client.get(keys.election(group)).options({ deadline: this.deadline() }).exec()).kvs[0];
-      if (!kv || Number(kv.create_revision) !== this._epoch || !kv.value.toString().includes(JSON.stringify(this.options.node)))
-        this.demote('the election key is no longer this member’s');
+      if (!kv || Number(kv.create_revision) !== this._epoch || leaderOf(kv.value) !== this.options.node) this.demote('the election key is no longer this member’s');
       return;
     }
     const g = this.options.groups.group(group);
@@ -215,3 +214,11 @@ export class GroupLeadership extends EventEmitter implements Service {
 
 /** How long before the lease could lapse on etcd's side a primary stops taking writes. */
 const MARGIN_MS = 1_000;
+
+function leaderOf(value: Buffer): string | undefined {
+  try {
+    return (JSON.parse(value.toString()) as { id?: string }).id;
+  } catch {
+    return undefined;
+  }
+}

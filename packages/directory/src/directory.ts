@@ -55,8 +55,8 @@ export interface DirectoryAdmin {
 
 /**
  * The member that takes a hosting group's writes now. `epoch` travels in every call to it
- * and fences it: a member answers only to its own current epoch. Until groups elect
- * leaders it is the member's registration revision in etcd (0 in a single node).
+ * and fences it: a member answers only to its own current epoch, the create revision of
+ * the group's election key (0 in a single node, where the primary never changes).
  */
 export interface Primary {
   address: string;

@@ -1,4 +1,4 @@
-import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, HostingGroupsWatch, Keys, parseMember, readPrefix, type GroupView, type MemberInfo } from '@mailgrid/cluster';
+import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, Keys, readGroups, parseMember, readPrefix, type GroupView, type MemberInfo } from '@mailgrid/cluster';
 import type { Primary } from '@mailgrid/directory';
 import { LIVE_SETTINGS, leaves, MailError, parseAddress, Replies, withOverrides, type Config, type Logger } from '@mailgrid/core';
 import type { Etcd3 } from 'etcd3';
@@ -54,14 +54,9 @@ export class ClusterAdmin {
     return out;
   }
 
-  /** The hosting groups as etcd has them now (one load of the groups prefix). */
-  async groupViews(): Promise<GroupView[]> {
-    const watch = new HostingGroupsWatch(this.client, this.keys, pino({ level: 'silent' }) as unknown as Logger);
-    await watch.start();
-    const loaded = watch.synced;
-    await watch.stop();
-    if (!loaded) throw Replies.etcdUnavailable();
-    return watch.list();
+  /** The hosting groups as etcd has them now. */
+  groupViews(): Promise<GroupView[]> {
+    return readGroups(this.client, this.keys);
   }
 
   async groups(): Promise<GroupInfo[]> {
