@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, nodeLog, runCli, sendMail, sleep, startTcpProxy, type TcpProxy } from '@mailgrid/testing';
+import { eventually, MailboxProbe, nodeLog, runCli, sleep, SmtpLoad, startTcpProxy, type TcpProxy } from '@mailgrid/testing';
 
 // Hosting groups with replicas, in a cluster of real processes (etcd, HAProxy, 1 frontend,
 // one group of a primary and a replica), under steady SMTP load through HAProxy: kill -9 of
@@ -26,35 +26,6 @@ interface Proc {
 }
 
 const ACCOUNTS = ['a@example.test', 'b@example.test'];
-
-/** Senders in a loop through HAProxy, each message with its own X-Test-Id; what got a 250 is acknowledged. */
-class Load {
-  readonly acked = new Set<string>();
-  refused = 0;
-  private n = 0;
-  private running = true;
-  private readonly loops: Promise<void>[];
-
-  constructor(smtp: string, private readonly tag: string, concurrency = 3) {
-    this.loops = Array.from({ length: concurrency }, async () => {
-      while (this.running) {
-        const id = `${tag}-${++this.n}`;
-        const to = ACCOUNTS[this.n % ACCOUNTS.length];
-        const reply = await sendMail(smtp, { to: [to], data: `Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nload\r\n` }).catch((err: Error) => err.message);
-        if (reply.startsWith('250')) this.acked.add(id);
-        else {
-          this.refused++;
-          await sleep(50);
-        }
-      }
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
-  }
-}
 
 describe('hosting groups: replicas, fenced failover, recovery', () => {
   const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-replication-test-'));
@@ -128,7 +99,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
   });
 
   it('kill -9 of the primary under load: the replica is elected, and every acknowledged message is stored exactly once', async (t) => {
-    const load = new Load(state().smtp, 'kill-primary');
+    const load = new SmtpLoad(state().smtp, 'kill-primary', ACCOUNTS);
     t.after(() => load.stop());
     await sleep(1_500);
     const before = load.acked.size;
@@ -141,7 +112,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     await load.stop();
     assert.ok(before > 0 && load.acked.size > before, `mail acknowledged before (${before}) and after (${load.acked.size}) the kill`);
     await queuesEmpty();
-    const stored = await exactlyOnce(load.acked);
+    const stored = await exactlyOnce(load.acked.keys());
     assert.ok(stored >= load.acked.size);
     const events = logOf('be-1-r1').map((l) => l.event);
     assert.ok(events.includes('leadership.elected'));
@@ -153,28 +124,28 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     const caughtUp = logOf('be-1').find((l) => l.event === 'replication.following');
     assert.ok(caughtUp, 'be-1 follows the new primary');
     // More mail, then the new primary dies too: be-1 must hold all of it.
-    const load = new Load(state().smtp, 'rejoined', 2);
+    const load = new SmtpLoad(state().smtp, 'rejoined', ACCOUNTS, 2);
     t.after(() => load.stop());
     await sleep(1_000);
     await load.stop();
     process.kill(pidOf('be-1-r1'), 'SIGKILL');
     assert.equal((await newPrimary('be-1-r1', Date.now())).primary, 'be-1');
     await queuesEmpty();
-    await exactlyOnce(load.acked);
+    await exactlyOnce(load.acked.keys());
     await ok('cluster', 'start', 'be-1-r1');
     await eventually('both in sync', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
   });
 
   it('kill -9 of the replica: writes go on without it; restarted, it catches up and rejoins', async (t) => {
     process.kill(pidOf('be-1-r1'), 'SIGKILL');
-    const load = new Load(state().smtp, 'kill-replica', 2);
+    const load = new SmtpLoad(state().smtp, 'kill-replica', ACCOUNTS, 2);
     t.after(() => load.stop());
     await eventually('the replica out of the in-sync set', async () => ((await inSync()) === 'be-1' ? true : undefined));
     await sleep(1_000);
     await load.stop();
     assert.ok(load.acked.size > 0);
     await queuesEmpty();
-    await exactlyOnce(load.acked);
+    await exactlyOnce(load.acked.keys());
     await ok('cluster', 'start', 'be-1-r1');
     await eventually('the replica in sync again', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
     await eventually('lag 0', async () => ((await group()).lag === 'be-1-r1:0' ? true : undefined));
@@ -209,7 +180,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     });
 
     it('stops taking writes before its lease can lapse; the replica takes over; no write is accepted by both', async (t) => {
-      const load = new Load(state().smtp, 'cut-off', 2);
+      const load = new SmtpLoad(state().smtp, 'cut-off', ACCOUNTS, 2);
       t.after(() => load.stop());
       await sleep(1_000);
       proxy.cut();
@@ -227,14 +198,14 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
       assert.ok(Math.max(...stored) < elected, `be-1 stored mail ${Math.max(...stored) - elected} ms after be-1-r1 was elected`);
       proxy.restore();
       await queuesEmpty();
-      await exactlyOnce(load.acked);
+      await exactlyOnce(load.acked.keys());
       // Back in touch, it rejoins as a replica.
       await eventually('be-1 in sync again', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
     });
   });
 
   it('an etcd restart never leaves two primaries', async (t) => {
-    const load = new Load(state().smtp, 'etcd-restart', 2);
+    const load = new SmtpLoad(state().smtp, 'etcd-restart', ACCOUNTS, 2);
     t.after(() => load.stop());
     await sleep(500);
     await ok('cluster', 'stop', 'etcd');
@@ -268,6 +239,6 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     assert.equal(terms.filter((t) => t.to === Infinity).length, 1, `one primary (${primary}): ${JSON.stringify(terms)}`);
     for (const a of terms) for (const b of terms) if (a.id !== b.id) assert.ok(a.to <= b.from || b.to <= a.from, `terms overlap: ${JSON.stringify([a, b])}`);
     await queuesEmpty();
-    await exactlyOnce(load.acked);
+    await exactlyOnce(load.acked.keys());
   });
 });

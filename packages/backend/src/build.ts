@@ -42,14 +42,20 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const group = config.backend.group;
   const log = deps.log.child({ component: 'backend', group });
   const path = join(resolve(config.dataDir), 'store');
-  const store = new LmdbMailStore(path, deps.durable);
+  // An account marked as moving away, or moved, takes no writes here (checked again inside each write).
+  const home = deps.directory.home?.bind(deps.directory);
+  const accepts = home && ((account: string) => {
+    const h = home(account);
+    return !h || (h.group === group && !h.movingTo);
+  });
+  const store = new LmdbMailStore(path, { durable: deps.durable, accepts });
   const trimPoint = deps.trimPoint ?? (() => store.position().seq - current.backend.logRetain);
   const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
   const router = new Router(deps.directory);
   const maxMessageBytes = () => current.smtp.maxMessageBytes;
   const deliveryLog = deps.log.child({ component: 'delivery', group });
   const rules = new AccountRules({ store, submit: deps.submit, hostname: config.smtp.hostname, log: deps.log.child({ component: 'rules', group }) });
-  const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, rules, log: deliveryLog });
+  const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, accepts, rules, log: deliveryLog });
   return {
     apply: (next: Config) => (current = next),
     deliver,

@@ -2,6 +2,7 @@ import type { Config, Logger, Service } from '@mailgrid/core';
 import { clusterRole, GroupLeadership } from '@mailgrid/cluster';
 import { createMailFlow } from '@mailgrid/mailflow';
 import { buildBackend } from './build.js';
+import { moveService } from './move-service.js';
 import { GroupReplication } from './replication.js';
 
 /**
@@ -51,7 +52,12 @@ export function clusterBackend(config: Config, log: Logger): Service[] {
     });
     return {
       services: [...backend.services, ...flow.services],
-      grpc: [...backend.grpc, ...flow.grpc, replication.service()],
+      grpc: [
+        ...backend.grpc,
+        ...flow.grpc,
+        replication.service(),
+        moveService({ group, store: backend.store, directory: node.directory, epoch: () => leadership.writableEpoch(), log }),
+      ],
       after: [replication, leadership],
       apply(next: Config) {
         current = next;

@@ -31,6 +31,8 @@ export interface DeliveryServiceDeps {
   maxMessageBytes: () => number;
   /** This member's current epoch, which every call must carry (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
+  /** Whether an account takes mail here now (not while it is being moved away); absent: always. */
+  accepts?: (account: string) => boolean;
   /** The accounts' rules, applied to each copy before it is stored. */
   rules: AccountRules;
   log: Logger;
@@ -106,6 +108,8 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     const route = await deps.router.route(r.account || r.address);
     if (route.kind === 'local') {
       if (route.group !== deps.group) fail(r.address, Replies.wrongGroup(r.address));
+      // Before its rules run (they may make mail); the store asks again inside its write.
+      else if (deps.accepts && !deps.accepts(route.account)) fail(r.address, Replies.accountMoving(route.account));
       else toStore.push({ address: r.address, account: route.account, idempotencyKey: r.idempotencyKey });
     } else if (route.kind === 'tempfail') fail(r.address, route.reason);
     else if (route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS') fail(r.address, route.reason);
@@ -129,6 +133,7 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
       const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
       stored.forEach((s, i) => {
         const { address, actions } = toStore[i];
+        if (s.refused) return fail(address, Replies.accountMoving(s.account));
         const reply = s.uid ? Replies.storedAs(s.folder, s.uid) : Replies.disposedByRules(actions?.join(' ') || 'not stored');
         results.set(address, { address, outcome: 'STORED', reply, folder: s.folder, uid: s.uid, duplicate: s.duplicate });
       });

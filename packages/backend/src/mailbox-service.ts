@@ -15,18 +15,25 @@ export interface MailboxServiceDeps {
 }
 
 /**
+ * A fenced member (`epoch`) serves only while it is its group's primary, and a write (`call`)
+ * only when the call carries its current epoch.
+ */
+export function fence(group: string, epoch: (() => number | undefined) | undefined, write?: { metadata: grpc.Metadata }): void {
+  if (!epoch) return;
+  const current = epoch();
+  if (current === undefined) throw Replies.notPrimary(group);
+  const sent = write && Number(traceFromMetadata(write.metadata).epoch);
+  if (write && sent !== current) throw Replies.staleEpoch(Number(sent) || 0, current);
+}
+
+/**
  * The account an address names, if this backend's group holds it; else the admin answer why
  * not. A fenced member (`epoch`) answers only while it is the primary, and a write only when
  * the call carries its epoch: a replica or a deposed primary never serves what could diverge.
  */
 export function ownedAccount(router: Router, group: string, epoch?: () => number | undefined): (address: string, call?: { metadata: grpc.Metadata }) => Promise<string> {
   return async (address, write) => {
-    if (epoch) {
-      const current = epoch();
-      if (current === undefined) throw Replies.notPrimary(group);
-      const sent = write && Number(traceFromMetadata(write.metadata).epoch);
-      if (write && sent !== current) throw Replies.staleEpoch(Number(sent) || 0, current);
-    }
+    fence(group, epoch, write);
     const route = await router.route(address);
     if (route.kind === 'tempfail') throw route.reason;
     if (route.kind !== 'local') throw route.kind === 'unknown' && route.reason.code === 'BAD_ADDRESS' ? Replies.invalidAddress(address) : Replies.noSuchAccount(address);

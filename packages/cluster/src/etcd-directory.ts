@@ -3,6 +3,7 @@ import {
   checkedAddress,
   checkedDomain,
   type AccountEntry,
+  type AccountHome,
   type AliasEntry,
   type Directory,
   type DirectoryAdmin,
@@ -14,7 +15,13 @@ import { readPrefix } from './etcd.js';
 import { prefixEnd, type Keys } from './keys.js';
 import { jsonValue, PrefixWatch } from './prefix-watch.js';
 
-const accountValue = z.object({ group: z.string().regex(/^[A-Za-z0-9._-]+$/) });
+const groupName = z.string().regex(/^[A-Za-z0-9._-]+$/);
+/**
+ * An account's group. While `account move` runs: `moving` (its mail is deferred, then it is
+ * copied to `moving.to`), then after the switch `purge` (the group whose copy is still to go).
+ */
+export const accountValue = z.object({ group: groupName, moving: z.object({ to: groupName }).optional(), purge: groupName.optional() });
+export type AccountValue = z.infer<typeof accountValue>;
 const aliasValue = z.object({
   target: z.string().transform((s, ctx) => {
     const a = parseAddress(s);
@@ -43,6 +50,8 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
   /** address → group; group and domain names interned so a million accounts share them. */
   private readonly accounts = new Map<string, string>();
   private readonly aliases = new Map<string, string>();
+  /** Accounts being moved → the group they go to. */
+  private readonly moving = new Map<string, string>();
   private readonly names = new Map<string, string>();
   /** Keys whose value did not parse: addresses (accounts, aliases) and domain names. */
   private readonly badAccounts = new Set<string>();
@@ -64,7 +73,7 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
       log,
       handler: {
         reset: () => {
-          for (const c of [this.domains, this.accounts, this.aliases, this.badAccounts, this.badAliases, this.badDomains, this.firstAccounts]) c.clear();
+          for (const c of [this.domains, this.accounts, this.aliases, this.moving, this.badAccounts, this.badAliases, this.badDomains, this.firstAccounts]) c.clear();
         },
         put: (kv) => this.put(kv),
         delete: (kv) => this.remove(kv, false),
@@ -116,6 +125,11 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     return this.domains.has(address.domain) ? { kind: 'unknown-user' } : { kind: 'foreign' };
   }
 
+  home(account: string): AccountHome | undefined {
+    const group = this.accounts.get(account);
+    return group === undefined ? undefined : { group, movingTo: this.moving.get(account) };
+  }
+
   async hostedDomains(): Promise<string[]> {
     return [...this.domains].sort();
   }
@@ -142,7 +156,10 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
       this.domains.add(e.domain);
       this.badDomains.delete(e.domain);
     } else if (e.type === 'accounts') {
-      this.accounts.set(e.address, this.intern(jsonValue(accountValue, kv).group));
+      const value = jsonValue(accountValue, kv);
+      this.accounts.set(e.address, this.intern(value.group));
+      if (value.moving) this.moving.set(e.address, this.intern(value.moving.to));
+      else this.moving.delete(e.address);
       this.badAccounts.delete(e.address);
       const domain = e.address.slice(e.address.lastIndexOf('@') + 1);
       const first = this.firstAccounts.get(domain);
@@ -160,6 +177,7 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     const [values, invalid, name] =
       e.type === 'domains' ? [this.domains, this.badDomains, e.domain] : e.type === 'accounts' ? [this.accounts, this.badAccounts, e.address] : [this.aliases, this.badAliases, e.address];
     values.delete(name);
+    if (e.type === 'accounts') this.moving.delete(name);
     if (bad) invalid.add(name);
     else invalid.delete(name);
     if (e.type === 'accounts') {
@@ -291,7 +309,8 @@ export class EtcdDirectory implements Directory, DirectoryAdmin, Service {
     await readPrefix(this.client, prefix, (kv) => {
       const [, d, local] = kv.key.toString().slice(this.keys.directory.length).split('/');
       const value = valid(accountValue, kv);
-      if (value) out.push({ address: `${local}@${d}`, group: value.group });
+      const move = value?.moving ? `to ${value.moving.to}` : value?.purge ? `from ${value.purge}` : undefined;
+      if (value) out.push({ address: `${local}@${d}`, group: value.group, ...(move && { move }) });
     });
     return out;
   }

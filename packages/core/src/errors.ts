@@ -82,6 +82,8 @@ export const Replies = {
     temporary('DIRECTORY_BEHIND', 451, '4.4.3', `<${address}>: Directory not yet current here, try again later`),
   noPostmaster: (address: string) =>
     temporary('NO_POSTMASTER', 451, '4.3.0', `<${address}>: No postmaster account is set here yet, try again later`),
+  /** The account is on its way to another hosting group: its mail waits in the queues until the move is done. */
+  accountMoving: (account: string) => temporary('ACCOUNT_MOVING', 451, '4.2.0', `<${account}>: Account is being moved, try again later`),
   wrongGroup: (address: string) =>
     temporary('WRONG_GROUP', 451, '4.2.0', `<${address}>: Account is not served here right now, try again later`),
 
@@ -148,6 +150,10 @@ export const Replies = {
   noSuchGroup: (group: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no such hosting group: ${group}`),
   accountInOtherGroup: (account: string, group: string, here: string) =>
     permanent('FAILED_PRECONDITION', 550, '5.0.0', `account ${account} is in hosting group ${group}, not ${here}`),
+  moveUnderWay: (account: string, to: string) =>
+    permanent('FAILED_PRECONDITION', 550, '5.0.0', `a move of ${account} to ${to} is under way: finish it with --resume or undo it with --abort`),
+  noMoveUnderWay: (account: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no move of ${account} is under way`),
+  notMoving: (account: string, how: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `${account} ${how}`),
   badScript: (reason: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `rules refused (the old ones stay): ${reason}`),
   noSuchMessage: (account: string, folder: string, uid: number) => permanent('NOT_FOUND', 550, '5.1.0', `no message ${uid} in ${account}/${folder}`),
 } as const;

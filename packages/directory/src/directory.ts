@@ -26,11 +26,23 @@ export interface Directory {
    * the frontend's "account".
    */
   readonly revision: number;
+  /**
+   * Where an account lives now, from memory: its group, and the group it is being moved to
+   * while a move is under way (a cluster; the single node has no moves).
+   */
+  home?(account: string): AccountHome | undefined;
+}
+
+export interface AccountHome {
+  group: string;
+  movingTo?: string;
 }
 
 export interface AccountEntry {
   address: string;
   group: string;
+  /** A move under way (a cluster): `to <group>`, or `from <group>` while the old copy is still to be removed. */
+  move?: string;
 }
 
 export interface AliasEntry {

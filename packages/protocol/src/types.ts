@@ -22,3 +22,6 @@ export type { RulesClient, RulesHandlers } from './generated/mailgrid/v1/Rules.j
 export type { ReplicationClient, ReplicationHandlers } from './generated/mailgrid/v1/Replication.js';
 export type { FollowRequest, FollowRequest__Output } from './generated/mailgrid/v1/FollowRequest.js';
 export type { FollowResponse, FollowResponse__Output } from './generated/mailgrid/v1/FollowResponse.js';
+export type { AccountMoveClient, AccountMoveHandlers } from './generated/mailgrid/v1/AccountMove.js';
+export type { ImportRequest, ImportRequest__Output } from './generated/mailgrid/v1/ImportRequest.js';
+export type { AccountBatch__Output } from './generated/mailgrid/v1/AccountBatch.js';

@@ -190,3 +190,73 @@ describe('LmdbMailStore log (replication)', () => {
     assert.deepEqual(replica.position(), primary.position());
   });
 });
+
+describe('LmdbMailStore account moves', () => {
+  const dirs: string[] = [];
+  const stores: LmdbMailStore[] = [];
+  const make = (accepts?: (account: string) => boolean) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailgrid-move-'));
+    dirs.push(dir);
+    const s = new LmdbMailStore(dir, { accepts });
+    stores.push(s);
+    return s;
+  };
+  after(async () => {
+    for (const s of stores) await s.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  async function* from<T>(items: T[]) {
+    yield* items;
+  }
+
+  it('exports an account whole (folders, shared and large bodies, rules, vacation, keys) and imports it over a partial earlier import; purge leaves the others', async () => {
+    const src = make();
+    const shared = Buffer.from('to both folders\r\n');
+    const large = Buffer.alloc(3_000, 'x');
+    await src.append({ body: shared, receivedAt: 1, recipients: [{ account: 'm@x.test', idempotencyKey: 'k1', folders: ['INBOX', 'Kept'], vacation: { sender: 's@y.test', until: 99 } }, { account: 'o@x.test', idempotencyKey: 'k1:o' }] });
+    await src.append({ body: large, receivedAt: 2, recipients: [{ account: 'm@x.test', idempotencyKey: 'k2' }] });
+    await src.setRules('m@x.test', 'keep;');
+    const batches = [...src.exportAccount('m@x.test', 1_000)];
+    assert.ok(batches.length > 3, 'the large body went in parts');
+
+    const dst = make();
+    await dst.append({ body: Buffer.from('left by a failed import\r\n'), receivedAt: 0, recipients: [{ account: 'm@x.test', idempotencyKey: 'stale' }] });
+    await dst.append({ body: Buffer.from('another account\r\n'), receivedAt: 0, recipients: [{ account: 'p@x.test', idempotencyKey: 'p1' }] });
+    assert.deepEqual(await dst.importAccount('m@x.test', from(batches)), { messages: 3, bytes: shared.length + large.length });
+    for (const folder of ['INBOX', 'Kept']) {
+      assert.deepEqual(dst.list('m@x.test', folder), src.list('m@x.test', folder));
+      for (const m of src.list('m@x.test', folder)) assert.deepEqual(dst.fetch('m@x.test', folder, m.uid)?.body, src.fetch('m@x.test', folder, m.uid)?.body);
+    }
+    assert.equal(dst.seen('stale'), undefined);
+    assert.equal(dst.seen('k2')?.uid, 2);
+    assert.equal(dst.seen('k1:o'), undefined, "another account's key stays behind");
+    assert.equal(dst.rules('m@x.test'), 'keep;');
+    assert.ok(dst.vacationAnswered('m@x.test', 's@y.test', 50));
+    const [next] = await dst.append({ body: shared, receivedAt: 3, recipients: [{ account: 'm@x.test', idempotencyKey: 'k3' }] });
+    assert.equal(next.uid, 3, 'uids go on after the moved ones');
+    // The shared blob is counted: deleting one of its two entries keeps the other.
+    assert.equal(await dst.delete('m@x.test', 'Kept', [1]), 1);
+    assert.deepEqual(dst.fetch('m@x.test', 'INBOX', 1)?.body, shared);
+
+    assert.equal(await src.purgeAccount('m@x.test'), 3);
+    assert.deepEqual(src.list('m@x.test'), []);
+    assert.equal(src.rules('m@x.test'), undefined);
+    assert.equal(src.seen('k1'), undefined);
+    assert.deepEqual(src.fetch('o@x.test', 'INBOX', 1)?.body, shared, 'a blob another account shares stays');
+    assert.equal(dst.list('p@x.test').length, 1);
+  });
+
+  it('refuses writes to an account it does not take, inside the write', async () => {
+    let moving = false;
+    const s = make((account) => !(moving && account === 'm@x.test'));
+    await s.append({ body: Buffer.from('before\r\n'), receivedAt: 1, recipients: [{ account: 'm@x.test', idempotencyKey: 'b1' }] });
+    moving = true;
+    const res = await s.append({ body: Buffer.from('during\r\n'), receivedAt: 2, recipients: [{ account: 'm@x.test', idempotencyKey: 'd1' }, { account: 'n@x.test', idempotencyKey: 'd1:n' }, { account: 'm@x.test', idempotencyKey: 'b1' }] });
+    assert.deepEqual(res.map((r) => [r.uid, Boolean(r.refused), r.duplicate]), [[0, true, false], [1, false, false], [1, false, true]]);
+    assert.equal(s.list('m@x.test').length, 1);
+    assert.equal(s.seen('d1'), undefined, 'a refused copy leaves no key');
+    await assert.rejects(s.delete('m@x.test', 'INBOX', [1]), /451 4\.2\.0/);
+    await assert.rejects(s.setRules('m@x.test', 'keep;'), /451 4\.2\.0/);
+    assert.equal(s.list('m@x.test').length, 1);
+  });
+});

@@ -1,8 +1,8 @@
-import { commit, flushed } from '@mailgrid/core';
+import { commit, flushed, Replies } from '@mailgrid/core';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
-import { INBOX, type AppendRequest, type AppendResult, type LogEntry, type LogPosition, type MailStore, type MessageInfo, type Op } from './store.js';
+import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type LogEntry, type LogPosition, type MailStore, type MessageInfo, type Op } from './store.js';
 
 interface IndexEntry {
   size: number;
@@ -36,6 +36,20 @@ type IndexKey = [account: string, folder: string, uid: number];
  *               data was whole and in sync once: it may be elected)
  * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
  */
+export interface StoreOptions {
+  /**
+   * Awaited after each write's flush with its log seq, before the write resolves: the
+   * primary waits there for its in-sync replicas.
+   */
+  durable?: (seq: number) => Promise<void>;
+  /**
+   * Whether writes to an account are taken here now, asked inside the write transaction
+   * (so once it answers no, no later write reaches the account: a move exports it after
+   * that). Absent: always.
+   */
+  accepts?: (account: string) => boolean;
+}
+
 export class LmdbMailStore extends EventEmitter implements MailStore {
   private readonly root: RootDatabase;
   private readonly mailboxes: Database<{ nextUid: number }, [string, string]>;
@@ -55,13 +69,9 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
   /** The epoch new log entries are written in: the primary's (0 on a single node). */
   epoch = 0;
 
-  /**
-   * @param durable awaited after each write's flush with its log seq, before the write
-   *   resolves: the primary waits there for its in-sync replicas.
-   */
   constructor(
     path: string,
-    private readonly durable?: (seq: number) => Promise<void>,
+    private readonly options: StoreOptions = {},
   ) {
     super();
     mkdirSync(path, { recursive: true });
@@ -119,7 +129,7 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
     });
     if (seq) this.emit('logged', seq);
     await flushed(this.root);
-    if (seq) await this.durable?.(seq);
+    if (seq) await this.options.durable?.(seq);
     return out;
   }
 
@@ -134,14 +144,13 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
           out.push({ account: seen.account, folder: seen.folder, uid: seen.uid, duplicate: true });
           continue;
         }
+        if (!this.taken(r.account)) {
+          out.push({ account: r.account, folder: '', uid: 0, duplicate: false, refused: true });
+          continue;
+        }
         let first: { folder: string; uid: number } | undefined;
         for (const folder of r.folders ?? [request.folder ?? INBOX]) {
-          if (!blob) {
-            // Counted in meta (and so replicated): an id is never used twice, even after its blob went.
-            blob = (this.meta.get('blobSeq') ?? Math.max(0, ...this.blobs.getKeys({ reverse: true, limit: 1 }))) + 1;
-            this.set('meta', 'blobSeq', blob);
-            this.set('blobs', blob, request.body);
-          }
+          if (!blob) blob = this.newBlob(request.body);
           const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
           this.set('mailboxes', [r.account, folder], { nextUid: uid + 1 });
           this.set('index', [r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
@@ -159,6 +168,23 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
     return results;
   }
 
+  /** Stores a message body under a new id. Counted in meta (and so replicated): an id is never used twice, even after its blob went. */
+  private newBlob(body: Buffer): number {
+    const id = (this.meta.get('blobSeq') ?? Math.max(0, ...this.blobs.getKeys({ reverse: true, limit: 1 }))) + 1;
+    this.set('meta', 'blobSeq', id);
+    this.set('blobs', id, body);
+    return id;
+  }
+
+  private taken(account: string): boolean {
+    return this.options.accepts?.(account) ?? true;
+  }
+
+  /** Inside a write: refuses one to an account not taken here now. */
+  private mustTake(account: string): void {
+    if (!this.taken(account)) throw Replies.accountMoving(account);
+  }
+
   seen(idempotencyKey: string): AppendResult | undefined {
     const s = this.dedupe.get(idempotencyKey);
     return s && { account: s.account, folder: s.folder, uid: s.uid, duplicate: true };
@@ -169,7 +195,11 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
   }
 
   async setRules(account: string, source: string | undefined): Promise<void> {
-    await this.write(() => (source === undefined ? this.unset('rules', account) : this.set('rules', account, { source, at: Date.now() })));
+    await this.write(() => {
+      this.mustTake(account);
+      if (source === undefined) this.unset('rules', account);
+      else this.set('rules', account, { source, at: Date.now() });
+    });
   }
 
   vacationAnswered(account: string, sender: string, now: number): boolean {
@@ -213,22 +243,144 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
 
   async delete(account: string, folder: string, uids: number[]): Promise<number> {
     return this.write(() => {
+      this.mustTake(account);
       let n = 0;
       for (const uid of uids) {
         const key: IndexKey = [account, folder, uid];
         const entry = this.index.get(key);
         if (!entry) continue;
-        this.unset('index', key);
-        const left = (this.refs.get(entry.blob) ?? 1) - 1;
-        if (left > 0) this.set('refs', entry.blob, left);
-        else {
-          if (this.refs.get(entry.blob) !== undefined) this.unset('refs', entry.blob);
-          this.unset('blobs', entry.blob);
-        }
+        this.removeMessage(key, entry);
         n++;
       }
       return n;
     });
+  }
+
+  /** Inside a write: one index entry goes, and its blob with the last entry that points at it. */
+  private removeMessage(key: IndexKey, entry: IndexEntry): void {
+    this.unset('index', key);
+    const left = (this.refs.get(entry.blob) ?? 1) - 1;
+    if (left > 0) this.set('refs', entry.blob, left);
+    else {
+      if (this.refs.get(entry.blob) !== undefined) this.unset('refs', entry.blob);
+      this.unset('blobs', entry.blob);
+    }
+  }
+
+  // --- account moves ----------------------------------------------------------------------
+
+  /** The keys of a table that start with `account` (array keys sort by their first element). */
+  private ofAccount<K extends [string, ...Key[]], V>(db: Database<V, K>, account: string): { key: K; value: V }[] {
+    const out: { key: K; value: V }[] = [];
+    for (const e of db.getRange({ start: [account] as unknown as K })) {
+      if (e.key[0] !== account) break;
+      out.push(e);
+    }
+    return out;
+  }
+
+  /** The idempotency keys recorded for an account's deliveries: a pass over the table (a move is rare). */
+  private dedupeOf(account: string) {
+    return [...this.dedupe.getRange({})].filter(({ value }) => value.account === account);
+  }
+
+  /**
+   * Resolves once every write begun before it is committed: after the account's `accepts`
+   * said no, a move's export then sees everything the account will ever get here.
+   */
+  async barrier(): Promise<void> {
+    await commit(this.root, () => undefined);
+  }
+
+  /**
+   * Everything of an account, in batches of about `batchBytes`: folders first, then each
+   * message (its body with the first message that uses the blob; a large body in `part`
+   * records ahead of it), rules, vacation marks, idempotency keys.
+   */
+  *exportAccount(account: string, batchBytes = 1 << 20): Generator<AccountRecord[], void, void> {
+    let batch: AccountRecord[] = [];
+    let bytes = 0;
+    const sent = new Set<number>();
+    function* add(r: AccountRecord, size = 64): Generator<AccountRecord[], void, void> {
+      batch.push(r);
+      bytes += size;
+      if (bytes < batchBytes) return;
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    for (const { key, value } of this.ofAccount(this.mailboxes, account)) yield* add({ kind: 'mailbox', folder: key[1], nextUid: value.nextUid });
+    for (const { key, value } of this.ofAccount(this.index, account)) {
+      let body: Buffer | undefined;
+      if (!sent.has(value.blob)) {
+        sent.add(value.blob);
+        body = this.blobs.get(value.blob);
+        if (!body) throw new Error(`blob ${value.blob} of ${key.join('/')} is missing`);
+        // A body larger than a batch travels in parts of one batch each, joined on import.
+        for (let at = 0; body.length > batchBytes && at < body.length; at += batchBytes)
+          yield* add({ kind: 'part', blob: value.blob, chunk: body.subarray(at, at + batchBytes) }, batchBytes);
+        if (body.length > batchBytes) body = undefined;
+      }
+      yield* add({ kind: 'message', folder: key[1], uid: key[2], size: value.size, receivedAt: value.receivedAt, flags: value.flags, blob: value.blob, body }, 64 + (body?.length ?? 0));
+    }
+    const rules = this.rulesDb.get(account);
+    if (rules) yield* add({ kind: 'rules', source: rules.source, at: rules.at });
+    for (const { key, value } of this.ofAccount(this.vacation, account)) yield* add({ kind: 'vacation', sender: key[1], until: value });
+    for (const { key, value } of this.dedupeOf(account)) yield* add({ kind: 'dedupe', key, folder: value.folder, uid: value.uid, at: value.at });
+    if (batch.length) yield batch;
+  }
+
+  /**
+   * Takes in an account exported by another group's store, in logged writes (so this
+   * group's replicas get it too), one per batch; what an earlier, unfinished import left
+   * goes first. Returns how many messages and bytes came.
+   */
+  async importAccount(account: string, batches: AsyncIterable<AccountRecord[]>): Promise<{ messages: number; bytes: number }> {
+    await this.write(() => this.purgeWithin(account));
+    /** The exporter's blob id → the one here, and how many of the account's messages use it. */
+    const blobs = new Map<number, { id: number; refs: number }>();
+    const parts = new Map<number, Buffer[]>();
+    let messages = 0;
+    let bytes = 0;
+    for await (const batch of batches) {
+      await this.write(() => {
+        for (const r of batch) {
+          if (r.kind === 'mailbox') this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid });
+          else if (r.kind === 'part') parts.set(r.blob, [...(parts.get(r.blob) ?? []), r.chunk]);
+          else if (r.kind === 'message') {
+            let b = blobs.get(r.blob);
+            if (!b) {
+              const body = r.body ?? (parts.has(r.blob) ? Buffer.concat(parts.get(r.blob)!) : undefined);
+              if (!body) throw Replies.malformedRequest(`message ${r.folder}/${r.uid} names blob ${r.blob} before its body`);
+              parts.delete(r.blob);
+              blobs.set(r.blob, (b = { id: this.newBlob(body), refs: 0 }));
+              bytes += body.length;
+            }
+            if (++b.refs > 1) this.set('refs', b.id, b.refs);
+            this.set('index', [account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags });
+            messages++;
+          } else if (r.kind === 'rules') this.set('rules', account, { source: r.source, at: r.at });
+          else if (r.kind === 'vacation') this.set('vacation', [account, r.sender], r.until);
+          else this.set('dedupe', r.key, { account, folder: r.folder, uid: r.uid, at: r.at });
+        }
+      });
+    }
+    return { messages, bytes };
+  }
+
+  /** Removes everything of an account (it lives in another group now); returns how many messages went. */
+  async purgeAccount(account: string): Promise<number> {
+    return this.write(() => this.purgeWithin(account));
+  }
+
+  private purgeWithin(account: string): number {
+    const messages = this.ofAccount(this.index, account);
+    for (const { key, value } of messages) this.removeMessage(key, value);
+    for (const { key } of this.ofAccount(this.mailboxes, account)) this.unset('mailboxes', key);
+    for (const { key } of this.ofAccount(this.vacation, account)) this.unset('vacation', key);
+    if (this.rulesDb.get(account)) this.unset('rules', account);
+    for (const { key } of this.dedupeOf(account)) this.unset('dedupe', key);
+    return messages.length;
   }
 
   /** Where the log ends; { 0, 0 } while a full copy is under way (the data is not whole). */

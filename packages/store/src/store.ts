@@ -35,6 +35,8 @@ export interface AppendResult {
   uid: number;
   /** The key had been stored before; nothing new was written. */
   duplicate: boolean;
+  /** Nothing was written: the account is not taken here now (it is being moved, or has moved). */
+  refused?: boolean;
 }
 
 /**
@@ -81,3 +83,18 @@ export interface LogPosition {
   seq: number;
   epoch: number;
 }
+
+/**
+ * One piece of an account as a move carries it from one store to another: its folders'
+ * next uids, its messages (a body once per blob, however many of its messages share it),
+ * its rules, vacation marks and idempotency keys (so a sender's retry after the move is
+ * still recognised).
+ */
+export type AccountRecord =
+  | { kind: 'mailbox'; folder: string; nextUid: number }
+  /** `body` is absent when an earlier message of the account carried that blob, or `part`s did. */
+  | { kind: 'message'; folder: string; uid: number; size: number; receivedAt: number; flags: string[]; blob: number; body?: Buffer }
+  | { kind: 'part'; blob: number; chunk: Buffer }
+  | { kind: 'rules'; source: string; at: number }
+  | { kind: 'vacation'; sender: string; until: number }
+  | { kind: 'dedupe'; key: string; folder: string; uid: number; at?: number };

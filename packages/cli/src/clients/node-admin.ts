@@ -17,9 +17,9 @@ import { explain } from '../errors.js';
 
 const CALL_TIMEOUT_MS = 10_000;
 
-const failed = (err: unknown, address: string) => explain(fromServiceError(err), `the mailgrid node at ${address}`);
+export const failed = (err: unknown, address: string) => explain(fromServiceError(err), `the mailgrid node at ${address}`);
 
-function unary<Req, Res>(
+export function unary<Req, Res>(
   address: string,
   method: (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown,
   req: Req,
@@ -29,7 +29,7 @@ function unary<Req, Res>(
 }
 
 /** Calls to a group's primary carry its epoch: a write reaches only the member elected in it. */
-const fenced = (primary: Primary) => traceMetadata({ epoch: String(primary.epoch) });
+export const fenced = (primary: Primary) => traceMetadata({ epoch: String(primary.epoch) });
 
 /** The directory of a single node, edited through its Admin service. */
 export class NodeDirectoryAdmin implements DirectoryAdmin {

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { done, json, print, program, withCluster, withTarget } from '../context.js';
 import { CliError } from '../errors.js';
 import { importAccounts } from '../import.js';
+import { moveAccount } from '../move.js';
 
 const account = program.command('account').description('accounts');
 account
@@ -40,6 +41,21 @@ account
     }),
   );
 account
+  .command('move <address>')
+  .description("move an account, with its mail, folders, rules and settings, to another hosting group; its mail waits in the queues meanwhile")
+  .option('--to <group>', 'the hosting group to move it to')
+  .option('--resume', 'finish a move that failed or was interrupted')
+  .option('--abort', 'undo a move that has not switched yet (the account stays where it was)')
+  .action((address: string, opts: { to?: string; resume?: boolean; abort?: boolean }) =>
+    withCluster(async (admin) => {
+      if (opts.resume && opts.abort) throw new CliError('give --resume or --abort, not both');
+      const r = await moveAccount(admin, address, opts);
+      if (json()) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else if (r.done === 'aborted') done(`move of ${r.account} to ${r.to} aborted: it stays in ${r.from}`);
+      else done(`${r.account} ${r.done === 'resumed' ? 'move finished' : 'moved'}: ${r.from} → ${r.to}, ${r.messages} messages (${(r.bytes / 1e6).toFixed(1)} MB) in ${(r.ms / 1000).toFixed(1)} s`);
+    }),
+  );
+account
   .command('remove <address>')
   .description('remove an account (its stored mail stays on the backend)')
   .action((address: string) =>
@@ -55,6 +71,6 @@ account
   .action((d: string | undefined) =>
     withTarget(async (t) => {
       const accounts = await t.directory.listAccounts(d === undefined ? undefined : checkedDomain(d));
-      print(accounts as unknown as Record<string, unknown>[], ['address', 'group']);
+      print(accounts as unknown as Record<string, unknown>[], accounts.some((a) => a.move) ? ['address', 'group', 'move'] : ['address', 'group']);
     }),
   );

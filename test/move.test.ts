@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectEtcd, Keys } from '@mailgrid/cluster';
+import { LmdbMailStore } from '@mailgrid/store';
+import { eventually, MailboxProbe, runCli, sendMail, sleep, SmtpLoad } from '@mailgrid/testing';
+
+// Account and domain moves between hosting groups, in a cluster of real processes (etcd,
+// HAProxy, a frontend, two groups of a primary and a replica): a move under SMTP load, a
+// move interrupted after its mark (resumed, or aborted), a domain move. Every acknowledged
+// message must end up in the account's new group exactly once, and nowhere else.
+
+interface Proc {
+  id: string;
+  pid: number;
+  dataDir?: string;
+}
+interface GroupRow {
+  group: string;
+  address: string;
+  epoch: number;
+}
+
+const RULES = 'require "fileinto";\nif header :contains "subject" "pre-" { fileinto "Pre"; }\n';
+
+describe('account moves between hosting groups', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-move-test-'));
+  const cli = (...args: string[]) => runCli(args, {}, cwd);
+  const ok = async (...args: string[]) => {
+    const r = await cli(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { smtp: string; etcd: string; prefix: string; processes: Proc[] };
+  const primaryOf = async (group: string) => (JSON.parse((await ok('group', 'list', '--json')).stdout) as GroupRow[]).find((g) => g.group === group)!;
+  const groupOf = async (account: string) => {
+    const rows = JSON.parse((await ok('account', 'list', '--json')).stdout) as { address: string; group: string; move?: string }[];
+    return rows.find((r) => r.address === account);
+  };
+  const queuesEmpty = () => eventually('the frontend queue is empty', async () => (JSON.parse((await cli('queue', 'list', '--json')).stdout).length === 0 ? true : undefined), 60_000);
+  /** The X-Test-Ids stored in an account at its group's primary, with how often each is there. */
+  const stored = async (group: string, account: string, folders = ['']) => {
+    const probe = new MailboxProbe((await primaryOf(group)).address);
+    try {
+      const seen = new Map<string, number>();
+      for (const folder of folders)
+        for (const m of await probe.list(account, folder)) {
+          const id = /^X-Test-Id: (.+)\r$/m.exec((await probe.fetch(account, m.uid, folder)).toString())?.[1];
+          if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
+        }
+      return seen;
+    } finally {
+      probe.close();
+    }
+  };
+  const exactlyOnce = (seen: Map<string, number>, acked: string[], where: string) => {
+    assert.deepEqual(acked.filter((id) => !seen.has(id)), [], `acknowledged but not in ${where}`);
+    assert.deepEqual([...seen].filter(([, n]) => n > 1).map(([id]) => id), [], `stored more than once in ${where}`);
+  };
+  /** A member's store, opened beside the running process (LMDB allows readers from other processes). */
+  const withStore = async <T>(id: string, work: (s: LmdbMailStore) => T): Promise<T> => {
+    const s = new LmdbMailStore(join(state().processes.find((p) => p.id === id)!.dataDir!, 'store'));
+    try {
+      return work(s);
+    } finally {
+      await s.close();
+    }
+  };
+  /** Leaves an account as a `move` interrupted after its mark leaves it. */
+  const markMoving = async (account: string, from: string, to: string) => {
+    const client = connectEtcd(state().etcd);
+    try {
+      const [local, domain] = account.split('@');
+      await client.put(new Keys(state().prefix).account(domain, local)).value(JSON.stringify({ group: from, moving: { to } }));
+    } finally {
+      client.close();
+    }
+  };
+  const send = async (to: string, id: string) => assert.match(await sendMail(state().smtp, { to: [to], data: `Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nhi\r\n` }), /^250 /);
+
+  before(async () => {
+    const env = { MAILGRID_QUEUE_MIN_RETRY_MS: '300', MAILGRID_QUEUE_MAX_RETRY_MS: '1000' };
+    const up = await runCli(['cluster', 'up', '--frontends', '1', '--groups', '2', '--replicas', '1'], env, cwd);
+    assert.equal(up.code, 0, up.stderr);
+    await ok('domain', 'add', 'example.test');
+    for (const a of ['mover', 'stay', 'pending', 'undo']) await ok('account', 'add', `${a}@example.test`, '--group', 'g1');
+  });
+  after(async () => {
+    await cli('cluster', 'down');
+  });
+
+  it('moves an account under load with its folders and rules: every acknowledged message is in the new group once, and the old copy is gone', async (t) => {
+    const rules = join(cwd, 'mover.sieve');
+    writeFileSync(rules, RULES);
+    await ok('rules', 'set', 'mover@example.test', rules);
+    const early = Array.from({ length: 5 }, (_, i) => `pre-${i}`);
+    for (const id of early) await send('mover@example.test', id);
+
+    const load = new SmtpLoad(state().smtp, 'move', ['mover@example.test', 'stay@example.test']);
+    t.after(() => load.stop());
+    await sleep(1_500);
+    const moved = JSON.parse((await ok('account', 'move', 'mover@example.test', '--to', 'g2', '--json')).stdout);
+    assert.equal(moved.from, 'g1');
+    assert.equal(moved.to, 'g2');
+    assert.ok(moved.messages >= early.length, `${moved.messages} messages copied`);
+    process.stdout.write(`# moved ${moved.messages} messages (${moved.bytes} bytes) under load in ${moved.ms} ms\n`);
+    await sleep(1_500);
+    await load.stop();
+    await queuesEmpty();
+
+    assert.deepEqual(await groupOf('mover@example.test'), { address: 'mover@example.test', group: 'g2' });
+    const ackedTo = (account: string) => [...load.acked].filter(([, a]) => a === account).map(([id]) => id);
+    assert.ok(ackedTo('mover@example.test').length > 0);
+    exactlyOnce(await stored('g2', 'mover@example.test', ['', 'Pre']), [...early, ...ackedTo('mover@example.test')], 'g2');
+    exactlyOnce(await stored('g1', 'stay@example.test'), ackedTo('stay@example.test'), 'g1');
+    assert.deepEqual([...(await stored('g2', 'mover@example.test', ['Pre'])).keys()].sort(), early, 'the folder came along');
+    assert.equal((await ok('rules', 'get', 'mover@example.test')).stdout.trim(), RULES.trim(), 'the rules came along');
+
+    // The old group keeps nothing of it; the new group's replica has it all.
+    assert.deepEqual(await withStore('be-1', (s) => [...s.list('mover@example.test'), ...s.list('mover@example.test', 'Pre')]), []);
+    const atPrimary = await withStore('be-2', (s) => s.list('mover@example.test').length);
+    assert.equal(await withStore('be-2-r1', (s) => s.list('mover@example.test').length), atPrimary);
+  });
+
+  it('an interrupted move defers the mail and says so; --resume finishes it and the waiting mail lands once in the new group', async () => {
+    await markMoving('pending@example.test', 'g1', 'g2');
+    assert.equal((await groupOf('pending@example.test'))?.move, 'to g2');
+    await send('pending@example.test', 'waiting-1');
+    await sleep(1_000);
+    assert.ok(JSON.parse((await ok('queue', 'list', '--json')).stdout).length > 0, 'it waits in the queue');
+
+    const again = await cli('account', 'move', 'pending@example.test', '--to', 'g2');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /under way.*--resume.*--abort/);
+    const resumed = JSON.parse((await ok('account', 'move', 'pending@example.test', '--resume', '--json')).stdout);
+    assert.equal(resumed.done, 'resumed');
+    await queuesEmpty();
+    assert.deepEqual(await groupOf('pending@example.test'), { address: 'pending@example.test', group: 'g2' });
+    exactlyOnce(await stored('g2', 'pending@example.test'), ['waiting-1'], 'g2');
+  });
+
+  it('--abort undoes an interrupted move: the account stays where it was and its waiting mail is delivered there', async () => {
+    await markMoving('undo@example.test', 'g1', 'g2');
+    await send('undo@example.test', 'waiting-2');
+    const aborted = JSON.parse((await ok('account', 'move', 'undo@example.test', '--abort', '--json')).stdout);
+    assert.equal(aborted.done, 'aborted');
+    await queuesEmpty();
+    assert.deepEqual(await groupOf('undo@example.test'), { address: 'undo@example.test', group: 'g1' });
+    exactlyOnce(await stored('g1', 'undo@example.test'), ['waiting-2'], 'g1');
+    const none = await cli('account', 'move', 'undo@example.test', '--resume');
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no move of undo@example\.test is under way/);
+  });
+
+  it('domain move moves every account of the domain with its mail', async () => {
+    await ok('domain', 'add', 'branch.test');
+    for (const a of ['ann', 'bob']) {
+      await ok('account', 'add', `${a}@branch.test`, '--group', 'g1');
+      await send(`${a}@branch.test`, `branch-${a}`);
+    }
+    await ok('domain', 'move', 'branch.test', '--to', 'g2');
+    for (const a of ['ann', 'bob']) {
+      assert.equal((await groupOf(`${a}@branch.test`))?.group, 'g2');
+      exactlyOnce(await stored('g2', `${a}@branch.test`), [`branch-${a}`], 'g2');
+    }
+  });
+});
