@@ -4,6 +4,7 @@ import type { Directory } from '@mailgrid/directory';
 import { proto, toServiceError, type AccountBatch__Output, type AccountMoveHandlers, type GrpcService, type ImportRequest__Output } from '@mailgrid/protocol';
 import type { AccountRecord, LmdbMailStore } from '@mailgrid/store';
 import { pack, unpack } from 'msgpackr';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fence } from './mailbox-service.js';
 
@@ -47,9 +48,11 @@ export function moveService(deps: MoveServiceDeps): GrpcService {
         let messages = 0;
         for (const records of deps.store.exportAccount(account)) {
           messages += records.filter((r) => r.kind === 'message').length;
-          if (!call.write({ records: pack(records) })) await new Promise((resolve) => call.once('drain', resolve));
           if (call.cancelled) return;
+          // A mover that went away never drains the stream.
+          if (!call.write({ records: pack(records) })) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
         }
+        if (call.cancelled) return;
         log.info({ event: 'move.exported', account, to, messages }, 'account exported');
         call.end();
       })().catch((err) => {
