@@ -142,7 +142,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
         }
       }),
     );
-    const stores = { g1: new LmdbMailStore(join(proc('be-1').dataDir!, 'store')), g2: new LmdbMailStore(join(proc('be-2').dataDir!, 'store')) };
+    const stores = { g1: new LmdbMailStore(join(proc('be-1').dataDir!, 'store'), { readOnly: true }), g2: new LmdbMailStore(join(proc('be-2').dataDir!, 'store'), { readOnly: true }) };
     try {
       let total = 0;
       for (const a of accounts) {

@@ -61,7 +61,7 @@ describe('account moves between hosting groups', () => {
   };
   /** A member's store, opened beside the running process (LMDB allows readers from other processes). */
   const withStore = async <T>(id: string, work: (s: LmdbMailStore) => T): Promise<T> => {
-    const s = new LmdbMailStore(join(state().processes.find((p) => p.id === id)!.dataDir!, 'store'));
+    const s = new LmdbMailStore(join(state().processes.find((p) => p.id === id)!.dataDir!, 'store'), { readOnly: true });
     try {
       return work(s);
     } finally {

@@ -48,6 +48,8 @@ export interface StoreOptions {
    * that). Absent: always.
    */
   accepts?: (account: string) => boolean;
+  /** Only reads, beside the process that writes it (an inspection of a running node's store). */
+  readOnly?: boolean;
 }
 
 export class LmdbMailStore extends EventEmitter implements MailStore {
@@ -82,7 +84,7 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
     // keeping every old map (readers may point into them), so the same resident file pages
     // were counted up to ten times in RSS. Reserving address space once avoids that; it is
     // virtual only, the file does not grow to it, and LMDB still grows past it.
-    this.root = open({ path, maxDbs: 16, mapSize: 64 * 1024 ** 3 });
+    this.root = open({ path, maxDbs: 16, mapSize: 64 * 1024 ** 3, readOnly: options.readOnly });
     this.mailboxes = this.root.openDB({ name: 'mailboxes' });
     this.index = this.root.openDB({ name: 'index' });
     this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
