@@ -19,6 +19,7 @@ interface Proc {
 }
 interface GroupRow {
   group: string;
+  primary: string;
   address: string;
   epoch: number;
 }
@@ -165,5 +166,22 @@ describe('account moves between hosting groups', () => {
       assert.equal((await groupOf(`${a}@branch.test`))?.group, 'g2');
       exactlyOnce(await stored('g2', `${a}@branch.test`), [`branch-${a}`], 'g2');
     }
+  });
+
+  it("a move whose target's primary dies fails cleanly, leaves the account where it was, and --resume finishes it on the new primary", async () => {
+    await ok('account', 'add', 'late@example.test', '--group', 'g1');
+    await send('late@example.test', 'before-failover');
+    process.kill(state().processes.find((p) => p.id === 'be-2')!.pid, 'SIGKILL');
+    // Within the dead primary's lease, etcd still names it: the copy cannot reach it.
+    const failed = await cli('account', 'move', 'late@example.test', '--to', 'g2');
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.match(failed.stderr, /stays in g1.*--resume/s);
+    assert.equal((await groupOf('late@example.test'))?.group, 'g1');
+    await send('late@example.test', 'during-failover');
+    await eventually('the move finished on the new primary', async () => ((await cli('account', 'move', 'late@example.test', '--resume')).code === 0 ? true : undefined), 30_000);
+    assert.equal((await primaryOf('g2')).primary, 'be-2-r1');
+    await queuesEmpty();
+    exactlyOnce(await stored('g2', 'late@example.test'), ['before-failover', 'during-failover'], 'g2');
+    await ok('cluster', 'start', 'be-2');
   });
 });
