@@ -1,8 +1,8 @@
-import { closer, DiskGuard, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { closer, DiskGuard, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router, type Accepted, type Submission } from '@mailgrid/mailflow';
 import type { DeliveryHandler, RoleParts } from '@mailgrid/protocol';
-import { LmdbMailStore, pruneDedupe, type MailStore } from '@mailgrid/store';
+import { LmdbMailStore, logTrimmer, pruneDedupe, type MailStore } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { AccountRules } from './account-rules.js';
 import { adminService } from './admin-service.js';
@@ -74,37 +74,6 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
 const DEDUPE_MARGIN_MS = 24 * 3_600_000;
 
 /**
- * Store upkeep that runs every `everyMs`, one pass at a time; `pass` gets whether the node
- * is still running (a long pass yields between batches and ends early on stop). A failed
- * pass is logged and done again next time. Stop waits for a pass under way.
- */
-function upkeep(name: string, everyMs: number, pass: (running: () => boolean) => Promise<void>, log: Logger): Service {
-  let state: ServiceState = 'new';
-  let timer: NodeJS.Timeout | undefined;
-  let under: Promise<void> | undefined;
-  return {
-    name,
-    get state() {
-      return state;
-    },
-    async start() {
-      state = 'running';
-      timer = setInterval(() => {
-        under ??= pass(() => state === 'running')
-          .catch((err) => log.warn({ event: 'store.upkeep-failed', upkeep: name, err }, 'store upkeep failed; next time'))
-          .finally(() => (under = undefined));
-      }, everyMs);
-      timer.unref();
-    },
-    async stop() {
-      state = 'stopped';
-      clearInterval(timer);
-      await under;
-    },
-  };
-}
-
-/**
  * Forgets idempotency keys once no sender can retry their messages any more (the queue
  * lifetime and a day after they arrived): a pass over the table every hour, in batches, so
  * it stays the size of the last few days' deliveries instead of growing for ever.
@@ -118,19 +87,6 @@ function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger):
       const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(running())));
       const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
       if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
-    },
-    log,
-  );
-}
-
-/** Trims the store's log every 10 s up to `upto()` (what every replica has, less what is kept for ones that were away). */
-function logTrimmer(store: LmdbMailStore, upto: () => number, log: Logger): Service {
-  return upkeep(
-    'log-trimmer',
-    10_000,
-    async () => {
-      const to = upto();
-      if (to > store.base().seq) await store.trim(to);
     },
     log,
   );

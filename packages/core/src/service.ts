@@ -89,3 +89,34 @@ export class StartError extends Error {
     );
   }
 }
+
+/**
+ * Periodic upkeep (a store's passes) that runs every `everyMs`, one pass at a time; `pass` gets whether the node
+ * is still running (a long pass yields between batches and ends early on stop). A failed
+ * pass is logged and done again next time. Stop waits for a pass under way.
+ */
+export function upkeep(name: string, everyMs: number, pass: (running: () => boolean) => Promise<void>, log: Logger): Service {
+  let state: ServiceState = 'new';
+  let timer: NodeJS.Timeout | undefined;
+  let under: Promise<void> | undefined;
+  return {
+    name,
+    get state() {
+      return state;
+    },
+    async start() {
+      state = 'running';
+      timer = setInterval(() => {
+        under ??= pass(() => state === 'running')
+          .catch((err) => log.warn({ event: 'upkeep.failed', upkeep: name, err }, 'upkeep failed; next time'))
+          .finally(() => (under = undefined));
+      }, everyMs);
+      timer.unref();
+    },
+    async stop() {
+      state = 'stopped';
+      clearInterval(timer);
+      await under;
+    },
+  };
+}

@@ -2,6 +2,7 @@ import { closer, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import type { DeliveryTransport, GrpcService } from '@mailgrid/protocol';
 import { MailQueue, QueueStore, queueService, Relay } from '@mailgrid/queue';
+import { logTrimmer } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { Bounces } from './bounces.js';
 import { DeliveryChannel } from './delivery-channel.js';
@@ -35,6 +36,9 @@ export interface QueueStatus {
   /** Bytes the queue may still take (the least of its byte limit and its disk above the floor). */
   queueFreeBytes?: number;
 }
+
+/** Queue log entries kept behind the newest. */
+const QUEUE_LOG_RETAIN = 10_000;
 
 /** Where a node keeps its queue. */
 export const queuePath = (config: Config) => join(resolve(config.dataDir), 'queue');
@@ -151,6 +155,8 @@ export function createMailFlow(deps: {
         await store.close();
       }),
       runner,
+      // Until a partner keeps a copy from it, the queue's log is only kept short.
+      logTrimmer(store, () => store.position().seq - QUEUE_LOG_RETAIN, log, 'queue-log-trimmer'),
       postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
     grpc: [queueService(store, config.nodeId, wake), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],

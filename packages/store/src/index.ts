@@ -1,2 +1,3 @@
 export * from './store.js';
+export * from './logged-lmdb.js';
 export * from './lmdb-store.js';

@@ -1,8 +1,7 @@
-import { commit, flushed, Replies } from '@mailgrid/core';
-import { open, type Database, type Key, type RootDatabase } from 'lmdb';
-import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
-import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type LogEntry, type LogPosition, type MailStore, type MessageInfo, type Op } from './store.js';
+import { Replies } from '@mailgrid/core';
+import type { Database, Key } from 'lmdb';
+import { LoggedLmdb, type LoggedOptions } from './logged-lmdb.js';
+import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type MailStore, type MessageInfo } from './store.js';
 
 interface IndexEntry {
   size: number;
@@ -26,34 +25,21 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
  *               ones are forgotten by a pass over the table: an index by age cost every
  *               append a second B-tree write and ~12 MB of peak RSS under load)
- * - `log`       seq → { epoch, ops }: every write transaction's puts and removes, in order,
- *               written in the same transaction (see `LogEntry`); a replica applies them
- *               as they are, a recovering one catches up from them. A blob is logged by
- *               reference and read when shipped (blobs never change; one deleted later is
- *               deleted on the replica by a later entry).
- * - `replication` `base` (the seq and epoch the log starts after, once trimmed or copied),
- *               `copying` (a full copy is under way: the data is not whole), `ready` (the
- *               data was whole and in sync once: it may be elected)
+ * - `log`, `replication`: every write transaction as an entry of an ordered log (see
+ *               LoggedLmdb); a replica applies them as they are, a recovering one catches
+ *               up from them. A blob is logged by reference.
  * Concurrent appends are batched by lmdb-js into one transaction and share one flush.
  */
-export interface StoreOptions {
-  /**
-   * Awaited after each write's flush with its log seq, before the write resolves: the
-   * primary waits there for its in-sync replicas.
-   */
-  durable?: (seq: number) => Promise<void>;
+export interface StoreOptions extends LoggedOptions {
   /**
    * Whether writes to an account are taken here now, asked inside the write transaction
    * (so once it answers no, no later write reaches the account: a move exports it after
    * that). Absent: always.
    */
   accepts?: (account: string) => boolean;
-  /** Only reads, beside the process that writes it (an inspection of a running node's store). */
-  readOnly?: boolean;
 }
 
-export class LmdbMailStore extends EventEmitter implements MailStore {
-  private readonly root: RootDatabase;
+export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private readonly mailboxes: Database<{ nextUid: number }, [string, string]>;
   private readonly index: Database<IndexEntry, IndexKey>;
   private readonly blobs: Database<Buffer, number>;
@@ -62,77 +48,33 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
   private readonly meta: Database<number, string>;
   private readonly rulesDb: Database<{ source: string; at: number }, string>;
   private readonly vacation: Database<number, [string, string]>;
-  private readonly log: Database<{ epoch: number; ops: Op[] }, number>;
-  private readonly replication: Database<unknown, string>;
-  /** The replicated tables by name, as ops name them. */
-  private readonly tables: Record<string, Database<unknown, Key>>;
-  /** The ops of the transaction being written; undefined outside one. */
-  private ops: Op[] | undefined;
-  /** The epoch new log entries are written in: the primary's (0 on a single node). */
-  epoch = 0;
 
   constructor(
     path: string,
     private readonly options: StoreOptions = {},
   ) {
-    super();
-    mkdirSync(path, { recursive: true });
-    // With overlappingSync (lmdb-js's default on Linux) a write resolves at commit and the
-    // flush overlaps the next transaction; append and delete await `flushed` before they
-    // return, so "stored" always means on disk.
-    // mapSize: lmdb-js otherwise starts with a small map and doubles it as the file grows,
-    // keeping every old map (readers may point into them), so the same resident file pages
-    // were counted up to ten times in RSS. Reserving address space once avoids that; it is
-    // virtual only, the file does not grow to it, and LMDB still grows past it.
-    this.root = open({ path, maxDbs: 16, mapSize: 64 * 1024 ** 3, readOnly: options.readOnly });
-    this.mailboxes = this.root.openDB({ name: 'mailboxes' });
-    this.index = this.root.openDB({ name: 'index' });
-    this.blobs = this.root.openDB({ name: 'blobs', encoding: 'binary' });
-    this.refs = this.root.openDB({ name: 'refs' });
-    this.dedupe = this.root.openDB({ name: 'dedupe' });
-    this.meta = this.root.openDB({ name: 'meta' });
-    this.rulesDb = this.root.openDB({ name: 'rules' });
-    this.vacation = this.root.openDB({ name: 'vacation' });
-    this.log = this.root.openDB({ name: 'log' });
-    this.replication = this.root.openDB({ name: 'replication' });
-    const t = { mailboxes: this.mailboxes, index: this.index, blobs: this.blobs, refs: this.refs, dedupe: this.dedupe, meta: this.meta, rules: this.rulesDb, vacation: this.vacation };
-    this.tables = t as unknown as Record<string, Database<unknown, Key>>;
-  }
-
-  /** A put inside `write`, logged. */
-  private set(table: string, key: Key, value: unknown): void {
-    this.tables[table].put(key, value);
-    this.ops!.push(table === 'blobs' ? [2, table, key] : [0, table, key, value]);
-  }
-
-  private unset(table: string, key: Key): void {
-    this.tables[table].remove(key);
-    this.ops!.push([1, table, key]);
-  }
-
-  /**
-   * One write transaction whose puts and removes go to the log as one entry; resolves once
-   * it is on disk here and (`durable`) wherever it must be before it is answered.
-   */
-  private async write<T>(work: () => T): Promise<T> {
-    let seq = 0;
-    const out = await commit(this.root, () => {
-      this.ops = [];
-      try {
-        const result = work();
-        if (this.ops.length) {
-          seq = this.position().seq + 1;
-          this.log.put(seq, { epoch: this.epoch, ops: this.ops });
-        }
-        return result;
-      } finally {
-        this.ops = undefined;
-      }
-    });
-    if (seq) this.emit('logged', seq);
-    await flushed(this.root);
-    if (seq) await this.options.durable?.(seq);
-    return out;
+    super(
+      path,
+      [
+        { name: 'mailboxes' },
+        { name: 'index' },
+        { name: 'blobs', binary: true, byReference: true },
+        { name: 'refs' },
+        { name: 'dedupe' },
+        { name: 'meta' },
+        { name: 'rules' },
+        { name: 'vacation' },
+      ],
+      options,
+    );
+    this.mailboxes = this.table('mailboxes');
+    this.index = this.table('index');
+    this.blobs = this.table('blobs');
+    this.refs = this.table('refs');
+    this.dedupe = this.table('dedupe');
+    this.meta = this.table('meta');
+    this.rulesDb = this.table('rules');
+    this.vacation = this.table('vacation');
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
@@ -287,14 +229,6 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
   }
 
   /**
-   * Resolves once every write begun before it is committed: after the account's `accepts`
-   * said no, a move's export then sees everything the account will ever get here.
-   */
-  async barrier(): Promise<void> {
-    await commit(this.root, () => undefined);
-  }
-
-  /**
    * Everything of an account, in batches of about `batchBytes`: folders first, then each
    * message (its body with the first message that uses the blob; a large body in `part`
    * records ahead of it), rules, vacation marks, idempotency keys.
@@ -383,154 +317,6 @@ export class LmdbMailStore extends EventEmitter implements MailStore {
     if (this.rulesDb.get(account)) this.unset('rules', account);
     for (const { key } of this.dedupeOf(account)) this.unset('dedupe', key);
     return messages.length;
-  }
-
-  /** Where the log ends; { 0, 0 } while a full copy is under way (the data is not whole). */
-  position(): LogPosition {
-    if (this.replication.get('copying')) return { seq: 0, epoch: 0 };
-    for (const { key, value } of this.log.getRange({ reverse: true, limit: 1 })) return { seq: key, epoch: value.epoch };
-    return this.base();
-  }
-
-  /** What the log starts after: { 0, 0 } for a log kept from the store's first write. */
-  base(): LogPosition {
-    return (this.replication.get('base') as LogPosition | undefined) ?? { seq: 0, epoch: 0 };
-  }
-
-  /**
-   * Whether this log holds the entry a replica's log ends with (same seq, same epoch): then
-   * both logs are the same up to it, as only one primary writes in an epoch, and the replica
-   * can follow from the next one. Otherwise it needs a full copy.
-   */
-  holds(at: LogPosition): boolean {
-    const base = this.base();
-    if (at.seq === base.seq) return at.epoch === base.epoch;
-    if (at.seq < base.seq) return false;
-    return this.log.get(at.seq)?.epoch === at.epoch;
-  }
-
-  /** Entries from `from` on, up to about `maxBytes` of blob data, blobs read in. */
-  entries(from: number, maxBytes = 1 << 20): LogEntry[] {
-    const out: LogEntry[] = [];
-    let bytes = 0;
-    for (const { key, value } of this.log.getRange({ start: from })) {
-      const ops: Op[] = [];
-      for (const op of value.ops) {
-        if (op[0] !== 2) ops.push(op);
-        else {
-          // Gone: a later entry removed it, and removes it on the replica too.
-          const body = this.blobs.get(op[2] as number);
-          if (body) ops.push([0, op[1], op[2], body]);
-          bytes += body?.length ?? 0;
-        }
-      }
-      out.push({ seq: key, epoch: value.epoch, ops });
-      if (bytes >= maxBytes || out.length >= 1_000) break;
-    }
-    return out;
-  }
-
-  /** A replica applies its primary's entries, in order, as its own; resolves once on disk. */
-  async apply(entries: LogEntry[]): Promise<void> {
-    if (!entries.length) return;
-    await commit(this.root, () => {
-      let last = this.position().seq;
-      for (const e of entries) {
-        if (e.seq !== last + 1) throw new Error(`log entry ${e.seq} does not follow ${last}`);
-        this.applyOps(e.ops);
-        this.log.put(e.seq, { epoch: e.epoch, ops: e.ops.map((op) => (op[1] === 'blobs' && op[0] === 0 ? ([2, op[1], op[2]] as Op) : op)) });
-        last = e.seq;
-      }
-    });
-    await flushed(this.root);
-  }
-
-  private applyOps(ops: Op[]): void {
-    for (const op of ops) {
-      const table = this.tables[op[1]];
-      if (!table) throw new Error(`log names no table ${op[1]}`);
-      if (op[0] === 0) table.put(op[2] as Key, op[3]);
-      else if (op[0] === 1) table.remove(op[2] as Key);
-    }
-  }
-
-  /**
-   * A full copy, for a replica whose log the primary cannot continue: the primary's log
-   * position first (the copy is taken after it, so replaying the log from there over it
-   * gives the primary's state even though the copy is read while writes go on), then every
-   * table's keys and values in batches.
-   */
-  *snapshot(batchBytes = 1 << 20): Generator<Op[], void, void> {
-    let batch: Op[] = [];
-    let bytes = 0;
-    for (const [name, table] of Object.entries(this.tables)) {
-      for (const { key, value } of table.getRange({})) {
-        batch.push([0, name, key, value]);
-        bytes += Buffer.isBuffer(value) ? value.length : 64;
-        if (bytes >= batchBytes) {
-          yield batch;
-          batch = [];
-          bytes = 0;
-        }
-      }
-    }
-    if (batch.length) yield batch;
-  }
-
-  /** Starts taking a full copy: everything here goes, and the data counts as not whole until `endCopy`. */
-  async beginCopy(): Promise<void> {
-    await commit(this.root, () => {
-      this.replication.put('copying', true);
-      this.replication.remove('ready');
-    });
-    await flushed(this.root);
-    for (const table of [...Object.values(this.tables), this.log]) await table.clearAsync();
-  }
-
-  async copy(ops: Op[]): Promise<void> {
-    await commit(this.root, () => this.applyOps(ops));
-  }
-
-  /** The copy is whole: the log goes on after `base`. */
-  async endCopy(base: LogPosition): Promise<void> {
-    await commit(this.root, () => {
-      this.replication.put('base', base);
-      this.replication.remove('copying');
-    });
-    await flushed(this.root);
-  }
-
-  /** Whether the data was whole and in sync with its group once (a new disk is not: it must not be elected). */
-  get ready(): boolean {
-    return Boolean(this.replication.get('ready')) && !this.replication.get('copying');
-  }
-
-  async setReady(): Promise<void> {
-    if (this.ready) return;
-    await commit(this.root, () => this.replication.put('ready', true));
-    await flushed(this.root);
-  }
-
-  /** Forgets log entries up to `upto` (every in-sync member has them). Not flushed: a lost trim is done again. */
-  async trim(upto: number): Promise<number> {
-    return commit(this.root, () => {
-      const base = this.base();
-      const last = this.position().seq;
-      upto = Math.min(upto, last);
-      if (upto <= base.seq) return 0;
-      const epoch = this.log.get(upto)!.epoch;
-      let n = 0;
-      for (const key of this.log.getKeys({ start: base.seq + 1, end: upto + 1 })) {
-        this.log.remove(key);
-        n++;
-      }
-      this.replication.put('base', { seq: upto, epoch });
-      return n;
-    });
-  }
-
-  async close(): Promise<void> {
-    await this.root.close();
   }
 }
 

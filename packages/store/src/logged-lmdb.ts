@@ -1,0 +1,293 @@
+import { commit, flushed, upkeep, type Logger, type Service } from '@mailgrid/core';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
+import type { LogEntry, LogPosition, Op } from './store.js';
+
+/** One table of a logged environment. */
+export interface TableSpec {
+  name: string;
+  /** Values are raw bytes. */
+  binary?: boolean;
+  /**
+   * Values never change once put (message bodies): a put is logged by reference and its
+   * bytes read when the entry is shipped (one deleted later is deleted by a later entry).
+   */
+  byReference?: boolean;
+}
+
+export interface LoggedOptions {
+  /**
+   * Awaited after each write's flush with its log seq, before the write resolves: a
+   * hosting group's primary waits there for its in-sync replicas, a queue for its partner.
+   */
+  durable?: (seq: number) => Promise<void>;
+  /** Only reads, beside the process that writes it (an inspection of a running node's data). */
+  readOnly?: boolean;
+}
+
+/**
+ * An LMDB environment whose every write transaction is also an entry of an ordered log,
+ * written in that same transaction, so another environment can be kept the same by
+ * applying the entries in order: the mail store's replicas, a queue's partner copy.
+ * - `log`  seq → { epoch, ops }: the puts and removes of one transaction (see `Op`)
+ * - `replication` `base` (the seq and epoch the log starts after, once trimmed or copied),
+ *   `copying` (a full copy is under way: the data is not whole), `ready` (the data was
+ *   whole and in sync once)
+ * Subclasses write only through `write` with `set` and `unset`.
+ */
+export class LoggedLmdb extends EventEmitter {
+  protected readonly root: RootDatabase;
+  /** The logged tables by name, as ops name them. */
+  private readonly tables: Record<string, Database<unknown, Key>> = {};
+  private readonly byReference = new Set<string>();
+  private readonly log: Database<{ epoch: number; ops: Op[] }, number>;
+  private readonly replication: Database<unknown, string>;
+  /** The ops of the transaction being written; undefined outside one. */
+  private ops: Op[] | undefined;
+  /** The epoch new log entries are written in: a group primary's (0 elsewhere). */
+  epoch = 0;
+
+  constructor(
+    path: string,
+    specs: TableSpec[],
+    private readonly logged: LoggedOptions = {},
+  ) {
+    super();
+    mkdirSync(path, { recursive: true });
+    // mapSize: lmdb-js otherwise starts with a small map and doubles it as the file grows,
+    // keeping every old map (readers may point into them), so the same resident file pages
+    // were counted up to ten times in RSS. Reserving address space once avoids that; it is
+    // virtual only, the file does not grow to it, and LMDB still grows past it.
+    this.root = open({ path, maxDbs: specs.length + 4, mapSize: 64 * 1024 ** 3, readOnly: logged.readOnly });
+    for (const t of specs) {
+      this.tables[t.name] = this.root.openDB({ name: t.name, ...(t.binary && { encoding: 'binary' as const }) });
+      if (t.byReference) this.byReference.add(t.name);
+    }
+    this.log = this.root.openDB({ name: 'log' });
+    this.replication = this.root.openDB({ name: 'replication' });
+  }
+
+  protected table<V, K extends Key>(name: string): Database<V, K> {
+    return this.tables[name] as unknown as Database<V, K>;
+  }
+
+  /** A put inside `write`, logged. */
+  protected set(table: string, key: Key, value: unknown): void {
+    this.tables[table].put(key, value);
+    this.ops!.push(this.byReference.has(table) ? [2, table, key] : [0, table, key, value]);
+  }
+
+  /** A remove inside `write`, logged. */
+  protected unset(table: string, key: Key): void {
+    this.tables[table].remove(key);
+    this.ops!.push([1, table, key]);
+  }
+
+  /**
+   * One write transaction whose puts and removes go to the log as one entry; resolves once
+   * it is on disk here and (`durable`) wherever it must be before it is answered.
+   */
+  protected async write<T>(work: () => T): Promise<T> {
+    const { result, seq } = await this.commitLogged(work);
+    await flushed(this.root);
+    if (seq) await this.logged.durable?.(seq);
+    return result;
+  }
+
+  /** The same write, resolved at commit: `durableNow` waits for it and every other before it. */
+  protected async commitLogged<T>(work: () => T): Promise<{ result: T; seq: number }> {
+    let seq = 0;
+    const result = await commit(this.root, () => {
+      this.ops = [];
+      try {
+        const out = work();
+        if (this.ops.length) {
+          seq = this.position().seq + 1;
+          this.log.put(seq, { epoch: this.epoch, ops: this.ops });
+        }
+        return out;
+      } finally {
+        this.ops = undefined;
+      }
+    });
+    if (seq) this.emit('logged', seq);
+    return { result, seq };
+  }
+
+  /** Resolves once everything committed so far is on disk here and wherever `durable` says. */
+  async durableNow(): Promise<void> {
+    const { seq } = this.position();
+    await flushed(this.root);
+    if (seq) await this.logged.durable?.(seq);
+  }
+
+  /**
+   * Resolves once every write begun before it is committed (an empty transaction: writes
+   * are committed in order).
+   */
+  async barrier(): Promise<void> {
+    await commit(this.root, () => undefined);
+  }
+
+  /** Where the log ends; { 0, 0 } while a full copy is under way (the data is not whole). */
+  position(): LogPosition {
+    if (this.replication.get('copying')) return { seq: 0, epoch: 0 };
+    for (const { key, value } of this.log.getRange({ reverse: true, limit: 1 })) return { seq: key, epoch: value.epoch };
+    return this.base();
+  }
+
+  /** What the log starts after: { 0, 0 } for a log kept from the first write. */
+  base(): LogPosition {
+    return (this.replication.get('base') as LogPosition | undefined) ?? { seq: 0, epoch: 0 };
+  }
+
+  /**
+   * Whether this log holds the entry another's log ends with (same seq, same epoch): then
+   * both logs are the same up to it, as only one writer writes in an epoch, and the other
+   * can follow from the next one. Otherwise it needs a full copy.
+   */
+  holds(at: LogPosition): boolean {
+    const base = this.base();
+    if (at.seq === base.seq) return at.epoch === base.epoch;
+    if (at.seq < base.seq) return false;
+    return this.log.get(at.seq)?.epoch === at.epoch;
+  }
+
+  /** Entries from `from` on, up to about `maxBytes` of by-reference values, those read in. */
+  entries(from: number, maxBytes = 1 << 20): LogEntry[] {
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    for (const { key, value } of this.log.getRange({ start: from })) {
+      const ops: Op[] = [];
+      for (const op of value.ops) {
+        if (op[0] !== 2) ops.push(op);
+        else {
+          // Gone: a later entry removed it, and removes it on the copy too.
+          const body = this.tables[op[1]].get(op[2] as Key) as Buffer | undefined;
+          if (body) ops.push([0, op[1], op[2], body]);
+          bytes += body?.length ?? 0;
+        }
+      }
+      out.push({ seq: key, epoch: value.epoch, ops });
+      if (bytes >= maxBytes || out.length >= 1_000) break;
+    }
+    return out;
+  }
+
+  /** A copy applies its source's entries, in order, as its own; resolves once on disk. */
+  async apply(entries: LogEntry[]): Promise<void> {
+    if (!entries.length) return;
+    await commit(this.root, () => {
+      let last = this.position().seq;
+      for (const e of entries) {
+        if (e.seq !== last + 1) throw new Error(`log entry ${e.seq} does not follow ${last}`);
+        this.applyOps(e.ops);
+        this.log.put(e.seq, { epoch: e.epoch, ops: e.ops.map((op) => (op[0] === 0 && this.byReference.has(op[1]) ? ([2, op[1], op[2]] as Op) : op)) });
+        last = e.seq;
+      }
+    });
+    await flushed(this.root);
+  }
+
+  private applyOps(ops: Op[]): void {
+    for (const op of ops) {
+      const table = this.tables[op[1]];
+      if (!table) throw new Error(`log names no table ${op[1]}`);
+      if (op[0] === 0) table.put(op[2] as Key, op[3]);
+      else if (op[0] === 1) table.remove(op[2] as Key);
+    }
+  }
+
+  /**
+   * A full copy, for a copy whose log this one cannot continue: the position first (the
+   * copy is taken after it, so replaying the log from there over it gives this state even
+   * though the copy is read while writes go on), then every table's keys and values in
+   * batches.
+   */
+  *snapshot(batchBytes = 1 << 20): Generator<Op[], void, void> {
+    let batch: Op[] = [];
+    let bytes = 0;
+    for (const [name, table] of Object.entries(this.tables)) {
+      for (const { key, value } of table.getRange({})) {
+        batch.push([0, name, key, value]);
+        bytes += Buffer.isBuffer(value) ? value.length : 64;
+        if (bytes >= batchBytes) {
+          yield batch;
+          batch = [];
+          bytes = 0;
+        }
+      }
+    }
+    if (batch.length) yield batch;
+  }
+
+  /** Starts taking a full copy: everything here goes, and the data counts as not whole until `endCopy`. */
+  async beginCopy(): Promise<void> {
+    await commit(this.root, () => {
+      this.replication.put('copying', true);
+      this.replication.remove('ready');
+    });
+    await flushed(this.root);
+    for (const table of [...Object.values(this.tables), this.log]) await table.clearAsync();
+  }
+
+  async copy(ops: Op[]): Promise<void> {
+    await commit(this.root, () => this.applyOps(ops));
+  }
+
+  /** The copy is whole: the log goes on after `base`. */
+  async endCopy(base: LogPosition): Promise<void> {
+    await commit(this.root, () => {
+      this.replication.put('base', base);
+      this.replication.remove('copying');
+    });
+    await flushed(this.root);
+  }
+
+  /** Whether the data was whole and in sync once (a new disk is not: it must not be elected). */
+  get ready(): boolean {
+    return Boolean(this.replication.get('ready')) && !this.replication.get('copying');
+  }
+
+  async setReady(): Promise<void> {
+    if (this.ready) return;
+    await commit(this.root, () => this.replication.put('ready', true));
+    await flushed(this.root);
+  }
+
+  /** Forgets log entries up to `upto` (every copy has them). Not flushed: a lost trim is done again. */
+  async trim(upto: number): Promise<number> {
+    return commit(this.root, () => {
+      const base = this.base();
+      const last = this.position().seq;
+      upto = Math.min(upto, last);
+      if (upto <= base.seq) return 0;
+      const epoch = this.log.get(upto)!.epoch;
+      let n = 0;
+      for (const key of this.log.getKeys({ start: base.seq + 1, end: upto + 1 })) {
+        this.log.remove(key);
+        n++;
+      }
+      this.replication.put('base', { seq: upto, epoch });
+      return n;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}
+
+/** Trims a log every 10 s up to `upto()` (what every copy has, less what is kept for copies that were away). */
+export function logTrimmer(store: LoggedLmdb, upto: () => number, log: Logger, name = 'log-trimmer'): Service {
+  return upkeep(
+    name,
+    10_000,
+    async () => {
+      const to = upto();
+      if (to > store.base().seq) await store.trim(to);
+    },
+    log,
+  );
+}
