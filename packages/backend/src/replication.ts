@@ -3,17 +3,19 @@ import { MailError, Replies, type Logger, type Service, type ServiceState } from
 import type { GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
 import {
   createReplicationClient,
+  LogSignal,
   proto,
+  receiveLog,
+  refuseFollower as refuse,
+  shipLog,
+  type FollowCall,
+  type FollowClientCall,
   type FollowRequest__Output,
-  type FollowResponse,
-  type FollowResponse__Output,
   type GrpcService,
   type ReplicationClient,
   type ReplicationHandlers,
 } from '@mailgrid/protocol';
-import type { LmdbMailStore, LogEntry, Op } from '@mailgrid/store';
-import { pack, unpack } from 'msgpackr';
-import { once } from 'node:events';
+import type { LmdbMailStore, LogPosition } from '@mailgrid/store';
 
 export interface ReplicationOptions {
   store: LmdbMailStore;
@@ -31,7 +33,7 @@ export interface ReplicationOptions {
 /** A replica's stream as its primary keeps it. */
 interface Follower {
   node: string;
-  call: grpc.ServerDuplexStream<FollowRequest__Output, FollowResponse>;
+  call: FollowCall;
   /** The last seq it has on disk. */
   acked: number;
   /** Counted by waiting writes: in the in-sync set, or about to be added to it. */
@@ -76,30 +78,19 @@ export class GroupReplication implements Service {
   private ticks = 0;
   private lastFailoverAt: number | undefined;
   /** Replica side: the stream to the primary followed now. */
-  private following: { epoch: number; client: ReplicationClient; call: grpc.ClientDuplexStream<unknown, FollowResponse__Output> } | undefined;
+  private following: { epoch: number; client: ReplicationClient; call: FollowClientCall } | undefined;
   private followRetry: NodeJS.Timeout | undefined;
-  private logged: Promise<void>;
-  private wake!: () => void;
+  private readonly signal: LogSignal;
   private readonly onGroups = () => this.follow();
 
   constructor(private readonly options: ReplicationOptions) {
-    this.logged = this.nextLogged();
-    options.store.on('logged', () => this.wake());
+    this.signal = new LogSignal(options.store);
     options.leadership.on('elected', (epoch: number) => this.elected(epoch));
     options.leadership.on('demoted', () => this.demoted());
   }
 
   get state(): ServiceState {
     return this._state;
-  }
-
-  private nextLogged(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.wake = () => {
-        this.logged = this.nextLogged();
-        resolve();
-      };
-    });
   }
 
   async start(): Promise<void> {
@@ -312,39 +303,22 @@ export class GroupReplication implements Service {
   }
 
   /** Streams to one replica: a full copy if this log cannot continue its own, then the log. */
-  private async ship(f: Follower, epoch: number, at: { seq: number; epoch: number }): Promise<void> {
-    const { store, log } = this.options;
-    const open = () => this.followers.get(f.node) === f && this.options.leadership.epoch === epoch;
-    const send = async (res: FollowResponse) => {
-      if (!f.call.write({ ...res, epoch, primarySeq: store.position().seq })) await Promise.race([once(f.call, 'drain'), f.closed]);
-    };
-    let sent = at.seq;
-    if (!store.holds(at)) {
-      const base = store.position();
-      f.pin = base.seq;
-      log.info({ event: 'replication.copy', replica: f.node, from: at, base }, 'replica needs a full copy');
-      await send({ copyBegin: true });
-      for (const batch of store.snapshot()) {
-        if (!open()) return;
-        await send({ copy: pack(batch) });
-      }
-      await send({ copyEnd: true, baseSeq: base.seq, baseEpoch: base.epoch });
-      sent = base.seq;
-    } else f.acked = at.seq;
-    f.pin = Infinity;
-    this.join(f);
-    while (open()) {
-      const wait = this.logged;
-      const entries = store.entries(sent + 1);
-      if (!entries.length) {
-        await Promise.race([wait, f.closed]);
-        continue;
-      }
-      f.pin = sent + 1; // until sent: trimming under a batch being read would leave a gap
-      await send({ entries: entries.map((e) => pack([e.seq, e.epoch, e.ops])) });
-      sent = entries[entries.length - 1].seq;
-      f.pin = Infinity;
-    }
+  private ship(f: Follower, epoch: number, at: LogPosition): Promise<void> {
+    return shipLog({
+      source: this.options.store,
+      signal: this.signal,
+      call: f.call,
+      epoch,
+      from: at,
+      open: () => this.followers.get(f.node) === f && this.options.leadership.epoch === epoch,
+      closed: f.closed,
+      pin: (seq) => (f.pin = seq),
+      onCopy: (base) => this.options.log.info({ event: 'replication.copy', replica: f.node, from: at, base }, 'replica needs a full copy'),
+      onCaughtUp: (acked) => {
+        f.acked = acked;
+        this.join(f);
+      },
+    });
   }
 
   // ---- replica ---------------------------------------------------------------------------
@@ -361,7 +335,7 @@ export class GroupReplication implements Service {
     this.unfollow();
     if (!leader || leader.id === this.options.node) return;
     const client = createReplicationClient(leader.address);
-    const call = client.Follow() as unknown as grpc.ClientDuplexStream<unknown, FollowResponse__Output>;
+    const call = client.Follow() as unknown as FollowClientCall;
     const following = { epoch: leader.epoch, client, call };
     this.following = following;
     const pos = this.options.store.position();
@@ -392,35 +366,16 @@ export class GroupReplication implements Service {
     f.client.close();
   }
 
-  private async receive(following: NonNullable<GroupReplication['following']>): Promise<void> {
-    const { store } = this.options;
-    let base: { seq: number; epoch: number } | undefined;
-    for await (const res of following.call as AsyncIterable<FollowResponse__Output>) {
-      if (this.following !== following) return;
-      if (Number(res.epoch) !== following.epoch) throw new Error(`entries of epoch ${res.epoch} on a stream of epoch ${following.epoch}`);
-      if (res.copyBegin) await store.beginCopy();
-      if (res.copy?.length) await store.copy(unpack(res.copy) as Op[]);
-      if (res.copyEnd) {
-        base = { seq: Number(res.baseSeq), epoch: Number(res.baseEpoch) };
-        await store.endCopy(base);
-      }
-      if (res.entries.length) {
-        const entries: LogEntry[] = res.entries.map((b) => {
-          const [seq, epoch, ops] = unpack(b) as [number, number, Op[]];
-          return { seq, epoch, ops };
-        });
-        await store.apply(entries);
-      }
-      if (this.following !== following) return;
-      following.call.write({ flushed: store.position().seq });
-      if (this.options.groups.group(this.options.group)?.inSync?.includes(this.options.node)) await store.setReady();
-    }
+  private receive(following: NonNullable<GroupReplication['following']>): Promise<void> {
+    const { store, groups, group, node } = this.options;
+    return receiveLog({
+      copy: store,
+      call: following.call,
+      epoch: following.epoch,
+      still: () => this.following === following,
+      after: async () => {
+        if (groups.group(group)?.inSync?.includes(node)) await store.setReady();
+      },
+    });
   }
-}
-
-
-
-/** Ends a replica's stream with a status (grpc-js sends an emitted error as the call's status). */
-function refuse(call: Follower['call'], code: grpc.status, details: string): void {
-  call.emit('error', { code, details });
 }

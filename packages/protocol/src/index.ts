@@ -7,3 +7,4 @@ export * from './delivery-transport.js';
 export type * from './types.js';
 export * from './chunks.js';
 export * from './port-calls.js';
+export * from './log-shipping.js';
