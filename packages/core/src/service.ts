@@ -91,9 +91,9 @@ export class StartError extends Error {
 }
 
 /**
- * Periodic upkeep (a store's passes) that runs every `everyMs`, one pass at a time; `pass` gets whether the node
- * is still running (a long pass yields between batches and ends early on stop). A failed
- * pass is logged and done again next time. Stop waits for a pass under way.
+ * Periodic upkeep (a store's passes) that runs every `everyMs`, one pass at a time; `pass`
+ * gets whether the node is still running (a long pass yields between batches and ends early
+ * on stop). A failed pass is logged and done again next time. Stop waits for a pass under way.
  */
 export function upkeep(name: string, everyMs: number, pass: (running: () => boolean) => Promise<void>, log: Logger): Service {
   let state: ServiceState = 'new';
