@@ -144,6 +144,20 @@ describe('account rules on a single node', () => {
     assert.equal(sink.messages.filter((x) => x.to.includes('victim@far.test')).length, 0);
   });
 
+  it('refuses on its Submit service, as at SMTP, a message with a bare LF, a bare CR or a NUL', async () => {
+    const before = (await mailbox.list('carol@example.test')).length;
+    const submitter = new GrpcSubmitter({ timeoutMs: 5_000, chunkBytes: 65_536, node: 'test' });
+    try {
+      for (const [i, body] of ['Subject: x\n\nsmuggled\r\n', 'Subject: x\r\n\r\na\rb\r\n', 'Subject: x\r\n\r\na\0b\r\n'].entries()) {
+        const m = { id: `submit-bytes-${i}`, mailFrom: 'alice@example.test', recipients: ['carol@example.test'], body: Buffer.from(body, 'latin1'), mayRelay: false };
+        await assert.rejects(submitter.submit(`127.0.0.1:${node.grpcPort}`, m, { origin: 'fe-x', log: [], asAccount: false }), (err: Error & { reply?: { code: number; enhanced: string } }) => err.reply?.code === 550 && err.reply.enhanced === '5.6.0');
+      }
+    } finally {
+      submitter.close();
+    }
+    assert.equal((await mailbox.list('carol@example.test')).length, before, 'nothing stored');
+  });
+
   it('sends as an account through the submit mode, and refuses a sender that is not an account', async () => {
     const msg = file('out.eml', 'To: friend@outside.test\nBcc: hidden@outside.test\nSubject: from the CLI\n\nhi there\n');
     const sent = await node.cli('send', '--as', 'alice@example.test', msg);

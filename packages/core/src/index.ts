@@ -8,3 +8,4 @@ export * from './main.js';
 export * from './util.js';
 export * from './storage.js';
 export * from './disk-guard.js';
+export * from './message-bytes.js';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { findBadByte, MessageCollector } from './message-check.js';
+import { findBadByte } from '@mailgrid/core';
+import { MessageCollector } from './message-check.js';
 
 describe('findBadByte', () => {
   const cases: [string, string, number][] = [

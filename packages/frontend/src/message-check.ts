@@ -1,6 +1,6 @@
+import { findBadByte } from '@mailgrid/core';
 import { isAscii } from 'node:buffer';
 
-const CR = 0x0d;
 const LF = 0x0a;
 
 /**
@@ -32,28 +32,4 @@ export class MessageCollector {
     // Over the limit or already refused: keep reading so the session stays in sync, drop the bytes.
     if (this.badAt < 0 && this.bytes <= this.keepLimit) this.chunks.push(chunk);
   }
-}
-
-/**
- * Offset of the first NUL, bare CR or bare LF in `chunk`, or -1. `prev` is the byte before
- * the chunk (LF at the start of the message). A CR as the very last byte is judged when
- * the next chunk arrives; smtp-server's data always ends with CRLF.
- */
-export function findBadByte(chunk: Buffer, prev: number): number {
-  const nul = chunk.indexOf(0);
-  let bad = nul;
-  for (let i = chunk.indexOf(LF); i >= 0 && (bad < 0 || i < bad); i = chunk.indexOf(LF, i + 1)) {
-    if ((i === 0 ? prev : chunk[i - 1]) !== CR) {
-      bad = i;
-      break;
-    }
-  }
-  if (prev === CR && chunk.length && chunk[0] !== LF) return 0;
-  for (let i = chunk.indexOf(CR); i >= 0 && (bad < 0 || i < bad); i = chunk.indexOf(CR, i + 1)) {
-    if (i + 1 < chunk.length && chunk[i + 1] !== LF) {
-      bad = i;
-      break;
-    }
-  }
-  return bad;
 }

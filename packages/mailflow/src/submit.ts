@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { MailError, Replies, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
+import { badByteIn, MailError, Replies, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
 import {
   ClientPool,
   createSubmitClient,
@@ -322,6 +322,8 @@ export function submitService(receive: (s: Submission, arrival: Arrival) => Prom
         };
         if (MailError.is(received)) return refuse(received);
         if (received.body.length !== Number(received.envelope.size)) return refuse(Replies.malformedRequest(`expected ${received.envelope.size} bytes, got ${received.body.length}`));
+        // As at the SMTP listener: nothing with a bare CR, bare LF or NUL is queued, stored or relayed.
+        if (badByteIn(received.body) >= 0) return refuse(Replies.badLineEndings());
         const { submission, arrival } = submissionOf(received.envelope, received.body);
         // Mail to relay is taken only from a member handing it over, or sent as an account here.
         if (!arrival.origin && !arrival.asAccount) return refuse(Replies.submitDenied());

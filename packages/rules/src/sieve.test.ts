@@ -64,6 +64,13 @@ describe('sieve: applying', () => {
     assert.deepEqual(run(s, plain).folders, ['A', 'B', 'C']);
   });
 
+  it('reads addresses from the field as written: an encoded display name adds none', () => {
+    const view = msg('To: =?utf-8?q?x=2C_victim=40example=2Etest=2C?= <other@x.test>\nCc: "A, B" <a@x.test>, b@x.test\n');
+    assert.deepEqual(view.addresses('to'), ['other@x.test']);
+    assert.deepEqual(view.addresses('cc'), ['a@x.test', 'b@x.test']);
+    assert.equal(view.header('to')[0], 'x, victim@example.test, <other@x.test>');
+  });
+
   it('stops, discards, redirects and rejects', () => {
     assert.deepEqual(run('discard; stop; keep;', plain).folders, []);
     const r = run('require "reject"; if true { reject "no thanks"; }', plain);
