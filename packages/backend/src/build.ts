@@ -1,4 +1,4 @@
-import { closer, DiskGuard, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
+import { closer, DiskGuard, Replies, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router, type Accepted, type Submission } from '@mailgrid/mailflow';
 import type { DeliveryHandler, RoleParts } from '@mailgrid/protocol';
@@ -48,7 +48,13 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     const h = home(account);
     return !h || (h.group === group && !h.movingTo);
   });
-  const store = new LmdbMailStore(path, { durable: deps.durable, accepts });
+  // A fenced member writes only while primary: a replica's own entry would fork its log.
+  const epoch = deps.epoch;
+  const primary = () => !epoch || epoch() !== undefined;
+  const writable = () => {
+    if (!primary()) throw Replies.notPrimary(group);
+  };
+  const store = new LmdbMailStore(path, { durable: deps.durable, accepts, writable });
   const trimPoint = deps.trimPoint ?? (() => store.position().seq - current.backend.logRetain);
   const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
   const router = new Router(deps.directory);
@@ -60,7 +66,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     apply: (next: Config) => (current = next),
     deliver,
     store,
-    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, log), logTrimmer(store, trimPoint, log)],
+    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, primary, log), logTrimmer(store, trimPoint, log)],
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, log }),
@@ -78,13 +84,15 @@ const DEDUPE_MARGIN_MS = 24 * 3_600_000;
  * lifetime and a day after they arrived): a pass over the table every hour, in batches, so
  * it stays the size of the last few days' deliveries instead of growing for ever.
  */
-function dedupePruner(store: MailStore, retentionMs: () => number, log: Logger): Service {
+function dedupePruner(store: MailStore, retentionMs: () => number, primary: () => boolean, log: Logger): Service {
   return upkeep(
     'dedupe-pruner',
     3_600_000,
     async (running) => {
+      // A replica's keys go when the primary's pass removes them.
+      if (!primary()) return;
       // Between batches deliveries go first; a stopping node ends the pass.
-      const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(running())));
+      const between = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(running() && primary())));
       const total = await pruneDedupe(store, Date.now() - retentionMs(), between);
       if (total) log.info({ event: 'store.dedupe-pruned', keys: total }, 'old idempotency keys forgotten');
     },

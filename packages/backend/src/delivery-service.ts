@@ -126,7 +126,7 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     for (const r of toStore) fail(r.address, full);
     toStore.length = 0;
   }
-  await applyRules(deps, envelope, body, toStore, results, fail);
+  await applyRules(deps, envelope, body, toStore, fail);
   body = Buffer.concat([returnPath, body]);
   if (toStore.length) {
     try {
@@ -134,7 +134,7 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
       stored.forEach((s, i) => {
         const { address, actions } = toStore[i];
         if (s.refused) return fail(address, Replies.accountMoving(s.account));
-        const reply = s.uid ? Replies.storedAs(s.folder, s.uid) : Replies.disposedByRules(actions?.join(' ') || 'not stored');
+        const reply = s.uid ? Replies.storedAs(s.folder, s.uid) : Replies.disposedByRules(s.duplicate ? 'earlier' : actions?.join(' ') || 'not stored');
         results.set(address, { address, outcome: 'STORED', reply, folder: s.folder, uid: s.uid, duplicate: s.duplicate });
       });
     } catch (err) {
@@ -154,16 +154,16 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
 }
 
 /**
- * Each copy for an account with rules: a key stored before is answered as it was (its rules
- * ran then); else the rules say where it goes and what they make, which is queued before
- * anything is stored. A copy whose made mail could not be queued fails temporarily.
+ * Each copy for an account with rules: a key stored before is left to the append, which
+ * answers it as it was (its rules ran then); else the rules say where it goes and what
+ * they make, which is queued before anything is stored. A copy whose made mail could not
+ * be queued fails temporarily.
  */
 async function applyRules(
   deps: DeliveryServiceDeps,
   envelope: Envelope__Output,
   body: Buffer,
   toStore: (AppendRecipient & { address: string; actions?: string[] })[],
-  results: Map<string, RecipientResult>,
   fail: (address: string, err: MailError) => void,
 ): Promise<void> {
   let view: MessageView | undefined;
@@ -171,22 +171,16 @@ async function applyRules(
     const r = toStore[i];
     const script = deps.rules.script(r.account);
     if (!script) continue;
-    const seen = deps.store.seen(r.idempotencyKey);
-    let taken = false;
-    if (seen) {
-      results.set(r.address, { address: r.address, outcome: 'STORED', reply: seen.uid ? Replies.storedAs(seen.folder, seen.uid) : Replies.disposedByRules('earlier'), folder: seen.folder, uid: seen.uid, duplicate: true });
-      taken = true;
-    } else {
-      try {
-        view ??= new MessageView(body);
-        const d = await deps.rules.apply(script, { messageId: envelope.messageId, account: r.account, address: r.address, mailFrom: envelope.mailFrom, receivedAt: Number(envelope.receivedAtMs) || Date.now(), body, view });
-        Object.assign(r, { folders: d.folders, vacation: d.vacation, actions: d.actions });
-      } catch (err) {
-        deps.log.warn({ event: 'rules.failed', messageId: envelope.messageId, account: r.account, err }, "account's rules could not be applied");
-        fail(r.address, toMailError(err));
-        taken = true;
-      }
+    // Stored before: its rules ran then; the append answers it as a duplicate (once durable).
+    if (deps.store.seen(r.idempotencyKey)) continue;
+    try {
+      view ??= new MessageView(body);
+      const d = await deps.rules.apply(script, { messageId: envelope.messageId, account: r.account, address: r.address, mailFrom: envelope.mailFrom, receivedAt: Number(envelope.receivedAtMs) || Date.now(), body, view });
+      Object.assign(r, { folders: d.folders, vacation: d.vacation, actions: d.actions });
+    } catch (err) {
+      deps.log.warn({ event: 'rules.failed', messageId: envelope.messageId, account: r.account, err }, "account's rules could not be applied");
+      fail(r.address, toMailError(err));
+      toStore.splice(i--, 1);
     }
-    if (taken) toStore.splice(i--, 1);
   }
 }

@@ -46,11 +46,12 @@ export function moveService(deps: MoveServiceDeps): GrpcService {
         // Every write that began before the mark reached this member is committed now, and no later one takes the account.
         await deps.store.barrier();
         let messages = 0;
+        // A mover that went away never drains the stream.
+        const gone = once(call, 'cancelled');
         for (const records of deps.store.exportAccount(account)) {
           messages += records.filter((r) => r.kind === 'message').length;
           if (call.cancelled) return;
-          // A mover that went away never drains the stream.
-          if (!call.write({ records: pack(records) })) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
+          if (!call.write({ records: pack(records) })) await Promise.race([once(call, 'drain'), gone]);
         }
         if (call.cancelled) return;
         log.info({ event: 'move.exported', account, to, messages }, 'account exported');

@@ -36,10 +36,14 @@ interface Follower {
   call: FollowCall;
   /** The last seq it has on disk. */
   acked: number;
-  /** Counted by waiting writes: in the in-sync set, or about to be added to it. */
+  /** Counted by waiting writes: in the in-sync set, or on its way there. */
   counted: boolean;
-  /** Nothing before this may be trimmed (its copy continues from here). */
-  pin: number;
+  /** It counts once it has acked this far: the log's end when it connected (or last fell behind). */
+  target: number;
+  /** The log's end when it began to count: with everything up to here acked, it joins the set in etcd. */
+  joinAt: number;
+  /** Its in-sync change is under way. */
+  adding: boolean;
   /** Resolves when the stream ends. */
   closed: Promise<void>;
   close(): void;
@@ -208,13 +212,21 @@ export class GroupReplication implements Service {
           if (!ok) return;
           for (const node of lagging) {
             const f = this.followers.get(node);
-            if (f) f.counted = false;
+            if (f) this.uncount(f);
             this.options.log.warn({ event: 'replication.dropped', group: this.options.group, replica: node, acked: f?.acked }, 'replica left the in-sync set');
           }
           this.settle();
         },
         () => undefined,
       );
+    }
+    // One counted on its way to the set that falls behind stops holding writes up too.
+    for (const f of this.followers.values()) {
+      if (!f.counted || f.adding || this.inSync.has(f.node)) continue;
+      if (now - oldest > this.options.maxLagMs() && this.waiters.some((w) => w.seq > f.acked)) {
+        this.uncount(f);
+        this.settle();
+      }
     }
     // A write waiting this long is answered with a temporary failure (its sender retries; the key keeps one copy).
     const limit = now - Math.max(10_000, this.options.maxLagMs() * 3);
@@ -228,24 +240,42 @@ export class GroupReplication implements Service {
   /** Up to where the log may be trimmed: what every connected replica has, less `logRetain` entries. */
   trimPoint(): number {
     let upto = this.options.store.position().seq - this.options.logRetain();
-    for (const f of this.followers.values()) upto = Math.min(upto, f.acked, f.pin - 1);
+    for (const f of this.followers.values()) upto = Math.min(upto, f.acked);
     return upto;
   }
 
-  /** A replica's caught up: it counts for waiting writes from now on, then joins the set in etcd. */
+  /**
+   * A replica that has caught up with where the log was when it connected counts for
+   * waiting writes from then on, so under steady writes it cannot stay one batch behind for
+   * good. It joins the in-sync set in etcd (may be elected) only once it has also acked
+   * everything written before it counted: every answered write is then on it.
+   */
   private join(f: Follower): void {
-    if (f.counted || f.acked < this.options.store.position().seq) return;
-    f.counted = true;
+    if (!f.counted) {
+      if (f.acked < f.target) return;
+      f.counted = true;
+      f.joinAt = this.options.store.position().seq;
+    }
+    if (f.adding || this.inSync.has(f.node) || f.acked < f.joinAt) return;
+    f.adding = true;
     this.changeInSync(new Set([...this.inSync, f.node])).then(
       (ok) => {
-        if (!ok && this.followers.get(f.node) === f) f.counted = false;
+        f.adding = false;
+        if (!ok && this.followers.get(f.node) === f) this.uncount(f);
         this.settle();
       },
       () => {
-        f.counted = false;
+        f.adding = false;
+        this.uncount(f);
         this.settle();
       },
     );
+  }
+
+  /** Writes stop waiting for it; it counts again once it has caught up with the log as it is now. */
+  private uncount(f: Follower): void {
+    f.counted = false;
+    f.target = this.options.store.position().seq;
   }
 
   /** The Replication service: a replica's Follow stream. */
@@ -290,7 +320,7 @@ export class GroupReplication implements Service {
     const at = { seq: Number(req.lastSeq), epoch: Number(req.lastEpoch) };
     let close!: () => void;
     const closed = new Promise<void>((resolve) => (close = resolve));
-    const f: Follower = { node: req.node, call, acked: 0, counted: false, pin: Infinity, closed, close };
+    const f: Follower = { node: req.node, call, acked: 0, counted: false, target: this.options.store.position().seq, joinAt: Infinity, adding: false, closed, close };
     this.followers.set(req.node, f);
     void this.ship(f, epoch, at).then(
       () => call.end(),
@@ -312,7 +342,6 @@ export class GroupReplication implements Service {
       from: at,
       open: () => this.followers.get(f.node) === f && this.options.leadership.epoch === epoch,
       closed: f.closed,
-      pin: (seq) => (f.pin = seq),
       onCopy: (base) => this.options.log.info({ event: 'replication.copy', replica: f.node, from: at, base }, 'replica needs a full copy'),
       onCaughtUp: (acked) => {
         f.acked = acked;

@@ -63,8 +63,9 @@ export class LogSignal {
 
 /**
  * Streams a log to one follower whose own log ends at `from`: a full copy first when this
- * log cannot continue it (`pin` holds trimming back meanwhile), then `onCaughtUp` with the
- * seq the follower has, then every entry as it is written, while `open()`.
+ * log cannot continue it, then `onCaughtUp` with the seq the follower has, then every entry
+ * as it is written, while `open()`. (The source trims no further than what the follower has
+ * acked, which is never past what was sent.)
  */
 export async function shipLog(o: {
   source: LogSource;
@@ -74,18 +75,16 @@ export async function shipLog(o: {
   from: Position;
   open: () => boolean;
   closed: Promise<void>;
-  pin: (seq: number) => void;
   onCopy?: (base: Position) => void;
   onCaughtUp: (acked: number) => void;
 }): Promise<void> {
   const { source, call } = o;
   const send = async (res: FollowResponse) => {
-    if (!call.write({ ...res, epoch: o.epoch, primarySeq: source.position().seq })) await Promise.race([once(call, 'drain'), o.closed]);
+    if (!call.write({ ...res, epoch: o.epoch })) await Promise.race([once(call, 'drain'), o.closed]);
   };
   let sent = o.from.seq;
   if (!source.holds(o.from)) {
     const base = source.position();
-    o.pin(base.seq);
     o.onCopy?.(base);
     await send({ copyBegin: true });
     for (const batch of source.snapshot()) {
@@ -95,7 +94,6 @@ export async function shipLog(o: {
     await send({ copyEnd: true, baseSeq: base.seq, baseEpoch: base.epoch });
     sent = base.seq;
   } else o.onCaughtUp(o.from.seq);
-  o.pin(Infinity);
   while (o.open()) {
     const wait = o.signal.logged;
     const entries = source.entries(sent + 1);
@@ -103,11 +101,9 @@ export async function shipLog(o: {
       await Promise.race([wait, o.closed]);
       continue;
     }
-    o.pin(sent + 1); // until sent: trimming under a batch being read would leave a gap
     await send({ entries: entries.map((e) => pack([e.seq, e.epoch, e.ops])) });
     sent = entries[entries.length - 1].seq;
-    o.pin(Infinity);
-  }
+    }
 }
 
 /**

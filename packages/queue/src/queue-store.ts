@@ -1,6 +1,6 @@
-import { Replies } from '@mailgrid/core';
-import { LoggedLmdb, type LoggedOptions } from '@mailgrid/store';
-import type { Database } from 'lmdb';
+import { commit, flushed, Replies } from '@mailgrid/core';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { mkdirSync } from 'node:fs';
 
 export type Route = 'local' | 'relay';
 export type RecipientState = 'queued' | 'held';
@@ -75,27 +75,27 @@ type DueKey = [at: number, messageId: string, idx: number];
  * - `due` [time, id, idx] → an index of queued recipients by next attempt, so the runner
  *   reads only what is due, whatever the size of the queue
  * - `meta` message and byte counts, kept in the same transactions
- * - `log`, `replication`: every change as an entry of an ordered log (LoggedLmdb), which
- *   the node's queue partner applies to its copy
  * Every change resolves once committed; `flushed()` resolves once everything committed so
- * far is on disk (and at the partner, when there is one), so a caller that acknowledges a
- * message waits for it and one that only tidies up (an idempotent redelivery would repair
- * a lost write) does not.
+ * far is on disk, so a caller that acknowledges a message waits for it and one that only
+ * tidies up (an idempotent redelivery would repair a lost write) does not.
  */
-export class QueueStore extends LoggedLmdb {
+export class QueueStore {
+  private readonly root: RootDatabase;
   private readonly messages: Database<QueuedMessage, string>;
   private readonly bodies: Database<Buffer, string>;
   private readonly recipients: Database<QueuedRecipient, RcptKey>;
   private readonly due: Database<1, DueKey>;
   private readonly meta: Database<number, string>;
 
-  constructor(path: string, options: LoggedOptions = {}) {
-    super(path, [{ name: 'messages' }, { name: 'bodies', binary: true, byReference: true }, { name: 'recipients' }, { name: 'due' }, { name: 'meta' }], options);
-    this.messages = this.table('messages');
-    this.bodies = this.table('bodies');
-    this.recipients = this.table('recipients');
-    this.due = this.table('due');
-    this.meta = this.table('meta');
+  constructor(path: string) {
+    mkdirSync(path, { recursive: true });
+    // A large map reserved once, for the reason given in LmdbMailStore.
+    this.root = open({ path, maxDbs: 8, mapSize: 64 * 1024 ** 3 });
+    this.messages = this.root.openDB({ name: 'messages' });
+    this.bodies = this.root.openDB({ name: 'bodies', encoding: 'binary' });
+    this.recipients = this.root.openDB({ name: 'recipients' });
+    this.due = this.root.openDB({ name: 'due' });
+    this.meta = this.root.openDB({ name: 'meta' });
   }
 
   get messageCount(): number {
@@ -118,13 +118,13 @@ export class QueueStore extends LoggedLmdb {
    */
   async enqueue(entry: QueueEntry): Promise<QueuedRecipient[]> {
     let records: QueuedRecipient[] = [];
-    await this.change(() => (records = this.put(entry)));
+    await this.write(() => (records = this.put(entry)));
     return records;
   }
 
-  /** Resolves once every change committed so far is on disk (and at the partner, when there is one). */
+  /** Resolves once every change committed so far is on disk. */
   flushed(): Promise<void> {
-    return this.durableNow();
+    return flushed(this.root);
   }
 
   /** Queued recipients whose next attempt is at or before `now`, oldest first. */
@@ -191,45 +191,48 @@ export class QueueStore extends LoggedLmdb {
    */
   async settle(changes: { recipient: QueuedRecipient; done: boolean }[], add: QueueEntry[] = []): Promise<void> {
     if (!changes.length && !add.length) return;
-    await this.change(() => {
+    await this.write(() => {
       for (const entry of add) this.put(entry);
       const touched = new Set<string>();
       for (const { recipient: r, done } of changes) {
         const key: RcptKey = [r.messageId, r.idx];
         const before = this.recipients.get(key);
         if (!before) continue;
-        if (before.state === 'queued') this.unset('due', [before.nextAttemptAt, r.messageId, r.idx]);
+        if (before.state === 'queued') this.due.remove([before.nextAttemptAt, r.messageId, r.idx]);
         if (done) {
-          this.unset('recipients', key);
+          this.recipients.remove(key);
           touched.add(r.messageId);
         } else {
           // An operator's hold made while an attempt was under way wins over its reschedule.
           const next = before.state === 'held' && r.state === 'queued' && r.attempts > before.attempts ? { ...r, state: 'held' as const } : r;
-          this.set('recipients', key, next);
-          if (next.state === 'queued') this.set('due', [next.nextAttemptAt, r.messageId, r.idx], 1);
+          this.recipients.put(key, next);
+          if (next.state === 'queued') this.due.put([next.nextAttemptAt, r.messageId, r.idx], 1);
         }
       }
       for (const id of touched) this.dropIfEmpty(id);
     });
   }
 
-  /** A logged write, resolved at commit (`flushed` waits for the disk). */
-  private async change(work: () => void): Promise<void> {
-    await this.commitLogged(work);
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+
+  private write(work: () => void): Promise<void> {
+    return commit(this.root, work);
   }
 
   /** Inside a write transaction: one new message, counted once. */
   private put({ message, body, recipients }: QueueEntry): QueuedRecipient[] {
     if (this.messages.get(message.id)) throw Replies.duplicateQueueId(message.id);
     const records = recipients.map((r, idx): QueuedRecipient => ({ ...r, messageId: message.id, idx, state: 'queued', attempts: 0 }));
-    this.set('messages', message.id, message);
-    this.set('bodies', message.id, body);
+    this.messages.put(message.id, message);
+    this.bodies.put(message.id, body);
     for (const r of records) {
-      this.set('recipients', [message.id, r.idx], r);
-      this.set('due', [r.nextAttemptAt, message.id, r.idx], 1);
+      this.recipients.put([message.id, r.idx], r);
+      this.due.put([r.nextAttemptAt, message.id, r.idx], 1);
     }
-    this.set('meta', 'messages', this.messageCount + 1);
-    this.set('meta', 'bytes', this.byteCount + body.length);
+    this.meta.put('messages', this.messageCount + 1);
+    this.meta.put('bytes', this.byteCount + body.length);
     return records;
   }
 
@@ -237,9 +240,9 @@ export class QueueStore extends LoggedLmdb {
     for (const _ of this.recipients.getKeys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER], limit: 1 })) return;
     // The size is in the envelope: reading the body back only to measure it cost a copy per message.
     const size = this.messages.get(id)?.size ?? 0;
-    this.unset('messages', id);
-    this.unset('bodies', id);
-    this.set('meta', 'messages', Math.max(0, this.messageCount - 1));
-    this.set('meta', 'bytes', Math.max(0, this.byteCount - size));
+    this.messages.remove(id);
+    this.bodies.remove(id);
+    this.meta.put('messages', Math.max(0, this.messageCount - 1));
+    this.meta.put('bytes', Math.max(0, this.byteCount - size));
   }
 }

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Replies } from '@mailgrid/core';
 import { LmdbMailStore, pruneDedupe } from './lmdb-store.js';
 
 describe('LmdbMailStore', () => {
@@ -178,7 +179,8 @@ describe('LmdbMailStore log (replication)', () => {
     await replica.append({ body: Buffer.from('stray\r\n'), receivedAt: 1, recipients: [{ account: 'z@x.test', idempotencyKey: 'stray' }] });
     const base = primary.position();
     await replica.beginCopy();
-    assert.deepEqual(replica.position(), { seq: 0, epoch: 0 }, 'not whole while copying');
+    assert.equal(replica.position().seq, 0, 'not whole while copying');
+    assert.equal(primary.holds(replica.position()), false, 'and no log continues it');
     assert.equal(replica.ready, false);
     for (const batch of primary.snapshot(16)) await replica.copy(batch);
     await replica.endCopy(base);
@@ -188,6 +190,56 @@ describe('LmdbMailStore log (replication)', () => {
     await replica.apply(primary.entries(base.seq + 1));
     same(primary, replica, 'c@x.test');
     assert.deepEqual(replica.position(), primary.position());
+  });
+});
+
+describe('LmdbMailStore log under faults', () => {
+  const dirs: string[] = [];
+  const stores: LmdbMailStore[] = [];
+  const make = (options?: ConstructorParameters<typeof LmdbMailStore>[1]) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailgrid-logf-'));
+    dirs.push(dir);
+    const s = new LmdbMailStore(dir, options);
+    stores.push(s);
+    return s;
+  };
+  after(async () => {
+    for (const s of stores) await s.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  const put = (s: LmdbMailStore, key: string) => s.append({ body: Buffer.from(`${key}\r\n`), receivedAt: 1, recipients: [{ account: 'f@x.test', idempotencyKey: key }] });
+
+  it('a copy interrupted half way is never continued from the log: it is copied again', async () => {
+    const primary = make();
+    for (let i = 0; i < 3; i++) await put(primary, `c${i}`);
+    const replica = make();
+    await replica.beginCopy();
+    await replica.copy([...primary.snapshot(16)][0]);
+    assert.equal(primary.holds(replica.position()), false);
+  });
+
+  it('a store that is not writable (a replica) writes nothing to its log', async () => {
+    let primary = true;
+    const s = make({
+      writable: () => {
+        if (!primary) throw Replies.notPrimary('g1');
+      },
+    });
+    await put(s, 'w1');
+    primary = false;
+    await assert.rejects(put(s, 'w2'), /451 4\.3\.0 This member is not the primary/);
+    await assert.rejects(s.prune(Date.now() + 1), /not the primary/);
+    assert.equal(s.position().seq, 1);
+    assert.equal(s.seen('w2'), undefined);
+  });
+
+  it('answers a duplicate only once what it found is durable', async () => {
+    const waited: number[] = [];
+    const s = make({ durable: async (seq) => void waited.push(seq) });
+    await put(s, 'd1');
+    const [again] = await put(s, 'd1');
+    assert.equal(again.duplicate, true);
+    assert.deepEqual(waited, [1, 1]);
   });
 });
 

@@ -114,7 +114,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
 
   /** Stores a message body under a new id. Counted in meta (and so replicated): an id is never used twice, even after its blob went. */
   private newBlob(body: Buffer): number {
-    const id = (this.meta.get('blobSeq') ?? Math.max(0, ...this.blobs.getKeys({ reverse: true, limit: 1 }))) + 1;
+    const id = (this.meta.get('blobSeq') ?? 0) + 1;
     this.set('meta', 'blobSeq', id);
     this.set('blobs', id, body);
     return id;
@@ -223,9 +223,13 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     return out;
   }
 
-  /** The idempotency keys recorded for an account's deliveries: a pass over the table (a move is rare). */
-  private dedupeOf(account: string) {
-    return [...this.dedupe.getRange({})].filter(({ value }) => value.account === account);
+  /**
+   * The idempotency keys recorded for an account's deliveries: a pass over the table (a
+   * move is rare), read outside any write transaction so appends do not wait behind it
+   * (the account takes no writes here while it is read).
+   */
+  private *dedupeOf(account: string) {
+    for (const e of this.dedupe.getRange({})) if (e.value.account === account) yield e;
   }
 
   /**
@@ -262,7 +266,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     const rules = this.rulesDb.get(account);
     if (rules) yield* add({ kind: 'rules', source: rules.source, at: rules.at });
     for (const { key, value } of this.ofAccount(this.vacation, account)) yield* add({ kind: 'vacation', sender: key[1], until: value });
-    for (const { key, value } of this.dedupeOf(account)) yield* add({ kind: 'dedupe', key, folder: value.folder, uid: value.uid, at: value.at });
+    for (const { key, value } of [...this.dedupeOf(account)]) yield* add({ kind: 'dedupe', key, folder: value.folder, uid: value.uid, at: value.at });
     if (batch.length) yield batch;
   }
 
@@ -272,7 +276,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
    * goes first. Returns how many messages and bytes came.
    */
   async importAccount(account: string, batches: AsyncIterable<AccountRecord[]>): Promise<{ messages: number; bytes: number }> {
-    await this.write(() => this.purgeWithin(account));
+    await this.purgeAccount(account);
     /** The exporter's blob id → the one here, and how many of the account's messages use it. */
     const blobs = new Map<number, { id: number; refs: number }>();
     const parts = new Map<number, Buffer[]>();
@@ -306,16 +310,17 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
 
   /** Removes everything of an account (it lives in another group now); returns how many messages went. */
   async purgeAccount(account: string): Promise<number> {
-    return this.write(() => this.purgeWithin(account));
+    const keys = [...this.dedupeOf(account)].map((e) => e.key);
+    return this.write(() => this.purgeWithin(account, keys));
   }
 
-  private purgeWithin(account: string): number {
+  private purgeWithin(account: string, dedupeKeys: string[]): number {
     const messages = this.ofAccount(this.index, account);
     for (const { key, value } of messages) this.removeMessage(key, value);
     for (const { key } of this.ofAccount(this.mailboxes, account)) this.unset('mailboxes', key);
     for (const { key } of this.ofAccount(this.vacation, account)) this.unset('vacation', key);
     if (this.rulesDb.get(account)) this.unset('rules', account);
-    for (const { key } of this.dedupeOf(account)) this.unset('dedupe', key);
+    for (const key of dedupeKeys) this.unset('dedupe', key);
     return messages.length;
   }
 }

@@ -4,6 +4,9 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { LogEntry, LogPosition, Op } from './store.js';
 
+/** The epoch of the position a store reports while a full copy is under way: never an etcd revision. */
+const COPYING = Number.MAX_SAFE_INTEGER;
+
 /** One table of a logged environment. */
 export interface TableSpec {
   name: string;
@@ -19,9 +22,15 @@ export interface TableSpec {
 export interface LoggedOptions {
   /**
    * Awaited after each write's flush with its log seq, before the write resolves: a
-   * hosting group's primary waits there for its in-sync replicas, a queue for its partner.
+   * hosting group's primary waits there for its in-sync replicas.
    */
   durable?: (seq: number) => Promise<void>;
+  /**
+   * Asked inside every logged write transaction: a write refused here writes nothing (a
+   * hosting group's replica or deposed primary must not add to its log, or it would fork
+   * from the primary's). Throws the refusal; absent: always writable.
+   */
+  writable?: () => void;
   /** Only reads, beside the process that writes it (an inspection of a running node's data). */
   readOnly?: boolean;
 }
@@ -29,7 +38,7 @@ export interface LoggedOptions {
 /**
  * An LMDB environment whose every write transaction is also an entry of an ordered log,
  * written in that same transaction, so another environment can be kept the same by
- * applying the entries in order: the mail store's replicas, a queue's partner copy.
+ * applying the entries in order (a hosting group's replicas).
  * - `log`  seq → { epoch, ops }: the puts and removes of one transaction (see `Op`)
  * - `replication` `base` (the seq and epoch the log starts after, once trimmed or copied),
  *   `copying` (a full copy is under way: the data is not whole), `ready` (the data was
@@ -86,19 +95,14 @@ export class LoggedLmdb extends EventEmitter {
 
   /**
    * One write transaction whose puts and removes go to the log as one entry; resolves once
-   * it is on disk here and (`durable`) wherever it must be before it is answered.
+   * it is on disk here and (`durable`) wherever it must be before it is answered. A write
+   * that found everything done already (a retried delivery) logs nothing, and still answers
+   * only once what it found is that durable: it waits for the log's end.
    */
   protected async write<T>(work: () => T): Promise<T> {
-    const { result, seq } = await this.commitLogged(work);
-    await flushed(this.root);
-    if (seq) await this.logged.durable?.(seq);
-    return result;
-  }
-
-  /** The same write, resolved at commit: `durableNow` waits for it and every other before it. */
-  protected async commitLogged<T>(work: () => T): Promise<{ result: T; seq: number }> {
     let seq = 0;
     const result = await commit(this.root, () => {
+      this.logged.writable?.();
       this.ops = [];
       try {
         const out = work();
@@ -112,14 +116,10 @@ export class LoggedLmdb extends EventEmitter {
       }
     });
     if (seq) this.emit('logged', seq);
-    return { result, seq };
-  }
-
-  /** Resolves once everything committed so far is on disk here and wherever `durable` says. */
-  async durableNow(): Promise<void> {
-    const { seq } = this.position();
+    else seq = this.position().seq;
     await flushed(this.root);
     if (seq) await this.logged.durable?.(seq);
+    return result;
   }
 
   /**
@@ -130,9 +130,12 @@ export class LoggedLmdb extends EventEmitter {
     await commit(this.root, () => undefined);
   }
 
-  /** Where the log ends; { 0, 0 } while a full copy is under way (the data is not whole). */
+  /**
+   * Where the log ends. While a full copy is under way (the data is not whole) a position no
+   * log holds, so a follower whose copy was interrupted is sent a new one.
+   */
   position(): LogPosition {
-    if (this.replication.get('copying')) return { seq: 0, epoch: 0 };
+    if (this.replication.get('copying')) return { seq: 0, epoch: COPYING };
     for (const { key, value } of this.log.getRange({ reverse: true, limit: 1 })) return { seq: key, epoch: value.epoch };
     return this.base();
   }
@@ -280,9 +283,9 @@ export class LoggedLmdb extends EventEmitter {
 }
 
 /** Trims a log every 10 s up to `upto()` (what every copy has, less what is kept for copies that were away). */
-export function logTrimmer(store: LoggedLmdb, upto: () => number, log: Logger, name = 'log-trimmer'): Service {
+export function logTrimmer(store: LoggedLmdb, upto: () => number, log: Logger): Service {
   return upkeep(
-    name,
+    'log-trimmer',
     10_000,
     async () => {
       const to = upto();
