@@ -108,13 +108,13 @@ export class MailQueue {
     return this.store.flushed();
   }
 
-  /** Makes every queued recipient due now (a way out has come back); returns how many waited. */
-  async retryNow(): Promise<number> {
+  /** Makes every queued recipient (`which` of them) due now (a way out has come back); returns how many waited. */
+  async retryNow(which: (r: QueuedRecipient) => boolean = () => true): Promise<number> {
     const now = Date.now();
     const changes = [...this.store.list()]
       .flatMap((e) => e.recipients)
       // Never tried: an inline attempt has it (Intake's grace), leave it to that.
-      .filter((r) => r.state === 'queued' && r.attempts > 0 && r.nextAttemptAt > now)
+      .filter((r) => r.state === 'queued' && r.attempts > 0 && r.nextAttemptAt > now && which(r))
       .map((r) => ({ recipient: { ...r, nextAttemptAt: now }, done: false }));
     await this.store.settle(changes);
     if (changes.length) this.options.onDue?.();

@@ -89,7 +89,7 @@ export class QueueStore {
 
   constructor(path: string) {
     mkdirSync(path, { recursive: true });
-    // A large map reserved once, for the reason given in LmdbMailStore.
+    // A large map reserved once, for the reason given in LoggedLmdb.
     this.root = open({ path, maxDbs: 8, mapSize: 64 * 1024 ** 3 });
     this.messages = this.root.openDB({ name: 'messages' });
     this.bodies = this.root.openDB({ name: 'bodies', encoding: 'binary' });
