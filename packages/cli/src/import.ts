@@ -50,9 +50,9 @@ export function parseImportLine(text: string, line: number): ImportLine | string
  * groups. Each batch creates only keys that do not exist yet (a transaction guarded per key);
  * one that loses a race with another writer is done again key by key.
  */
-export async function importAccounts(admin: ClusterAdmin, open: () => AsyncIterable<string>, options: { batch?: number; parallel?: number } = {}): Promise<ImportReport> {
+export async function importAccounts(admin: ClusterAdmin, open: () => AsyncIterable<string>): Promise<ImportReport> {
   // etcd allows 128 operations per transaction: an account and its password hash are two.
-  const batchSize = options.batch ?? 64;
+  const batchSize = 64;
   const report: ImportReport = { loaded: 0, unchanged: 0, bad: [] };
   const [domains, groups, existing] = await Promise.all([admin.directory.listDomains(), admin.groupNames(), admin.accountGroups()]);
   const hosted = new Set(domains);
@@ -61,13 +61,17 @@ export async function importAccounts(admin: ClusterAdmin, open: () => AsyncItera
   let batch: ImportLine[] = [];
   let n = 0;
   const running = new Set<Promise<void>>();
+  // A batch that fails (etcd unreachable) ends the import once the others have settled.
+  let failed: unknown;
   const flush = async () => {
-    if (!batch.length) return;
+    if (!batch.length || failed) return;
     const b = batch;
     batch = [];
-    const p = writeBatch(admin, b, report).finally(() => running.delete(p));
+    const p = writeBatch(admin, b, report)
+      .catch((err) => void (failed ??= err))
+      .finally(() => running.delete(p));
     running.add(p);
-    if (running.size >= (options.parallel ?? 8)) await Promise.race(running);
+    if (running.size >= 8) await Promise.race(running);
   };
   // Opened only now: a line reader started before the reads above would have emitted lines nobody heard.
   for await (const text of open()) {
@@ -94,6 +98,7 @@ export async function importAccounts(admin: ClusterAdmin, open: () => AsyncItera
   }
   await flush();
   await Promise.all(running);
+  if (failed) throw failed;
   report.bad.sort((a, b) => a.line - b.line);
   return report;
 }
@@ -108,17 +113,24 @@ async function writeBatch(admin: ClusterAdmin, lines: ImportLine[], report: Impo
     client.put(key(l)).value(JSON.stringify({ group: l.group })),
     ...(l.passwordHash ? [client.put(keys.password(l.address)).value(l.passwordHash)] : []),
   ];
-  let txn = client.if(key(lines[0]), 'Create', '==', 0);
-  for (const l of lines.slice(1)) txn = txn.and(key(l), 'Create', '==', 0);
-  const res = await txn.then(...lines.flatMap(puts)).commit();
+  // Each key is new and its domain still exists (as `account add` checks), in the same transaction.
+  const domainOf = (l: ImportLine) => l.address.slice(l.address.lastIndexOf('@') + 1);
+  const guarded = (batch: ImportLine[]) => {
+    let txn = client.if(key(batch[0]), 'Create', '==', 0);
+    for (const l of batch.slice(1)) txn = txn.and(key(l), 'Create', '==', 0);
+    for (const d of new Set(batch.map(domainOf))) txn = txn.and(keys.domain(d), 'Create', '>', 0);
+    return txn;
+  };
+  const res = await guarded(lines).then(...lines.flatMap(puts)).commit();
   if (res.succeeded) {
     report.loaded += lines.length;
     return;
   }
-  // Someone else wrote one of these meanwhile: key by key.
+  // Someone else wrote one of these, or removed a domain, meanwhile: key by key.
   for (const l of lines) {
-    const one = await client.if(key(l), 'Create', '==', 0).then(...puts(l)).commit();
+    const one = await guarded([l]).then(...puts(l)).commit();
     if (one.succeeded) report.loaded++;
+    else if (!(await client.get(keys.domain(domainOf(l))).exec()).kvs.length) report.bad.push({ line: l.line, reason: `domain ${domainOf(l)} was removed meanwhile` });
     else report.bad.push({ line: l.line, reason: `${l.address} was added meanwhile by someone else` });
   }
 }

@@ -1,4 +1,4 @@
-import { accountValue, readPrefix, type AccountValue } from '@mailgrid/cluster';
+import { accountValue, jsonValue, readPrefix, type AccountValue } from '@mailgrid/cluster';
 import { Replies } from '@mailgrid/core';
 import { checkedAddress, checkedDomain, type Primary } from '@mailgrid/directory';
 import type { ClusterAdmin } from './clients/cluster-admin.js';
@@ -37,21 +37,25 @@ export interface MoveReport {
  *    revision: mail goes to the new group from here;
  * 4. purge the old copy, then drop `purge`.
  * A failure before the switch leaves the account in its group (still marked, its mail
- * waiting) until `--resume` or `--abort`; after it, `--resume` finishes the purge.
+ * waiting) until `--resume` or `--abort`; after it, `--resume` finishes the purge. An
+ * abort records the target's partial copy as `purge` before it clears the mark, so a
+ * failed abort is finished by `--resume` too.
  */
 export async function moveAccount(admin: ClusterAdmin, address: string, opts: MoveOptions): Promise<MoveReport> {
   const started = Date.now();
   const a = checkedAddress(address);
   const account = a.key;
   const key = admin.keys.account(a.domain, account.slice(0, account.lastIndexOf('@')));
-  const clients: MoveClient[] = [];
+  const clients = new Map<string, MoveClient>();
   const primaries = new Map((await admin.groupViews()).map((g) => [g.name, g.leader] as const));
+  /** The AccountMove client of a group's primary; throws when the group has none now. */
   const mover = (group: string) => {
+    let c = clients.get(group);
+    if (c) return c;
     const leader = primaries.get(group);
     if (!primaries.has(group)) throw Replies.noSuchGroup(group);
     if (!leader) throw new CliError(`hosting group ${group} has no elected primary now; try again once it has`);
-    const c = new MoveClient({ address: leader.address, epoch: leader.epoch } satisfies Primary);
-    clients.push(c);
+    clients.set(group, (c = new MoveClient({ address: leader.address, epoch: leader.epoch } satisfies Primary)));
     return c;
   };
   /** Writes the next step's value if nothing changed the account since `revision`; returns the new revision. */
@@ -64,17 +68,24 @@ export async function moveAccount(admin: ClusterAdmin, address: string, opts: Mo
   try {
     const kv = (await admin.client.get(key).exec()).kvs[0];
     if (!kv) throw Replies.noSuchAccount(account);
-    let value = accountValue.parse(JSON.parse(kv.value.toString()));
+    let value: AccountValue;
+    try {
+      value = jsonValue(accountValue, kv);
+    } catch (err) {
+      throw new CliError(`the directory value of ${account} does not parse (${(err as Error).message}); fix it in etcd first`);
+    }
     let revision = Number(kv.mod_revision);
     const report = (done: MoveReport['done'], from: string, to: string, copied = { messages: 0, bytes: 0 }): MoveReport => ({ account, from, to, done, ...copied, ms: Date.now() - started });
 
     if (opts.abort) {
-      if (value.purge) throw Replies.notMoving(account, `has switched to ${value.group} already: finish the move with --resume`);
-      if (!value.moving) throw Replies.noMoveUnderWay(account);
+      if (!value.moving) throw value.purge ? Replies.notMoving(account, `has a copy in ${value.purge} still to remove: finish with --resume`) : Replies.noMoveUnderWay(account);
       const to = value.moving.to;
-      revision = await step(revision, { group: value.group });
-      // What the copy left in the group it was going to.
+      // The target's partial copy is recorded as still to remove before the mark goes, so a
+      // failed purge is finished by --resume.
+      mover(to);
+      revision = await step(revision, { group: value.group, purge: to });
       await mover(to).purge(account, revision);
+      await step(revision, { group: value.group });
       return report('aborted', value.group, to);
     }
 
@@ -87,6 +98,8 @@ export async function moveAccount(admin: ClusterAdmin, address: string, opts: Mo
     if (!underWay) {
       if (!opts.to) throw new CliError('give the group to move to: --to <group>');
       if (opts.to === value.group) throw new CliError(`${account} is in group ${opts.to} already`);
+      // Both primaries reachable before the account's mail is deferred.
+      mover(value.group);
       mover(opts.to);
       value = { group: value.group, moving: { to: opts.to } };
       revision = await step(revision, value);
@@ -111,7 +124,7 @@ export async function moveAccount(admin: ClusterAdmin, address: string, opts: Mo
     await step(revision, { group: value.group });
     return report(done, from, value.group, copied);
   } finally {
-    for (const c of clients) c.close();
+    for (const c of clients.values()) c.close();
   }
 }
 
@@ -120,15 +133,16 @@ export async function moveDomain(admin: ClusterAdmin, domain: string, to: string
   const d = checkedDomain(domain);
   if (!(await admin.directory.listDomains()).includes(d)) throw Replies.noSuchDomain(d);
   const accounts: { account: string; value: AccountValue }[] = [];
+  let moved = 0;
+  let failed = 0;
   await readPrefix(admin.client, admin.keys.accountsOf(d), (kv) => {
     try {
       accounts.push({ account: `${kv.key.toString().slice(admin.keys.accountsOf(d).length)}@${d}`, value: accountValue.parse(JSON.parse(kv.value.toString())) });
     } catch {
       each({ account: kv.key.toString(), error: 'its directory value does not parse: fix it first' });
+      failed++;
     }
   });
-  let moved = 0;
-  let failed = 0;
   for (const { account, value } of accounts) {
     if (value.group === to && !value.moving && !value.purge) continue;
     try {

@@ -38,6 +38,8 @@ class GroupTable {
   readonly groups = new Map<string, GroupView>();
   /** Groups that elected a primary since the caller last looked. */
   readonly elected = new Set<string>();
+  /** The epoch each group's primary was last seen with; kept across reloads (`groups` is not). */
+  private readonly epochs = new Map<string, number>();
 
   constructor(private readonly prefix: string) {}
 
@@ -64,7 +66,9 @@ class GroupTable {
       else {
         const v = jsonValue(leaderValue, kv);
         g.leader = { id: v.id, address: v.grpc, epoch: Number(kv.create_revision) };
-        this.elected.add(name);
+        // A reload puts every election key again: only an epoch not seen before is a new primary.
+        if (this.epochs.get(name) !== g.leader.epoch) this.elected.add(name);
+        this.epochs.set(name, g.leader.epoch);
       }
     } else if (field === 'in-sync') {
       g.inSync = removed ? undefined : jsonValue(inSyncValue, kv).members;

@@ -44,7 +44,18 @@ export class GroupLeadership extends EventEmitter implements Service {
   private validUntil = 0;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
-  private readonly onGroups = () => this.kick();
+  /**
+   * A change of this group's election or in-sync key is acted on at once; the rest of
+   * `groups/` (other groups, the status every primary writes every 2 s) waits for the tick.
+   */
+  private readonly onGroups = () => {
+    const g = this.options.groups.group(this.options.group);
+    const seen = `${g?.leader?.epoch}/${g?.inSyncRevision}`;
+    if (seen === this.seen) return;
+    this.seen = seen;
+    this.kick();
+  };
+  private seen = '';
 
   constructor(private readonly options: LeadershipOptions) {
     super();

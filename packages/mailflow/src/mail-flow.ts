@@ -1,8 +1,7 @@
 import { closer, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import type { DeliveryTransport, GrpcService } from '@mailgrid/protocol';
-import { MailQueue, QueueStore, queueService, Relay } from '@mailgrid/queue';
-import { logTrimmer } from '@mailgrid/store';
+import { MailQueue, QueueStore, queueService, Relay, type QueuedRecipient } from '@mailgrid/queue';
 import { join, resolve } from 'node:path';
 import { Bounces } from './bounces.js';
 import { DeliveryChannel } from './delivery-channel.js';
@@ -36,9 +35,6 @@ export interface QueueStatus {
   /** Bytes the queue may still take (the least of its byte limit and its disk above the floor). */
   queueFreeBytes?: number;
 }
-
-/** Queue log entries kept behind the newest. */
-const QUEUE_LOG_RETAIN = 10_000;
 
 /** Where a node keeps its queue. */
 export const queuePath = (config: Config) => join(resolve(config.dataDir), 'queue');
@@ -107,26 +103,27 @@ export function createMailFlow(deps: {
     log: submitLog,
   });
   runner = new QueueRunner(queue, dispatcher, { concurrency: config.queue.concurrency, inlineGraceMs, log });
+  /** Makes waiting recipients (`which`) due now, when a way out has come back. */
+  const retryWaiting = (which: (r: QueuedRecipient) => boolean, event: string, fields: object, msg: string) => {
+    if (!store.messageCount) return;
+    queue
+      .retryNow(which)
+      .then((n) => n && log.info({ event, ...fields, recipients: n }, msg))
+      .catch((err) => log.warn({ event: 'queue.retry-failed', err }, 'could not make waiting mail due'));
+  };
   // A node in remote mode whose takers were all gone offers what waits here as soon as one is back.
   let takersBefore = deps.takers?.takers().length ?? 0;
   deps.takers?.subscribe(() => {
     const now = deps.takers!.takers().length;
     const back = takersBefore === 0 && now > 0;
     takersBefore = now;
-    if (!back || submitModeOf(current(), deps.place) !== 'remote' || !store.messageCount) return;
-    queue
-      .retryNow()
-      .then((n) => n && log.info({ event: 'submit.takers-back', recipients: n }, 'a queue taker is back; offering what waits here'))
-      .catch((err) => log.warn({ event: 'submit.retry-failed', err }, 'could not make waiting mail due'));
+    if (back && submitModeOf(current(), deps.place) === 'remote') retryWaiting(() => true, 'submit.takers-back', {}, 'a queue taker is back; offering what waits here');
   });
-  // Mail that waits for a group (its primary died under a delivery) goes to the new one at once.
-  deps.groups.onNewPrimary?.((group) => {
-    if (!store.messageCount) return;
-    queue
-      .retryNow()
-      .then((n) => n && log.info({ event: 'queue.new-primary', group, recipients: n }, 'a hosting group elected a primary; retrying what waits'))
-      .catch((err) => log.warn({ event: 'queue.retry-failed', err }, 'could not make waiting mail due'));
-  });
+  // Mail that waits for a group (its primary died under a delivery) goes to the new one at
+  // once; mail for other domains keeps its backoff.
+  deps.groups.onNewPrimary?.((group) =>
+    retryWaiting((r) => r.route === 'local', 'queue.new-primary', { group }, 'a hosting group elected a primary; retrying what waits for a group'),
+  );
   const wake = () => runner!.wake();
   return {
     router,
@@ -155,8 +152,6 @@ export function createMailFlow(deps: {
         await store.close();
       }),
       runner,
-      // Until a partner keeps a copy from it, the queue's log is only kept short.
-      logTrimmer(store, () => store.position().seq - QUEUE_LOG_RETAIN, log, 'queue-log-trimmer'),
       postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
     grpc: [queueService(store, config.nodeId, wake), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],

@@ -20,6 +20,7 @@ describe('sieve: parsing', () => {
     ['frobnicate;', 'unknown command "frobnicate"', 1, 1],
     ['require "vacation";\nvacation :handle "x" "away";', 'vacation does not support :handle', 2, 10],
     ['redirect "not an address";', 'invalid address "not an address"', 1, 10],
+    ['redirect "a\x01b@bad_domain";', 'invalid address', 1, 10],
     ['if header "subject" { keep; }', 'header takes 2 string arguments', 1, 4],
     ['keep; /* open', 'unterminated comment', 1, 7],
   ];

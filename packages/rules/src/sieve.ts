@@ -8,6 +8,8 @@
  * Sieve; the grammar is small.
  */
 
+import { parseAddress } from '@mailgrid/core';
+
 /** Extensions a script may `require`: exactly what is implemented. */
 export const EXTENSIONS = ['fileinto', 'reject', 'envelope', 'vacation'] as const;
 export type Extension = (typeof EXTENSIONS)[number];
@@ -415,7 +417,7 @@ class Parser {
       }
       case 'redirect': {
         const address = one('address');
-        if (!/^[^\s@<>]+@[^\s@<>]+$/.test(address)) this.fail(`invalid address "${address}"`, args[0].tok);
+        if (address.trim() !== address || !parseAddress(address)) this.fail(`invalid address "${address}"`, args[0].tok);
         return { kind: 'redirect', address };
       }
       case 'reject':

@@ -4,7 +4,7 @@ program
   .command('member')
   .description('cluster members')
   .command('list')
-  .description('live members registered in etcd: role, state, submit mode, queue depth, their one gRPC address and the services it offers')
+  .description("live members registered in etcd: role, each backend's place in its group (primary or replica), state, submit mode, queue depth, their one gRPC address and the services it offers")
   .action(() =>
     withCluster(async (admin) => {
       const members = await admin.members();
@@ -14,6 +14,7 @@ program
           role: m.role,
           site: m.site,
           group: m.group ?? '',
+          place: m.groupRole ?? '',
           state: m.state,
           mode: m.submitMode ?? '',
           queue: m.queueDepth ?? '',
@@ -23,7 +24,7 @@ program
           epoch: m.epoch ?? '',
           pid: m.pid,
         })),
-        ['id', 'role', 'site', 'group', 'state', 'mode', 'queue', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
+        ['id', 'role', 'site', 'group', 'place', 'state', 'mode', 'queue', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
         members,
       );
     }),
