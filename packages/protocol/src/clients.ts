@@ -7,6 +7,7 @@ import type { QueueClient } from './generated/mailgrid/v1/Queue.js';
 import type { RulesClient } from './generated/mailgrid/v1/Rules.js';
 import type { SubmitClient } from './generated/mailgrid/v1/Submit.js';
 import type { ReplicationClient } from './generated/mailgrid/v1/Replication.js';
+import type { QueueCopyClient } from './generated/mailgrid/v1/QueueCopy.js';
 import type { AccountMoveClient } from './generated/mailgrid/v1/AccountMove.js';
 
 /** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
@@ -48,6 +49,9 @@ export const createRulesClient = (address: string): RulesClient => new proto.Rul
 /** A replica's stream from its primary: one log entry holds a whole message, so frames may be as large as the largest. */
 export const createReplicationClient = (address: string): ReplicationClient =>
   new proto.Replication(address, insecure(), { ...channelOptions, 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
+/** A queue partner's stream from the queue's owner, framed like a replica's. */
+export const createQueueCopyClient = (address: string): QueueCopyClient =>
+  new proto.QueueCopy(address, insecure(), { ...channelOptions, 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
 /** A move's export and import carry batches of about 1 MB (a large message in parts of that size). */
 export const createAccountMoveClient = (address: string): AccountMoveClient =>
   new proto.AccountMove(address, insecure(), { ...channelOptions, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });

@@ -8,3 +8,4 @@ export type * from './types.js';
 export * from './chunks.js';
 export * from './port-calls.js';
 export * from './log-shipping.js';
+export * from './log-followers.js';

@@ -107,12 +107,23 @@ export async function shipLog(o: {
 }
 
 /**
- * The following side: applies what the stream brings (a full copy, then entries) to `copy`
- * as its own log, and acks each batch once it is on disk; `after` runs after each ack.
- * Ends with the stream, or when `still()` says this stream is no longer followed.
+ * The following side: asks `node`'s way in (where its copy's log ends, of which `source`),
+ * applies what the stream brings (a full copy, then entries) to `copy` as its own log, and
+ * acks each batch once it is on disk; `after` runs after each ack. Ends with the stream, or
+ * when `still()` says this stream is no longer followed.
  */
-export async function receiveLog(o: { copy: LogCopy; call: FollowClientCall; epoch: number; still: () => boolean; after?: () => Promise<void> }): Promise<void> {
+export async function receiveLog(o: {
+  copy: LogCopy;
+  call: FollowClientCall;
+  node: string;
+  epoch: number;
+  source?: string;
+  still: () => boolean;
+  after?: () => Promise<void>;
+}): Promise<void> {
   const { copy, call } = o;
+  const pos = copy.position();
+  call.write({ node: o.node, epoch: o.epoch, lastSeq: pos.seq, lastEpoch: pos.epoch, source: o.source ?? '' });
   for await (const res of call as AsyncIterable<FollowResponse__Output>) {
     if (!o.still()) return;
     if (Number(res.epoch) !== o.epoch) throw new Error(`entries of epoch ${res.epoch} on a stream of epoch ${o.epoch}`);

@@ -20,6 +20,7 @@ export type { SubmitEnvelope, SubmitEnvelope__Output } from './generated/mailgri
 export type { SubmitResponse, SubmitResponse__Output } from './generated/mailgrid/v1/SubmitResponse.js';
 export type { RulesClient, RulesHandlers } from './generated/mailgrid/v1/Rules.js';
 export type { ReplicationClient, ReplicationHandlers } from './generated/mailgrid/v1/Replication.js';
+export type { QueueCopyClient, QueueCopyHandlers } from './generated/mailgrid/v1/QueueCopy.js';
 export type { FollowRequest, FollowRequest__Output } from './generated/mailgrid/v1/FollowRequest.js';
 export type { FollowResponse, FollowResponse__Output } from './generated/mailgrid/v1/FollowResponse.js';
 export type { AccountMoveClient, AccountMoveHandlers } from './generated/mailgrid/v1/AccountMove.js';

@@ -1,6 +1,6 @@
-import { commit, flushed, Replies } from '@mailgrid/core';
-import { open, type Database, type RootDatabase } from 'lmdb';
-import { mkdirSync } from 'node:fs';
+import { Replies } from '@mailgrid/core';
+import { LoggedLmdb, type LoggedOptions, type LogPosition } from '@mailgrid/store';
+import type { Database } from 'lmdb';
 
 export type Route = 'local' | 'relay';
 export type RecipientState = 'queued' | 'held';
@@ -48,6 +48,12 @@ export interface QueuedRecipient {
   /** RFC 3461 NOTIFY and ORCPT as the sender gave them; no NOTIFY means FAILURE,DELAY. */
   notify?: Notify[];
   orcpt?: string;
+  /**
+   * Being handed to a remote MX since this time: written (and copied to the partner) before
+   * the SMTP transaction, cleared by the settle right after it. One found after a takeover
+   * may have been sent already.
+   */
+  handingAt?: number;
 }
 
 /** A recipient as it enters the queue (the store numbers it and starts its count). */
@@ -75,27 +81,30 @@ type DueKey = [at: number, messageId: string, idx: number];
  * - `due` [time, id, idx] → an index of queued recipients by next attempt, so the runner
  *   reads only what is due, whatever the size of the queue
  * - `meta` message and byte counts, kept in the same transactions
- * Every change resolves once committed; `flushed()` resolves once everything committed so
- * far is on disk, so a caller that acknowledges a message waits for it and one that only
- * tidies up (an idempotent redelivery would repair a lost write) does not.
+ * Every change is also an entry of the store's log (LoggedLmdb), which the node's queue
+ * partner follows into its copy. Every change resolves once committed; `flushed()` resolves
+ * once everything committed so far is on disk here and at the partner, so a caller that
+ * acknowledges a message waits for it and one that only tidies up (an idempotent
+ * redelivery would repair a lost write) does not.
  */
-export class QueueStore {
-  private readonly root: RootDatabase;
+export class QueueStore extends LoggedLmdb {
   private readonly messages: Database<QueuedMessage, string>;
   private readonly bodies: Database<Buffer, string>;
   private readonly recipients: Database<QueuedRecipient, RcptKey>;
   private readonly due: Database<1, DueKey>;
   private readonly meta: Database<number, string>;
 
-  constructor(path: string) {
-    mkdirSync(path, { recursive: true });
-    // A large map reserved once, for the reason given in LoggedLmdb.
-    this.root = open({ path, maxDbs: 8, mapSize: 64 * 1024 ** 3 });
-    this.messages = this.root.openDB({ name: 'messages' });
-    this.bodies = this.root.openDB({ name: 'bodies', encoding: 'binary' });
-    this.recipients = this.root.openDB({ name: 'recipients' });
-    this.due = this.root.openDB({ name: 'due' });
-    this.meta = this.root.openDB({ name: 'meta' });
+  constructor(path: string, options: LoggedOptions = {}) {
+    super(
+      path,
+      [{ name: 'messages' }, { name: 'bodies', binary: true, byReference: true }, { name: 'recipients' }, { name: 'due' }, { name: 'meta' }],
+      options,
+    );
+    this.messages = this.table('messages');
+    this.bodies = this.table('bodies');
+    this.recipients = this.table('recipients');
+    this.due = this.table('due');
+    this.meta = this.table('meta');
   }
 
   get messageCount(): number {
@@ -117,14 +126,8 @@ export class QueueStore {
    * records written. An id already queued is refused (nothing is overwritten, no count drifts).
    */
   async enqueue(entry: QueueEntry): Promise<QueuedRecipient[]> {
-    let records: QueuedRecipient[] = [];
-    await this.write(() => (records = this.put(entry)));
+    const [records] = await this.commitLogged(() => this.put(entry));
     return records;
-  }
-
-  /** Resolves once every change committed so far is on disk. */
-  flushed(): Promise<void> {
-    return flushed(this.root);
   }
 
   /** Queued recipients whose next attempt is at or before `now`, oldest first. */
@@ -191,58 +194,107 @@ export class QueueStore {
    */
   async settle(changes: { recipient: QueuedRecipient; done: boolean }[], add: QueueEntry[] = []): Promise<void> {
     if (!changes.length && !add.length) return;
-    await this.write(() => {
+    await this.commitLogged(() => {
       for (const entry of add) this.put(entry);
       const touched = new Set<string>();
       for (const { recipient: r, done } of changes) {
         const key: RcptKey = [r.messageId, r.idx];
         const before = this.recipients.get(key);
         if (!before) continue;
-        if (before.state === 'queued') this.due.remove([before.nextAttemptAt, r.messageId, r.idx]);
+        if (before.state === 'queued') this.unset('due', [before.nextAttemptAt, r.messageId, r.idx]);
         if (done) {
-          this.recipients.remove(key);
+          this.unset('recipients', key);
           touched.add(r.messageId);
         } else {
           // An operator's hold made while an attempt was under way wins over its reschedule.
           const next = before.state === 'held' && r.state === 'queued' && r.attempts > before.attempts ? { ...r, state: 'held' as const } : r;
-          this.recipients.put(key, next);
-          if (next.state === 'queued') this.due.put([next.nextAttemptAt, r.messageId, r.idx], 1);
+          this.set('recipients', key, next);
+          if (next.state === 'queued') this.set('due', [next.nextAttemptAt, r.messageId, r.idx], 1);
         }
       }
       for (const id of touched) this.dropIfEmpty(id);
     });
   }
 
-  async close(): Promise<void> {
-    await this.root.close();
+  /**
+   * A partner's takeover: the messages of a dead node's queue, as its copy has them, enter
+   * this queue with their recipients as they were (attempts, next try, holds). One already
+   * here (a takeover resumed after a crash) is left as it is.
+   */
+  async adopt(from: QueueStore): Promise<{ messages: number; handing: number }> {
+    let messages = 0;
+    let handing = 0;
+    const batch: { message: QueuedMessage; body: Buffer; recipients: QueuedRecipient[] }[] = [];
+    const flush = async () => {
+      await this.write(() => {
+        for (const { message, body, recipients } of batch) {
+          if (this.messages.get(message.id)) continue;
+          this.putMessage(message, body, recipients);
+          messages++;
+          handing += recipients.filter((r) => r.handingAt).length;
+        }
+      });
+      batch.length = 0;
+    };
+    for (const { message, recipients } of from.list()) {
+      const body = from.body(message.id);
+      if (body && recipients.length) batch.push({ message, body, recipients });
+      if (batch.length >= 100) await flush();
+    }
+    await flush();
+    return { messages, handing };
   }
 
-  private write(work: () => void): Promise<void> {
-    return commit(this.root, work);
+  /**
+   * The owner's side of a takeover: its partner claimed this queue as its copy was at
+   * `claimed`, so every message that copy held is the partner's now and leaves here,
+   * undelivered; what came after it (written while the partner no longer followed) stays.
+   * When this log no longer reaches back to `claimed`, nothing can be told apart and
+   * everything stays (delivered twice rather than lost). Returns how many left, or undefined.
+   */
+  async dropTakenOver(claimed: LogPosition): Promise<number | undefined> {
+    if (!this.holds(claimed)) return undefined;
+    const after = this.putsSince(claimed.seq + 1, 'messages');
+    const gone = [...this.messages.getKeys()].filter((id) => !after.has(id));
+    await this.write(() => {
+      for (const id of gone) {
+        for (const r of this.recipientsOf(id)) {
+          if (r.state === 'queued') this.unset('due', [r.nextAttemptAt, id, r.idx]);
+          this.unset('recipients', [id, r.idx]);
+        }
+        this.dropIfEmpty(id);
+      }
+    });
+    return gone.length;
   }
 
+  /** Inside a write transaction: one new message, counted once. */
   /** Inside a write transaction: one new message, counted once. */
   private put({ message, body, recipients }: QueueEntry): QueuedRecipient[] {
     if (this.messages.get(message.id)) throw Replies.duplicateQueueId(message.id);
     const records = recipients.map((r, idx): QueuedRecipient => ({ ...r, messageId: message.id, idx, state: 'queued', attempts: 0 }));
-    this.messages.put(message.id, message);
-    this.bodies.put(message.id, body);
-    for (const r of records) {
-      this.recipients.put([message.id, r.idx], r);
-      this.due.put([r.nextAttemptAt, message.id, r.idx], 1);
-    }
-    this.meta.put('messages', this.messageCount + 1);
-    this.meta.put('bytes', this.byteCount + body.length);
+    this.putMessage(message, body, records);
     return records;
+  }
+
+  private putMessage(message: QueuedMessage, body: Buffer, records: QueuedRecipient[]): void {
+    this.set('messages', message.id, message);
+    this.set('bodies', message.id, body);
+    for (const r of records) {
+      this.set('recipients', [message.id, r.idx], r);
+      if (r.state === 'queued') this.set('due', [r.nextAttemptAt, message.id, r.idx], 1);
+    }
+    this.set('meta', 'messages', this.messageCount + 1);
+    this.set('meta', 'bytes', this.byteCount + body.length);
   }
 
   private dropIfEmpty(id: string): void {
     for (const _ of this.recipients.getKeys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER], limit: 1 })) return;
     // The size is in the envelope: reading the body back only to measure it cost a copy per message.
     const size = this.messages.get(id)?.size ?? 0;
-    this.messages.remove(id);
-    this.bodies.remove(id);
-    this.meta.put('messages', Math.max(0, this.messageCount - 1));
-    this.meta.put('bytes', Math.max(0, this.byteCount - size));
+    this.unset('messages', id);
+    this.unset('bodies', id);
+    this.set('meta', 'messages', Math.max(0, this.messageCount - 1));
+    this.set('meta', 'bytes', Math.max(0, this.byteCount - size));
   }
 }

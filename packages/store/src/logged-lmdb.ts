@@ -1,6 +1,7 @@
 import { commit, flushed, upkeep, type Logger, type Service } from '@mailgrid/core';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { LogEntry, LogPosition, Op } from './store.js';
 
@@ -75,6 +76,7 @@ export class LoggedLmdb extends EventEmitter {
     }
     this.log = this.root.openDB({ name: 'log' });
     this.replication = this.root.openDB({ name: 'replication' });
+    if (!logged.readOnly && !this.replication.get('id')) this.replication.putSync('id', randomUUID());
   }
 
   protected table<V, K extends Key>(name: string): Database<V, K> {
@@ -100,6 +102,16 @@ export class LoggedLmdb extends EventEmitter {
    * only once what it found is that durable: it waits for the log's end.
    */
   protected async write<T>(work: () => T): Promise<T> {
+    const [out, seq] = await this.commitLogged(work);
+    await this.durableAt(seq);
+    return out;
+  }
+
+  /**
+   * `write` resolved at commit, with the seq its entry got (or the log's end when it logged
+   * nothing): for a caller that answers only after `flushed()` (the queue).
+   */
+  protected async commitLogged<T>(work: () => T): Promise<[T, number]> {
     let seq = 0;
     const result = await commit(this.root, () => {
       this.logged.writable?.();
@@ -117,9 +129,33 @@ export class LoggedLmdb extends EventEmitter {
     });
     if (seq) this.emit('logged', seq);
     else seq = this.position().seq;
+    return [result, seq];
+  }
+
+  /** Resolves once everything committed so far is on disk here and wherever `durable` says. */
+  flushed(): Promise<void> {
+    return this.durableAt(this.position().seq);
+  }
+
+  private async durableAt(seq: number): Promise<void> {
     await flushed(this.root);
     if (seq) await this.logged.durable?.(seq);
-    return result;
+  }
+
+  /**
+   * This environment's identity: made when it was first opened, so a new disk (or one that
+   * starts over) is told from the one it replaces. Not logged: a copy has its own.
+   */
+  get identity(): string {
+    return this.replication.get('id') as string;
+  }
+
+  /** Gives this environment a new identity (what copies others kept of it are of the old one). */
+  async renew(): Promise<string> {
+    const id = randomUUID();
+    await commit(this.root, () => this.replication.put('id', id));
+    await flushed(this.root);
+    return id;
   }
 
   /**
@@ -176,6 +212,13 @@ export class LoggedLmdb extends EventEmitter {
       if (bytes >= maxBytes || out.length >= 1_000) break;
     }
     return out;
+  }
+
+  /** The keys of `table` put by log entries from `from` on. */
+  putsSince(from: number, table: string): Set<unknown> {
+    const keys = new Set<unknown>();
+    for (const { value } of this.log.getRange({ start: from })) for (const op of value.ops) if (op[0] !== 1 && op[1] === table) keys.add(op[2]);
+    return keys;
   }
 
   /** A copy applies its source's entries, in order, as its own; resolves once on disk. */
