@@ -56,14 +56,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     const g = await group();
     const probe = new MailboxProbe(g.address);
     try {
-      const seen = new Map<string, number>();
-      for (const account of ACCOUNTS) {
-        for (const m of await probe.list(account)) {
-          const body = (await probe.fetch(account, m.uid)).toString();
-          const id = /^X-Test-Id: (.+)\r$/m.exec(body)?.[1];
-          if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
-        }
-      }
+      const seen = await probe.testIds(ACCOUNTS);
       const missing = [...acked].filter((id) => !seen.has(id));
       const twice = [...seen].filter(([, n]) => n > 1).map(([id]) => id);
       assert.deepEqual(missing, [], `acknowledged but not stored at ${g.primary}`);

@@ -30,7 +30,7 @@ export function clusterBackend(config: Config, log: Logger): Service[] {
       canLead: () => backend.store.ready,
       log: log.child({ component: 'leadership', group }),
     });
-    const flow = createMailFlow({ config, current: () => current, log, directory: node.directory, groups: node.groups, place: 'backend', takers: node.takers });
+    const flow = createMailFlow({ config, current: () => current, log, directory: node.directory, groups: node.groups, place: 'backend', takers: node.takers, protection: node.queue });
     const backend = buildBackend({
       config,
       log,

@@ -1,9 +1,12 @@
+import { resolve } from 'node:path';
 import { withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
 import { GrpcHost, routeGrpcLogs, type RoleParts } from '@mailgrid/protocol';
 import { clusterNode } from './cluster-node.js';
 import type { MemberInfo } from './membership.js';
+import { QueuePartnership } from './queue-partnership.js';
 
-export type ClusterNode = ReturnType<typeof clusterNode>;
+/** What a role's build gets: the cluster node's parts, and the partnership its queue is protected by. */
+export type ClusterNode = ReturnType<typeof clusterNode> & { queue: QueuePartnership };
 
 /** A role's parts as a cluster member runs them: live settings applied, fields published with its membership. */
 export interface ClusterRoleParts extends RoleParts {
@@ -29,15 +32,34 @@ export function clusterRole(
   const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
   let parts: ClusterRoleParts | undefined;
   const address = () => config.grpc.advertise || grpc.address;
-  const node = clusterNode(config, log, self, {
-    describe: () => ({ grpc: address(), services: grpc.services, ...parts?.describe?.() }),
+  let current = config;
+  const describe = (): Partial<MemberInfo> => ({ ...parts?.describe?.(), ...queue.describe() });
+  const cluster = clusterNode(config, log, self, {
+    describe: () => ({ grpc: address(), services: grpc.services, ...describe() }),
     urgent: () => {
-      const d = parts?.describe?.();
-      return `${d?.submitMode}/${d?.takes}/${d?.groupRole}`;
+      const d = describe();
+      return `${d.submitMode}/${d.takes}/${d.groupRole}/${d.queueStore}/${d.partner}/${d.copies}`;
     },
   });
+  const queue = new QueuePartnership({
+    client: cluster.client,
+    keys: cluster.keys,
+    membership: cluster.membership,
+    node: config.nodeId,
+    site: config.site,
+    dataDir: resolve(config.dataDir),
+    takeoverAfterMs: () => current.queue.takeoverAfterMs,
+    maxLagMs: () => current.queue.partnerMaxLagMs,
+    logRetain: () => current.queue.logRetain,
+    log: log.child({ component: 'queue-partnership' }),
+  });
+  const node: ClusterNode = { ...cluster, queue };
   parts = build(node, address);
-  grpc.add(...parts.grpc);
-  node.settings.on('change', (next: Config) => parts!.apply?.(next));
-  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), node.membership]);
+  grpc.add(...parts.grpc, queue.service());
+  node.settings.on('change', (next: Config) => {
+    current = next;
+    parts!.apply?.(next);
+  });
+  // The partnership starts once the gRPC host is bound and stops before it drains, like a backend's replication.
+  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), queue, node.membership]);
 }

@@ -8,3 +8,4 @@ export * from './cluster-node.js';
 export * from './cluster-role.js';
 export * from './hosting-groups.js';
 export * from './leadership.js';
+export * from './queue-partnership.js';

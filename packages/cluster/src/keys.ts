@@ -58,6 +58,18 @@ export class Keys {
     return `${this.groups}${group}/status`;
   }
 
+  /**
+   * A node's queue store (its identity: a new disk, or a queue taken over, has a new one):
+   * `copies` the nodes whose copy has every answered write (written by the owner, fenced by
+   * its membership); `claim` the partner that took it over (the takeover's fence).
+   */
+  queueCopies(owner: string, store: string) {
+    return `${this.prefix}/queues/${owner}/${store}/copies`;
+  }
+  queueClaim(owner: string, store: string) {
+    return `${this.prefix}/queues/${owner}/${store}/claim`;
+  }
+
   /** `settings/_cluster/<key>` for defaults, `settings/<node>/<key>` per node. */
   get settings() {
     return `${this.prefix}/settings/`;

@@ -37,6 +37,10 @@ export interface MemberInfo {
   /** A backend's place in its hosting group, and where its store's log ends. */
   groupRole?: 'primary' | 'replica';
   logSeq?: number;
+  /** Its queue store's identity, the queue partner it computes, and the nodes whose copy of its queue has every answered write (empty: unprotected). */
+  queueStore?: string;
+  partner?: string;
+  copies?: string[];
   state: 'up' | 'draining';
   pid: number;
   startedAt: string;
@@ -59,6 +63,9 @@ const memberValue = z.looseObject({
   takes: z.boolean().optional(),
   groupRole: z.enum(['primary', 'replica']).optional(),
   logSeq: z.number().optional(),
+  queueStore: z.string().optional(),
+  partner: z.string().optional(),
+  copies: z.array(z.string()).optional(),
   state: z.enum(['up', 'draining']),
   pid: z.number().int(),
   startedAt: z.string(),
@@ -219,6 +226,7 @@ export class Membership extends EventEmitter implements Service {
     this.lease = lease;
     this._epoch = epoch;
     this.log.info({ event: 'membership.registered', id: this.self.id, role: this.self.role, group: this.self.group, epoch: this._epoch }, 'registered');
+    this.emit('registered', epoch);
   }
 
   /** Puts the entry again while registered, with fresh `describe()` fields. */
@@ -296,6 +304,18 @@ export class MemberQueueTakers {
   private others(): MemberInfo[] {
     return this.membership.members().filter((m) => m.id !== this.self);
   }
+}
+
+/**
+ * The queue partner of `owner`: the next in a ring, ordered by id, of the live members that
+ * keep their own queue (any submit mode but remote) and offer QueueCopy, on the owner's site
+ * when one is there. Every node computes the same from the same member list.
+ */
+export function queuePartner(members: MemberInfo[], owner: Pick<MemberInfo, 'id' | 'site'>): string | undefined {
+  const candidates = members.filter((m) => m.id !== owner.id && m.state === 'up' && m.submitMode !== 'remote' && m.services?.includes('QueueCopy'));
+  const local = candidates.filter((m) => m.site === owner.site);
+  const ring = (local.length ? local : candidates).map((m) => m.id).sort();
+  return ring.find((id) => id > owner.id) ?? ring[0];
 }
 
 const takerOf = (m: MemberInfo) => ({ id: m.id, address: m.grpc!, queueDepth: m.queueDepth ?? 0 });

@@ -81,6 +81,12 @@ export const configSchema = z.strictObject({
     delayWarningMs: z.number().int().min(0),
     /** Messages the queue runner tries at once. */
     concurrency: positive,
+    /** A queue whose node has been gone this long is taken over by its partner (a cluster member). */
+    takeoverAfterMs: z.number().int().min(1_000),
+    /** A partner copy that leaves a queue write waiting this long stops being waited for (the queue is unprotected until it is back). */
+    partnerMaxLagMs: z.number().int().min(100),
+    /** Queue log entries kept beyond what the partner has, so a partner that was away catches up from the log. */
+    logRetain: z.number().int().min(0),
   }),
   relay: z.strictObject({
     /** Send all outgoing mail through `host:port` instead of the destinations' MX. */
@@ -193,6 +199,9 @@ export function defaults(): Config {
       lifetimeMs: 5 * 24 * 3_600_000,
       delayWarningMs: 4 * 3_600_000,
       concurrency: 32,
+      takeoverAfterMs: 30_000,
+      partnerMaxLagMs: 2_000,
+      logRetain: 20_000,
     },
     relay: { smarthost: '', perDestination: 10, timeoutMs: 60_000, viaFrontends: false },
     submit: { mode: 'auto', log: 'problems' },
@@ -318,6 +327,9 @@ export const LIVE_SETTINGS = [
   'queue.maxMessages',
   'queue.maxBytes',
   'queue.minFreeBytes',
+  'queue.takeoverAfterMs',
+  'queue.partnerMaxLagMs',
+  'queue.logRetain',
   'backend.minFreeBytes',
   'backend.replicaMaxLagMs',
   'backend.logRetain',

@@ -1,6 +1,6 @@
 import type { Config, Logger } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
-import { createMailFlow, type MailFlow, type QueueStatus, type QueueTakers } from '@mailgrid/mailflow';
+import { createMailFlow, type MailFlow, type QueueProtection, type QueueStatus, type QueueTakers } from '@mailgrid/mailflow';
 import type { DeliveryTransport, RoleParts } from '@mailgrid/protocol';
 import { SmtpFrontend } from './smtp-frontend.js';
 
@@ -13,6 +13,8 @@ export interface FrontendDeps {
   transport?: DeliveryTransport;
   /** The cluster's queue takers; absent on a single node (its submit mode is local). */
   takers?: QueueTakers;
+  /** A cluster member's queue partnership (absent on a single node). */
+  protection?: QueueProtection;
 }
 
 export interface FrontendParts extends RoleParts {

@@ -97,6 +97,8 @@ export class Dispatcher {
       ...(via ? [via.then((outcomes) => void out.push(...outcomes))] : []),
       ...[...relay].map(async ([domain, list]) => {
         const { mailFrom, envid, ret, eightBit } = message;
+        // At most what is in flight when this node dies can be sent twice after a takeover.
+        await this.options.queue.handing(list);
         const results = await this.options.relay.send(
           domain,
           { mailFrom, body, envid, ret, eightBit },

@@ -8,4 +8,4 @@ export * from './intake.js';
 export * from './bounces.js';
 export * from './mail-flow.js';
 export * from './submit.js';
-export type { Notify } from '@mailgrid/queue';
+export type { Notify, QueueProtection } from '@mailgrid/queue';

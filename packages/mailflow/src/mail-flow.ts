@@ -1,7 +1,8 @@
 import { closer, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import type { DeliveryTransport, GrpcService } from '@mailgrid/protocol';
-import { MailQueue, QueueStore, queueService, Relay, type QueuedRecipient } from '@mailgrid/queue';
+import { MailQueue, QueueStore, queueService, Relay, type QueuedRecipient, type QueueProtection } from '@mailgrid/queue';
+import { logTrimmer } from '@mailgrid/store';
 import { join, resolve } from 'node:path';
 import { Bounces } from './bounces.js';
 import { DeliveryChannel } from './delivery-channel.js';
@@ -55,11 +56,14 @@ export function createMailFlow(deps: {
   /** The controller's lists of queue takers and frontends (a cluster member). */
   takers?: QueueTakers;
   transport?: DeliveryTransport;
+  /** A cluster member's queue partnership (the partner copy, takeover fencing). */
+  protection?: QueueProtection;
 }): MailFlow {
   const { config, current } = deps;
   const log = deps.log.child({ component: 'queue' });
   const path = queuePath(config);
-  const store = new QueueStore(path);
+  const protection = deps.protection;
+  const store = new QueueStore(path, protection && { durable: (seq) => protection.durable(seq) });
   const router = new Router(deps.directory, { postmaster: () => current().postmaster });
   const channel = new DeliveryChannel({ groups: deps.groups, timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId, transport: deps.transport });
   let runner: QueueRunner | undefined;
@@ -102,7 +106,7 @@ export function createMailFlow(deps: {
     submitter: new GrpcSubmitter({ timeoutMs: Math.ceil(config.delivery.timeoutMs / 4), chunkBytes: config.delivery.chunkBytes, node: config.nodeId }),
     log: submitLog,
   });
-  runner = new QueueRunner(queue, dispatcher, { concurrency: config.queue.concurrency, inlineGraceMs, log });
+  runner = new QueueRunner(queue, dispatcher, { concurrency: config.queue.concurrency, inlineGraceMs, mayDeliver: protection && (() => protection.mayDeliver()), log });
   /** Makes waiting recipients (`which`) due now, when a way out has come back. */
   const retryWaiting = (which: (r: QueuedRecipient) => boolean, event: string, fields: object, msg: string) => {
     if (!store.messageCount) return;
@@ -125,6 +129,7 @@ export function createMailFlow(deps: {
     retryWaiting((r) => r.route === 'local', 'queue.new-primary', { group }, 'a hosting group elected a primary; retrying what waits for a group'),
   );
   const wake = () => runner!.wake();
+  protection?.attach(store, wake);
   return {
     router,
     intake,
@@ -152,9 +157,11 @@ export function createMailFlow(deps: {
         await store.close();
       }),
       runner,
+      // Nobody follows a single node's queue log: it is trimmed to its end.
+      logTrimmer(store, () => protection?.trimPoint() ?? store.position().seq, log),
       postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
-    grpc: [queueService(store, config.nodeId, wake), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],
+    grpc: [queueService(store, config.nodeId, wake, () => protection?.copies() ?? []), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],
   };
 }
 

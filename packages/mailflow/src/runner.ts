@@ -22,6 +22,8 @@ export class QueueRunner implements Service {
       concurrency: number;
       /** How far ahead an inline attempt schedules its recipients (Intake's grace). */
       inlineGraceMs: () => number;
+      /** Whether it may deliver now (a cluster member: not while its queue may have been taken over); default always. */
+      mayDeliver?: () => boolean;
       log: Logger;
     },
   ) {}
@@ -57,6 +59,10 @@ export class QueueRunner implements Service {
   private async run(): Promise<void> {
     const store = this.queue.store;
     while (this._state === 'running') {
+      if (this.options.mayDeliver && !this.options.mayDeliver()) {
+        await this.sleep(500);
+        continue;
+      }
       const free = this.options.concurrency - this.running;
       const due = free > 0 ? store.dueRecipients(Date.now(), free * 4, (id) => this.inflight.has(id)) : [];
       if (!due.length) {

@@ -83,6 +83,16 @@ export class LogFollowers {
     return [...this.set];
   }
 
+  /** The followers connected now. */
+  connected(): string[] {
+    return [...this.followers.keys()];
+  }
+
+  /** The set as etcd had it when this node last stopped: writes wait for those until they are back or dropped. */
+  load(nodes: string[]): void {
+    this.set = new Set(nodes);
+  }
+
   /** How far each connected follower is behind the log's end. */
   lag(): Record<string, number> {
     const seq = this.options.source.position().seq;

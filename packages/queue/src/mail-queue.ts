@@ -25,6 +25,21 @@ export interface Enqueue {
 }
 
 /**
+ * What a cluster member's queue partnership gives its queue: the durable hook (a write is
+ * answered once the partner copy has it), whether the runner may deliver (not while this
+ * queue may have been taken over), and it gets the store and the runner's wake-up.
+ */
+export interface QueueProtection {
+  durable(seq: number): Promise<void>;
+  mayDeliver(): boolean;
+  attach(store: QueueStore, wake: () => void): void;
+  /** The nodes whose copy has every answered write. */
+  copies(): string[];
+  /** Up to where the queue's log may be trimmed (what the partner has, less what is kept for one that was away). */
+  trimPoint(): number;
+}
+
+/**
  * The durable queue as the mail flow uses it: room (backpressure), enqueue, settle, and when
  * that is on disk. The queue runner takes messages out.
  */
@@ -96,6 +111,16 @@ export class MailQueue {
     const recipients = await this.store.enqueue(entry);
     this.woken([entry]);
     return recipients;
+  }
+
+  /**
+   * Relayed recipients about to be handed to a remote MX: marked, and the mark on disk here
+   * and at the partner, before the SMTP transaction (see QueuedRecipient.handingAt).
+   */
+  async handing(recipients: QueuedRecipient[]): Promise<void> {
+    const now = Date.now();
+    await this.store.settle(recipients.map((r) => ({ recipient: { ...r, handingAt: now }, done: false })));
+    await this.store.flushed();
   }
 
   /** Records attempts and, in the same transaction, queues `add` (see QueueStore.settle). */

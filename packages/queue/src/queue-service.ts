@@ -3,15 +3,17 @@ import type { QueuedMessage, QueuedRecipient, QueueStore } from './queue-store.j
 
 /**
  * The Queue service of a node with a queue (`mailgrid queue ...`), hosted on the node's one
- * gRPC host. `wake` tells the node's runner that something became due.
+ * gRPC host. `wake` tells the node's runner that something became due; `copies` names the
+ * partner copies that have every message.
  */
-export function queueService(store: QueueStore, node: string, wake: () => void): GrpcService {
+export function queueService(store: QueueStore, node: string, wake: () => void, copies: () => string[] = () => []): GrpcService {
   const info = (m: QueuedMessage, rcpts: QueuedRecipient[]): QueuedMessageInfo => ({
     id: m.id,
     mailFrom: m.mailFrom,
     receivedAtMs: m.receivedAt,
     size: m.size,
     node,
+    copies: copies(),
     recipients: rcpts.map((r) => ({
       address: r.address,
       route: r.route,

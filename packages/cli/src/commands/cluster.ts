@@ -21,7 +21,7 @@ cluster
   });
 cluster
   .command('status')
-  .description('every member with its role, group, pid, ports and state; each hosting group with its primary, epoch, in-sync set and lag')
+  .description('every member with its role, group, queue partner and whether its queue is protected, pid, ports and state; each hosting group with its primary, epoch, in-sync set and lag')
   .action(async () => {
     const state = requireState();
     let members: Awaited<ReturnType<ClusterAdmin['members']>> = [];
@@ -36,11 +36,13 @@ cluster
       const m = members.find((x) => x.id === p.id);
       const running = alive(p.pid);
       const status = !running ? 'stopped' : p.role === 'frontend' || p.role === 'backend' ? (m?.state ?? 'unregistered') : 'running';
-      return { id: p.id, role: p.role, group: p.group ?? '', place: m?.groupRole ?? '', pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
+      // A queue is protected while a partner's copy has every message acknowledged into it.
+      const queue = m && running ? { partner: m.partner ?? '', protected: m.copies?.length ? 'yes' : 'no' } : { partner: '', protected: '' };
+      return { id: p.id, role: p.role, group: p.group ?? '', place: m?.groupRole ?? '', ...queue, pid: p.pid, ports: ports(p.ports), status, dataDir: p.dataDir ?? '', log: p.log };
     });
     if (json()) process.stdout.write(JSON.stringify({ smtp: state.smtp, etcd: state.etcd, dir: state.dir, members: rows, groups }, null, 2) + '\n');
     else {
-      print(rows, ['id', 'role', 'group', 'place', 'pid', 'ports', 'status']);
+      print(rows, ['id', 'role', 'group', 'place', 'partner', 'protected', 'pid', 'ports', 'status']);
       if (groups.length) {
         process.stdout.write('\n');
         print(groups as unknown as Record<string, unknown>[], ['group', 'primary', 'epoch', 'inSync', 'lag', 'lastFailover']);

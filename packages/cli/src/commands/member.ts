@@ -4,7 +4,7 @@ program
   .command('member')
   .description('cluster members')
   .command('list')
-  .description("live members registered in etcd: role, each backend's place in its group (primary or replica), state, submit mode, queue depth, their one gRPC address and the services it offers")
+  .description("live members registered in etcd: role, each backend's place in its group (primary or replica), state, submit mode, queue depth, queue partner and the copies that protect the queue, their one gRPC address and the services it offers")
   .action(() =>
     withCluster(async (admin) => {
       const members = await admin.members();
@@ -18,13 +18,15 @@ program
           state: m.state,
           mode: m.submitMode ?? '',
           queue: m.queueDepth ?? '',
+          partner: m.partner ?? '',
+          copy: m.copies?.length ? m.copies.join(',') : 'none',
           smtp: m.smtp ?? '',
           grpc: m.grpc ?? '',
           services: (m.services ?? []).join(','),
           epoch: m.epoch ?? '',
           pid: m.pid,
         })),
-        ['id', 'role', 'site', 'group', 'place', 'state', 'mode', 'queue', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
+        ['id', 'role', 'site', 'group', 'place', 'state', 'mode', 'queue', 'partner', 'copy', 'smtp', 'grpc', 'services', 'epoch', 'pid'],
         members,
       );
     }),

@@ -24,7 +24,7 @@ const age = (since: number) => duration(Date.now() - since);
 const queue = program.command('queue').description('the durable queues (one node, or every node of a cluster)');
 queue
   .command('list')
-  .description("queued messages with each recipient's attempts, last error and next try")
+  .description("queued messages with the node that owns each and the partner copies that have it, each recipient's attempts, last error and next try")
   .option('--node <id>', "only this node's queue")
   .option('--limit <n>', 'at most this many messages per node', '0')
   .action((opts) =>
@@ -34,6 +34,7 @@ queue
         m.recipients.map((r, i) => ({
           id: i ? '' : m.id,
           node: i ? '' : m.node,
+          copy: i ? '' : m.copies.join(',') || '-',
           age: i ? '' : age(Number(m.receivedAtMs)),
           size: i ? '' : m.size,
           from: i ? '' : m.mailFrom || '<>',
@@ -44,7 +45,7 @@ queue
           error: r.lastError ? `${r.lastError.code} ${r.lastError.enhanced} ${r.lastError.text}`.slice(0, 60) : '',
         })),
       );
-      print(rows, ['id', 'node', 'age', 'size', 'from', 'rcpt', 'state', 'attempts', 'next', 'error'], messages);
+      print(rows, ['id', 'node', 'copy', 'age', 'size', 'from', 'rcpt', 'state', 'attempts', 'next', 'error'], messages);
       if (!json()) process.stdout.write(`${messages.length} message(s) queued\n`);
     }),
   );

@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { eventually, MailboxProbe, nodeLog, runCli, sendMail, sleep } from '@mailgrid/testing';
+
+// Queues that survive their node, in a cluster of real processes (etcd, HAProxy, 2
+// frontends, 1 backend): with the backend stopped, mail waits in the frontends' queues, each
+// copied to the other frontend (its queue partner). One frontend is killed with kill -9;
+// its partner takes its queue over once it has been gone `queue.takeoverAfterMs`, and every
+// acknowledged message is stored exactly once when the backend is back: with the killed
+// frontend's disk lost, and with it restarted on its data after the takeover.
+
+interface Member {
+  id: string;
+  queueStore?: string;
+  partner?: string;
+  copies?: string[];
+}
+interface Proc {
+  id: string;
+  pid: number;
+  dataDir?: string;
+}
+
+const ACCOUNTS = ['a@example.test', 'b@example.test'];
+const TAKEOVER_MS = 4_000;
+const MESSAGES = 1_000;
+
+describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-takeover-test-'));
+  const cli = (...args: string[]) => runCli(args, {}, cwd);
+  const ok = async (...args: string[]) => {
+    const r = await cli(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { dir: string; smtp: string; processes: Proc[] };
+  const proc = (id: string) => state().processes.find((p) => p.id === id)!;
+  const members = async () => JSON.parse((await ok('member', 'list', '--json')).stdout) as Member[];
+  const logOf = (id: string) => nodeLog(state().dir, id);
+  const protectedBy = async (id: string) => (await members()).find((m) => m.id === id)?.copies?.join(',') ?? '';
+  const queued = async (node: string) => JSON.parse((await ok('queue', 'list', '--node', node, '--json')).stdout).length as number;
+  /** Every acknowledged message is stored exactly once; returns how many are stored. */
+  const storedOnce = async (acked: Set<string>) => {
+    const group = (JSON.parse((await ok('group', 'list', '--json')).stdout) as { address: string }[])[0];
+    const probe = new MailboxProbe(group.address);
+    try {
+      const seen = await probe.testIds(ACCOUNTS);
+      const missing = [...acked].filter((id) => !seen.has(id));
+      if (missing.length) return { missing, seen };
+      const twice = [...seen].filter(([, n]) => n > 1).map(([id]) => id);
+      assert.deepEqual(twice, [], 'stored more than once');
+      return { missing, seen };
+    } finally {
+      probe.close();
+    }
+  };
+  /** `n` messages through HAProxy, 4 at a time; the ids that got a 250. */
+  const send = async (tag: string, n: number) => {
+    const acked = new Set<string>();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < n) {
+          const id = `${tag}-${++next}`;
+          const reply = await sendMail(state().smtp, { to: [ACCOUNTS[next % 2]], data: `Subject: ${id}\r\nX-Test-Id: ${id}\r\n\r\nqueued while the backend is down\r\n` }).catch((e: Error) => e.message);
+          if (reply.startsWith('250')) acked.add(id);
+        }
+      }),
+    );
+    return acked;
+  };
+  /** Backend down, `n` messages queued on the frontends; how many each frontend holds. */
+  const queueWhileBackendDown = async (tag: string) => {
+    await ok('cluster', 'stop', 'be-1');
+    const acked = await send(tag, MESSAGES);
+    return { acked, held: { 'fe-1': await queued('fe-1'), 'fe-2': await queued('fe-2') } };
+  };
+  const bothProtected = () =>
+    eventually('each frontend protected by the other', async () => ((await protectedBy('fe-1')) === 'fe-2' && (await protectedBy('fe-2')) === 'fe-1' ? true : undefined), 30_000);
+
+  before(async () => {
+    const env = { MAILGRID_QUEUE_MIN_RETRY_MS: '300', MAILGRID_QUEUE_MAX_RETRY_MS: '1000', MAILGRID_QUEUE_TAKEOVER_AFTER_MS: String(TAKEOVER_MS) };
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '1'], env, cwd);
+    assert.equal(up.code, 0, up.stderr);
+    await ok('domain', 'add', 'example.test');
+    for (const a of ACCOUNTS) await ok('account', 'add', a);
+  });
+  after(async () => {
+    await cli('cluster', 'down');
+  });
+
+  it("publishes each queue's partner and the copies that protect it; cluster status shows them", async () => {
+    await bothProtected();
+    const byId = Object.fromEntries((await members()).map((m) => [m.id, m]));
+    assert.equal(byId['fe-1'].partner, 'fe-2');
+    assert.equal(byId['fe-2'].partner, 'fe-1');
+    // The backend keeps its own queue (remote mode) with a frontend as its partner.
+    assert.equal(byId['be-1'].partner, 'fe-1');
+    const status = JSON.parse((await ok('cluster', 'status', '--json')).stdout) as { members: { id: string; partner: string; protected: string }[] };
+    const fe1 = status.members.find((m) => m.id === 'fe-1')!;
+    assert.deepEqual([fe1.partner, fe1.protected], ['fe-2', 'yes']);
+  });
+
+  it('kill -9 of a frontend whose disk is lost: its partner takes its queue over and every acknowledged message is stored exactly once', async () => {
+    await bothProtected();
+    const { acked, held } = await queueWhileBackendDown('lost');
+    assert.ok(acked.size >= MESSAGES * 0.99, `most messages acknowledged (${acked.size})`);
+    assert.ok(held['fe-1'] > 0 && held['fe-2'] > 0, `both frontends hold some (${JSON.stringify(held)})`);
+    // The queue list names each message's owner and the copy that protects it.
+    const listed = JSON.parse((await ok('queue', 'list', '--node', 'fe-1', '--json', '--limit', '1')).stdout) as { node: string; copies: string[] }[];
+    assert.deepEqual([listed[0].node, listed[0].copies], ['fe-1', ['fe-2']]);
+
+    const fe1 = proc('fe-1');
+    process.kill(fe1.pid, 'SIGKILL');
+    const killedAt = Date.now();
+    rmSync(fe1.dataDir!, { recursive: true, force: true });
+    await ok('cluster', 'start', 'be-1');
+    // The survivor is alone now: unprotected, and says so.
+    await eventually('fe-2 unprotected', async () => ((await protectedBy('fe-2')) === '' ? true : undefined), 30_000);
+    const { seen } = await eventually('every acknowledged message stored', async () => {
+      const r = await storedOnce(acked);
+      return r.missing.length ? undefined : r;
+    }, 60_000);
+    const tookMs = Date.now() - killedAt;
+    process.stdout.write(`# takeover: ${held['fe-1']} message(s) of the killed frontend, all ${acked.size} acknowledged stored ${tookMs} ms after the kill (takeoverAfterMs ${TAKEOVER_MS})\n`);
+    assert.equal(seen.size, acked.size + [...seen.keys()].filter((id) => !acked.has(id)).length);
+    const adopted = logOf('fe-2').filter((l) => l.event === 'queue.adopted' && l.owner === 'fe-1');
+    assert.equal(adopted.length, 1, 'fe-2 adopted the queue of fe-1 once');
+    assert.equal(adopted[0].messages, held['fe-1']);
+
+    // Back with an empty disk, it simply joins: nothing of the old queue is delivered again.
+    await ok('cluster', 'start', 'fe-1');
+    await bothProtected();
+    await eventually('the queues drained', async () => ((await queued('fe-1')) + (await queued('fe-2')) === 0 ? true : undefined), 30_000);
+    await sleep(1_000);
+    assert.deepEqual((await storedOnce(acked)).missing, []);
+  });
+
+  it('kill -9 of a frontend restarted on its data after the takeover: it drops what its partner took, and every message is still stored once', async () => {
+    await bothProtected();
+    const { acked, held } = await queueWhileBackendDown('kept');
+    assert.ok(held['fe-2'] > 0, `fe-2 holds some (${JSON.stringify(held)})`);
+    process.kill(proc('fe-2').pid, 'SIGKILL');
+    await eventually('fe-1 took the queue of fe-2', async () => logOf('fe-1').find((l) => l.event === 'queue.adopted' && l.owner === 'fe-2'), TAKEOVER_MS + 30_000);
+    // Restarted with its data while the backend is still down: its queue is the partner's now.
+    await ok('cluster', 'start', 'fe-2');
+    const dropped = await eventually('fe-2 dropped what was taken over', async () => logOf('fe-2').find((l) => l.event === 'queue.taken-over'));
+    assert.equal(dropped.by, 'fe-1');
+    assert.equal(dropped.dropped, held['fe-2']);
+    assert.equal(await queued('fe-2'), 0);
+    await ok('cluster', 'start', 'be-1');
+    await eventually('every acknowledged message stored', async () => ((await storedOnce(acked)).missing.length ? undefined : true), 60_000);
+    await eventually('the queues drained', async () => ((await queued('fe-1')) + (await queued('fe-2')) === 0 ? true : undefined), 30_000);
+    await sleep(1_000);
+    assert.deepEqual((await storedOnce(acked)).missing, []);
+    await bothProtected();
+  });
+
+  it('a frontend restarted on its data before the takeover keeps its queue: nothing is taken over, every message is stored once', async () => {
+    await bothProtected();
+    const { acked } = await queueWhileBackendDown('back');
+    process.kill(proc('fe-1').pid, 'SIGKILL');
+    await ok('cluster', 'start', 'fe-1');
+    await ok('cluster', 'start', 'be-1');
+    await eventually('every acknowledged message stored', async () => ((await storedOnce(acked)).missing.length ? undefined : true), 60_000);
+    await eventually('the queues drained', async () => ((await queued('fe-1')) + (await queued('fe-2')) === 0 ? true : undefined), 30_000);
+    await sleep(TAKEOVER_MS + 1_000);
+    assert.deepEqual((await storedOnce(acked)).missing, []);
+    assert.equal(logOf('fe-2').filter((l) => l.event === 'queue.claimed' && String(l.owner) === 'fe-1').length, 1, 'only the earlier takeover');
+  });
+});
