@@ -22,6 +22,7 @@ interface Proc {
   id: string;
   pid: number;
   dataDir?: string;
+  ports: Record<string, number>;
 }
 
 const ACCOUNTS = ['a@example.test', 'b@example.test'];
@@ -41,6 +42,11 @@ describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () =>
   const members = async () => JSON.parse((await ok('member', 'list', '--json')).stdout) as Member[];
   const logOf = (id: string) => nodeLog(state().dir, id);
   const protectedBy = async (id: string) => (await members()).find((m) => m.id === id)?.copies?.join(',') ?? '';
+  /** The node's `mailgrid_queue_protected` gauge, from its /metrics. */
+  const protectedGauge = async (id: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${proc(id).ports.http}/metrics`)).text();
+    return Number(/^mailgrid_queue_protected (\d+)$/m.exec(text)?.[1]);
+  };
   const queued = async (node: string) => JSON.parse((await ok('queue', 'list', '--node', node, '--json')).stdout).length as number;
   /** Every acknowledged message is stored exactly once; returns how many are stored. */
   const storedOnce = async (acked: Set<string>) => {
@@ -102,6 +108,7 @@ describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () =>
     const status = JSON.parse((await ok('cluster', 'status', '--json')).stdout) as { members: { id: string; partner: string; protected: string }[] };
     const fe1 = status.members.find((m) => m.id === 'fe-1')!;
     assert.deepEqual([fe1.partner, fe1.protected], ['fe-2', 'yes']);
+    assert.equal(await protectedGauge('fe-1'), 1);
   });
 
   it('kill -9 of a frontend whose disk is lost: its partner takes its queue over and every acknowledged message is stored exactly once', async () => {
@@ -120,6 +127,9 @@ describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () =>
     await ok('cluster', 'start', 'be-1');
     // The survivor is alone now: unprotected, and says so.
     await eventually('fe-2 unprotected', async () => ((await protectedBy('fe-2')) === '' ? true : undefined), 30_000);
+    assert.equal(await protectedGauge('fe-2'), 0);
+    const status = JSON.parse((await ok('cluster', 'status', '--json')).stdout) as { members: { id: string; protected: string }[] };
+    assert.equal(status.members.find((m) => m.id === 'fe-2')!.protected, 'no');
     const { seen } = await eventually('every acknowledged message stored', async () => {
       const r = await storedOnce(acked);
       return r.missing.length ? undefined : r;

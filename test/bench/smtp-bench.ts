@@ -16,6 +16,8 @@
  * queue (delivery.inline=false) and also reports when the last one was stored.
  * --recipients N sends each message to N accounts of the same group (smtp-source's -r:
  * bench@, 2bench@, ... Nbench@), the shape that takes the queue-first way in (Intake).
+ * --cluster runs the load twice, with the queue partner copy on (the default) and off
+ * (queue.partnerCopy=false), and prints what the copy costs; --partner-copy on|off runs one.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -37,6 +39,7 @@ const { values } = parseArgs({
     cluster: { type: 'boolean', default: false },
     queue: { type: 'boolean', default: false },
     recipients: { type: 'string', default: '1' },
+    'partner-copy': { type: 'string', default: 'both' },
   },
 });
 const N = Number(values.messages);
@@ -133,7 +136,25 @@ function peakRss(pid: number): number {
 }
 
 async function main() {
-  const nodeEnv: NodeJS.ProcessEnv = values.queue ? { MAILGRID_DELIVERY_INLINE: 'false' } : {};
+  if (!values.cluster) return void (await run({}));
+  const which = values['partner-copy'] === 'both' ? ['on', 'off'] : [values['partner-copy']!];
+  const figures: Record<string, Figures> = {};
+  for (const copy of which) figures[copy] = await run({ MAILGRID_QUEUE_PARTNER_COPY: String(copy === 'on') }, `partner copy ${copy}`);
+  if (figures.on && figures.off) {
+    const cost = (a: number, b: number) => `${Math.round((1 - a / b) * 100)} %`;
+    console.log(
+      `partner copy cost: ${cost(figures.on.throughputMsgsPerSec, figures.off.throughputMsgsPerSec)} of the acknowledged rate (${figures.on.throughputMsgsPerSec} vs ${figures.off.throughputMsgsPerSec} msgs/s), ` +
+        `${cost(figures.on.deliveredMsgsPerSec, figures.off.deliveredMsgsPerSec)} of the stored rate (${figures.on.deliveredMsgsPerSec} vs ${figures.off.deliveredMsgsPerSec}); ` +
+        `p50 at ${RATE}/s ${figures.on.latencyP50Ms} vs ${figures.off.latencyP50Ms} ms`,
+    );
+  }
+}
+
+type Figures = Awaited<ReturnType<typeof run>>;
+
+async function run(extraEnv: NodeJS.ProcessEnv, label?: string) {
+  RCPTS = ['bench@example.test'];
+  const nodeEnv: NodeJS.ProcessEnv = { ...(values.queue ? { MAILGRID_DELIVERY_INLINE: 'false' } : {}), ...extraEnv };
   let node: NodeHandle | undefined;
   let host = '127.0.0.1';
   let port: number;
@@ -182,7 +203,8 @@ async function main() {
   const mode =
     (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') +
     (values.queue ? ', every message through the queue' : '') +
-    (R > 1 ? `, ${R} recipients per message${values.cluster ? ' over both groups' : ''}` : '');
+    (R > 1 ? `, ${R} recipients per message${values.cluster ? ' over both groups' : ''}` : '') +
+    (label ? `, ${label}` : '');
   console.log(`# mailgrid bench (${mode}): ${N} messages of ${SIZE} B over ${C} sessions (${useSmtpSource ? 'smtp-source' : 'own client'}), ${cpus().length} cores`);
   let seconds: number;
   let throughputLatencies: number[] | undefined;
@@ -243,6 +265,7 @@ async function main() {
     console.error(`only ${stored} of ${N} messages were stored`);
     process.exitCode = 1;
   }
+  return figures;
 }
 
 main().catch((err) => {

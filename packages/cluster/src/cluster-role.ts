@@ -48,6 +48,7 @@ export function clusterRole(
     node: config.nodeId,
     site: config.site,
     dataDir: resolve(config.dataDir),
+    partnerCopy: () => current.queue.partnerCopy,
     takeoverAfterMs: () => current.queue.takeoverAfterMs,
     maxLagMs: () => current.queue.partnerMaxLagMs,
     logRetain: () => current.queue.logRetain,

@@ -1,4 +1,4 @@
-import { Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { metrics, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import {
   createQueueCopyClient,
   LogFollowers,
@@ -25,6 +25,8 @@ export interface QueuePartnershipOptions {
   site: string;
   /** Copies of other nodes' queues live under `<dataDir>/copies/<owner>/<store>`. */
   dataDir: string;
+  /** queue.partnerCopy: off, this node's queue has no partner (its own copies of others' queues go on). */
+  partnerCopy(): boolean;
   takeoverAfterMs(): number;
   maxLagMs(): number;
   logRetain(): number;
@@ -128,8 +130,9 @@ export class QueuePartnership implements Service, QueueProtection {
     return this.checked && this.options.membership.epoch !== undefined;
   }
 
-  /** The partner this node computes for itself now. */
+  /** The partner this node computes for itself now (and publishes: the partner follows what its owner names). */
   partner(): string | undefined {
+    if (!this.options.partnerCopy()) return undefined;
     return queuePartner(this.options.membership.members(), { id: this.options.node, site: this.options.site });
   }
 
@@ -229,6 +232,7 @@ export class QueuePartnership implements Service, QueueProtection {
     const own = this.own;
     if (own) {
       own.watchdog();
+      metrics.queueProtected.set(own.members().length ? 1 : 0);
       // Other copies than the partner's are not kept up; once the partner has every write,
       // those in the set are not waited for any more either.
       const partner = this.partner();
@@ -239,10 +243,10 @@ export class QueuePartnership implements Service, QueueProtection {
     }
     const members = this.options.membership.members();
     const byId = new Map(members.map((m) => [m.id, m]));
-    // Follow every live node this one is (or was counted as) the partner of.
+    // Follow every live node that names this one its partner (or counts its copy).
+    const mine = (m: MemberInfo) => m.partner === this.options.node || Boolean(m.copies?.includes(this.options.node));
     for (const m of members) {
-      if (m.id === this.options.node || !m.queueStore || !m.grpc || m.epoch === undefined) continue;
-      if (queuePartner(members, m) !== this.options.node && !m.copies?.includes(this.options.node)) continue;
+      if (m.id === this.options.node || !m.queueStore || !m.grpc || m.epoch === undefined || !mine(m)) continue;
       const key = `${m.id}/${m.queueStore}`;
       if (!this.kept.has(key)) this.kept.set(key, this.openCopy(m.id, m.queueStore));
     }
@@ -251,8 +255,7 @@ export class QueuePartnership implements Service, QueueProtection {
       const m = byId.get(c.owner);
       if (m && m.queueStore === c.source) {
         c.goneSince = undefined;
-        const wanted = queuePartner(members, m) === this.options.node || m.copies?.includes(this.options.node);
-        if (wanted) this.follow(c, m);
+        if (mine(m)) this.follow(c, m);
         else if (c.following) this.unfollow(c);
         // Its owner is back and protected by another copy: this one is of no use.
         else if (m.copies?.length && !m.copies.includes(this.options.node)) void this.discard(key, c, 'the owner has another partner copy');

@@ -81,6 +81,8 @@ export const configSchema = z.strictObject({
     delayWarningMs: z.number().int().min(0),
     /** Messages the queue runner tries at once. */
     concurrency: positive,
+    /** Copy this node's queue to a queue partner before answering (the default); off, the queue is on this node's disk alone. */
+    partnerCopy: z.boolean(),
     /** A queue whose node has been gone this long is taken over by its partner (a cluster member). */
     takeoverAfterMs: z.number().int().min(1_000),
     /** A partner copy that leaves a queue write waiting this long stops being waited for (the queue is unprotected until it is back). */
@@ -199,6 +201,7 @@ export function defaults(): Config {
       lifetimeMs: 5 * 24 * 3_600_000,
       delayWarningMs: 4 * 3_600_000,
       concurrency: 32,
+      partnerCopy: true,
       takeoverAfterMs: 30_000,
       partnerMaxLagMs: 2_000,
       logRetain: 20_000,
@@ -327,6 +330,7 @@ export const LIVE_SETTINGS = [
   'queue.maxMessages',
   'queue.maxBytes',
   'queue.minFreeBytes',
+  'queue.partnerCopy',
   'queue.takeoverAfterMs',
   'queue.partnerMaxLagMs',
   'queue.logRetain',

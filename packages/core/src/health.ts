@@ -1,10 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
+import { metrics } from './metrics.js';
 import type { Service, ServiceState } from './service.js';
 
 /**
- * `/healthz` (the process answers) and `/readyz` (every other service of the node is
- * running, so it should get traffic). On SIGTERM the first service to stop turns /readyz
+ * `/healthz` (the process answers), `/readyz` (every other service of the node is
+ * running, so it should get traffic) and `/metrics` (Prometheus). On SIGTERM the first service to stop turns /readyz
  * to 503, which takes the node out of the balancer while it drains.
  */
 export class HealthServer implements Service {
@@ -36,6 +37,16 @@ export class HealthServer implements Service {
     this.server = createServer((req, res) => {
       const path = req.url?.split('?')[0];
       if (path === '/healthz') return send(res, 200, { ok: true });
+      if (path === '/metrics') {
+        metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => send(res, 500, { error: err.message }),
+        );
+        return;
+      }
       if (path === '/readyz') {
         const r = this.ready();
         return send(res, r.ready ? 200 : 503, r);

@@ -9,3 +9,4 @@ export * from './util.js';
 export * from './storage.js';
 export * from './disk-guard.js';
 export * from './message-bytes.js';
+export * from './metrics.js';

@@ -120,3 +120,47 @@ describe('nextAttempt', () => {
     assert.equal(nextAttempt(policy, 1, 0, () => 1), 66_000);
   });
 });
+
+describe('QueueStore as a followed log: a partner copy, a takeover, the owner back', () => {
+  const owner = freshStore();
+  const copy = freshStore();
+  const taker = freshStore();
+  const entry = (id: string, at: number) => ({ message: { id, mailFrom: 'a@x.test', receivedAt: at, size: 4, origin: 'fe-1' }, body: Buffer.from(id.padEnd(4)), recipients: [rcpt(`${id}@y.test`, at)] });
+
+  it('a copy applying the owner\'s log has its messages, held recipients and hand-over marks', async () => {
+    await owner.store.enqueue(entry('q1', 1));
+    await owner.store.enqueue(entry('q2', 2));
+    await owner.store.enqueue(entry('q3', 3));
+    const [r2] = owner.store.recipientsOf('q2');
+    await owner.store.settle([{ recipient: { ...r2, state: 'held' }, done: false }]);
+    const [r3] = owner.store.recipientsOf('q3');
+    await owner.store.settle([{ recipient: { ...r3, handingAt: 5 }, done: false }]);
+    await copy.store.apply(owner.store.entries(1) as never[]);
+    assert.deepEqual(copy.store.position(), owner.store.position());
+    assert.equal(copy.store.messageCount, 3);
+    assert.equal(copy.store.body('q1')?.toString(), 'q1  ');
+    assert.notEqual(copy.store.identity, owner.store.identity, 'a copy has an identity of its own');
+  });
+
+  it('adopting the copy keeps each recipient as it was and counts those that may have been sent; a second adoption adds nothing', async () => {
+    await taker.store.enqueue(entry('t1', 1));
+    assert.deepEqual(await taker.store.adopt(copy.store), { messages: 3, handing: 1 });
+    assert.equal(taker.store.messageCount, 4);
+    assert.equal(taker.store.recipientsOf('q2')[0].state, 'held');
+    assert.deepEqual(taker.store.dueRecipients(10, 10).map((r) => r.messageId), ['q1', 't1', 'q3'], 'held ones are not due');
+    assert.deepEqual(await taker.store.adopt(copy.store), { messages: 0, handing: 0 });
+  });
+
+  it('the owner back drops what the claim took and keeps what came after it; a claim its log does not reach drops nothing', async () => {
+    const claimed = copy.store.position();
+    await owner.store.enqueue(entry('q4', 4));
+    assert.equal(await owner.store.dropTakenOver(claimed), 3);
+    assert.deepEqual([...owner.store.list()].map((e) => e.message.id), ['q4']);
+    assert.equal(owner.store.messageCount, 1);
+    assert.equal(owner.store.byteCount, 4);
+    assert.equal(await owner.store.dropTakenOver({ seq: claimed.seq, epoch: 99 }), undefined);
+    const before = owner.store.identity;
+    await owner.store.renew();
+    assert.notEqual(owner.store.identity, before);
+  });
+});
