@@ -50,6 +50,7 @@ export function clusterRole(
     dataDir: resolve(config.dataDir),
     partnerCopy: () => current.queue.partnerCopy,
     takeoverAfterMs: () => current.queue.takeoverAfterMs,
+    leaseTtlMs: config.cluster.leaseTtlSec * 1000,
     maxLagMs: () => current.queue.partnerMaxLagMs,
     logRetain: () => current.queue.logRetain,
     log: log.child({ component: 'queue-partnership' }),

@@ -93,6 +93,8 @@ export class Membership extends EventEmitter implements Service {
   private _state: ServiceState = 'new';
   private lease: Lease | undefined;
   private _epoch: number | undefined;
+  private _lastEpoch: number | undefined;
+  private _lostAt: number | undefined;
   private readonly live = new Map<string, MemberInfo>();
   private readonly watch: PrefixWatch;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -135,6 +137,16 @@ export class Membership extends EventEmitter implements Service {
   /** This node's registration revision in etcd; undefined while not registered. */
   get epoch(): number | undefined {
     return this._epoch;
+  }
+
+  /** The epoch of its last registration, kept while the lease is lost (what it was to the others when they last saw it). */
+  get lastEpoch(): number | undefined {
+    return this._lastEpoch;
+  }
+
+  /** When the lease was lost (undefined while registered, or never registered). */
+  get lostAt(): number | undefined {
+    return this._lostAt;
   }
 
   members(): MemberInfo[] {
@@ -199,6 +211,7 @@ export class Membership extends EventEmitter implements Service {
       if (this.lease !== lease) return;
       this.lease = undefined;
       this._epoch = undefined;
+      this._lostAt = Date.now();
       this.log.warn({ event: 'membership.lease-lost', err: err.message }, 'lease lost, registering again');
       this.retry();
     });
@@ -225,6 +238,8 @@ export class Membership extends EventEmitter implements Service {
     }
     this.lease = lease;
     this._epoch = epoch;
+    this._lastEpoch = epoch;
+    this._lostAt = undefined;
     this.log.info({ event: 'membership.registered', id: this.self.id, role: this.self.role, group: this.self.group, epoch: this._epoch }, 'registered');
     this.emit('registered', epoch);
   }
@@ -234,7 +249,7 @@ export class Membership extends EventEmitter implements Service {
     const lease = this.lease;
     if (!lease) return;
     const epoch = await this.put(lease);
-    if (this.lease === lease) this._epoch = epoch;
+    if (this.lease === lease) this._epoch = this._lastEpoch = epoch;
   }
 
   /** Returns the key's create revision: this put's own when it created the key. */

@@ -28,6 +28,8 @@ export interface QueuePartnershipOptions {
   /** queue.partnerCopy: off, this node's queue has no partner (its own copies of others' queues go on). */
   partnerCopy(): boolean;
   takeoverAfterMs(): number;
+  /** The membership lease's TTL: how long before the others see this node gone. */
+  leaseTtlMs: number;
   maxLagMs(): number;
   logRetain(): number;
   log: Logger;
@@ -94,7 +96,9 @@ export class QueuePartnership implements Service, QueueProtection {
     this.own = new LogFollowers({
       source: store,
       name: 'queue-copy',
-      epoch: () => membership.epoch,
+      // Its last registration's: the copy goes on while this node is cut off from etcd (the
+      // partner stops following when it claims the queue, and writes then wait in vain).
+      epoch: () => membership.lastEpoch,
       refusal: (req) => {
         if (req.source !== store.identity) return `copies queue store ${req.source}, this one is ${store.identity}`;
         if (req.node !== this.partner() && !this.own!.members().includes(req.node)) return `${req.node} is not this queue's partner`;
@@ -126,8 +130,18 @@ export class QueuePartnership implements Service, QueueProtection {
     return this.own ? this.own.trimPoint(this.options.logRetain()) : 0;
   }
 
+  /**
+   * Delivers once the claim was read after its registration. Cut off from etcd, it goes on
+   * only while its partner cannot have taken the queue over yet: the others see it gone at
+   * the latest a TTL after its lease was lost here, and claim `takeoverAfterMs` after that;
+   * it stops a TTL and 2 s before the earliest claim.
+   */
   mayDeliver(): boolean {
-    return this.checked && this.options.membership.epoch !== undefined;
+    const { membership } = this.options;
+    if (!this.checked) return false;
+    if (membership.epoch !== undefined) return true;
+    const lostAt = membership.lostAt ?? 0;
+    return Date.now() - lostAt < this.options.takeoverAfterMs() - this.options.leaseTtlMs - 2_000;
   }
 
   /** The partner this node computes for itself now (and publishes: the partner follows what its owner names). */
@@ -261,7 +275,7 @@ export class QueuePartnership implements Service, QueueProtection {
         else if (m.copies?.length && !m.copies.includes(this.options.node)) void this.discard(key, c, 'the owner has another partner copy');
         continue;
       }
-      this.unfollow(c);
+      // Still followed while it may come back: it stops with the claim.
       c.goneSince ??= Date.now();
       // Back with another queue store (its disk was lost): nothing to wait for.
       if (m || Date.now() - c.goneSince >= this.options.takeoverAfterMs()) void this.takeOver(key, c, m);
@@ -325,6 +339,8 @@ export class QueuePartnership implements Service, QueueProtection {
         if (c.goneSince !== undefined && !c.store.messageCount) return await this.discard(key, c, 'an empty copy of a queue this node does not protect');
         return;
       }
+      // Nothing is added to the copy after the position it claims.
+      this.unfollow(c);
       const pos = c.store.position();
       const res = await client
         .if(keys.member(c.owner), 'Create', '==', live?.epoch ?? 0)

@@ -18,6 +18,8 @@ describe('QueueRunner when a DSN cannot be queued', () => {
   let store: QueueStore;
   let queue: MailQueue;
   let sent: string[][] = [];
+  /** What the queue said of each recipient while the outside server had it: marked as being handed over. */
+  let marked: boolean[] = [];
   let runner: QueueRunner;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailgrid-runner-'));
@@ -29,6 +31,7 @@ describe('QueueRunner when a DSN cannot be queued', () => {
       send: async (_d: string, _m: unknown, recipients: { address: string }[]) => {
         const rcpts = recipients.map((r) => r.address);
         sent.push(rcpts);
+        marked = store.recipientsOf('m1').map((r) => typeof r.handingAt === 'number');
         return rcpts.map((address) =>
           address.startsWith('ok')
             ? { address, delivered: true, reply: { code: 250, enhanced: '2.0.0', text: 'ok' } }
@@ -68,5 +71,7 @@ describe('QueueRunner when a DSN cannot be queued', () => {
     assert.equal(left[0].attempts, 1);
     assert.ok(left[0].nextAttemptAt > Date.now(), 'tried again later');
     assert.deepEqual(sent, [['ok@far.test', 'bad@far.test']], 'the delivered recipient is not sent again');
+    assert.deepEqual(marked, [true, true], 'marked in the queue before the SMTP transaction');
+    assert.equal(left[0].handingAt, undefined, 'the mark is gone with the settle after it');
   });
 });

@@ -161,10 +161,17 @@ export class LogFollowers {
     return run;
   }
 
-  /** Drops lagging or gone followers from the set; stops waiting for laggards on their way to it; times out stale writes. Every 250 ms. */
+  /** Times out stale writes; drops lagging or gone followers from the set; stops waiting for laggards on their way to it. Every 250 ms or so. */
   watchdog(): void {
-    if (this.options.epoch() === undefined) return;
     const now = Date.now();
+    // A write waiting this long is answered with a temporary failure (its sender retries; the key keeps one copy).
+    const limit = now - Math.max(10_000, this.options.maxLagMs() * 3);
+    if (this.waiters.some((w) => w.at < limit)) {
+      const stale = this.waiters.filter((w) => w.at < limit);
+      this.waiters = this.waiters.filter((w) => w.at >= limit);
+      for (const w of stale) w.reject(Replies.timeout(this.options.name));
+    }
+    if (this.options.epoch() === undefined) return;
     const oldest = this.waiters.reduce((m, w) => Math.min(m, w.at), now);
     const holdsUp = (f: Follower) => now - oldest > this.options.maxLagMs() && this.waiters.some((w) => w.seq > f.acked);
     const lagging = [...this.set].filter((node) => {
@@ -192,13 +199,6 @@ export class LogFollowers {
         this.uncount(f);
         this.settle();
       }
-    }
-    // A write waiting this long is answered with a temporary failure (its sender retries; the key keeps one copy).
-    const limit = now - Math.max(10_000, this.options.maxLagMs() * 3);
-    if (this.waiters.some((w) => w.at < limit)) {
-      const stale = this.waiters.filter((w) => w.at < limit);
-      this.waiters = this.waiters.filter((w) => w.at >= limit);
-      for (const w of stale) w.reject(Replies.timeout(this.options.name));
     }
   }
 

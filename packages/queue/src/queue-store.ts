@@ -218,8 +218,9 @@ export class QueueStore extends LoggedLmdb {
 
   /**
    * A partner's takeover: the messages of a dead node's queue, as its copy has them, enter
-   * this queue with their recipients as they were (attempts, next try, holds). One already
-   * here (a takeover resumed after a crash) is left as it is.
+   * this queue with their recipients as they were (attempts, next try, holds; one never
+   * tried, which an inline attempt of the dead node had, is due now). One already here (a
+   * takeover resumed after a crash) is left as it is.
    */
   async adopt(from: QueueStore): Promise<{ messages: number; handing: number }> {
     let messages = 0;
@@ -236,8 +237,11 @@ export class QueueStore extends LoggedLmdb {
       });
       batch.length = 0;
     };
-    for (const { message, recipients } of from.list()) {
+    const now = Date.now();
+    for (const { message, recipients: all } of from.list()) {
       const body = from.body(message.id);
+      // Never tried: left to an inline attempt that died with its node.
+      const recipients = all.map((r) => (r.state === 'queued' && r.attempts === 0 && r.nextAttemptAt > now ? { ...r, nextAttemptAt: now } : r));
       if (body && recipients.length) batch.push({ message, body, recipients });
       if (batch.length >= 100) await flush();
     }
