@@ -280,13 +280,12 @@ export class QueuePartnership implements Service, QueueProtection {
       // Back with another queue store (its disk was lost): nothing to wait for.
       if (m || Date.now() - c.goneSince >= this.options.takeoverAfterMs()) void this.takeOver(key, c, m);
     }
-    if (this.ticks % 20 === 0) for (const c of this.kept.values()) if (!c.busy) void c.store.trim(c.store.position().seq).catch(() => undefined);
   }
 
   // ---- partner ---------------------------------------------------------------------------
 
   private openCopy(owner: string, source: string): Copy {
-    return { owner, source, store: new QueueStore(join(this.options.dataDir, 'copies', owner, source)), retryAt: 0, busy: false };
+    return { owner, source, store: new QueueStore(join(this.options.dataDir, 'copies', owner, source), { endOnly: true }), retryAt: 0, busy: false };
   }
 
   private follow(c: Copy, m: MemberInfo): void {

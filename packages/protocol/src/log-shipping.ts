@@ -32,6 +32,7 @@ export interface LogCopy {
   copy(ops: never[]): Promise<void>;
   endCopy(base: Position): Promise<void>;
   apply(entries: never[]): Promise<void>;
+  synced(): Promise<void>;
 }
 
 export type FollowCall = grpc.ServerDuplexStream<FollowRequest__Output, FollowResponse>;
@@ -99,6 +100,8 @@ export async function shipLog(o: {
     const entries = source.entries(sent + 1);
     if (!entries.length) {
       await Promise.race([wait, o.closed]);
+      // Writes committed together wake it one by one: one turn later they go as one batch.
+      await new Promise((resolve) => setImmediate(resolve));
       continue;
     }
     await send({ entries: entries.map((e) => pack([e.seq, e.epoch, e.ops])) });
@@ -109,8 +112,9 @@ export async function shipLog(o: {
 /**
  * The following side: asks `node`'s way in (where its copy's log ends, of which `source`),
  * applies what the stream brings (a full copy, then entries) to `copy` as its own log, and
- * acks each batch once it is on disk; `after` runs after each ack. Ends with the stream, or
- * when `still()` says this stream is no longer followed.
+ * acks each batch once it is on disk; `after` runs after each ack. A batch is applied while
+ * the one before is being flushed (one sync may cover both); acks go in order. Ends with the
+ * stream, or when `still()` says this stream is no longer followed.
  */
 export async function receiveLog(o: {
   copy: LogCopy;
@@ -124,7 +128,10 @@ export async function receiveLog(o: {
   const { copy, call } = o;
   const pos = copy.position();
   call.write({ node: o.node, epoch: o.epoch, lastSeq: pos.seq, lastEpoch: pos.epoch, source: o.source ?? '' });
+  let acks: Promise<void> = Promise.resolve();
+  let failed: unknown;
   for await (const res of call as AsyncIterable<FollowResponse__Output>) {
+    if (failed) throw failed;
     if (!o.still()) return;
     if (Number(res.epoch) !== o.epoch) throw new Error(`entries of epoch ${res.epoch} on a stream of epoch ${o.epoch}`);
     if (res.copyBegin) await copy.beginCopy();
@@ -137,10 +144,22 @@ export async function receiveLog(o: {
           return { seq, epoch, ops };
         }) as never[],
       );
-    if (!o.still()) return;
-    call.write({ flushed: copy.position().seq });
-    await o.after?.();
+    const seq = copy.position().seq;
+    const synced = copy.synced();
+    acks = acks
+      .then(() => synced)
+      .then(async () => {
+        if (!o.still()) return;
+        call.write({ flushed: seq });
+        await o.after?.();
+      })
+      .catch((err) => {
+        failed ??= err;
+        call.cancel();
+      });
   }
+  await acks;
+  if (failed) throw failed;
 }
 
 /** Ends a follower's stream with a status (grpc-js sends an emitted error as the call's status). */

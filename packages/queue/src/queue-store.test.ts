@@ -9,12 +9,12 @@ import { nextAttempt } from './schedule.js';
 const rcpt = (address: string, at: number) => ({ address, route: 'relay' as const, queuedAt: at, nextAttemptAt: at });
 
 /** A fresh queue on disk for the tests of one describe. */
-function freshStore(): { readonly store: QueueStore } {
+function freshStore(options: ConstructorParameters<typeof QueueStore>[1] = {}): { readonly store: QueueStore } {
   let dir: string;
   const ref = { store: undefined as unknown as QueueStore };
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailgrid-queue-'));
-    ref.store = new QueueStore(dir);
+    ref.store = new QueueStore(dir, options);
   });
   after(async () => {
     await ref.store.close();
@@ -123,7 +123,8 @@ describe('nextAttempt', () => {
 
 describe('QueueStore as a followed log: a partner copy, a takeover, the owner back', () => {
   const owner = freshStore();
-  const copy = freshStore();
+  // A partner's copy keeps no log of its own, only where the owner's ends.
+  const copy = freshStore({ endOnly: true });
   const taker = freshStore();
   const entry = (id: string, at: number) => ({ message: { id, mailFrom: 'a@x.test', receivedAt: at, size: 4, origin: 'fe-1' }, body: Buffer.from(id.padEnd(4)), recipients: [rcpt(`${id}@y.test`, at)] });
 
@@ -137,6 +138,7 @@ describe('QueueStore as a followed log: a partner copy, a takeover, the owner ba
     await owner.store.settle([{ recipient: { ...r3, handingAt: 5 }, done: false }]);
     await copy.store.apply(owner.store.entries(1) as never[]);
     assert.deepEqual(copy.store.position(), owner.store.position());
+    assert.equal(copy.store.entries(1).length, 0, 'no log kept on the copy');
     assert.equal(copy.store.messageCount, 3);
     assert.equal(copy.store.body('q1')?.toString(), 'q1  ');
     assert.notEqual(copy.store.identity, owner.store.identity, 'a copy has an identity of its own');

@@ -34,6 +34,11 @@ export interface LoggedOptions {
   writable?: () => void;
   /** Only reads, beside the process that writes it (an inspection of a running node's data). */
   readOnly?: boolean;
+  /**
+   * A copy nobody follows in turn (a queue partner's): the entries it applies are not kept
+   * as a log, only where they end (its `base`), which halves what it writes.
+   */
+  endOnly?: boolean;
 }
 
 /**
@@ -221,7 +226,11 @@ export class LoggedLmdb extends EventEmitter {
     return keys;
   }
 
-  /** A copy applies its source's entries, in order, as its own; resolves once on disk. */
+  /**
+   * A copy applies its source's entries, in order, as its own; resolves once committed
+   * (`synced` says when on disk), so a follower can take the next batch while this one is
+   * being flushed and one sync covers several.
+   */
   async apply(entries: LogEntry[]): Promise<void> {
     if (!entries.length) return;
     await commit(this.root, () => {
@@ -229,11 +238,16 @@ export class LoggedLmdb extends EventEmitter {
       for (const e of entries) {
         if (e.seq !== last + 1) throw new Error(`log entry ${e.seq} does not follow ${last}`);
         this.applyOps(e.ops);
-        this.log.put(e.seq, { epoch: e.epoch, ops: e.ops.map((op) => (op[0] === 0 && this.byReference.has(op[1]) ? ([2, op[1], op[2]] as Op) : op)) });
+        if (!this.logged.endOnly) this.log.put(e.seq, { epoch: e.epoch, ops: e.ops.map((op) => (op[0] === 0 && this.byReference.has(op[1]) ? ([2, op[1], op[2]] as Op) : op)) });
         last = e.seq;
       }
+      if (this.logged.endOnly) this.replication.put('base', { seq: last, epoch: entries[entries.length - 1].epoch });
     });
-    await flushed(this.root);
+  }
+
+  /** Resolves once everything committed here so far is on this disk (a copy's ack waits for it). */
+  synced(): Promise<void> {
+    return flushed(this.root);
   }
 
   private applyOps(ops: Op[]): void {
