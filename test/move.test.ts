@@ -45,13 +45,7 @@ describe('account moves between hosting groups', () => {
   const stored = async (group: string, account: string, folders = ['']) => {
     const probe = new MailboxProbe((await primaryOf(group)).address);
     try {
-      const seen = new Map<string, number>();
-      for (const folder of folders)
-        for (const m of await probe.list(account, folder)) {
-          const id = /^X-Test-Id: (.+)\r$/m.exec((await probe.fetch(account, m.uid, folder)).toString())?.[1];
-          if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
-        }
-      return seen;
+      return await probe.testIds([account], folders);
     } finally {
       probe.close();
     }

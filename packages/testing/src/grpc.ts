@@ -21,14 +21,15 @@ export class MailboxProbe {
       s.on('end', () => resolve(Buffer.concat(chunks)));
     });
   }
-  /** How many times each `X-Test-Id` is stored in these accounts' folder. */
-  async testIds(accounts: string[], folder = ''): Promise<Map<string, number>> {
+  /** How many times each `X-Test-Id` is stored in these accounts' folders. */
+  async testIds(accounts: string[], folders = ['']): Promise<Map<string, number>> {
     const seen = new Map<string, number>();
     for (const account of accounts)
-      for (const m of await this.list(account, folder)) {
-        const id = /^X-Test-Id: (.+)\r$/m.exec((await this.fetch(account, m.uid, folder)).toString())?.[1];
-        if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
-      }
+      for (const folder of folders)
+        for (const m of await this.list(account, folder)) {
+          const id = /^X-Test-Id: (.+)\r$/m.exec((await this.fetch(account, m.uid, folder)).toString())?.[1];
+          if (id) seen.set(id, (seen.get(id) ?? 0) + 1);
+        }
     return seen;
   }
 
