@@ -11,7 +11,7 @@ import {
 } from '@mailgrid/protocol';
 import { QueueStore, type QueueProtection } from '@mailgrid/queue';
 import type { Etcd3 } from 'etcd3';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { Keys } from './keys.js';
@@ -44,13 +44,18 @@ interface Copy {
   /** The identity of the owner's queue store it copies. */
   source: string;
   store: QueueStore;
-  following?: { epoch: number; client: QueueCopyClient; call: FollowClientCall };
+  following?: { epoch: number; client: QueueCopyClient; call: FollowClientCall; received: Promise<void> };
   /** Not before this time again after a stream ended. */
   retryAt: number;
   /** When the owner (with this store) was first seen gone. */
   goneSince?: number;
+  /** Not looked at for a takeover again before this time (a claim that was not for this node). */
+  nextLook: number;
   busy: boolean;
 }
+
+/** In a copy's folder: this node is claiming, or has claimed, that queue (written before the claim transaction). */
+const CLAIMING = 'claiming';
 
 /**
  * A node's queue partnership, both ways (BRIEF §4: every node keeps a copy and forwards to
@@ -58,7 +63,7 @@ interface Copy {
  *
  * As owner: its queue's log is followed by its partner (`queuePartner`, the next queue
  * keeper in a ring) over QueueCopy.Follow; a queue write is answered once the copies in the
- * set (`queues/<node>/copies`, written fenced by this node's membership) have it on disk.
+ * set (`queues/<node>/<store>/copies`, written fenced by this node's membership) have it on disk.
  * With none, writes go on on the local flush and the node is unprotected. After every
  * registration it first reads whether its queue was taken over while it was gone, drops
  * what the partner took, and only then lets its runner deliver.
@@ -76,8 +81,12 @@ export class QueuePartnership implements Service, QueueProtection {
   private own: LogFollowers | undefined;
   /** The runner may deliver: registered, and the claim read since. */
   private checked = false;
-  /** The set was read from etcd once (a restart keeps waiting for the copies it had). */
+  /** The set was read from etcd once (a restart keeps waiting for the copies it had): writes wait for it. */
   private loaded = false;
+  private markLoaded!: () => void;
+  private readonly whenLoaded = new Promise<void>((resolve) => (this.markLoaded = resolve));
+  /** Queue stores of others this node has claimed: no new copy of them is opened. */
+  private readonly claimed = new Set<string>();
   private readonly kept = new Map<string, Copy>();
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
@@ -100,6 +109,9 @@ export class QueuePartnership implements Service, QueueProtection {
       // partner stops following when it claims the queue, and writes then wait in vain).
       epoch: () => membership.lastEpoch,
       refusal: (req) => {
+        // Not before the claim was read: a queue that was taken over is never followed again.
+        if (!this.checked) return 'the takeover check of this queue is not done';
+        if (!this.options.partnerCopy()) return 'queue.partnerCopy is off here';
         if (req.source !== store.identity) return `copies queue store ${req.source}, this one is ${store.identity}`;
         if (req.node !== this.partner() && !this.own!.members().includes(req.node)) return `${req.node} is not this queue's partner`;
         return undefined;
@@ -118,8 +130,24 @@ export class QueuePartnership implements Service, QueueProtection {
     });
   }
 
-  durable(seq: number): Promise<void> {
-    return this.own ? this.own.durable(seq) : Promise.resolve();
+  /**
+   * A write is answered once the set has it: not before the set was read at start (etcd
+   * still names the copies it had), and never after stop (the copies no longer follow).
+   */
+  async durable(seq: number): Promise<void> {
+    const own = this.own;
+    if (!own) return;
+    if (this._state === 'stopping' || this._state === 'stopped') throw Replies.backendUnavailable(new Error('the queue partnership is stopping'));
+    if (!this.loaded) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(Replies.timeout('queue-copy')), 10_000)));
+      try {
+        await Promise.race([this.whenLoaded, late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return own.durable(seq);
   }
 
   copies(): string[] {
@@ -216,6 +244,7 @@ export class QueuePartnership implements Service, QueueProtection {
             await store.renew();
             this.own.end(Replies.backendUnavailable(new Error('queue taken over')));
             this.loaded = true;
+            this.markLoaded();
             log.warn(
               { event: 'queue.taken-over', by: claim.by, store: old, dropped: dropped ?? 'none: the log does not reach the claim, everything stays', left: store.messageCount },
               `queue was taken over by ${claim.by} while this node was gone; what it took is dropped here`,
@@ -227,6 +256,7 @@ export class QueuePartnership implements Service, QueueProtection {
           const set = copies ? copiesValue.safeParse(JSON.parse(copies)) : undefined;
           if (set?.success) this.own.load(set.data.nodes);
           this.loaded = true;
+          this.markLoaded();
         }
         this.checked = true;
         this.wake();
@@ -251,7 +281,7 @@ export class QueuePartnership implements Service, QueueProtection {
       // those in the set are not waited for any more either.
       const partner = this.partner();
       const set = own.members();
-      const partnerHas = partner !== undefined && set.includes(partner);
+      const partnerHas = (partner !== undefined && set.includes(partner)) || !this.options.partnerCopy();
       const others = [...new Set([...own.connected(), ...set])].filter((n) => n !== partner && (partnerHas || !set.includes(n)));
       if (others.length) void own.drop(others, 'no longer the partner').catch(() => undefined);
     }
@@ -262,10 +292,15 @@ export class QueuePartnership implements Service, QueueProtection {
     for (const m of members) {
       if (m.id === this.options.node || !m.queueStore || !m.grpc || m.epoch === undefined || !mine(m)) continue;
       const key = `${m.id}/${m.queueStore}`;
-      if (!this.kept.has(key)) this.kept.set(key, this.openCopy(m.id, m.queueStore));
+      if (!this.kept.has(key) && !this.claimed.has(key)) this.kept.set(key, this.openCopy(m.id, m.queueStore));
     }
     for (const [key, c] of this.kept) {
       if (c.busy) continue;
+      // Claimed before a restart: finished at once, never followed again.
+      if (existsSync(join(this.dirOf(c), CLAIMING))) {
+        void this.takeOver(key, c, byId.get(c.owner));
+        continue;
+      }
       const m = byId.get(c.owner);
       if (m && m.queueStore === c.source) {
         c.goneSince = undefined;
@@ -278,14 +313,18 @@ export class QueuePartnership implements Service, QueueProtection {
       // Still followed while it may come back: it stops with the claim.
       c.goneSince ??= Date.now();
       // Back with another queue store (its disk was lost): nothing to wait for.
-      if (m || Date.now() - c.goneSince >= this.options.takeoverAfterMs()) void this.takeOver(key, c, m);
+      if (Date.now() >= c.nextLook && (m || Date.now() - c.goneSince >= this.options.takeoverAfterMs())) void this.takeOver(key, c, m);
     }
   }
 
   // ---- partner ---------------------------------------------------------------------------
 
+  private dirOf(c: Pick<Copy, 'owner' | 'source'>): string {
+    return join(this.options.dataDir, 'copies', c.owner, c.source);
+  }
+
   private openCopy(owner: string, source: string): Copy {
-    return { owner, source, store: new QueueStore(join(this.options.dataDir, 'copies', owner, source), { endOnly: true }), retryAt: 0, busy: false };
+    return { owner, source, store: new QueueStore(this.dirOf({ owner, source }), { endOnly: true }), retryAt: 0, nextLook: 0, busy: false };
   }
 
   private follow(c: Copy, m: MemberInfo): void {
@@ -294,7 +333,7 @@ export class QueuePartnership implements Service, QueueProtection {
     if (Date.now() < c.retryAt) return;
     const client = createQueueCopyClient(m.grpc!);
     const call = client.Follow() as unknown as FollowClientCall;
-    const following = { epoch: m.epoch!, client, call };
+    const following: NonNullable<Copy['following']> = { epoch: m.epoch!, client, call, received: Promise.resolve() };
     c.following = following;
     const ended = (err?: Error) => {
       if (c.following !== following) return;
@@ -302,7 +341,7 @@ export class QueuePartnership implements Service, QueueProtection {
       this.unfollow(c);
       c.retryAt = Date.now() + 1_000;
     };
-    void receiveLog({ copy: c.store, call, node: this.options.node, epoch: following.epoch, source: c.source, still: () => c.following === following }).then(
+    following.received = receiveLog({ copy: c.store, call, node: this.options.node, epoch: following.epoch, source: c.source, still: () => c.following === following }).then(
       () => ended(),
       (err) => ended(err as Error),
     );
@@ -327,27 +366,43 @@ export class QueuePartnership implements Service, QueueProtection {
     c.busy = true;
     try {
       const claimKey = keys.queueClaim(c.owner, c.source);
+      const marker = join(this.dirOf(c), CLAIMING);
       const [claimKv, copiesKv] = await Promise.all([this.kv(claimKey), this.kv(keys.queueCopies(c.owner, c.source))]);
       if (claimKv) {
         const claim = claimValue.parse(JSON.parse(claimKv.value));
-        if (claim.by === node) return await this.adopt(key, c, claim.seq);
+        // Its own claim: finished if this copy is the one claimed, else (one opened after) of no use.
+        if (claim.by === node && existsSync(marker)) return await this.adopt(key, c, claim.seq);
         return await this.discard(key, c, `taken over by ${claim.by}`);
       }
+      c.nextLook = Date.now() + 5_000;
       const set = copiesKv ? copiesValue.safeParse(JSON.parse(copiesKv.value)) : undefined;
       if (!set?.success || !set.data.nodes.includes(node)) {
-        if (c.goneSince !== undefined && !c.store.messageCount) return await this.discard(key, c, 'an empty copy of a queue this node does not protect');
+        if (!c.store.messageCount) return await this.discard(key, c, 'an empty copy of a queue this node does not protect');
+        log.warn({ event: 'queue-copy.not-in-set', owner: c.owner, store: c.source, messages: c.store.messageCount }, 'the owner is gone but its copy set does not name this copy: not taken over, kept');
         return;
       }
-      // Nothing is added to the copy after the position it claims.
+      // Nothing is added to the copy after the position it claims, and that position is on disk.
+      const following = c.following;
       this.unfollow(c);
+      await following?.received;
+      await c.store.synced();
       const pos = c.store.position();
+      if (pos.epoch === Number.MAX_SAFE_INTEGER) {
+        log.warn({ event: 'queue-copy.not-whole', owner: c.owner, store: c.source }, 'the copy was interrupted during a full copy: not taken over, kept');
+        return;
+      }
+      writeFileSync(marker, JSON.stringify({ at: Date.now() }));
       const res = await client
         .if(keys.member(c.owner), 'Create', '==', live?.epoch ?? 0)
         .and(keys.queueCopies(c.owner, c.source), 'Mod', '==', copiesKv!.mod)
         .and(claimKey, 'Create', '==', 0)
         .then(client.put(claimKey).value(JSON.stringify({ by: node, seq: pos.seq, epoch: pos.epoch, at: Date.now() })))
         .commit();
-      if (!res.succeeded) return;
+      if (!res.succeeded) {
+        rmSync(marker, { force: true });
+        return;
+      }
+      this.claimed.add(key);
       log.warn({ event: 'queue.claimed', owner: c.owner, store: c.source, at: pos, goneMs: Date.now() - (c.goneSince ?? Date.now()) }, `took over the queue of ${c.owner}`);
       await this.adopt(key, c, pos.seq);
     } catch (err) {
@@ -358,6 +413,7 @@ export class QueuePartnership implements Service, QueueProtection {
   }
 
   private async adopt(key: string, c: Copy, seq: number): Promise<void> {
+    this.claimed.add(key);
     const { messages, handing } = await this.store!.adopt(c.store);
     this.options.log.warn(
       { event: 'queue.adopted', owner: c.owner, store: c.source, seq, messages, maybeSent: handing },
@@ -370,10 +426,11 @@ export class QueuePartnership implements Service, QueueProtection {
   }
 
   private async discard(key: string, c: Copy, why: string): Promise<void> {
+    c.busy = true;
     this.unfollow(c);
-    this.kept.delete(key);
     await c.store.close();
-    rmSync(join(this.options.dataDir, 'copies', c.owner, c.source), { recursive: true, force: true });
+    rmSync(this.dirOf(c), { recursive: true, force: true });
+    this.kept.delete(key);
     this.options.log.info({ event: 'queue-copy.removed', owner: c.owner, store: c.source, why }, 'queue copy removed');
   }
 

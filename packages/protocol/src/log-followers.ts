@@ -128,8 +128,10 @@ export class LogFollowers {
     this.settle();
   }
 
-  /** Up to where the log may be trimmed: what every connected follower has, less `retain` entries. */
+  /** Up to where the log may be trimmed: what every connected follower has, less `retain` entries; nothing while a set member is away. */
   trimPoint(retain: number): number {
+    // A member of the set that is away (etcd could not be told yet) catches up from the log.
+    if ([...this.set].some((n) => !this.followers.has(n))) return 0;
     let upto = this.options.source.position().seq - retain;
     for (const f of this.followers.values()) upto = Math.min(upto, f.acked);
     return upto;

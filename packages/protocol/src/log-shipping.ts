@@ -126,6 +126,8 @@ export async function receiveLog(o: {
   after?: () => Promise<void>;
 }): Promise<void> {
   const { copy, call } = o;
+  // The position it starts from counts as acked: it must be on disk (an apply resolves at commit).
+  await copy.synced();
   const pos = copy.position();
   call.write({ node: o.node, epoch: o.epoch, lastSeq: pos.seq, lastEpoch: pos.epoch, source: o.source ?? '' });
   let acks: Promise<void> = Promise.resolve();

@@ -105,6 +105,7 @@ export class QueueStore extends LoggedLmdb {
     this.recipients = this.table('recipients');
     this.due = this.table('due');
     this.meta = this.table('meta');
+    if (!options.readOnly && !options.endOnly) this.epoch = this.openEpoch();
   }
 
   get messageCount(): number {

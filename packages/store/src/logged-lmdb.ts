@@ -155,6 +155,17 @@ export class LoggedLmdb extends EventEmitter {
     return this.replication.get('id') as string;
   }
 
+  /**
+   * A new epoch for the entries this opening writes (a store with one writer and no
+   * election: its queue). A tail the disk lost in a crash and written anew after it then
+   * differs in epoch, so `holds` tells a copy that had the lost tail to start over.
+   */
+  protected openEpoch(): number {
+    const opens = ((this.replication.get('opens') as number | undefined) ?? 0) + 1;
+    this.replication.putSync('opens', opens);
+    return opens;
+  }
+
   /** Gives this environment a new identity (what copies others kept of it are of the old one). */
   async renew(): Promise<string> {
     const id = randomUUID();
