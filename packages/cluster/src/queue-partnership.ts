@@ -239,12 +239,13 @@ export class QueuePartnership implements Service, QueueProtection {
         if (raw) {
           const claim = claimValue.parse(JSON.parse(raw));
           if (claim.by !== node) {
-            const dropped = await store.dropTakenOver({ seq: claim.seq, epoch: claim.epoch });
-            const old = store.identity;
-            await store.renew();
+            // The copies of this store are the claimer's business: the drop and what follows wait for none.
             this.own.end(Replies.backendUnavailable(new Error('queue taken over')));
             this.loaded = true;
             this.markLoaded();
+            const dropped = await store.dropTakenOver({ seq: claim.seq, epoch: claim.epoch });
+            const old = store.identity;
+            await store.renew();
             log.warn(
               { event: 'queue.taken-over', by: claim.by, store: old, dropped: dropped ?? 'none: the log does not reach the claim, everything stays', left: store.messageCount },
               `queue was taken over by ${claim.by} while this node was gone; what it took is dropped here`,
