@@ -51,6 +51,8 @@ interface Copy {
   goneSince?: number;
   /** Not looked at for a takeover again before this time (a claim that was not for this node). */
   nextLook: number;
+  /** This node is claiming it, or claimed it (the CLAIMING marker is in its folder). */
+  claiming: boolean;
   busy: boolean;
 }
 
@@ -298,7 +300,7 @@ export class QueuePartnership implements Service, QueueProtection {
     for (const [key, c] of this.kept) {
       if (c.busy) continue;
       // Claimed before a restart: finished at once, never followed again.
-      if (existsSync(join(this.dirOf(c), CLAIMING))) {
+      if (c.claiming) {
         void this.takeOver(key, c, byId.get(c.owner));
         continue;
       }
@@ -325,7 +327,8 @@ export class QueuePartnership implements Service, QueueProtection {
   }
 
   private openCopy(owner: string, source: string): Copy {
-    return { owner, source, store: new QueueStore(this.dirOf({ owner, source }), { endOnly: true }), retryAt: 0, nextLook: 0, busy: false };
+    const dir = this.dirOf({ owner, source });
+    return { owner, source, store: new QueueStore(dir, { endOnly: true }), retryAt: 0, nextLook: 0, claiming: existsSync(join(dir, CLAIMING)), busy: false };
   }
 
   private follow(c: Copy, m: MemberInfo): void {
@@ -372,7 +375,7 @@ export class QueuePartnership implements Service, QueueProtection {
       if (claimKv) {
         const claim = claimValue.parse(JSON.parse(claimKv.value));
         // Its own claim: finished if this copy is the one claimed, else (one opened after) of no use.
-        if (claim.by === node && existsSync(marker)) return await this.adopt(key, c, claim.seq);
+        if (claim.by === node && c.claiming) return await this.adopt(key, c, claim.seq);
         return await this.discard(key, c, `taken over by ${claim.by}`);
       }
       c.nextLook = Date.now() + 5_000;
@@ -393,6 +396,7 @@ export class QueuePartnership implements Service, QueueProtection {
         return;
       }
       writeFileSync(marker, JSON.stringify({ at: Date.now() }));
+      c.claiming = true;
       const res = await client
         .if(keys.member(c.owner), 'Create', '==', live?.epoch ?? 0)
         .and(keys.queueCopies(c.owner, c.source), 'Mod', '==', copiesKv!.mod)
@@ -401,6 +405,7 @@ export class QueuePartnership implements Service, QueueProtection {
         .commit();
       if (!res.succeeded) {
         rmSync(marker, { force: true });
+        c.claiming = false;
         return;
       }
       this.claimed.add(key);

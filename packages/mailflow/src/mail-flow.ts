@@ -67,7 +67,7 @@ export function createMailFlow(deps: {
   const router = new Router(deps.directory, { postmaster: () => current().postmaster });
   const channel = new DeliveryChannel({ groups: deps.groups, timeoutMs: config.delivery.timeoutMs, chunkBytes: config.delivery.chunkBytes, node: config.nodeId, transport: deps.transport });
   let runner: QueueRunner | undefined;
-  const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake() });
+  const queue = new MailQueue(store, { limits: () => current().queue, path, log, onDue: () => runner?.wake(), copied: Boolean(protection) });
   let intake: Intake | undefined;
   let submit: SubmitChannel | undefined;
   const bounces = new Bounces({ prepare: (s) => intake!.prepare(s), hostname: config.smtp.hostname, log });

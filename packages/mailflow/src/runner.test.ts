@@ -24,7 +24,7 @@ describe('QueueRunner when a DSN cannot be queued', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mailgrid-runner-'));
     store = new QueueStore(dir);
-    queue = new MailQueue(store, { limits: () => ({ maxMessages: 10, maxBytes: 1e9, minFreeBytes: 0 }), path: dir, log });
+    queue = new MailQueue(store, { limits: () => ({ maxMessages: 10, maxBytes: 1e9, minFreeBytes: 0 }), path: dir, log, copied: true });
     const router = new Router({ revision: 0, resolve: async () => ({ kind: 'foreign' as const }), hostedDomains: async () => [], firstAccount: async () => undefined });
     // The outside server takes one recipient and refuses the other for good.
     const relay = {

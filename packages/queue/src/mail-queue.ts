@@ -54,6 +54,8 @@ export class MailQueue {
       log: Logger;
       /** Called when something was queued that is due now, so the runner looks at once. */
       onDue?: () => void;
+      /** A partner may take this queue over: relayed recipients are marked before they are handed on (`handing`). */
+      copied?: boolean;
     },
   ) {
     this.disk = new DiskGuard({ path: options.path, floor: () => options.limits().minFreeBytes, log: options.log });
@@ -118,6 +120,8 @@ export class MailQueue {
    * and at the partner, before the SMTP transaction (see QueuedRecipient.handingAt).
    */
   async handing(recipients: QueuedRecipient[]): Promise<void> {
+    // A queue nobody takes over needs no mark: it would cost a write and a flush per relay.
+    if (!this.options.copied) return;
     const now = Date.now();
     await this.store.settle(recipients.map((r) => ({ recipient: { ...r, handingAt: now }, done: false })));
     await this.store.flushed();
