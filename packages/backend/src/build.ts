@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { AccountRules } from './account-rules.js';
 import { adminService } from './admin-service.js';
 import { deliveryHandler, deliveryService } from './delivery-service.js';
-import { mailboxService } from './mailbox-service.js';
+import { MailboxHolds, mailboxService } from './mailbox-service.js';
 import { rulesService } from './rules-service.js';
 
 export interface BackendDeps {
@@ -36,7 +36,7 @@ export interface BackendDeps {
  * as Delivery, Mailbox, Rules (and Admin with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
  * handler, for the single node's in-process transport.
  */
-export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler; store: LmdbMailStore } {
+export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler; store: LmdbMailStore; after: Service[] } {
   const { config } = deps;
   let current = config;
   const group = config.backend.group;
@@ -61,15 +61,18 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const maxMessageBytes = () => current.smtp.maxMessageBytes;
   const deliveryLog = deps.log.child({ component: 'delivery', group });
   const rules = new AccountRules({ store, submit: deps.submit, hostname: config.smtp.hostname, log: deps.log.child({ component: 'rules', group }) });
+  // Ended before the gRPC host drains (each is an open stream), and whenever this member stops being the primary.
+  const holds = new MailboxHolds(primary, log);
   const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, accepts, rules, log: deliveryLog });
   return {
     apply: (next: Config) => (current = next),
     deliver,
     store,
+    after: [holds],
     services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, primary, log), logTrimmer(store, trimPoint, log)],
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
-      mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, log }),
+      mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, cacheMs: () => current.auth.cacheMs, holds, log }),
       rulesService({ group, router, store, epoch: deps.epoch }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
     ],

@@ -58,7 +58,7 @@ export function clusterBackend(config: Config, log: Logger): Service[] {
         replication.service(),
         moveService({ group, store: backend.store, directory: node.directory, epoch: () => leadership.writableEpoch(), log }),
       ],
-      after: [replication, leadership],
+      after: [replication, leadership, ...backend.after],
       apply(next: Config) {
         current = next;
         backend.apply(next);

@@ -1,5 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
-import { Replies, type Logger } from '@mailgrid/core';
+import { metrics, normalizeHash, Replies, verifyNothing, verifyPassword, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Router } from '@mailgrid/mailflow';
 import { proto, toServiceError, traceFromMetadata, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
 import { INBOX, type MailStore, type MessageInfo } from '@mailgrid/store';
@@ -11,6 +12,9 @@ export interface MailboxServiceDeps {
   chunkBytes: number;
   /** The epoch while this member is its group's primary (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
+  /** How long a verified password is trusted without hashing it again (0: never). */
+  cacheMs: () => number;
+  holds: MailboxHolds;
   log: Logger;
 }
 
@@ -42,16 +46,67 @@ export function ownedAccount(router: Router, group: string, epoch?: () => number
   };
 }
 
-/** Reading and deleting an account's messages (CLI now, POP3 and IMAP later). */
+/** An account's mail and credentials (the CLI, POP3 and SMTP AUTH on the frontends, IMAP later). */
 export function mailboxService(deps: MailboxServiceDeps): GrpcService {
   const account = ownedAccount(deps.router, deps.group, deps.epoch);
   const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });
+  const credentials = new CredentialCache(deps.cacheMs);
 
   const handlers: MailboxHandlers = {
     List(call, callback) {
       account(call.request.account)
-        .then((acct) => callback(null, { messages: deps.store.list(acct, call.request.folder || INBOX).map(wire) }))
+        .then((acct) => {
+          const folder = call.request.folder || INBOX;
+          const ids = deps.store.folderIds(acct, folder);
+          callback(null, { messages: deps.store.list(acct, folder).map(wire), uidValidity: ids.uidValidity, uidNext: ids.uidNext });
+        })
         .catch((err) => callback(toServiceError(err)));
+    },
+
+    Folders(call, callback) {
+      account(call.request.account)
+        .then((acct) => callback(null, { folders: deps.store.folders(acct) }))
+        .catch((err) => callback(toServiceError(err)));
+    },
+
+    SetFlags(call, callback) {
+      const { folder, uids, add, remove } = call.request;
+      account(call.request.account, call)
+        .then((acct) => deps.store.setFlags(acct, folder || INBOX, uids, add, remove))
+        .then((changed) => callback(null, { changed }))
+        .catch((err) => callback(toServiceError(err)));
+    },
+
+    Authenticate(call, callback) {
+      const { user, password } = call.request;
+      account(user)
+        .catch((err) => {
+          // Unknown or not here: the same answer as a wrong password, after as long.
+          const code = (err as { code?: string }).code;
+          if (code === 'NOT_FOUND' || code === 'INVALID_ARGUMENT') return undefined;
+          throw err;
+        })
+        .then(async (acct) => {
+          const stored = acct === undefined ? undefined : deps.store.passwordHash(acct);
+          const ok = stored ? await credentials.verify(acct!, stored.hash, password) : await verifyNothing(password);
+          callback(null, { ok, account: ok ? acct! : '' });
+        })
+        .catch((err) => callback(toServiceError(err)));
+    },
+
+    SetPassword(call, callback) {
+      const hash = normalizeHash(call.request.hash);
+      if (!hash) return callback(toServiceError(Replies.badPasswordHash()));
+      account(call.request.account, call)
+        .then((acct) => deps.store.setPasswordHash(acct, hash))
+        .then(() => callback(null, {}))
+        .catch((err) => callback(toServiceError(err)));
+    },
+
+    Hold(call: grpc.ServerWritableStream<any, any>) {
+      account(call.request.account)
+        .then((acct) => deps.holds.hold(acct, call.request.holder || 'unnamed', call))
+        .catch((err) => call.emit('error', toServiceError(err)));
     },
 
     Fetch(call: grpc.ServerWritableStream<any, any>) {
@@ -64,7 +119,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
           for (let i = 0; i < found.body.length; i += deps.chunkBytes) call.write({ chunk: found.body.subarray(i, i + deps.chunkBytes) });
           call.end();
         })
-        .catch((err) => call.destroy(Object.assign(new Error(String((err as Error).message)), toServiceError(err))));
+        .catch((err) => call.emit('error', toServiceError(err)));
     },
 
     Delete(call, callback) {
@@ -75,4 +130,100 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
     },
   };
   return { name: 'Mailbox', definition: proto.Mailbox.service, handlers: handlers as never };
+}
+
+/**
+ * Verified passwords, trusted for `ttlMs` without hashing again (as Dovecot's auth_cache):
+ * a POP3 check every few minutes would otherwise spend a slow hash each time. Keyed by the
+ * stored hash, so a changed password takes effect at once; the password itself is kept only
+ * as an HMAC under a key made at start (never written anywhere). Only successes are kept, so
+ * a wrong password is always hashed (and slow).
+ */
+export class CredentialCache {
+  private readonly key = randomBytes(32);
+  private readonly entries = new Map<string, { hash: string; digest: Buffer; until: number }>();
+
+  constructor(
+    private readonly ttlMs: () => number,
+    private readonly max = 200_000,
+  ) {}
+
+  async verify(account: string, hash: string, password: string): Promise<boolean> {
+    const digest = createHmac('sha256', this.key).update(password).digest();
+    const e = this.entries.get(account);
+    if (e && e.hash === hash && e.until > Date.now() && timingSafeEqual(e.digest, digest)) {
+      metrics.authCache.inc({ result: 'hit' });
+      return true;
+    }
+    metrics.authCache.inc({ result: 'miss' });
+    const ok = await verifyPassword(password, hash);
+    const ttl = this.ttlMs();
+    if (ok && ttl > 0) {
+      this.entries.delete(account);
+      if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
+      this.entries.set(account, { hash, digest, until: Date.now() + ttl });
+    }
+    return ok;
+  }
+}
+
+/**
+ * The access sessions that hold a mailbox (one at a time per account, RFC 1939's exclusive
+ * maildrop), each an open Hold stream: a session whose frontend dies lets go when its stream
+ * breaks. Every hold ends when this member stops being the primary or stops, so the session
+ * goes on at the new primary, never on two.
+ */
+export class MailboxHolds implements Service {
+  readonly name = 'mailbox-holds';
+  private _state: ServiceState = 'new';
+  private readonly held = new Map<string, { holder: string; call: grpc.ServerWritableStream<any, any> }>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly primary: () => boolean,
+    private readonly log: Logger,
+  ) {}
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  hold(account: string, holder: string, call: grpc.ServerWritableStream<any, any>): void {
+    if (this._state !== 'running') throw Replies.notPrimary('');
+    const other = this.held.get(account);
+    if (other && !other.call.cancelled && !other.call.destroyed) throw Replies.mailboxInUse(account);
+    this.held.set(account, { holder, call });
+    const release = () => {
+      if (this.held.get(account)?.call === call) this.held.delete(account);
+    };
+    call.on('cancelled', release);
+    call.on('close', release);
+    call.on('error', release);
+    call.write({ held: true });
+  }
+
+  async start(): Promise<void> {
+    this._state = 'running';
+    this.timer = setInterval(() => {
+      if (this.held.size && !this.primary()) this.endAll('no longer primary');
+    }, 500);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this._state === 'stopped') return;
+    this._state = 'stopped';
+    clearInterval(this.timer);
+    this.endAll('stopping');
+  }
+
+  private endAll(why: string): void {
+    if (this.held.size) this.log.info({ event: 'mailbox.holds-ended', holds: this.held.size, why }, 'access sessions let go');
+    for (const { call } of this.held.values()) call.end();
+    this.held.clear();
+  }
 }

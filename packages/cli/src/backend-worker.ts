@@ -139,7 +139,7 @@ async function runWorker({ config, deliveries, submits }: WorkerData): Promise<v
     queueService(queue, config.nodeId, () => port.postMessage({ type: 'wake' } satisfies FromWorker)),
     submitService(submit, { maxMessageBytes: () => config.smtp.maxMessageBytes, log: log.child({ component: 'submit' }) }),
   );
-  const services = [...backend.services, grpc];
+  const services = [...backend.services, grpc, ...backend.after];
   try {
     for (const s of services) await s.start();
   } catch (err) {

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@mailgrid/core';
 import { CliError } from './errors.js';
-import { haproxyConfig } from './haproxy-config.js';
+import { ACCESS_SERVICES, haproxyConfig, type AccessService } from './haproxy-config.js';
 
 /**
  * `mailgrid cluster up|status|stop|start|down`: a real cluster on this machine. etcd,
@@ -222,28 +222,39 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     const backends = groups.flatMap((i) => Array.from({ length: replicas }, (_, r) => backend(i, r + 1)));
     const frontends = Array.from({ length: options.frontends }, (_, i) =>
       start(
-        ['smtp', 'http', 'grpc'],
-        ({ smtp, http, grpc }) =>
+        [...ACCESS_SERVICES, 'http', 'grpc'],
+        (p) =>
           nodeEntry(
             'frontend',
             `fe-${i + 1}`,
             dir,
-            { ...common, MAILGRID_SMTP_PORT: String(smtp), MAILGRID_HTTP_PORT: String(http), MAILGRID_GRPC_PORT: String(grpc), MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '127.0.0.1' },
-            { smtp, http, grpc },
+            {
+              ...common,
+              MAILGRID_SMTP_PORT: String(p.smtp),
+              MAILGRID_SUBMISSION_PORT: String(p.submission),
+              MAILGRID_SUBMISSION_TLS_PORT: String(p.submissions),
+              MAILGRID_POP3_PORT: String(p.pop3),
+              MAILGRID_POP3S_PORT: String(p.pop3s),
+              MAILGRID_HTTP_PORT: String(p.http),
+              MAILGRID_GRPC_PORT: String(p.grpc),
+              MAILGRID_SMTP_PROXY_PROTOCOL: 'true',
+              MAILGRID_SMTP_PROXY_FROM: '127.0.0.1',
+            },
+            p,
           ),
         isRegistered,
         `fe-${i + 1} to register in etcd`,
       ),
     );
     await Promise.all(backends);
-    const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, smtp: `127.0.0.1:${p.ports.smtp}`, httpPort: p.ports.http }));
+    const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, host: '127.0.0.1', ports: p.ports as Record<AccessService, number>, httpPort: p.ports.http }));
 
     const cfg = join(dir, 'haproxy.cfg');
     const haproxy = await start(
-      ['smtp'],
-      ({ smtp }) => {
-        writeFileSync(cfg, haproxyConfig(`127.0.0.1:${smtp}`, fronts));
-        return { id: 'haproxy', role: 'haproxy', ports: { smtp }, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} };
+      [...ACCESS_SERVICES],
+      (ports) => {
+        writeFileSync(cfg, haproxyConfig(Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `127.0.0.1:${ports[s]}`])) as Record<AccessService, string>, fronts));
+        return { id: 'haproxy', role: 'haproxy', ports, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} };
       },
       (p) => greets(`127.0.0.1:${p.ports.smtp}`),
       'HAProxy to pass SMTP to a frontend',

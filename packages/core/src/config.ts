@@ -59,13 +59,32 @@ export const configSchema = z.strictObject({
      * address it likes, trusted networks included.
      */
     proxyFrom: z.string().superRefine(networks),
-    tlsKeyFile: z.string(),
-    tlsCertFile: z.string(),
     /**
      * Clients allowed to relay to other domains without authentication (like Postfix's
      * mynetworks): comma-separated addresses or CIDR blocks. Empty: nobody.
      */
     trustedNetworks: z.string().superRefine(networks),
+  }),
+  /** Authenticated submission (RFC 6409): STARTTLS, then AUTH, on `port`; implicit TLS (RFC 8314) on `tlsPort`. 0 disables one. */
+  submission: z.strictObject({ port, tlsPort: port }),
+  /** POP3 (STLS before any login) and POP3 over implicit TLS; 0 disables one. */
+  pop3: z.strictObject({ port, idleTimeoutMs: positive }),
+  pop3s: z.strictObject({ port }),
+  /**
+   * The certificate of SMTP, submission and POP3, reloaded when the files change. Empty:
+   * a self-signed one is made in the data folder (and the log says so); STARTTLS on the MX
+   * port is offered only with a configured one.
+   */
+  tls: z.strictObject({ keyFile: z.string(), certFile: z.string() }),
+  auth: z.strictObject({
+    /** Pause before answering a failed login (SMTP AUTH, POP3). */
+    failDelayMs: z.number().int().min(0).max(60_000),
+    /** Failed logins from one client address, on any frontend, before it is locked out; a session is closed after this many too. */
+    maxFailures: positive,
+    /** How long a failure counts (and so how long a lockout lasts). */
+    lockoutMs: positive,
+    /** How long a backend trusts a verified password without hashing it again (0: never); a changed password takes effect at once. */
+    cacheMs: z.number().int().min(0),
   }),
   queue: z.strictObject({
     /** Past either limit, or below the free-disk floor, MAIL gets 452 4.3.1. */
@@ -148,6 +167,8 @@ export const configSchema = z.strictObject({
    */
   postmaster: z.string().refine((a) => a === '' || parseAddress(a) !== undefined, 'an address or empty'),
 }).superRefine((c, ctx) => {
+  if (!c.tls.keyFile !== !c.tls.certFile)
+    ctx.addIssue({ code: 'custom', path: ['tls', c.tls.keyFile ? 'certFile' : 'keyFile'], message: 'give both tls.keyFile and tls.certFile, or neither' });
   if (c.smtp.proxyProtocol && !c.smtp.proxyFrom.trim())
     ctx.addIssue({
       code: 'custom',
@@ -188,10 +209,13 @@ export function defaults(): Config {
       reverseDnsTimeoutMs: 1500,
       proxyProtocol: false,
       proxyFrom: '',
-      tlsKeyFile: '',
-      tlsCertFile: '',
       trustedNetworks: '',
     },
+    submission: { port: 2587, tlsPort: 2465 },
+    pop3: { port: 2110, idleTimeoutMs: 600_000 },
+    pop3s: { port: 2995 },
+    tls: { keyFile: '', certFile: '' },
+    auth: { failDelayMs: 2_000, maxFailures: 5, lockoutMs: 300_000, cacheMs: 600_000 },
     queue: {
       maxMessages: 100_000,
       maxBytes: 10 * 1024 ** 3,
@@ -327,6 +351,10 @@ export const LIVE_SETTINGS = [
   'smtp.maxClients',
   'smtp.idleTimeoutMs',
   'smtp.greetingDelayMs',
+  'auth.failDelayMs',
+  'auth.maxFailures',
+  'auth.lockoutMs',
+  'auth.cacheMs',
   'queue.maxMessages',
   'queue.maxBytes',
   'queue.minFreeBytes',

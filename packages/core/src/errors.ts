@@ -112,6 +112,20 @@ export const Replies = {
   /** Relay via the frontends with none live. */
   noFrontend: () => temporary('NO_FRONTEND', 451, '4.4.1', 'No frontend is live to relay through, try again later'),
 
+  // --- access: authentication, submission, POP3 ----------------------------------------------
+  /** The same for an unknown user and a wrong password (no enumeration). */
+  authFailed: () => permanent('AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid'),
+  /** Too many failures from the client's address, on any frontend. */
+  authLocked: () => temporary('AUTH_LOCKED', 454, '4.7.0', 'Too many failed authentications from your address, try again later'),
+  authUnavailable: (cause?: unknown) => temporary('AUTH_UNAVAILABLE', 454, '4.7.0', 'Temporary authentication failure, try again later', cause),
+  tlsRequired: () => permanent('TLS_REQUIRED', 530, '5.7.0', 'Must issue a STARTTLS command first'),
+  authRequired: () => permanent('AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
+  /** An authenticated user sending as an address that is not its account or one of its aliases. */
+  senderNotOwned: (address: string, user: string) => permanent('SENDER_NOT_OWNED', 553, '5.7.1', `<${address}>: Sender address is not owned by ${user}`),
+  /** Another access session holds the mailbox (POP3 answers -ERR [IN-USE]). */
+  mailboxInUse: (account: string) => temporary('MAILBOX_IN_USE', 450, '4.2.1', `Mailbox ${account} is in use by another session`),
+  badPasswordHash: () => permanent('INVALID_ARGUMENT', 501, '5.5.4', 'not a password hash mailgrid verifies (scrypt, argon2id, bcrypt, SHA512-CRYPT)'),
+
   // --- the system --------------------------------------------------------------------------
   localError: (cause?: unknown) => temporary('LOCAL_ERROR', 451, '4.3.0', 'Local error in processing, try again later', cause),
   backendUnavailable: (cause?: unknown) =>

@@ -10,3 +10,4 @@ export * from './storage.js';
 export * from './disk-guard.js';
 export * from './message-bytes.js';
 export * from './metrics.js';
+export * from './passwords.js';

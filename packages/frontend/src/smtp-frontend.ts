@@ -1,43 +1,65 @@
 import './smtp-patches.js';
-import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
-import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Verdict } from '@mailgrid/mailflow';
+import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
+import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Router, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
-import { readFileSync } from 'node:fs';
 import type { BlockList } from 'node:net';
-import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { Authenticator } from './access.js';
 import { MessageCollector } from './message-check.js';
 import { acceptProxyFrom, written } from './smtp-patches.js';
 import { receivedHeader } from './received.js';
+import type { TlsSource } from './tls-source.js';
 
 export interface SmtpFrontendOptions {
   config: Config;
   log: Logger;
   intake: Intake;
+  router: Router;
+  tls: TlsSource;
+  auth: Authenticator;
 }
 
 /**
- * The SMTP listener. smtp-server speaks the protocol; the hooks check what only SMTP can
- * (SMTPUTF8, the client's network, the DATA bytes) and leave routing, policy, queueing and
- * delivery to Intake, whose reply they hand back as it is.
+ * One SMTP listener: the MX port (AUTH only after STARTTLS, and STARTTLS only with a
+ * configured certificate), submission (RFC 6409: STARTTLS, then AUTH, before any mail) or
+ * submission over implicit TLS (RFC 8314).
+ */
+interface Listener {
+  kind: 'mx' | 'submission' | 'submissions';
+  port: number;
+  server: SMTPServer;
+  bound: number;
+}
+
+/**
+ * The SMTP listeners. smtp-server speaks the protocol; the hooks check what only SMTP can
+ * (SMTPUTF8, the client's network or login, the DATA bytes) and leave routing, policy,
+ * queueing and delivery to Intake, whose reply they hand back as it is. An authenticated
+ * user may relay, only as its own account or one of its aliases.
  */
 export class SmtpFrontend implements Service {
   readonly name = 'smtp';
   private _state: ServiceState = 'new';
-  private readonly server: SMTPServer;
+  private listeners: Listener[] = [];
   private readonly log: Logger;
-  /** Per session: its logger, and whether its client may relay (trust is decided once, at connect). */
-  private readonly sessions = new Map<string, { log: Logger; mayRelay: boolean }>();
+  /** Per session: its logger, whether its client may relay unauthenticated (decided once, at connect), its failed logins. */
+  private readonly sessions = new Map<string, { log: Logger; trusted: boolean; failures: number }>();
   /** What RCPT routed, kept with smtp-server's own recipient object. */
   private readonly routes = new WeakMap<SMTPServerAddress, Route>();
-  private boundPort = 0;
   private config: Config;
   private readonly trusted: BlockList;
 
   constructor(private readonly options: SmtpFrontendOptions) {
     this.config = options.config;
     this.trusted = parseNetworks(options.config.smtp.trustedNetworks);
-    const smtp = options.config.smtp;
     this.log = options.log.child({ component: 'smtp' });
+  }
+
+  private createServer(kind: Listener['kind']): SMTPServer {
+    const smtp = this.config.smtp;
+    const tls = this.options.tls;
+    // AUTH needs TLS first everywhere; on the MX port both only with a real certificate.
+    const withTls = kind !== 'mx' || tls.configured;
     const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
       name: smtp.hostname,
       banner: 'mailgrid ESMTP',
@@ -51,12 +73,15 @@ export class SmtpFrontend implements Service {
       hideENHANCEDSTATUSCODES: false,
       // DSN (RFC 3461): NOTIFY, RET, ENVID and ORCPT are honoured in the reports mailgrid makes.
       hideDSN: false,
-      authOptional: true,
-      // AUTH arrives with submission; STARTTLS only with a configured certificate.
-      disabledCommands: smtp.tlsKeyFile ? ['AUTH'] : ['AUTH', 'STARTTLS'],
-      ...(smtp.tlsKeyFile ? { key: readFileSync(smtp.tlsKeyFile), cert: readFileSync(smtp.tlsCertFile) } : {}),
-      logger: options.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol' }) as any) : false,
+      authOptional: kind === 'mx',
+      authMethods: ['PLAIN', 'LOGIN'],
+      authRequiredMessage: `${Replies.authRequired().reply.enhanced} ${Replies.authRequired().reply.text}`,
+      secure: kind === 'submissions',
+      disabledCommands: withTls ? [] : ['AUTH', 'STARTTLS'],
+      ...(withTls ? tls.current : {}),
+      logger: this.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol', listener: kind }) as any) : false,
       onConnect: (session, cb) => this.onConnect(session, cb),
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onClose: (session) => this.sessions.delete(session.id),
       onMailFrom: (address, session, cb) => {
         this.checkSender(address, session).then((v) => answer(v, cb));
@@ -66,9 +91,11 @@ export class SmtpFrontend implements Service {
       },
       onData: (stream, session, cb) => this.onData(stream, session, cb),
     };
-    this.server = new SMTPServer(serverOptions);
-    if (smtp.proxyProtocol) acceptProxyFrom(this.server, parseNetworks(smtp.proxyFrom));
-    this.server.on('error', (err) => this.log.error({ event: 'smtp.error', err }, 'SMTP server error'));
+    const server = new SMTPServer(serverOptions);
+    if (smtp.proxyProtocol) acceptProxyFrom(server, parseNetworks(smtp.proxyFrom));
+    server.on('error', (err) => this.log.error({ event: 'smtp.error', listener: kind, err }, 'SMTP server error'));
+    if (withTls) tls.onChange((m) => server.updateSecureContext(m));
+    return server;
   }
 
   get state(): ServiceState {
@@ -78,31 +105,41 @@ export class SmtpFrontend implements Service {
   /** Applies changed live settings (limits) to new commands and sessions at once. */
   applySettings(config: Config): void {
     this.config = config;
-    const o = this.server.options as SMTPServerOptions & { greetingDelay: number };
-    o.size = config.smtp.maxMessageBytes;
-    o.maxRecipients = config.smtp.maxRecipients;
-    o.maxClients = config.smtp.maxClients;
-    o.socketTimeout = config.smtp.idleTimeoutMs;
-    o.greetingDelay = config.smtp.greetingDelayMs;
+    for (const { server } of this.listeners) {
+      const o = server.options as SMTPServerOptions & { greetingDelay: number };
+      o.size = config.smtp.maxMessageBytes;
+      o.maxRecipients = config.smtp.maxRecipients;
+      o.maxClients = config.smtp.maxClients;
+      o.socketTimeout = config.smtp.idleTimeoutMs;
+      o.greetingDelay = config.smtp.greetingDelayMs;
+    }
   }
 
-  get port(): number {
-    return this.boundPort;
+  /** The bound port of a listener (the MX port unless named). */
+  port(kind: Listener['kind'] = 'mx'): number {
+    return this.listeners.find((l) => l.kind === kind)?.bound ?? 0;
   }
 
   async start(): Promise<void> {
     this._state = 'starting';
-    const { host, port } = this.config.smtp;
-    await new Promise<void>((resolve, reject) => {
-      this.server.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.server.off('error', reject);
-        resolve();
+    const host = this.config.smtp.host;
+    const ports = { mx: this.config.smtp.port, submission: this.config.submission.port, submissions: this.config.submission.tlsPort };
+    // A port of 0 is off (the MX port is always on).
+    for (const kind of ['mx', 'submission', 'submissions'] as const) {
+      if (kind !== 'mx' && !ports[kind]) continue;
+      const server = this.createServer(kind);
+      await new Promise<void>((resolve, reject) => {
+        server.server.once('error', reject);
+        server.listen(ports[kind], host, () => {
+          server.server.off('error', reject);
+          resolve();
+        });
       });
-    });
-    this.boundPort = (this.server.server.address() as { port: number }).port;
+      const bound = (server.server.address() as { port: number }).port;
+      this.listeners.push({ kind, port: ports[kind], server, bound });
+      this.log.info({ event: 'smtp.listening', listener: kind, host, port: bound }, 'SMTP listening');
+    }
     this._state = 'running';
-    this.log.info({ event: 'smtp.listening', host, port: this.boundPort }, 'SMTP listening');
   }
 
   /**
@@ -113,13 +150,15 @@ export class SmtpFrontend implements Service {
   async stop(drainMs = 30_000): Promise<void> {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
-    await new Promise<void>((resolve) => this.server.server.close(() => resolve()).once('error', () => resolve()));
+    const servers = this.listeners.map((l) => l.server);
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.server.close(() => resolve()).once('error', () => resolve()))));
+    const open = () => servers.reduce((n, s) => n + s.connections.size, 0);
     const deadline = Date.now() + drainMs;
-    while (this.server.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (this.server.connections.size > 0) {
-      this.log.warn({ event: 'smtp.drain-timeout', sessions: this.server.connections.size }, 'closing sessions still open');
-      (this.server.options as { closeTimeout?: number }).closeTimeout = 1;
-      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (open() > 0) {
+      this.log.warn({ event: 'smtp.drain-timeout', sessions: open() }, 'closing sessions still open');
+      for (const s of servers) (s.options as { closeTimeout?: number }).closeTimeout = 1;
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     }
     this._state = 'stopped';
     this.log.info({ event: 'smtp.stopped' }, 'stopped');
@@ -129,15 +168,33 @@ export class SmtpFrontend implements Service {
     return this.sessions.get(session.id)?.log ?? this.log;
   }
 
+  /** A trusted network's client, or an authenticated user: never anyone else (no open relay). */
   private mayRelay(session: SMTPServerSession): boolean {
-    return this.sessions.get(session.id)?.mayRelay ?? false;
+    return !!session.user || (this.sessions.get(session.id)?.trusted ?? false);
   }
 
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const log = this.log.child({ session: session.id });
-    this.sessions.set(session.id, { log, mayRelay: this.trustedClient(session.remoteAddress) });
+    this.sessions.set(session.id, { log, trusted: this.trustedClient(session.remoteAddress), failures: 0 });
     log.debug({ event: 'smtp.connect', client: session.remoteAddress, hostname: session.clientHostname }, 'connection');
     cb();
+  }
+
+  /** AUTH PLAIN or LOGIN (smtp-server refuses it before TLS): checked by the account's group; a session is closed after `auth.maxFailures` failures. */
+  private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): void {
+    const state = this.sessions.get(session.id);
+    this.options.auth
+      .login(auth.username ?? '', auth.password ?? '', { ip: session.remoteAddress, protocol: 'smtp', session: session.id })
+      .then((account) => {
+        state?.log.info({ event: 'smtp.authenticated', user: auth.username, account }, 'authenticated');
+        cb(null, { user: account });
+      })
+      .catch((err) => {
+        const error = toMailError(err);
+        const failures = state ? ++state.failures : 1;
+        const reply = error.code !== 'AUTH_UNAVAILABLE' && failures >= this.config.auth.maxFailures ? { code: 421, enhanced: '4.7.0', text: 'Too many failed authentications, closing connection' } : error.reply;
+        send(reply, (e) => cb(e));
+      });
   }
 
   private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
@@ -146,6 +203,12 @@ export class SmtpFrontend implements Service {
     if (unknown) return refuse(Replies.parameterNotOffered(unknown));
     if (address.address && !isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
     if (address.address && !parseAddress(address.address)) return refuse(Replies.badAddress(address.address));
+    if (session.user) {
+      // A user sends as its account or one of the account's aliases, nothing else.
+      const route = await this.options.router.route(address.address);
+      if (route.kind === 'tempfail') return refuse(route.reason);
+      if (route.kind !== 'local' || route.account !== session.user) return refuse(Replies.senderNotOwned(address.address, String(session.user)));
+    }
     // Backpressure: a full queue (or disk) refuses new mail rather than growing without bound.
     const full = await this.options.intake.room();
     if (full) {
@@ -202,7 +265,8 @@ export class SmtpFrontend implements Service {
       clientHostname: session.clientHostname,
       clientAddress: session.remoteAddress,
       byHost: smtp.hostname,
-      protocol: session.secure ? 'ESMTPS' : 'ESMTP',
+      // RFC 3848's names: S for TLS, A for an authenticated client.
+      protocol: `ESMTP${session.secure ? 'S' : ''}${session.user ? 'A' : ''}`,
       id,
       forRecipient: recipients.length === 1 ? recipients[0].address : undefined,
       date: new Date(receivedAt),

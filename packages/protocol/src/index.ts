@@ -9,3 +9,4 @@ export * from './chunks.js';
 export * from './port-calls.js';
 export * from './log-shipping.js';
 export * from './log-followers.js';
+export * from './mailbox-calls.js';

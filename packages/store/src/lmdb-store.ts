@@ -1,7 +1,14 @@
 import { Replies } from '@mailgrid/core';
 import type { Database, Key } from 'lmdb';
 import { LoggedLmdb, type LoggedOptions } from './logged-lmdb.js';
-import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type MailStore, type MessageInfo } from './store.js';
+import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type FolderInfo, type MailStore, type MessageInfo } from './store.js';
+
+interface Mailbox {
+  nextUid: number;
+  uidValidity: number;
+}
+
+const SEEN = '\\Seen';
 
 interface IndexEntry {
   size: number;
@@ -14,7 +21,8 @@ type IndexKey = [account: string, folder: string, uid: number];
 
 /**
  * The mailbox store on LMDB, one environment per node:
- * - `mailboxes` [account, folder] → next uid
+ * - `mailboxes` [account, folder] → next uid, and the UIDVALIDITY given when it was made
+ * - `passwords` account → its password hash (replicates and moves with the account)
  * - `index`     [account, folder, uid] → size, arrival, flags, blob id
  * - `blobs`     blob id → message bytes, stored once however many local recipients
  * - `refs`      blob id → number of index entries pointing at it, when more than one (a
@@ -40,7 +48,8 @@ export interface StoreOptions extends LoggedOptions {
 }
 
 export class LmdbMailStore extends LoggedLmdb implements MailStore {
-  private readonly mailboxes: Database<{ nextUid: number }, [string, string]>;
+  private readonly mailboxes: Database<{ nextUid: number; uidValidity?: number }, [string, string]>;
+  private readonly passwords: Database<{ hash: string; at: number }, string>;
   private readonly index: Database<IndexEntry, IndexKey>;
   private readonly blobs: Database<Buffer, number>;
   private readonly refs: Database<number, number>;
@@ -64,6 +73,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         { name: 'meta' },
         { name: 'rules' },
         { name: 'vacation' },
+        { name: 'passwords' },
       ],
       options,
     );
@@ -75,6 +85,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     this.meta = this.table('meta');
     this.rulesDb = this.table('rules');
     this.vacation = this.table('vacation');
+    this.passwords = this.table('passwords');
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
@@ -95,8 +106,9 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         let first: { folder: string; uid: number } | undefined;
         for (const folder of r.folders ?? [request.folder ?? INBOX]) {
           if (!blob) blob = this.newBlob(request.body);
-          const uid = this.mailboxes.get([r.account, folder])?.nextUid ?? 1;
-          this.set('mailboxes', [r.account, folder], { nextUid: uid + 1 });
+          const box = this.mailbox(r.account, folder, request.receivedAt);
+          const uid = box.nextUid;
+          this.set('mailboxes', [r.account, folder], { ...box, nextUid: uid + 1 });
           this.set('index', [r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
           first ??= { folder, uid };
           refs++;
@@ -110,6 +122,65 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       return out;
     });
     return results;
+  }
+
+  /**
+   * A folder's record; a new one's UIDVALIDITY is the time it is made in seconds (a folder
+   * made again after it was removed gets a newer one). Records written before UIDVALIDITY
+   * existed read as 1: their uids were never reused either.
+   */
+  private mailbox(account: string, folder: string, now = Date.now()): Mailbox {
+    const box = this.mailboxes.get([account, folder]);
+    return box ? { nextUid: box.nextUid, uidValidity: box.uidValidity ?? 1 } : { nextUid: 1, uidValidity: Math.floor(now / 1000) };
+  }
+
+  folders(account: string): FolderInfo[] {
+    const out: FolderInfo[] = [];
+    for (const { key, value } of this.ofAccount(this.mailboxes, account)) {
+      let messages = 0;
+      let unseen = 0;
+      for (const m of this.index.getRange({ start: [account, key[1], 0], end: [account, key[1], Number.MAX_SAFE_INTEGER] })) {
+        messages++;
+        if (!m.value.flags.includes(SEEN)) unseen++;
+      }
+      out.push({ name: key[1], uidValidity: value.uidValidity ?? 1, uidNext: value.nextUid, messages, unseen });
+    }
+    if (!out.some((f) => f.name === INBOX)) out.unshift({ name: INBOX, ...this.folderIds(account, INBOX), messages: 0, unseen: 0 });
+    return out;
+  }
+
+  /** UIDVALIDITY and UIDNEXT of a folder (of one not made yet: what it will get; not written by a read). */
+  folderIds(account: string, folder = INBOX): { uidValidity: number; uidNext: number } {
+    const box = this.mailbox(account, folder);
+    return { uidValidity: box.uidValidity, uidNext: box.nextUid };
+  }
+
+  async setFlags(account: string, folder: string, uids: number[], add: string[], remove: string[]): Promise<number> {
+    return this.write(() => {
+      this.mustTake(account);
+      let n = 0;
+      for (const uid of uids) {
+        const key: IndexKey = [account, folder, uid];
+        const entry = this.index.get(key);
+        if (!entry) continue;
+        const flags = [...new Set([...entry.flags.filter((f) => !remove.includes(f)), ...add])];
+        if (flags.length === entry.flags.length && flags.every((f) => entry.flags.includes(f))) continue;
+        this.set('index', key, { ...entry, flags });
+        n++;
+      }
+      return n;
+    });
+  }
+
+  passwordHash(account: string): { hash: string; at: number } | undefined {
+    return this.passwords.get(account);
+  }
+
+  async setPasswordHash(account: string, hash: string): Promise<void> {
+    await this.write(() => {
+      this.mustTake(account);
+      this.set('passwords', account, { hash, at: Date.now() });
+    });
   }
 
   /** Stores a message body under a new id. Counted in meta (and so replicated): an id is never used twice, even after its blob went. */
@@ -249,7 +320,9 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       batch = [];
       bytes = 0;
     }
-    for (const { key, value } of this.ofAccount(this.mailboxes, account)) yield* add({ kind: 'mailbox', folder: key[1], nextUid: value.nextUid });
+    for (const { key, value } of this.ofAccount(this.mailboxes, account)) yield* add({ kind: 'mailbox', folder: key[1], nextUid: value.nextUid, uidValidity: value.uidValidity });
+    const password = this.passwords.get(account);
+    if (password) yield* add({ kind: 'password', hash: password.hash, at: password.at });
     for (const { key, value } of this.ofAccount(this.index, account)) {
       let body: Buffer | undefined;
       if (!sent.has(value.blob)) {
@@ -285,7 +358,8 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for await (const batch of batches) {
       await this.write(() => {
         for (const r of batch) {
-          if (r.kind === 'mailbox') this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid });
+          if (r.kind === 'mailbox') this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid, uidValidity: r.uidValidity ?? 1 });
+          else if (r.kind === 'password') this.set('passwords', account, { hash: r.hash, at: r.at });
           else if (r.kind === 'part') parts.set(r.blob, [...(parts.get(r.blob) ?? []), r.chunk]);
           else if (r.kind === 'message') {
             let b = blobs.get(r.blob);
@@ -320,6 +394,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for (const { key } of this.ofAccount(this.mailboxes, account)) this.unset('mailboxes', key);
     for (const { key } of this.ofAccount(this.vacation, account)) this.unset('vacation', key);
     if (this.rulesDb.get(account)) this.unset('rules', account);
+    if (this.passwords.get(account)) this.unset('passwords', account);
     for (const key of dedupeKeys) this.unset('dedupe', key);
     return messages.length;
   }

@@ -7,6 +7,15 @@ export interface MessageInfo {
   flags: string[];
 }
 
+/** A folder as IMAP sees it (RFC 3501): uids are never given twice within one UIDVALIDITY. */
+export interface FolderInfo {
+  name: string;
+  uidValidity: number;
+  uidNext: number;
+  messages: number;
+  unseen: number;
+}
+
 export interface AppendRecipient {
   account: string;
   /** message id + recipient: an append with a key already stored returns the first result. */
@@ -54,6 +63,15 @@ export interface MailStore {
   /** Whether a vacation reply to `sender` is still within its period. */
   vacationAnswered(account: string, sender: string, now: number): boolean;
   list(account: string, folder?: string): MessageInfo[];
+  /** The account's folders; INBOX is listed (empty) before its first message. */
+  folders(account: string): FolderInfo[];
+  /** UIDVALIDITY and UIDNEXT of a folder (of one not made yet, what it will get). */
+  folderIds(account: string, folder?: string): { uidValidity: number; uidNext: number };
+  /** Adds and removes flags of messages; resolves with how many changed, once on disk. */
+  setFlags(account: string, folder: string, uids: number[], add: string[], remove: string[]): Promise<number>;
+  /** The account's password hash (kept with its mail: it replicates and moves with it). */
+  passwordHash(account: string): { hash: string; at: number } | undefined;
+  setPasswordHash(account: string, hash: string): Promise<void>;
   fetch(account: string, folder: string, uid: number): { info: MessageInfo; body: Buffer } | undefined;
   delete(account: string, folder: string, uids: number[]): Promise<number>;
   /** Forgets idempotency keys of messages that arrived before `before`, a batch from `from` on (see LmdbMailStore). */
@@ -87,11 +105,12 @@ export interface LogPosition {
 /**
  * One piece of an account as a move carries it from one store to another: its folders'
  * next uids, its messages (a body once per blob, however many of its messages share it),
- * its rules, vacation marks and idempotency keys (so a sender's retry after the move is
+ * its password hash, its rules, vacation marks and idempotency keys (so a sender's retry after the move is
  * still recognised).
  */
 export type AccountRecord =
-  | { kind: 'mailbox'; folder: string; nextUid: number }
+  | { kind: 'mailbox'; folder: string; nextUid: number; uidValidity?: number }
+  | { kind: 'password'; hash: string; at: number }
   /** `body` is absent when an earlier message of the account carried that blob, or `part`s did. */
   | { kind: 'message'; folder: string; uid: number; size: number; receivedAt: number; flags: string[]; blob: number; body?: Buffer }
   | { kind: 'part'; blob: number; chunk: Buffer }

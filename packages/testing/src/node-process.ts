@@ -27,6 +27,8 @@ export interface NodeHandle {
   dataDir: string;
   smtpPort: number;
   grpcPort: number;
+  /** Submission (STARTTLS), submission over TLS, POP3 (STLS) and POP3S. */
+  ports: { submission: number; submissions: number; pop3: number; pop3s: number; http: number };
   env: NodeJS.ProcessEnv;
   process: ChildProcess;
   /** Every log line the node printed, parsed. */
@@ -62,6 +64,10 @@ export async function startNode(
     MAILGRID_GRPC_PORT: String(grpcPort),
     MAILGRID_NODE_ID: 'test-node',
     MAILGRID_HTTP_PORT: String(options.httpPort ?? (await freePort())),
+    MAILGRID_SUBMISSION_PORT: String(await freePort()),
+    MAILGRID_SUBMISSION_TLS_PORT: String(await freePort()),
+    MAILGRID_POP3_PORT: String(await freePort()),
+    MAILGRID_POP3S_PORT: String(await freePort()),
     ...options.env,
   };
   const out = options.logFile ? openSync(options.logFile, 'a') : 'pipe';
@@ -102,6 +108,13 @@ export async function startNode(
     dataDir,
     smtpPort,
     grpcPort,
+    ports: {
+      submission: Number(env.MAILGRID_SUBMISSION_PORT),
+      submissions: Number(env.MAILGRID_SUBMISSION_TLS_PORT),
+      pop3: Number(env.MAILGRID_POP3_PORT),
+      pop3s: Number(env.MAILGRID_POP3S_PORT),
+      http: Number(env.MAILGRID_HTTP_PORT),
+    },
     env,
     process: child,
     logs,

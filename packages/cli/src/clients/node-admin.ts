@@ -8,9 +8,8 @@ import {
   traceMetadata,
   fromServiceError,
   type AdminClient,
-  type FetchChunk__Output,
+  MailboxCalls,
   type MailboxClient,
-  type MessageInfo__Output,
   type RulesClient,
 } from '@mailgrid/protocol';
 import { explain } from '../errors.js';
@@ -73,32 +72,17 @@ export class NodeDirectoryAdmin implements DirectoryAdmin {
   }
 }
 
-/** Reading a mailbox through the Mailbox service of the node that serves the account. */
-export class MailboxReader {
-  private readonly client: MailboxClient;
-  private readonly address: string;
-  constructor(private readonly primary: Primary) {
-    this.address = primary.address;
-    this.client = createMailboxClient(primary.address);
-  }
-
-  async list(account: string, folder = ''): Promise<MessageInfo__Output[]> {
-    const res = await unary<unknown, { messages: MessageInfo__Output[] }>(this.address, this.client.List.bind(this.client) as any, { account, folder }, fenced(this.primary));
-    return res.messages;
-  }
-
-  fetch(account: string, uid: number, folder = ''): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      const stream = this.client.Fetch({ account, uid, folder }, fenced(this.primary), { deadline: deadline(CALL_TIMEOUT_MS) });
-      stream.on('data', (c: FetchChunk__Output) => c.chunk && chunks.push(c.chunk));
-      stream.on('error', (err) => reject(failed(err, this.address)));
-      stream.on('end', () => resolve(Buffer.concat(chunks)));
-    });
+/** An account's mailbox and password, through the Mailbox service of the node that serves the account. */
+export class MailboxReader extends MailboxCalls {
+  private readonly channel: MailboxClient;
+  constructor(primary: Primary) {
+    const client = createMailboxClient(primary.address);
+    super(client, primary, { timeoutMs: CALL_TIMEOUT_MS, explain: (err) => failed(err, primary.address) });
+    this.channel = client;
   }
 
   close() {
-    this.client.close();
+    this.channel.close();
   }
 }
 

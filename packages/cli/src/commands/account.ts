@@ -2,7 +2,9 @@ import { checkedAddress, checkedDomain } from '@mailgrid/directory';
 import { createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import { done, json, print, program, withCluster, withTarget } from '../context.js';
+import { hashPassword } from '@mailgrid/core';
+import { MailboxReader } from '../clients/node-admin.js';
+import { done, json, print, program, withBackendOf, withCluster, withTarget } from '../context.js';
 import { CliError } from '../errors.js';
 import { importAccounts } from '../import.js';
 import { moveAccount } from '../move.js';
@@ -56,6 +58,16 @@ account
     }),
   );
 account
+  .command('passwd <address>')
+  .description("set an account's password: read from standard input when it is not a terminal (one line), else asked for twice; stored as a slow hash by the account's group")
+  .action((address: string) =>
+    withBackendOf(address, (p) => new MailboxReader(p), async (mb, key) => {
+      const hash = await hashPassword(await readPassword());
+      await mb.setPassword(key, hash);
+      done(`password of ${key} set`);
+    }),
+  );
+account
   .command('remove <address>')
   .description('remove an account (its stored mail stays on the backend)')
   .action((address: string) =>
@@ -74,3 +86,33 @@ account
       print(accounts as unknown as Record<string, unknown>[], accounts.some((a) => a.move) ? ['address', 'group', 'move'] : ['address', 'group']);
     }),
   );
+
+/** The new password: a terminal is asked twice without echo; anything else gives its first line. */
+async function readPassword(): Promise<string> {
+  let password: string;
+  if (process.stdin.isTTY) {
+    const first = await ask('New password: ');
+    if (first !== (await ask('Again: '))) throw new CliError('the passwords do not match');
+    password = first;
+  } else {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    password = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
+  }
+  if (!password) throw new CliError('the password is empty');
+  return password;
+}
+
+function ask(prompt: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const muted = rl as unknown as { _writeToOutput: (s: string) => void };
+  process.stderr.write(prompt);
+  muted._writeToOutput = () => undefined;
+  return new Promise((resolve) =>
+    rl.question('', (answer) => {
+      rl.close();
+      process.stderr.write('\n');
+      resolve(answer);
+    }),
+  );
+}

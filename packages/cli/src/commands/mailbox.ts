@@ -12,7 +12,7 @@ mailbox
   .option('--folder <name>', 'a folder other than INBOX')
   .action((address: string, opts: { folder?: string }) =>
     withMailbox(address, async (mb, account) => {
-      const messages = await mb.list(account, opts.folder);
+      const { messages } = await mb.list(account, opts.folder);
       print(
         messages.map((m) => ({ uid: m.uid, size: m.size, received: new Date(Number(m.receivedAtMs)).toISOString(), folder: m.folder })),
         ['uid', 'size', 'received', 'folder'],

@@ -1,0 +1,104 @@
+import { metrics, MailError, Replies, verifyNothing, type Config, type Logger } from '@mailgrid/core';
+import type { HostingGroups } from '@mailgrid/directory';
+import type { Router } from '@mailgrid/mailflow';
+import { ClientPool, createMailboxClient, MailboxCalls, type MailboxClient, type Trace } from '@mailgrid/protocol';
+
+/**
+ * Failed logins per client address, counted over the last `lockoutMs`: in a cluster shared
+ * by every frontend through etcd (so an attacker gains nothing by spreading over them), on a
+ * single node in memory.
+ */
+export interface FailureLedger {
+  failures(ip: string): number;
+  record(ip: string, forMs: number): void;
+}
+
+/** The single node's ledger: failure times per address, forgotten once they no longer count. */
+export class MemoryLedger implements FailureLedger {
+  private readonly until = new Map<string, number[]>();
+
+  failures(ip: string): number {
+    const now = Date.now();
+    const left = (this.until.get(ip) ?? []).filter((t) => t > now);
+    if (left.length) this.until.set(ip, left);
+    else this.until.delete(ip);
+    return left.length;
+  }
+
+  record(ip: string, forMs: number): void {
+    this.until.set(ip, [...(this.until.get(ip) ?? []), Date.now() + forMs]);
+  }
+}
+
+export interface Client {
+  ip: string;
+  protocol: 'smtp' | 'pop3';
+  session: string;
+}
+
+/**
+ * Logins of SMTP AUTH and POP3, checked by the group that owns the account (frontends keep
+ * no secrets) through its primary's Mailbox service. An unknown user and a wrong password get
+ * the same answer after the same time; every failure waits `auth.failDelayMs` and counts
+ * against the client's address, which is locked out for `auth.lockoutMs` once it reaches
+ * `auth.maxFailures`, on every frontend. A fault on the way is a temporary failure and
+ * counts nothing.
+ */
+export class Authenticator {
+  private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
+
+  constructor(
+    private readonly deps: {
+      router: Router;
+      groups: HostingGroups;
+      ledger: FailureLedger;
+      current: () => Config;
+      node: string;
+      log: Logger;
+    },
+  ) {}
+
+  /** The account `user` logs in to; throws AUTH_FAILED, AUTH_LOCKED or AUTH_UNAVAILABLE. */
+  async login(user: string, password: string, client: Client): Promise<string> {
+    const auth = this.deps.current().auth;
+    if (this.deps.ledger.failures(client.ip) >= auth.maxFailures) {
+      metrics.authFailures.inc({ protocol: client.protocol, reason: 'locked' });
+      this.deps.log.warn({ event: 'auth.locked-out', client: client.ip, session: client.session, protocol: client.protocol }, 'login refused: client address locked out');
+      await pause(auth.failDelayMs);
+      throw Replies.authLocked();
+    }
+    const account = await this.verify(user, password, client);
+    if (account) return account;
+    this.deps.ledger.record(client.ip, auth.lockoutMs);
+    metrics.authFailures.inc({ protocol: client.protocol, reason: 'credentials' });
+    this.deps.log.info({ event: 'auth.failed', client: client.ip, session: client.session, protocol: client.protocol, user }, 'login failed');
+    await pause(auth.failDelayMs);
+    throw Replies.authFailed();
+  }
+
+  private async verify(user: string, password: string, client: Client): Promise<string | undefined> {
+    const route = await this.deps.router.route(user);
+    if (route.kind === 'tempfail') throw Replies.authUnavailable(route.reason);
+    if (route.kind !== 'local') return verifyNothing(password).then(() => undefined);
+    try {
+      const res = await (await this.mailbox(route.group, { session: client.session })).authenticate(route.address, password);
+      return res.ok ? res.account : undefined;
+    } catch (err) {
+      this.deps.log.warn({ event: 'auth.unavailable', group: route.group, session: client.session, err: (err as Error).message }, 'login not checked: owning group unreachable');
+      throw MailError.is(err) && err.code === 'AUTH_UNAVAILABLE' ? err : Replies.authUnavailable(err);
+    }
+  }
+
+  /** The Mailbox service of a group's primary now (an access session keeps the one it started with). */
+  async mailbox(group: string, trace: Trace = {}): Promise<MailboxCalls> {
+    const primary = await this.deps.groups.primary(group);
+    if (!primary) throw Replies.backendUnavailable();
+    return new MailboxCalls(this.clients.get(primary.address), primary, { timeoutMs: this.deps.current().delivery.timeoutMs, trace: { node: this.deps.node, ...trace } });
+  }
+
+  close(): void {
+    this.clients.close();
+  }
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
