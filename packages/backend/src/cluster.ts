@@ -1,5 +1,5 @@
 import type { Config, Logger, Service } from '@mailgrid/core';
-import { clusterRole, GroupLeadership } from '@mailgrid/cluster';
+import { clusterRole, GroupLeadership, passwordIntake } from '@mailgrid/cluster';
 import { createMailFlow } from '@mailgrid/mailflow';
 import { buildBackend } from './build.js';
 import { moveService } from './move-service.js';
@@ -50,8 +50,17 @@ export function clusterBackend(config: Config, log: Logger): Service[] {
       logRetain: () => current.backend.logRetain,
       log: log.child({ component: 'replication', group }),
     });
+    const passwords = passwordIntake({
+      client: node.client,
+      keys: node.keys,
+      primary: () => leadership.writableEpoch() !== undefined,
+      ours: (address) => node.directory.home(address)?.group === group,
+      has: (address) => backend.store.passwordHash(address) !== undefined,
+      store: (address, hash) => backend.store.setPasswordHash(address, hash),
+      log: log.child({ component: 'passwords', group }),
+    });
     return {
-      services: [...backend.services, ...flow.services],
+      services: [...backend.services, ...flow.services, passwords],
       grpc: [
         ...backend.grpc,
         ...flow.grpc,

@@ -1,4 +1,4 @@
-import { parseAddress } from '@mailgrid/core';
+import { normalizeHash, parseAddress } from '@mailgrid/core';
 import type { ClusterAdmin } from './clients/cluster-admin.js';
 
 /** One account to load: JSON lines `{"address","group","passwordHash"}` or CSV `address,group[,hash]`. */
@@ -16,8 +16,6 @@ export interface ImportReport {
   bad: { line: number; reason: string }[];
 }
 
-/** Hash formats an operator may bring along (Dovecot's bcrypt and SHA512-CRYPT, argon2id, scrypt). */
-const HASH = /^\$(2[aby]|6|argon2id|scrypt)\$/;
 
 /** Parses one line; a string is the reason it is bad. Blank lines and `#` comments are skipped (undefined). */
 export function parseImportLine(text: string, line: number): ImportLine | string | undefined {
@@ -38,9 +36,10 @@ export function parseImportLine(text: string, line: number): ImportLine | string
   const address = typeof fields.address === 'string' ? parseAddress(fields.address) : undefined;
   if (!address) return `not an address: ${JSON.stringify(fields.address ?? '')}`;
   if (typeof fields.group !== 'string' || !/^[A-Za-z0-9._-]+$/.test(fields.group)) return `no valid group for ${address.key}`;
-  if (fields.passwordHash !== undefined && (typeof fields.passwordHash !== 'string' || !HASH.test(fields.passwordHash)))
-    return `password hash of ${address.key} is not bcrypt, SHA512-CRYPT, argon2id or scrypt`;
-  return { line, address: address.key, group: fields.group, passwordHash: fields.passwordHash as string | undefined };
+  // Dovecot's bcrypt (BLF-CRYPT) and SHA512-CRYPT, argon2id or scrypt, with or without its {SCHEME} prefix.
+  const hash = fields.passwordHash === undefined ? undefined : typeof fields.passwordHash === 'string' ? normalizeHash(fields.passwordHash) : undefined;
+  if (fields.passwordHash !== undefined && !hash) return `password hash of ${address.key} is not bcrypt, SHA512-CRYPT, argon2id or scrypt`;
+  return { line, address: address.key, group: fields.group, passwordHash: hash };
 }
 
 /**

@@ -9,3 +9,5 @@ export * from './cluster-role.js';
 export * from './hosting-groups.js';
 export * from './leadership.js';
 export * from './queue-partnership.js';
+export * from './auth-failures.js';
+export * from './password-intake.js';

@@ -30,12 +30,28 @@ export class Keys {
     return `${this.directory}aliases/${domain}/${local}`;
   }
 
+  password(address: string) {
+    return `${this.passwords}${address}`;
+  }
+
   /**
    * Password hashes brought by `account import`, kept apart from the directory (which every
-   * node caches, frontends too) until the owning group takes them.
+   * node caches, frontends too) until the primary of the account's group takes them into
+   * its store (and removes the key).
    */
-  password(address: string) {
-    return `${this.prefix}/passwords/${address}`;
+  get passwords() {
+    return `${this.prefix}/passwords/`;
+  }
+
+  /**
+   * One key per failed login, `auth-failures/<client address>/<node>.<n>`, bound to a lease
+   * of `auth.lockoutMs`: every frontend counts a client's failures from all of them.
+   */
+  get authFailures() {
+    return `${this.prefix}/auth-failures/`;
+  }
+  authFailure(ip: string, id: string) {
+    return `${this.authFailures}${ip}/${id}`;
   }
 
   /** Hosting groups that exist (created when a backend of the group first registers). */

@@ -28,6 +28,29 @@ describe('LmdbMailStore', () => {
     assert.deepEqual(store.list('a@x.test').map((m) => m.uid), [1, 2]);
   });
 
+  it('keeps folders with UIDVALIDITY, UIDNEXT and flags (what an IMAP front needs), and a password hash per account', async () => {
+    const empty = store.folders('f@x.test');
+    assert.equal(empty.length, 1);
+    assert.deepEqual([empty[0].name, empty[0].uidNext, empty[0].messages], ['INBOX', 1, 0]);
+    await store.append({ body: Buffer.from('x\r\n'), receivedAt: Date.now(), recipients: [{ account: 'f@x.test', idempotencyKey: 'f1', folders: ['INBOX', 'Archive'] }] });
+    await store.append({ body: Buffer.from('y\r\n'), receivedAt: Date.now(), recipients: [{ account: 'f@x.test', idempotencyKey: 'f2' }] });
+    const inbox = store.folders('f@x.test').find((f) => f.name === 'INBOX')!;
+    assert.deepEqual([inbox.uidNext, inbox.messages, inbox.unseen], [3, 2, 2]);
+    assert.ok(Math.abs(inbox.uidValidity - Date.now() / 1000) < 60, 'UIDVALIDITY is when the folder was made');
+    assert.deepEqual(store.folderIds('f@x.test'), { uidValidity: inbox.uidValidity, uidNext: 3 });
+    assert.equal(await store.setFlags('f@x.test', 'INBOX', [1, 2, 9], ['\\Seen'], []), 2);
+    assert.equal(await store.setFlags('f@x.test', 'INBOX', [1], ['\\Seen'], []), 0, 'no change, nothing written');
+    assert.equal(await store.setFlags('f@x.test', 'INBOX', [2], ['$Label1'], ['\\Seen']), 1);
+    assert.deepEqual(store.list('f@x.test').map((m) => m.flags), [['\\Seen'], ['$Label1']]);
+    assert.equal(store.folders('f@x.test').find((f) => f.name === 'INBOX')!.unseen, 1);
+    // Deleting every message keeps the folder and its uids: none is given twice.
+    await store.delete('f@x.test', 'INBOX', [1, 2]);
+    assert.equal(store.folderIds('f@x.test').uidNext, 3);
+    assert.equal(store.passwordHash('f@x.test'), undefined);
+    await store.setPasswordHash('f@x.test', 'h1');
+    assert.equal(store.passwordHash('f@x.test')?.hash, 'h1');
+  });
+
   it('stores a repeated idempotency key once', async () => {
     const body = Buffer.from('x\r\n');
     const first = await store.append({ body, receivedAt: 1, recipients: [{ account: 'd@x.test', idempotencyKey: 'k:d' }] });
@@ -268,6 +291,8 @@ describe('LmdbMailStore account moves', () => {
     await src.append({ body: shared, receivedAt: 1, recipients: [{ account: 'm@x.test', idempotencyKey: 'k1', folders: ['INBOX', 'Kept'], vacation: { sender: 's@y.test', until: 99 } }, { account: 'o@x.test', idempotencyKey: 'k1:o' }] });
     await src.append({ body: large, receivedAt: 2, recipients: [{ account: 'm@x.test', idempotencyKey: 'k2' }] });
     await src.setRules('m@x.test', 'keep;');
+    await src.setPasswordHash('m@x.test', '$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA');
+    await src.setFlags('m@x.test', 'INBOX', [1], ['\\Seen'], []);
     const batches = [...src.exportAccount('m@x.test', 1_000)];
     assert.ok(batches.length > 3, 'the large body went in parts');
 
@@ -283,6 +308,8 @@ describe('LmdbMailStore account moves', () => {
     assert.equal(dst.seen('k2')?.uid, 2);
     assert.equal(dst.seen('k1:o'), undefined, "another account's key stays behind");
     assert.equal(dst.rules('m@x.test'), 'keep;');
+    assert.equal(dst.passwordHash('m@x.test')?.hash, '$scrypt$ln=15,r=8,p=1$c2FsdA$aGFzaA', 'the password moves with the account');
+    assert.deepEqual(dst.folders('m@x.test'), src.folders('m@x.test'), 'folders keep their UIDVALIDITY, UIDNEXT and flags');
     assert.ok(dst.vacationAnswered('m@x.test', 's@y.test', 50));
     const [next] = await dst.append({ body: shared, receivedAt: 3, recipients: [{ account: 'm@x.test', idempotencyKey: 'k3' }] });
     assert.equal(next.uid, 3, 'uids go on after the moved ones');
@@ -293,6 +320,7 @@ describe('LmdbMailStore account moves', () => {
     assert.equal(await src.purgeAccount('m@x.test'), 3);
     assert.deepEqual(src.list('m@x.test'), []);
     assert.equal(src.rules('m@x.test'), undefined);
+    assert.equal(src.passwordHash('m@x.test'), undefined);
     assert.equal(src.seen('k1'), undefined);
     assert.deepEqual(src.fetch('o@x.test', 'INBOX', 1)?.body, shared, 'a blob another account shares stays');
     assert.equal(dst.list('p@x.test').length, 1);
