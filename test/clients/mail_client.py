@@ -8,6 +8,7 @@ A step is [name, *args]; a step that fails gives {"error": "..."} and the rest s
   dele <n> / quit / drop (close without QUIT) / capa / noop
   smtp <port> <starttls|implicit|plain> [source address]  open an SMTP session (EHLO sent)
   ehlo / starttls / login <user> <password> / cmd <line> / send <from> <to,to> <message text>
+  signal <file> (creates it) / wait_file <file> (until it exists): a test acts between steps
 """
 import base64, json, poplib, smtplib, socket, ssl, sys
 
@@ -96,6 +97,15 @@ def main():
             elif name == 'send':
                 refused = smtp.sendmail(args[0], args[1].split(','), args[2].encode())
                 r = {k: [v[0], text(v[1])] for k, v in refused.items()}
+            elif name == 'signal':
+                open(args[0], 'w').close()
+                r = 'signalled'
+            elif name == 'wait_file':
+                import os, time
+                deadline = time.time() + 120
+                while not os.path.exists(args[0]) and time.time() < deadline:
+                    time.sleep(0.05)
+                r = 'waited'
             else:
                 raise ValueError('unknown step ' + name)
             out.append(r)
