@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -201,5 +201,17 @@ describe('access: submission, POP3 and TLS on a single node', () => {
     } finally {
       await certified.stop();
     }
+  });
+
+  it('SIGTERM ends idle POP3 sessions at once without removing what they marked, and the node exits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailgrid-drain-'));
+    const ready = join(dir, 'ready');
+    const session = py([['pop', node.ports.pop3s, 'implicit', '127.0.0.11'], ['user', 'alice@example.test'], ['pass', PASSWORD], ['dele', 1], ['signal', ready], ['wait_file', join(dir, 'never')], ['noop']]);
+    await eventually('logged in', async () => (existsSync(ready) ? true : undefined), 30_000);
+    assert.equal(await node.stop(), 0);
+    writeFileSync(join(dir, 'never'), '');
+    const r = await session;
+    // The session was told, not cut off when drainMs ran out.
+    assert.equal((r[6] as Result).error, '-ERR [SYS/TEMP] Server shutting down, try again later');
   });
 });

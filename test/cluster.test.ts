@@ -125,7 +125,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
       assert.equal(m.grpc, `127.0.0.1:${p.ports.grpc}`, `${m.id} advertises its one gRPC port`);
       assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit', 'QueueCopy'] : ['Delivery', 'Mailbox', 'Rules', 'Queue', 'Submit', 'Replication', 'AccountMove', 'QueueCopy'], `${m.id} services`);
       assert.ok(Number.isInteger(m.epoch) && m.epoch > 0, `${m.id} has an epoch`);
-      assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'smtp'] : ['grpc', 'http'], `${m.id} listens on no other port`);
+      assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'pop3', 'pop3s', 'smtp', 'submission', 'submissions'] : ['grpc', 'http'], `${m.id} listens on no other port`);
     }
   });
 
@@ -192,13 +192,13 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
       [
         'address,group,hash',
         'imp1@example.test,g1',
-        '{"address":"imp2@example.test","group":"g2","passwordHash":"$2y$05$abcdefghijklmnopqrstuv"}',
+        '{"address":"imp2@example.test","group":"g2","passwordHash":"{BLF-CRYPT}$2y$05$ssvANxgzi6kxrnAT.LlkPOGtamuH6VkzZecX6nHX8UZCW04/JIn8u"}',
         'not-an-address,g1',
         'imp3@nowhere.test,g1',
         'imp4@example.test,g9',
         '{"address":"imp5@example.test","group":"g1","passwordHash":"plain"}',
         'imp1@example.test,g1',
-        'imp6@example.test,g2,$6$salt$hash',
+        'imp6@example.test,g2,$6$YubDpBpZBFX7V464$2xc4zmX30wKll8d9HW2YipE3trYNZpFakijU8aLmv5zSpXBXlvb3YXh.kPDqaz7IF0D1IH/bCSUZTG28qgpK20',
       ].join('\n') + '\n',
     );
     const first = await cli('account', 'import', file);

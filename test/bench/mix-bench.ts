@@ -43,7 +43,7 @@ import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { hashPassword } from '@mailgrid/core';
 import { createAdminClient, createMailboxClient, deadline, type MailboxClient } from '@mailgrid/protocol';
-import { freePort, MailboxProbe, startNode, type NodeHandle } from '@mailgrid/testing';
+import { MailboxProbe, startNode, type NodeHandle } from '@mailgrid/testing';
 
 const { values } = parseArgs({
   options: {
@@ -58,6 +58,7 @@ const { values } = parseArgs({
     'recheck-seconds': { type: 'string', default: '15' },
     'tag-share': { type: 'string', default: 'auto' },
     'skip-prefill': { type: 'boolean', default: false },
+    'cold-cache': { type: 'boolean', default: false },
     modem: { type: 'boolean', default: false },
     'implicit-tls': { type: 'boolean', default: false },
     env: { type: 'string', multiple: true, default: [] },
@@ -83,13 +84,17 @@ const RECHECK_MS = positive('recheck-seconds', values['recheck-seconds']) * 1000
 const IMPLICIT_TLS = values['implicit-tls'];
 /** A fixed share of local-addressed messages to tag; undefined: chosen per rate. */
 const TAG_SHARE = values['tag-share'] === 'auto' ? undefined : Math.min(1, positive('tag-share', values['tag-share']));
-const NODE_ENV = Object.fromEntries(
+const NODE_ENV: Record<string, string> = Object.fromEntries(
   values.env.map((kv) => {
     const eq = kv.indexOf('=');
     if (eq < 1) throw new Error(`--env takes KEY=VALUE, not ${kv}`);
     return [kv.slice(0, eq), kv.slice(eq + 1)];
   }),
 );
+/** The node's credential cache lifetime (auth.cacheMs, 10 min unless --env sets it). */
+const CACHE_TTL_MS = Number(NODE_ENV.MAILGRID_AUTH_CACHE_MS ?? 600_000);
+/** Warm the cache before the ladder, unless --cold-cache or there is no cache. */
+const WARM_CACHE = !values['cold-cache'] && CACHE_TTL_MS > 0;
 
 function ladder(start: number, step: number, max: string | undefined): number[] {
   const top = max === undefined ? start + 9 * step : positive('max', max);
@@ -120,6 +125,8 @@ const LOCAL_SHARE = 0.1;
 const RETRY_SHARE = 0.075;
 const PREFILL_SESSIONS = 16;
 const PREFILL_PER_SESSION = 50;
+/** Logins at once while warming the credential cache: one per core, leaving the rest of libuv's pool to the disk. */
+const WARM_CONCURRENCY = 2;
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 /** MSG_SIZE_DISTRIBUTION (KB, % of messages) and MSG_RECP_DISTRIBUTION (% for 1..20 recipients). */
@@ -219,8 +226,13 @@ class SessionError extends Error {
   }
 }
 
-/** The last TLS session of each port, offered again (resumption spares the full handshake). */
-const tlsSessions = new Map<number, Buffer>();
+/**
+ * The last TLS session of each account on each port, offered again by that account's next
+ * session (a mail client resumes its own session, never another user's; one session shared
+ * by every simulated user would spare the server nearly every full handshake).
+ */
+const tlsSessions = new Map<string, Buffer>();
+const tlsKey = (port: number, account: string) => `${port} ${account}`;
 
 /**
  * A client connection read line by line (SMTP and POP3 are lock-step: one reader at a time),
@@ -241,15 +253,17 @@ class Wire {
   /** Whether the last TLS handshake resumed a session. */
   resumed = false;
 
-  constructor(port: number, secure: boolean, private readonly rate?: number) {
-    this.socket = secure ? tlsConnect({ port, host: HOST, rejectUnauthorized: false, session: tlsSessions.get(port) }) : netConnect(port, HOST);
+  /** `secureKey`: implicit TLS, resuming that key's session (see tlsKey); none: plain. */
+  constructor(port: number, secureKey: string | undefined, private readonly rate?: number) {
+    this.socket =
+      secureKey !== undefined ? tlsConnect({ port, host: HOST, rejectUnauthorized: false, session: tlsSessions.get(secureKey) }) : netConnect(port, HOST);
     this.socket.setNoDelay(true);
     this.attach(this.socket);
-    this.ready = this.established(this.socket, secure ? port : undefined);
+    this.ready = this.established(this.socket, secureKey);
   }
 
   /** Upgrades the connection in place (STARTTLS, STLS); `sessionKey` picks the session to resume. */
-  async startTls(sessionKey: number): Promise<void> {
+  async startTls(sessionKey: string): Promise<void> {
     const raw = this.socket;
     this.detach(raw);
     // Its faults now surface on the TLS socket; unheard, one would end the process.
@@ -356,12 +370,12 @@ class Wire {
     socket.off('data', this.onData).off('error', this.onError).off('close', this.onClose);
   }
 
-  private established(socket: Socket, tlsKey: number | undefined): Promise<void> {
-    if (tlsKey !== undefined) socket.on('session', (s: Buffer) => tlsSessions.set(tlsKey, s));
+  private established(socket: Socket, sessionKey: string | undefined): Promise<void> {
+    if (sessionKey !== undefined) socket.on('session', (s: Buffer) => tlsSessions.set(sessionKey, s));
     const up = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`not connected in ${REPLY_TIMEOUT_MS / 1000} s`)), REPLY_TIMEOUT_MS);
       socket.once('error', (err) => (clearTimeout(timer), reject(err)));
-      socket.once(tlsKey === undefined ? 'connect' : 'secureConnect', () => {
+      socket.once(sessionKey === undefined ? 'connect' : 'secureConnect', () => {
         clearTimeout(timer);
         if (socket instanceof TLSSocket) {
           this.resumed = socket.isSessionReused();
@@ -490,9 +504,9 @@ class Talk {
     if (!first.startsWith('+OK')) throw new SessionError('RETR', first.slice(0, 80));
   }
 
-  async startTls(port: number): Promise<void> {
+  async startTls(sessionKey: string): Promise<void> {
     this.stats.ops++;
-    await this.wire.startTls(port).catch((err: Error) => {
+    await this.wire.startTls(sessionKey).catch((err: Error) => {
       throw new SessionError('TLS handshake', err.message);
     });
   }
@@ -665,16 +679,6 @@ async function main() {
   // 1 % as in the model, but at least ~60 tags a phase so the 95 % means something.
   const tagShare = (rate: number) => TAG_SHARE ?? Math.min(0.2, Math.max(0.01, 60 / ((LOCAL_MESSAGES_PER_N * rate * PHASE_MS) / 60_000)));
 
-  const avoid = new Set<number>();
-  const ports = {
-    smtp: await freePort(avoid),
-    grpc: await freePort(avoid),
-    http: await freePort(avoid),
-    submission: await freePort(avoid),
-    submissionTls: await freePort(avoid),
-    pop3: await freePort(avoid),
-    pop3s: await freePort(avoid),
-  };
   const dir = mkdtempSync(join(tmpdir(), 'mailgrid-mix-'));
   const logFile = join(tmpdir(), `mailgrid-mix-${process.pid}.log`);
   const sink = await startMailSink();
@@ -683,24 +687,33 @@ async function main() {
   let mailbox: MailboxClient | undefined;
   let probe: DeliveryProbe | undefined;
   try {
+    // startNode picks free ports for every role (--env may still set them).
     node = await startNode({
       dataDir: join(dir, 'node'),
       logFile,
-      smtpPort: ports.smtp,
-      grpcPort: ports.grpc,
-      httpPort: ports.http,
       env: {
-        MAILGRID_SUBMISSION_PORT: String(ports.submission),
-        MAILGRID_SUBMISSION_TLS_PORT: String(ports.submissionTls),
-        MAILGRID_POP3_PORT: String(ports.pop3),
-        MAILGRID_POP3S_PORT: String(ports.pop3s),
         MAILGRID_RELAY_SMARTHOST: `${HOST}:${sink.port}`,
         // A relay the sink did not take is tried again within the phase, not a minute later.
         MAILGRID_QUEUE_MIN_RETRY_MS: '5000',
         ...NODE_ENV,
       },
     });
-    for (const [role, port] of Object.entries(ports)) if (!(await listening(port))) throw new Error(`the node does not listen on its ${role} port ${port}`);
+    const ports = {
+      smtp: node.smtpPort,
+      submission: node.ports.submission,
+      submissionTls: node.ports.submissions,
+      pop3: node.ports.pop3,
+      pop3s: node.ports.pop3s,
+      http: node.ports.http,
+    };
+    // Each access port greets in its protocol (over TLS on the implicit ones) before any load.
+    await Promise.all([
+      greets(ports.smtp, 'smtp', false),
+      greets(ports.submission, 'smtp', false),
+      greets(ports.submissionTls, 'smtp', true),
+      greets(ports.pop3, 'pop', false),
+      greets(ports.pop3s, 'pop', true),
+    ]);
     const grpcAddress = `${HOST}:${node.grpcPort}`;
     mailbox = createMailboxClient(grpcAddress);
     reader = new MailboxProbe(grpcAddress);
@@ -709,6 +722,7 @@ async function main() {
     await provision(grpcAddress, mailbox, users);
     log(`${USERS} accounts (+${PROBE_ACCOUNTS.length} probe mailboxes) with one password in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const fill = values['skip-prefill'] ? undefined : await prefill(ports.smtp, reader, randomPool, retryPool);
+    const warm = WARM_CACHE ? await warmCredentialCache(mailbox, users) : undefined;
 
     console.log(
       `# bench:mix ${new Date().toISOString()}: a SPECmail2001-shaped mixed load on our own harness (not a SPECmail2001 result, not comparable with published ones); ` +
@@ -719,6 +733,11 @@ async function main() {
         (fill ? `pre-filled ${fill.messages} messages (mean ${fill.mean.toFixed(2)}/mailbox, ${fill.emptyPct.toFixed(1)} % empty)` : 'no pre-fill (--skip-prefill)') +
         `; phases: ${WARMUP_MS / 1000} s warm-up, ${PHASE_MS / 1000} s measured, drain <= ${DRAIN_MS / 1000} s; ` +
         `${IMPLICIT_TLS ? 'implicit TLS (465, 995)' : 'STARTTLS on submission, STLS on POP3'}; ` +
+        (CACHE_TTL_MS <= 0
+          ? 'no credential cache (every login hashes); '
+          : warm
+            ? `credential cache (${CACHE_TTL_MS / 1000} s) warmed with every account (${warm.seconds} s); `
+            : `credential cache (${CACHE_TTL_MS / 1000} s) cold at the start (--cold-cache); `) +
         (values.modem ? `modem throttling on (${MODEM_SHARE * 100} % of user sessions at ${MODEM_BYTES_PER_SEC} B/s)` : 'modem throttling off (--modem: 90 % of user sessions at 6,000 B/s)'),
     );
     if (needed > retrySize)
@@ -784,7 +803,7 @@ async function main() {
     probe?.close();
     reader?.close();
     mailbox?.close();
-    if (node) await node.stop();
+    if (node) await stopNode(node);
     await sink.close();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -804,12 +823,67 @@ interface Load {
   running: Set<Promise<void>>;
 }
 
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect(port, HOST);
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
+/**
+ * Whether `port` greets in its protocol: the banner, then QUIT, over TLS if `implicitTls`.
+ * (A bare connect and close would do, but on the POP3S port the node keeps such a
+ * connection, never handshaken, open for good, and then cannot stop: see the report.)
+ */
+async function greets(port: number, kind: 'smtp' | 'pop', implicitTls: boolean): Promise<void> {
+  const wire = new Wire(port, implicitTls ? `greeting ${port}` : undefined);
+  const t = new Talk(wire, new PhaseStats(0));
+  try {
+    if (kind === 'smtp') {
+      await t.smtp('greeting', undefined, '220');
+      await t.smtp('QUIT', 'QUIT', '221');
+    } else {
+      await t.pop('greeting', undefined);
+      await t.pop('QUIT', 'QUIT');
+    }
+    await wire.close(true);
+  } catch (err) {
+    await wire.close(false);
+    throw new Error(`port ${port} (${kind}${implicitTls ? ' over TLS' : ''}) does not greet: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Logs every account in once over gRPC (Mailbox.Authenticate, the check SMTP AUTH and POP3
+ * make), WARM_CONCURRENCY at a time, so the node's credential cache holds them all: with
+ * far fewer accounts than the model's 200 per msg/min, a mix in steady state finds nearly
+ * every login cached, while a cold node would spend a slow hash (scrypt, ~0.1 s of CPU) on
+ * each account's first login, queued on the thread pool its disk writes need. Cached
+ * entries expire `auth.cacheMs` after they were made (not after their last use): the
+ * ladder notes when a phase runs past that.
+ */
+async function warmCredentialCache(mailbox: MailboxClient, users: string[]): Promise<{ at: number; seconds: number }> {
+  const t0 = performance.now();
+  await pool(
+    users,
+    (user) =>
+      new Promise<void>((resolve, reject) =>
+        mailbox.Authenticate({ user, password: PASSWORD }, { deadline: deadline(60_000) }, (err, res) =>
+          err ? reject(err) : res?.ok ? resolve() : reject(new Error(`the node refused ${user}'s password`)),
+        ),
+      ),
+    WARM_CONCURRENCY,
+  );
+  const seconds = +((performance.now() - t0) / 1000).toFixed(1);
+  log(`credential cache warmed: ${users.length} logins in ${seconds} s (${(users.length / seconds).toFixed(1)}/s)`);
+  return { at: performance.now(), seconds };
+}
+
+/** SIGTERM, and SIGKILL if the node has not exited within its drain time and a margin. */
+async function stopNode(node: NodeHandle): Promise<void> {
+  const limitMs = Number(node.env.MAILGRID_DRAIN_MS ?? 30_000) + 15_000;
+  let timer: NodeJS.Timeout | undefined;
+  const stopped = await Promise.race([
+    node.stop().then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), limitMs))),
+  ]);
+  clearTimeout(timer);
+  if (stopped) return;
+  console.log(`!! the node did not exit within ${limitMs / 1000} s of SIGTERM: killed (see its log)`);
+  await node.kill();
 }
 
 async function provision(grpcAddress: string, mailbox: MailboxClient, users: string[]): Promise<void> {
@@ -847,7 +921,7 @@ async function prefill(smtpPort: number, reader: MailboxProbe, randomPool: strin
     Array.from({ length: PREFILL_SESSIONS }, async () => {
       while (next < jobs.length) {
         const batch = jobs.slice(next, (next += PREFILL_PER_SESSION));
-        const wire = new Wire(smtpPort, false);
+        const wire = new Wire(smtpPort, undefined);
         const t = new Talk(wire, stats);
         await t.smtp('greeting', undefined, '220');
         await t.smtp('EHLO', `EHLO prefill.${REMOTE}`, '250');
@@ -909,7 +983,7 @@ async function smtpSession(load: Load, stats: PhaseStats, kind: 'submit' | 'mx',
   const m = message(kind, from, rcpts[0].address);
   const tag = probeAccount ? (m.tag = load.probe.watch(m.id, probeAccount, stats)) : undefined;
   const port = submit ? (IMPLICIT_TLS ? load.ports.submissionTls : load.ports.submission) : load.ports.smtp;
-  const wire = new Wire(port, submit && IMPLICIT_TLS, submit ? modemRate() : undefined);
+  const wire = new Wire(port, submit && IMPLICIT_TLS ? tlsKey(port, from) : undefined, submit ? modemRate() : undefined);
   const t = new Talk(wire, stats);
   let accepted = false;
   try {
@@ -919,7 +993,7 @@ async function smtpSession(load: Load, stats: PhaseStats, kind: 'submit' | 'mx',
     if (submit) {
       if (!IMPLICIT_TLS) {
         await t.smtp('STARTTLS', 'STARTTLS', '220');
-        await t.startTls(port);
+        await t.startTls(tlsKey(port, from));
         await t.smtp('EHLO', helo, '250');
       }
       await t.smtp('AUTH', `AUTH PLAIN ${Buffer.from(`\0${from}\0${PASSWORD}`).toString('base64')}`, '235', 'smtp auth');
@@ -944,13 +1018,13 @@ async function smtpSession(load: Load, stats: PhaseStats, kind: 'submit' | 'mx',
 /** One mailbox check: log in, STAT, RETR and DELE every message, QUIT (the deletions happen there). */
 async function popSession(load: Load, stats: PhaseStats, account: string): Promise<void> {
   const port = IMPLICIT_TLS ? load.ports.pop3s : load.ports.pop3;
-  const wire = new Wire(port, IMPLICIT_TLS, modemRate());
+  const wire = new Wire(port, IMPLICIT_TLS ? tlsKey(port, account) : undefined, modemRate());
   const t = new Talk(wire, stats);
   try {
     await t.pop('greeting', undefined, 'pop connect');
     if (!IMPLICIT_TLS) {
       await t.pop('STLS', 'STLS');
-      await t.startTls(port);
+      await t.startTls(tlsKey(port, account));
     }
     await t.pop('USER', `USER ${account}`);
     await t.pop('PASS', `PASS ${PASSWORD}`, 'pop login');

@@ -72,14 +72,20 @@ export class Pop3Frontend implements Service {
     this._state = 'running';
   }
 
-  /** Stops listening, lets sessions finish until `drainMs`, then closes the rest (nothing marked is removed: no QUIT came). */
+  /**
+   * Stops listening and ends every session between two commands (a command under way is
+   * answered first), until `drainMs`; then closes the rest. A session ended so removes
+   * nothing it marked: no QUIT came.
+   */
   async stop(drainMs = 30_000): Promise<void> {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
-    await Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    const closed = Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    for (const s of this.sessions) s.drain();
+    await closed;
     const deadline = Date.now() + drainMs;
     while (this.sessions.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const s of this.sessions) s.close('-ERR [SYS/TEMP] Server shutting down');
+    for (const s of this.sessions) s.close(SHUTTING_DOWN);
     this._state = 'stopped';
     this.log.info({ event: 'pop3.stopped' }, 'stopped');
   }
@@ -125,6 +131,8 @@ function readProxyHeader(socket: Socket): Promise<string> {
   });
 }
 
+const SHUTTING_DOWN = '-ERR [SYS/TEMP] Server shutting down, try again later';
+
 interface Drop {
   uid: number;
   size: number;
@@ -141,6 +149,7 @@ class Pop3Session {
   private busy = false;
   private closed = false;
   private ended = false;
+  private draining = false;
   private readonly id = randomBytes(6).toString('hex');
   private readonly log: Logger;
   private user: string | undefined;
@@ -216,8 +225,15 @@ class Pop3Session {
       })
       .finally(() => {
         this.busy = false;
-        this.next();
+        if (this.draining) this.close(SHUTTING_DOWN);
+        else this.next();
       });
+  }
+
+  /** Ends the session now if it is between commands, else once the command under way is answered. */
+  drain(): void {
+    this.draining = true;
+    if (!this.busy) this.close(SHUTTING_DOWN);
   }
 
   private send(line: string): void {
