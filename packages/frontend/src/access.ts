@@ -1,6 +1,7 @@
 import { metrics, MailError, Replies, verifyNothing, type Config, type Logger } from '@mailgrid/core';
 import type { HostingGroups } from '@mailgrid/directory';
 import type { Router } from '@mailgrid/mailflow';
+import type { TlsSource } from './tls-source.js';
 import { ClientPool, createMailboxClient, MailboxCalls, type MailboxClient, type Trace } from '@mailgrid/protocol';
 
 /**
@@ -28,6 +29,15 @@ export class MemoryLedger implements FailureLedger {
   record(ip: string, forMs: number): void {
     this.until.set(ip, [...(this.until.get(ip) ?? []), Date.now() + forMs]);
   }
+}
+
+/** What every access listener (SMTP, POP3) is given. */
+export interface AccessDeps {
+  config: Config;
+  log: Logger;
+  router: Router;
+  tls: TlsSource;
+  auth: Authenticator;
 }
 
 export interface Client {

@@ -1,19 +1,11 @@
 import { inNetworks, metrics, parseNetworks, toMailError, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
-import type { Router } from '@mailgrid/mailflow';
 import type { MailboxCalls, MailboxHold } from '@mailgrid/protocol';
 import { randomBytes } from 'node:crypto';
 import { createServer, type BlockList, type Server, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { Authenticator } from './access.js';
-import type { TlsSource } from './tls-source.js';
+import type { AccessDeps } from './access.js';
 
-export interface Pop3Options {
-  config: Config;
-  log: Logger;
-  router: Router;
-  tls: TlsSource;
-  auth: Authenticator;
-}
+export type Pop3Options = AccessDeps;
 
 /**
  * POP3 (RFC 1939, with CAPA, RESP-CODES and AUTH-RESP-CODE of RFC 2449, SASL PLAIN of RFC

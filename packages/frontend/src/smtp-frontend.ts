@@ -1,22 +1,16 @@
 import './smtp-patches.js';
 import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
-import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Router, type Verdict } from '@mailgrid/mailflow';
+import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
 import type { BlockList } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import type { Authenticator } from './access.js';
+import type { AccessDeps } from './access.js';
 import { MessageCollector } from './message-check.js';
 import { acceptProxyFrom, written } from './smtp-patches.js';
 import { receivedHeader } from './received.js';
-import type { TlsSource } from './tls-source.js';
 
-export interface SmtpFrontendOptions {
-  config: Config;
-  log: Logger;
+export interface SmtpFrontendOptions extends AccessDeps {
   intake: Intake;
-  router: Router;
-  tls: TlsSource;
-  auth: Authenticator;
 }
 
 /**

@@ -156,19 +156,11 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   }
 
   async setFlags(account: string, folder: string, uids: number[], add: string[], remove: string[]): Promise<number> {
-    return this.write(() => {
-      this.mustTake(account);
-      let n = 0;
-      for (const uid of uids) {
-        const key: IndexKey = [account, folder, uid];
-        const entry = this.index.get(key);
-        if (!entry) continue;
-        const flags = [...new Set([...entry.flags.filter((f) => !remove.includes(f)), ...add])];
-        if (flags.length === entry.flags.length && flags.every((f) => entry.flags.includes(f))) continue;
-        this.set('index', key, { ...entry, flags });
-        n++;
-      }
-      return n;
+    return this.eachMessage(account, folder, uids, (key, entry) => {
+      const flags = [...new Set([...entry.flags.filter((f) => !remove.includes(f)), ...add])];
+      if (flags.length === entry.flags.length && flags.every((f) => entry.flags.includes(f))) return false;
+      this.set('index', key, { ...entry, flags });
+      return true;
     });
   }
 
@@ -257,15 +249,21 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   }
 
   async delete(account: string, folder: string, uids: number[]): Promise<number> {
+    return this.eachMessage(account, folder, uids, (key, entry) => {
+      this.removeMessage(key, entry);
+      return true;
+    });
+  }
+
+  /** One write over the messages of `uids` that exist (of an account taken here); how many `change` changed. */
+  private eachMessage(account: string, folder: string, uids: number[], change: (key: IndexKey, entry: IndexEntry) => boolean): Promise<number> {
     return this.write(() => {
       this.mustTake(account);
       let n = 0;
       for (const uid of uids) {
         const key: IndexKey = [account, folder, uid];
         const entry = this.index.get(key);
-        if (!entry) continue;
-        this.removeMessage(key, entry);
-        n++;
+        if (entry && change(key, entry)) n++;
       }
       return n;
     });
