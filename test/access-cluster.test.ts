@@ -69,6 +69,10 @@ describe('access in a cluster: logins at the owning group, a shared lockout, POP
       const r = await py([['pop', balancer().pop3s, 'implicit'], ['user', address], ['pass', 'secret'], ['quit']]);
       assert.match(String(r[2]), /^\+OK Logged in/, address);
     }
+    // Checked once in their own scheme, then kept as scrypt; the password still works.
+    await eventually('the imported hashes replaced', async () => (nodeLog(state().dir, taker).filter((l) => l.event === 'password.rehashed').length === 2 ? true : undefined), 30_000);
+    const again = await py([['pop', balancer().pop3s, 'implicit'], ['user', 'eve@example.test'], ['pass', 'secret'], ['quit']]);
+    assert.match(String(again[2]), /^\+OK Logged in/);
     // And an authenticated submission through the balancer reaches the outside.
     const sent = await py([['smtp', balancer().submission, 'starttls'], ['login', 'dana@example.test', 'secret'], ['send', 'dana@example.test', 'out@outside.test', 'Subject: via the cluster\r\n\r\nhello\r\n']]);
     assert.deepEqual(sent[2], {});

@@ -4,7 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, repoRoot, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
+import { createMailboxClient, MailboxCalls } from '@mailgrid/protocol';
+import { eventually, repoRoot, sendMail, sleep, startNode, startSink, type NodeHandle } from '@mailgrid/testing';
+import { connect } from 'node:net';
 
 // Mail access on a single node, with independent clients: Python's poplib and smtplib,
 // swaks and openssl s_client. Submission (STARTTLS, AUTH, the sender owned by the user),
@@ -158,6 +160,9 @@ describe('access: submission, POP3 and TLS on a single node', () => {
     assert.match(String((await login('new secret'))[2]), /^\+OK/);
     const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
     assert.match(metrics, /^mailgrid_auth_failures_total\{protocol="pop3",reason="credentials"\} [1-9]/m);
+    // The second login came from the cache (the backend thread's answer is counted where /metrics is served).
+    assert.match(metrics, /^mailgrid_auth_cache_lookups_total\{result="hit"\} [1-9]/m);
+    assert.match(metrics, /^mailgrid_auth_cache_lookups_total\{result="miss"\} [1-9]/m);
   });
 
   it('6 wrong passwords lock the client address out (POP3 and SMTP); the right password from another address still works', async () => {
@@ -201,6 +206,58 @@ describe('access: submission, POP3 and TLS on a single node', () => {
     } finally {
       await certified.stop();
     }
+  });
+
+  it('thousands of sessions holding and letting go of mailboxes never break the gRPC connection a long session uses', { timeout: 120_000 }, async () => {
+    // Each POP3 session holds its mailbox at the primary for its length. Cancelling those
+    // streams reset one HTTP/2 stream each, and past ~33 a second the server's rapid-reset
+    // guard closed the whole connection (GOAWAY), failing every call on it.
+    const client = createMailboxClient(`127.0.0.1:${node.grpcPort}`);
+    const calls = new MailboxCalls(client, { address: `127.0.0.1:${node.grpcPort}`, epoch: 0 }, { timeoutMs: 10_000 });
+    try {
+      const long = await calls.hold('bob@example.test', 'long');
+      let lost = false;
+      long.lost.then(() => (lost = true));
+      for (let i = 0; i < 2_000; i++) {
+        const h = await calls.hold('alice@example.test', `short-${i}`);
+        await h.release();
+      }
+      // The connection still carries calls, and the long hold is still there.
+      assert.equal((await calls.list('alice@example.test')).uidValidity > 0, true);
+      await assert.rejects(calls.hold('bob@example.test', 'second'), (err: Error & { code?: string }) => err.code === 'MAILBOX_IN_USE');
+      assert.equal(lost, false, 'the long hold was not lost');
+      await long.release();
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a burst of logins with a cold cache does not hold back mail: checks past the queue are refused at once, a message still gets its 250', async () => {
+    const client = createMailboxClient(`127.0.0.1:${node.grpcPort}`);
+    const calls = new MailboxCalls(client, { address: `127.0.0.1:${node.grpcPort}`, epoch: 0 }, { timeoutMs: 60_000 });
+    try {
+      // Wrong passwords are never cached: every one is a full hash.
+      const burst = Array.from({ length: 300 }, () => calls.authenticate('alice@example.test', 'wrong').then(() => 'checked', (err: { code?: string }) => err.code));
+      const reply = await sendMail(node.smtpPort, { to: ['alice@example.test'], data: 'Subject: during the burst\r\n\r\nstill stored\r\n' });
+      assert.match(reply, /^250 /);
+      const outcomes = await Promise.all(burst);
+      assert.ok(outcomes.includes('AUTH_UNAVAILABLE'), 'checks past the queue get a temporary failure');
+      assert.ok(outcomes.includes('checked'));
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a POP3S client that leaves before the TLS handshake is not kept half-open', async () => {
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve) => {
+        const s = connect(node.ports.pop3s, '127.0.0.1', () => s.end());
+        s.on('close', () => resolve());
+        s.on('error', () => resolve());
+      });
+    }
+    await sleep(1_000);
+    assert.equal(run('ss', ['-Htn', 'state', 'close-wait', `( sport = :${node.ports.pop3s} )`]).out.trim(), '');
   });
 
   it('SIGTERM ends idle POP3 sessions at once without removing what they marked, and the node exits', async () => {

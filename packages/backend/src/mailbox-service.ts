@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { metrics, normalizeHash, Replies, verifyNothing, verifyPassword, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { hashPassword, normalizeHash, Replies, verifyPassword, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Router } from '@mailgrid/mailflow';
 import { proto, toServiceError, traceFromMetadata, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
@@ -87,9 +87,16 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
           throw err;
         })
         .then(async (acct) => {
+          // No such account here, or no password: no (the frontend answers every failure after the same delay).
           const stored = acct === undefined ? undefined : deps.store.passwordHash(acct);
-          const ok = stored ? await credentials.verify(acct!, stored.hash, password) : await verifyNothing(password);
-          callback(null, { ok, account: ok ? acct! : '' });
+          const { ok, cached } = stored ? await credentials.verify(acct!, stored.hash, password) : { ok: false, cached: false };
+          callback(null, { ok, account: ok ? acct! : '', cached });
+          // An imported hash is checked once in its own scheme (bcrypt, argon2id and SHA512-CRYPT block the thread), then kept as scrypt.
+          if (ok && !cached && !stored!.hash.startsWith('$scrypt$'))
+            hashPassword(password)
+              .then((hash) => deps.store.setPasswordHash(acct!, hash))
+              .then(() => deps.log.info({ event: 'password.rehashed', account: acct }, 'imported password hash replaced by scrypt'))
+              .catch((err) => deps.log.warn({ event: 'password.rehash-failed', account: acct, err: (err as Error).message }, 'imported password hash kept'));
         })
         .catch((err) => callback(toServiceError(err)));
     },
@@ -103,8 +110,13 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
         .catch((err) => callback(toServiceError(err)));
     },
 
+    Release(call, callback) {
+      callback(null, { released: deps.holds.release(call.request.account, call.request.holder) });
+    },
+
     Hold(call: grpc.ServerWritableStream<any, any>) {
-      account(call.request.account)
+      // Fenced like a write: only the primary of the caller's epoch grants it.
+      account(call.request.account, call)
         .then((acct) => deps.holds.hold(acct, call.request.holder || 'unnamed', call))
         .catch((err) => call.emit('error', toServiceError(err)));
     },
@@ -148,22 +160,19 @@ export class CredentialCache {
     private readonly max = 200_000,
   ) {}
 
-  async verify(account: string, hash: string, password: string): Promise<boolean> {
+  async verify(account: string, hash: string, password: string): Promise<{ ok: boolean; cached: boolean }> {
     const digest = createHmac('sha256', this.key).update(password).digest();
     const e = this.entries.get(account);
-    if (e && e.hash === hash && e.until > Date.now() && timingSafeEqual(e.digest, digest)) {
-      metrics.authCache.inc({ result: 'hit' });
-      return true;
-    }
-    metrics.authCache.inc({ result: 'miss' });
+    if (e && e.hash === hash && e.until > Date.now() && timingSafeEqual(e.digest, digest)) return { ok: true, cached: true };
     const ok = await verifyPassword(password, hash);
     const ttl = this.ttlMs();
     if (ok && ttl > 0) {
       this.entries.delete(account);
       if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
-      this.entries.set(account, { hash, digest, until: Date.now() + ttl });
+      // Up to a tenth earlier: accounts that logged in together do not all expire together.
+      this.entries.set(account, { hash, digest, until: Date.now() + ttl * (0.9 + Math.random() / 10) });
     }
-    return ok;
+    return { ok, cached: false };
   }
 }
 
@@ -176,11 +185,12 @@ export class CredentialCache {
 export class MailboxHolds implements Service {
   readonly name = 'mailbox-holds';
   private _state: ServiceState = 'new';
-  private readonly held = new Map<string, { holder: string; call: grpc.ServerWritableStream<any, any> }>();
+  private readonly held = new Map<string, { holder: string; epoch: number | undefined; call: grpc.ServerWritableStream<any, any> }>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly primary: () => boolean,
+    /** The epoch while this member is its group's primary (absent: the single node, never fenced). */
+    private readonly epoch: (() => number | undefined) | undefined,
     private readonly log: Logger,
   ) {}
 
@@ -192,11 +202,20 @@ export class MailboxHolds implements Service {
     return this.held.size;
   }
 
+  /** Ends `holder`'s hold of `account` (the stream ends from this side); false if it held none. */
+  release(account: string, holder: string): boolean {
+    const h = this.held.get(account);
+    if (!h || h.holder !== holder) return false;
+    this.held.delete(account);
+    h.call.end();
+    return true;
+  }
+
   hold(account: string, holder: string, call: grpc.ServerWritableStream<any, any>): void {
     if (this._state !== 'running') throw Replies.notPrimary('');
     const other = this.held.get(account);
     if (other && !other.call.cancelled && !other.call.destroyed) throw Replies.mailboxInUse(account);
-    this.held.set(account, { holder, call });
+    this.held.set(account, { holder, epoch: this.epoch?.(), call });
     const release = () => {
       if (this.held.get(account)?.call === call) this.held.delete(account);
     };
@@ -208,9 +227,17 @@ export class MailboxHolds implements Service {
 
   async start(): Promise<void> {
     this._state = 'running';
+    // A hold lives in one epoch: a member deposed (even if elected again since) lets go of it.
     this.timer = setInterval(() => {
-      if (this.held.size && !this.primary()) this.endAll('no longer primary');
-    }, 500);
+      if (!this.epoch || !this.held.size) return;
+      const now = this.epoch();
+      for (const [account, h] of this.held) {
+        if (h.epoch === now) continue;
+        this.held.delete(account);
+        h.call.end();
+        this.log.info({ event: 'mailbox.hold-ended', account, holder: h.holder, why: 'epoch changed' }, 'access session let go');
+      }
+    }, 250);
     this.timer.unref();
   }
 

@@ -7,8 +7,8 @@ import { Counter, Gauge, register } from 'prom-client';
 export const metrics = {
   registry: register,
   /** 1 while a partner's copy has every message acknowledged into this node's queue, 0 while unprotected. */
-  /** Logins a backend answered from its credential cache (`hit`) or with a slow hash (`miss`). */
-  authCache: new Counter({ name: 'mailgrid_auth_cache_lookups_total', help: 'Password checks answered from the credential cache (hit) or by hashing (miss)', labelNames: ['result'] }),
+  /** Successful logins a frontend had checked, answered from the group's credential cache (`hit`) or with a slow hash (`miss`). */
+  authCache: new Counter({ name: 'mailgrid_auth_cache_lookups_total', help: "Successful logins, checked from the owning group's credential cache (hit) or by hashing (miss)", labelNames: ['result'] }),
   /** Failed logins a frontend answered (SMTP AUTH and POP3), and logins refused because the client address was locked out. */
   authFailures: new Counter({ name: 'mailgrid_auth_failures_total', help: 'Failed logins (wrong user or password), and refusals while the client address is locked out', labelNames: ['protocol', 'reason'] }),
   pop3Sessions: new Counter({ name: 'mailgrid_pop3_sessions_total', help: 'POP3 sessions opened' }),

@@ -1,6 +1,7 @@
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { argon2Verify, bcryptVerify } from 'hash-wasm';
 import { verify as cryptVerify } from 'unixcrypt';
+import { Replies } from './errors.js';
 
 /**
  * Password hashes. New ones are scrypt (node:crypto, computed on libuv's thread pool, so a
@@ -10,6 +11,30 @@ import { verify as cryptVerify } from 'unixcrypt';
  * argon2id, with or without Dovecot's `{SCHEME}` prefix.
  */
 const SCRYPT = { ln: 15, r: 8, p: 1 };
+
+/**
+ * Slow hashes at once, and how many may wait. scrypt runs on libuv's thread pool (4 threads),
+ * which file flushes share: unbounded, a burst of logins (a cold credential cache, a password
+ * guesser) would hold back every flush, and with them every 250. Past the queue a login gets
+ * a temporary failure at once.
+ */
+const HASHING = { concurrent: 2, waiting: 100 };
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function gated<T>(work: () => Promise<T>): Promise<T> {
+  if (running >= HASHING.concurrent) {
+    if (waiting.length >= HASHING.waiting) throw Replies.authUnavailable(new Error('too many password checks waiting'));
+    await new Promise<void>((resolve) => waiting.push(resolve));
+  } else running++;
+  try {
+    return await work();
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+}
 const KEY_BYTES = 32;
 
 const scryptAsync = (password: string, salt: Buffer, keylen: number, options: ScryptOptions) =>
@@ -19,7 +44,7 @@ const scryptOptions = (ln: number, r: number, p: number): ScryptOptions => ({ N:
 
 export async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
-  const key = await scryptAsync(password, salt, KEY_BYTES, scryptOptions(SCRYPT.ln, SCRYPT.r, SCRYPT.p));
+  const key = await gated(() => scryptAsync(password, salt, KEY_BYTES, scryptOptions(SCRYPT.ln, SCRYPT.r, SCRYPT.p)));
   return `$scrypt$ln=${SCRYPT.ln},r=${SCRYPT.r},p=${SCRYPT.p}$${b64(salt)}$${b64(key)}`;
 }
 
@@ -33,10 +58,17 @@ export function normalizeHash(hash: string): string | undefined {
 
 const SCRYPT_HASH = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/;
 
-/** Whether `password` matches `hash` (a hash mailgrid does not know never matches). */
+/**
+ * Whether `password` matches `hash` (a hash mailgrid does not know never matches). Throws
+ * AUTH_UNAVAILABLE when too many checks are waiting already.
+ */
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
   const bare = normalizeHash(hash);
   if (!bare) return false;
+  return gated(() => check(password, bare));
+}
+
+async function check(password: string, bare: string): Promise<boolean> {
   try {
     const s = SCRYPT_HASH.exec(bare);
     if (s) {
@@ -50,13 +82,6 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
   } catch {
     return false;
   }
-}
-
-/** Spends about as long as verifying a stored hash, so an unknown user answers no faster than a wrong password. */
-let decoy: Promise<string> | undefined;
-export async function verifyNothing(password: string): Promise<false> {
-  await verifyPassword(password, await (decoy ??= hashPassword(randomBytes(12).toString('hex'))));
-  return false;
 }
 
 const b64 = (b: Buffer) => b.toString('base64').replace(/=+$/, '');

@@ -1,4 +1,4 @@
-import { metrics, MailError, Replies, verifyNothing, type Config, type Logger } from '@mailgrid/core';
+import { metrics, MailError, Replies, type Config, type Logger } from '@mailgrid/core';
 import type { HostingGroups } from '@mailgrid/directory';
 import type { Router } from '@mailgrid/mailflow';
 import type { TlsSource } from './tls-source.js';
@@ -17,6 +17,7 @@ export interface FailureLedger {
 /** The single node's ledger: failure times per address, forgotten once they no longer count. */
 export class MemoryLedger implements FailureLedger {
   private readonly until = new Map<string, number[]>();
+  private recorded = 0;
 
   failures(ip: string): number {
     const now = Date.now();
@@ -28,6 +29,8 @@ export class MemoryLedger implements FailureLedger {
 
   record(ip: string, forMs: number): void {
     this.until.set(ip, [...(this.until.get(ip) ?? []), Date.now() + forMs]);
+    // Addresses that never come back are forgotten too (a sweep now and then).
+    if (++this.recorded % 1_000 === 0) for (const key of [...this.until.keys()]) this.failures(key);
   }
 }
 
@@ -56,6 +59,8 @@ export interface Client {
  */
 export class Authenticator {
   private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
+  /** Logins under way per client address. */
+  private readonly trying = new Map<string, number>();
 
   constructor(
     private readonly deps: {
@@ -68,30 +73,47 @@ export class Authenticator {
     },
   ) {}
 
-  /** The account `user` logs in to; throws AUTH_FAILED, AUTH_LOCKED or AUTH_UNAVAILABLE. */
+  /**
+   * The account `user` logs in to; throws AUTH_FAILED, AUTH_LOCKED or AUTH_UNAVAILABLE. A
+   * failure is answered `auth.failDelayMs` after the attempt began, however long the check
+   * took, so the time tells nothing about whether the user exists. Attempts under way count
+   * against the address like failures, so parallel connections gain no extra guesses.
+   */
   async login(user: string, password: string, client: Client): Promise<string> {
     const auth = this.deps.current().auth;
-    if (this.deps.ledger.failures(client.ip) >= auth.maxFailures) {
+    const began = Date.now();
+    const fail = async (error: MailError) => {
+      await pause(began + auth.failDelayMs - Date.now());
+      throw error;
+    };
+    if (this.deps.ledger.failures(client.ip) + (this.trying.get(client.ip) ?? 0) >= auth.maxFailures) {
       metrics.authFailures.inc({ protocol: client.protocol, reason: 'locked' });
       this.deps.log.warn({ event: 'auth.locked-out', client: client.ip, session: client.session, protocol: client.protocol }, 'login refused: client address locked out');
-      await pause(auth.failDelayMs);
-      throw Replies.authLocked();
+      return fail(Replies.authLocked());
     }
-    const account = await this.verify(user, password, client);
+    this.trying.set(client.ip, (this.trying.get(client.ip) ?? 0) + 1);
+    let account: string | undefined;
+    try {
+      account = await this.verify(user, password, client);
+    } finally {
+      const left = this.trying.get(client.ip)! - 1;
+      if (left) this.trying.set(client.ip, left);
+      else this.trying.delete(client.ip);
+    }
     if (account) return account;
     this.deps.ledger.record(client.ip, auth.lockoutMs);
     metrics.authFailures.inc({ protocol: client.protocol, reason: 'credentials' });
     this.deps.log.info({ event: 'auth.failed', client: client.ip, session: client.session, protocol: client.protocol, user }, 'login failed');
-    await pause(auth.failDelayMs);
-    throw Replies.authFailed();
+    return fail(Replies.authFailed());
   }
 
   private async verify(user: string, password: string, client: Client): Promise<string | undefined> {
     const route = await this.deps.router.route(user);
     if (route.kind === 'tempfail') throw Replies.authUnavailable(route.reason);
-    if (route.kind !== 'local') return verifyNothing(password).then(() => undefined);
+    if (route.kind !== 'local') return undefined;
     try {
       const res = await (await this.mailbox(route.group, { session: client.session })).authenticate(route.address, password);
+      if (res.ok) metrics.authCache.inc({ result: res.cached ? 'hit' : 'miss' });
       return res.ok ? res.account : undefined;
     } catch (err) {
       this.deps.log.warn({ event: 'auth.unavailable', group: route.group, session: client.session, err: (err as Error).message }, 'login not checked: owning group unreachable');
@@ -111,4 +133,4 @@ export class Authenticator {
   }
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pause = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));

@@ -22,6 +22,8 @@ export class Pop3Frontend implements Service {
   private _state: ServiceState = 'new';
   private readonly servers: { kind: 'pop3' | 'pop3s'; server: Server; bound: number }[] = [];
   private readonly sessions = new Set<Pop3Session>();
+  /** Every connection, sessions and those still waiting for their PROXY header alike (destroyed at the end of a drain). */
+  private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
   private readonly balancers: BlockList | undefined;
   private config: Config;
@@ -72,18 +74,25 @@ export class Pop3Frontend implements Service {
   async stop(drainMs = 30_000): Promise<void> {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
-    const closed = Promise.all(this.servers.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // close() only stops listening here: its callback would wait for every connection.
+    for (const { server } of this.servers) server.close();
     for (const s of this.sessions) s.drain();
-    await closed;
     const deadline = Date.now() + drainMs;
     while (this.sessions.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const s of this.sessions) s.close(SHUTTING_DOWN);
+    for (const socket of this.sockets) socket.destroy();
     this._state = 'stopped';
     this.log.info({ event: 'pop3.stopped' }, 'stopped');
   }
 
   private accept(socket: Socket, implicitTls: boolean): void {
     socket.on('error', () => undefined); // a reset by the client ends the session (see close)
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    if (this.sockets.size > this.config.smtp.maxClients) {
+      socket.end('-ERR [SYS/TEMP] Too many connections, try again later\r\n');
+      return;
+    }
     const begin = (client: string) => {
       const session = new Pop3Session(socket, client, implicitTls, this.options, () => this.config, this.log);
       this.sessions.add(session);
@@ -92,7 +101,11 @@ export class Pop3Frontend implements Service {
     };
     const peer = socket.remoteAddress ?? '';
     if (!this.balancers || !inNetworks(this.balancers, peer)) return begin(peer);
-    readProxyHeader(socket).then(begin, () => socket.destroy());
+    socket.setTimeout(PROXY_HEADER_MS, () => socket.destroy());
+    readProxyHeader(socket).then((client) => {
+      socket.setTimeout(0);
+      begin(client);
+    }, () => socket.destroy());
   }
 }
 
@@ -123,6 +136,10 @@ function readProxyHeader(socket: Socket): Promise<string> {
   });
 }
 
+const HANDSHAKE_MS = 30_000;
+const PROXY_HEADER_MS = 10_000;
+/** Input a session may have waiting (a command line is short; a pipelining client waits for answers). */
+const MAX_PENDING_INPUT = 64 * 1024;
 const SHUTTING_DOWN = '-ERR [SYS/TEMP] Server shutting down, try again later';
 
 interface Drop {
@@ -180,6 +197,12 @@ class Pop3Session {
       this.log.debug({ event: 'pop3.tls-error', err: err.message }, 'TLS error');
       plain.destroy();
     });
+    // A client that goes (or never starts the handshake) is not kept half-open until the idle timeout.
+    plain.once('end', () => plain.destroy());
+    const handshake = setTimeout(() => plain.destroy(), HANDSHAKE_MS);
+    handshake.unref();
+    secure.once('secure', () => clearTimeout(handshake));
+    secure.once('close', () => clearTimeout(handshake));
     this.listen(secure);
     return secure;
   }
@@ -188,7 +211,7 @@ class Pop3Session {
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
-      if (this.buffer.length > 16_384 && !this.buffer.includes('\n')) return this.close('-ERR Line too long');
+      if (this.buffer.length > MAX_PENDING_INPUT) return this.close('-ERR Too much input without reading the answers');
       this.next();
     });
     socket.resume();
@@ -210,16 +233,34 @@ class Pop3Session {
     this.buffer = this.buffer.slice(nl + 1);
     this.busy = true;
     this.touch();
+    // Nothing more is read while a command runs (and its answer is written out): a client cannot pile up input or output.
+    this.socket.pause();
     this.command(line)
       .catch((err) => {
         this.log.warn({ event: 'pop3.error', err: (err as Error).message }, 'command failed');
         this.send('-ERR [SYS/TEMP] ' + toMailError(err).reply.text);
       })
+      .then(() => this.flushed())
       .finally(() => {
         this.busy = false;
-        if (this.draining) this.close(SHUTTING_DOWN);
-        else this.next();
+        if (this.draining) return this.close(SHUTTING_DOWN);
+        this.socket.resume();
+        this.next();
       });
+  }
+
+  /** Resolves once what was written has gone out (or the connection is gone). */
+  private flushed(): Promise<void> {
+    if (this.closed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      this.socket.once('close', done);
+    });
   }
 
   /** Ends the session now if it is between commands, else once the command under way is answered. */
@@ -247,7 +288,7 @@ class Pop3Session {
     this.ended = true;
     clearTimeout(this.idle);
     this.closed = true;
-    this.hold?.release();
+    void this.hold?.release();
     this.hold = undefined;
     if (this.user !== undefined || this.account) this.log.info({ event: 'pop3.session', user: this.user, account: this.account, ...this.stats }, 'session ended');
     this.finish();
@@ -255,7 +296,9 @@ class Pop3Session {
 
   private async command(line: string): Promise<void> {
     if (this.saslPending) return this.saslResponse(line);
-    const [word, ...args] = line.split(' ');
+    // The line was read byte for byte (latin1); names and passwords are UTF-8.
+    const text = Buffer.from(line, 'latin1').toString('utf8');
+    const [word, ...args] = text.trim().split(/\s+/);
     const verb = word.toUpperCase();
     if (verb === 'CAPA') return this.capa();
     if (verb === 'QUIT') return this.quit();
@@ -268,12 +311,12 @@ class Pop3Session {
         case 'AUTH':
           if (!this.secure) return this.send('-ERR [AUTH] Plaintext authentication disallowed on non-secure connections: STLS first');
           if (verb === 'USER') {
-            this.user = args.join(' ');
+            this.user = text.slice(5).trim();
             return this.send('+OK');
           }
           if (verb === 'PASS') {
             if (this.user === undefined) return this.send('-ERR USER first');
-            return this.login(this.user, line.slice(5));
+            return this.login(this.user, text.slice(5));
           }
           return this.auth(args);
         default:
@@ -390,16 +433,19 @@ class Pop3Session {
     try {
       const mailbox = await this.options.auth.mailbox(route.group, { session: this.id });
       const hold = await mailbox.hold(account, `${this.config().nodeId}/${this.id}`);
-      if (this.closed) return hold.release();
+      // Kept at once, so a session that ends from here on lets go of it (see end).
+      this.hold = hold;
+      if (this.closed) return void hold.release();
       let listed;
       try {
         listed = await mailbox.list(account);
       } catch (err) {
-        hold.release();
+        this.hold = undefined;
+        void hold.release();
         throw err;
       }
+      if (this.closed) return;
       this.mailbox = mailbox;
-      this.hold = hold;
       this.account = account;
       this.uidValidity = listed.uidValidity;
       this.drop = listed.messages.map((m) => ({ uid: m.uid, size: Number(m.size), deleted: false }));
@@ -427,7 +473,9 @@ class Pop3Session {
         return this.close(`-ERR [SYS/TEMP] Marked messages were not removed: ${toMailError(err).reply.text}`);
       }
     }
-    this.close(this.account ? `+OK Logging out, ${marked.length} messages deleted` : '+OK Logging out');
+    // Let go before the answer: a client that logs in again at once finds the mailbox free.
+    await this.hold?.release();
+    this.close(this.account ? `+OK Logging out, ${this.stats.deleted} messages deleted` : '+OK Logging out');
   }
 }
 

@@ -145,7 +145,8 @@ export class SmtpFrontend implements Service {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
     const servers = this.listeners.map((l) => l.server);
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.server.close(() => resolve()).once('error', () => resolve()))));
+    // close() only stops listening here: its callback would wait for every connection, past drainMs.
+    for (const s of servers) s.server.close();
     const open = () => servers.reduce((n, s) => n + s.connections.size, 0);
     const deadline = Date.now() + drainMs;
     while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

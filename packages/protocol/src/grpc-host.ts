@@ -17,7 +17,9 @@ export interface GrpcService {
 export class GrpcHost implements Service {
   readonly name = 'grpc';
   private _state: ServiceState = 'new';
-  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  // Keepalive pings from this side too: a peer that vanished without a FIN (power, network)
+  // ends its streams within seconds, so a mailbox it held is let go.
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024, 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000 });
   private readonly names: string[] = [];
   private boundPort = 0;
 

@@ -9,7 +9,8 @@ import { deadline, traceMetadata, type Trace } from './trace.js';
 export interface MailboxHold {
   /** Settles when the hold ends without `release` (the primary changed or stopped, or the call broke). */
   readonly lost: Promise<void>;
-  release(): void;
+  /** Resolves once the primary has let go (so the next session finds the mailbox free). */
+  release(): Promise<void>;
 }
 
 /**
@@ -58,7 +59,7 @@ export class MailboxCalls {
     return (await this.unary<{ deleted: number }>('Delete', { account, folder, uids })).deleted;
   }
 
-  authenticate(user: string, password: string): Promise<{ ok: boolean; account: string }> {
+  authenticate(user: string, password: string): Promise<{ ok: boolean; account: string; cached: boolean }> {
     return this.unary('Authenticate', { user, password });
   }
 
@@ -83,9 +84,11 @@ export class MailboxCalls {
         held = true;
         resolve({
           lost,
-          release: () => {
+          // The server ends the stream; cancelling is only the fallback (see Mailbox.Release).
+          release: async () => {
+            if (released) return;
             released = true;
-            call.cancel();
+            await this.unary('Release', { account, holder }).catch(() => call.cancel());
           },
         });
       });
