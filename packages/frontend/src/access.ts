@@ -59,8 +59,6 @@ export interface Client {
  */
 export class Authenticator {
   private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
-  /** Logins under way per client address. */
-  private readonly trying = new Map<string, number>();
 
   constructor(
     private readonly deps: {
@@ -76,8 +74,8 @@ export class Authenticator {
   /**
    * The account `user` logs in to; throws AUTH_FAILED, AUTH_LOCKED or AUTH_UNAVAILABLE. A
    * failure is answered `auth.failDelayMs` after the attempt began, however long the check
-   * took, so the time tells nothing about whether the user exists. Attempts under way count
-   * against the address like failures, so parallel connections gain no extra guesses.
+   * took, so the time tells nothing about whether the user exists. (Attempts under way are
+   * not counted: many users behind one address, a NAT or a webmail, log in at once.)
    */
   async login(user: string, password: string, client: Client): Promise<string> {
     const auth = this.deps.current().auth;
@@ -86,20 +84,12 @@ export class Authenticator {
       await pause(began + auth.failDelayMs - Date.now());
       throw error;
     };
-    if (this.deps.ledger.failures(client.ip) + (this.trying.get(client.ip) ?? 0) >= auth.maxFailures) {
+    if (this.deps.ledger.failures(client.ip) >= auth.maxFailures) {
       metrics.authFailures.inc({ protocol: client.protocol, reason: 'locked' });
       this.deps.log.warn({ event: 'auth.locked-out', client: client.ip, session: client.session, protocol: client.protocol }, 'login refused: client address locked out');
       return fail(Replies.authLocked());
     }
-    this.trying.set(client.ip, (this.trying.get(client.ip) ?? 0) + 1);
-    let account: string | undefined;
-    try {
-      account = await this.verify(user, password, client);
-    } finally {
-      const left = this.trying.get(client.ip)! - 1;
-      if (left) this.trying.set(client.ip, left);
-      else this.trying.delete(client.ip);
-    }
+    const account = await this.verify(user, password, client);
     if (account) return account;
     this.deps.ledger.record(client.ip, auth.lockoutMs);
     metrics.authFailures.inc({ protocol: client.protocol, reason: 'credentials' });
