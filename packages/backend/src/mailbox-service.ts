@@ -198,10 +198,6 @@ export class MailboxHolds implements Service {
     return this._state;
   }
 
-  get size(): number {
-    return this.held.size;
-  }
-
   /** Ends `holder`'s hold of `account` (the stream ends from this side); false if it held none. */
   release(account: string, holder: string): boolean {
     const h = this.held.get(account);

@@ -24,8 +24,6 @@ export interface FrontendDeps {
 
 export interface FrontendParts extends RoleParts {
   flow: MailFlow;
-  smtp: SmtpFrontend;
-  pop3: Pop3Frontend;
   /** Applies changed live settings. */
   apply(config: Config): void;
   /** What the node publishes about its queue and submit mode in its membership entry. */
@@ -57,8 +55,6 @@ export function buildFrontend(deps: FrontendDeps): FrontendParts {
     services: [...flow.services, tls, closer('auth', () => auth.close()), smtp, pop3],
     grpc: flow.grpc,
     flow,
-    smtp,
-    pop3,
     apply(next: Config) {
       current = next;
       smtp.applySettings(next);

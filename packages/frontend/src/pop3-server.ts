@@ -20,7 +20,7 @@ export type Pop3Options = AccessDeps;
 export class Pop3Frontend implements Service {
   readonly name = 'pop3';
   private _state: ServiceState = 'new';
-  private readonly servers: { kind: 'pop3' | 'pop3s'; server: Server; bound: number }[] = [];
+  private readonly servers: Server[] = [];
   private readonly sessions = new Set<Pop3Session>();
   /** Every connection, sessions and those still waiting for their PROXY header alike (destroyed at the end of a drain). */
   private readonly sockets = new Set<Socket>();
@@ -42,10 +42,6 @@ export class Pop3Frontend implements Service {
     this.config = config;
   }
 
-  port(kind: 'pop3' | 'pop3s' = 'pop3'): number {
-    return this.servers.find((s) => s.kind === kind)?.bound ?? 0;
-  }
-
   async start(): Promise<void> {
     this._state = 'starting';
     const host = this.config.smtp.host;
@@ -60,7 +56,7 @@ export class Pop3Frontend implements Service {
         });
       });
       const bound = (server.address() as { port: number }).port;
-      this.servers.push({ kind, server, bound });
+      this.servers.push(server);
       this.log.info({ event: 'pop3.listening', listener: kind, host, port: bound }, 'POP3 listening');
     }
     this._state = 'running';
@@ -75,7 +71,7 @@ export class Pop3Frontend implements Service {
     if (this._state === 'new' || this._state === 'stopped') return;
     this._state = 'stopping';
     // close() only stops listening here: its callback would wait for every connection.
-    for (const { server } of this.servers) server.close();
+    for (const server of this.servers) server.close();
     for (const s of this.sessions) s.drain();
     const deadline = Date.now() + drainMs;
     while (this.sessions.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

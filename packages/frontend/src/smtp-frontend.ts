@@ -20,9 +20,7 @@ export interface SmtpFrontendOptions extends AccessDeps {
  */
 interface Listener {
   kind: 'mx' | 'submission' | 'submissions';
-  port: number;
   server: SMTPServer;
-  bound: number;
 }
 
 /**
@@ -109,11 +107,6 @@ export class SmtpFrontend implements Service {
     }
   }
 
-  /** The bound port of a listener (the MX port unless named). */
-  port(kind: Listener['kind'] = 'mx'): number {
-    return this.listeners.find((l) => l.kind === kind)?.bound ?? 0;
-  }
-
   async start(): Promise<void> {
     this._state = 'starting';
     const host = this.config.smtp.host;
@@ -130,7 +123,7 @@ export class SmtpFrontend implements Service {
         });
       });
       const bound = (server.server.address() as { port: number }).port;
-      this.listeners.push({ kind, port: ports[kind], server, bound });
+      this.listeners.push({ kind, server });
       this.log.info({ event: 'smtp.listening', listener: kind, host, port: bound }, 'SMTP listening');
     }
     this._state = 'running';

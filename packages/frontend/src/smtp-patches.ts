@@ -1,7 +1,9 @@
 import type { BlockList } from 'node:net';
 import type { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { inNetworks } from '@mailgrid/core';
+import { inNetworks, Replies } from '@mailgrid/core';
+
+const TLS_REQUIRED = Replies.tlsRequired().reply;
 
 /**
  * Small, documented patches to smtp-server 3.21.6 (pinned exactly in package.json):
@@ -15,12 +17,13 @@ import { inNetworks } from '@mailgrid/core';
  *
  * 3. PROXY peers (`acceptProxyFrom`, per server): smtp-server's `useProxy` takes exact
  *    addresses only; the balancers are given as addresses or CIDR blocks.
- * 5. No AUTH before TLS. smtp-server offers AUTH in EHLO on a plain connection and answers
- *    AUTH there with a non-standard 538; we offer it only once the connection is secure
- *    and answer `530 5.7.0` (RFC 3207, RFC 4954).
  * 4. The address as written. smtp-server turns `xn--` A-labels into Unicode, after which an
  *    ASCII address a client wrote looks like a UTF-8 one; `written(address)` gives what the
  *    client sent, so SMTPUTF8 is required only for what really is UTF-8.
+ *
+ * 5. No AUTH before TLS. smtp-server offers AUTH in EHLO on a plain connection and answers
+ *    AUTH there with a non-standard 538; we offer it only once the connection is secure
+ *    and answer `530 5.7.0` (RFC 3207, RFC 4954).
  *
  * Each is checked against the library's source at load time so an upgrade that changes
  * them fails loudly instead of silently losing the patch.
@@ -45,7 +48,7 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 const originalSend: Function = proto.send;
 if (originalSend.length !== 3) throw new Error('smtp-server changed SMTPConnection#send; review smtp-patches.ts');
 proto.send = function send(this: { secure?: boolean }, code: number, data: unknown, context?: unknown) {
-  if (code === 538) return originalSend.call(this, 530, '5.7.0 Must issue a STARTTLS command first', false);
+  if (code === 538) return originalSend.call(this, TLS_REQUIRED.code, `${TLS_REQUIRED.enhanced} ${TLS_REQUIRED.text}`, false);
   if (code === 250 && Array.isArray(data) && !this.secure) data = data.filter((line) => !/^AUTH\b/i.test(String(line)));
   if (typeof data === 'string' && ENHANCED.test(data)) return originalSend.call(this, code, data, false);
   return originalSend.call(this, code, data, context);
