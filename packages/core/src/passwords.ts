@@ -1,6 +1,4 @@
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { argon2Verify, bcryptVerify } from 'hash-wasm';
-import { verify as cryptVerify } from 'unixcrypt';
 import { Replies } from './errors.js';
 
 /**
@@ -76,9 +74,10 @@ async function check(password: string, bare: string): Promise<boolean> {
       const key = await scryptAsync(password, Buffer.from(s[4], 'base64'), expected.length, scryptOptions(Number(s[1]), Number(s[2]), Number(s[3])));
       return timingSafeEqual(key, expected);
     }
-    if (bare.startsWith('$2')) return await bcryptVerify({ password, hash: bare });
-    if (bare.startsWith('$argon2id$')) return await argon2Verify({ password, hash: bare });
-    return cryptVerify(password, bare);
+    // Loaded on first use: only imported hashes need them, and every process imports this module.
+    if (bare.startsWith('$2')) return await (await import('hash-wasm')).bcryptVerify({ password, hash: bare });
+    if (bare.startsWith('$argon2id$')) return await (await import('hash-wasm')).argon2Verify({ password, hash: bare });
+    return (await import('unixcrypt')).verify(password, bare);
   } catch {
     return false;
   }

@@ -2,7 +2,6 @@ import type { Config, Logger, Service, ServiceState } from '@mailgrid/core';
 import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { generate } from 'selfsigned';
 
 /** What every TLS listener of a node is given (RFC 8996: nothing older than TLS 1.2). */
 export interface TlsMaterial {
@@ -97,6 +96,8 @@ export class TlsSource implements Service {
     const certFile = join(dir, 'self-signed.crt');
     if (!existsSync(keyFile) || !existsSync(certFile)) {
       const name = this.config.smtp.hostname;
+      // Loaded only here: its X.509 stack (and reflect-metadata's global polyfill) is for nodes without a certificate.
+      const { generate } = await import('selfsigned');
       const pems = await generate([{ name: 'commonName', value: name }], {
         keyType: 'ec',
         days: 3650,
