@@ -25,9 +25,11 @@ export const configSchema = z.strictObject({
     leaseTtlSec: z.number().int().min(2).max(600),
   }),
   http: z.strictObject({
-    /** /healthz and /readyz; port 0 disables the listener. */
+    /** /healthz, /readyz, /metrics and the dashboard; port 0 disables the listener. */
     host: z.string().min(1),
     port,
+    /** Lets the dashboard change settings when the browser presents it; empty: the dashboard is read-only. */
+    adminToken: z.string(),
   }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -194,7 +196,7 @@ export function defaults(): Config {
     dataDir: './data',
     etcd: '',
     cluster: { prefix: '/mailgrid/v1', leaseTtlSec: 5 },
-    http: { host: '127.0.0.1', port: 8525 },
+    http: { host: '127.0.0.1', port: 8525, adminToken: '' },
     log: { level: 'info', smtpProtocol: false },
     smtp: {
       host: '127.0.0.1',

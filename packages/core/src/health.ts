@@ -1,12 +1,25 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { metrics } from './metrics.js';
 import type { Service, ServiceState } from './service.js';
 
+/** A handler of one path on a node's HTTP port (the dashboard's page and API). */
+export type HttpRoute = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface HttpExtras {
+  /** More paths served next to the health endpoints (exact match, without the query). */
+  routes?: Record<string, HttpRoute>;
+  /** Why the node should not get traffic although every service runs (a replica out of sync), or undefined. */
+  notReady?: () => string | undefined;
+  /** The Prometheus text of the whole node (a single node adds its backend thread's registry); default: this thread's registry. */
+  metrics?: () => Promise<string>;
+}
+
 /**
  * `/healthz` (the process answers), `/readyz` (every other service of the node is
- * running, so it should get traffic) and `/metrics` (Prometheus). On SIGTERM the first service to stop turns /readyz
- * to 503, which takes the node out of the balancer while it drains.
+ * running, so it should get traffic), `/metrics` (Prometheus) and the role's own routes.
+ * On SIGTERM the first service to stop turns /readyz to 503, which takes the node out of
+ * the balancer while it drains.
  */
 export class HealthServer implements Service {
   readonly name = 'health';
@@ -15,7 +28,7 @@ export class HealthServer implements Service {
   private _port = 0;
 
   constructor(
-    private readonly options: { host: string; port: number; log: Logger; services: () => Service[] },
+    private readonly options: { host: string; port: number; log: Logger; services: () => Service[] } & HttpExtras,
   ) {}
 
   get state(): ServiceState {
@@ -26,22 +39,25 @@ export class HealthServer implements Service {
     return this._port;
   }
 
-  ready(): { ready: boolean; services: Record<string, ServiceState> } {
+  ready(): { ready: boolean; services: Record<string, ServiceState>; reason?: string } {
     const services = Object.fromEntries(this.options.services().filter((s) => s !== this).map((s) => [s.name, s.state]));
-    return { ready: Object.values(services).every((s) => s === 'running'), services };
+    const running = Object.values(services).every((s) => s === 'running');
+    const reason = running ? this.options.notReady?.() : 'a service is not running';
+    return { ready: !reason, services, ...(reason ? { reason } : {}) };
   }
 
   async start(): Promise<void> {
     this._state = 'running';
     if (this.options.port === 0) return;
+    const text = this.options.metrics ?? (() => metrics.registry.metrics());
     this.server = createServer((req, res) => {
-      const path = req.url?.split('?')[0];
+      const path = req.url?.split('?')[0] ?? '/';
       if (path === '/healthz') return send(res, 200, { ok: true });
       if (path === '/metrics') {
-        metrics.registry.metrics().then(
-          (text) => {
+        text().then(
+          (body) => {
             res.writeHead(200, { 'content-type': metrics.registry.contentType });
-            res.end(text);
+            res.end(body);
           },
           (err: Error) => send(res, 500, { error: err.message }),
         );
@@ -51,6 +67,8 @@ export class HealthServer implements Service {
         const r = this.ready();
         return send(res, r.ready ? 200 : 503, r);
       }
+      const route = this.options.routes?.[path];
+      if (route) return route(req, res);
       send(res, 404, { error: 'not found' });
     });
     await new Promise<void>((resolve, reject) => {
@@ -68,13 +86,13 @@ export class HealthServer implements Service {
   }
 }
 
-function send(res: import('node:http').ServerResponse, status: number, body: unknown) {
+export function send(res: ServerResponse, status: number, body: unknown) {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(body));
 }
 
-/** A node's services with its health endpoints in front (started first, stopped last). */
-export function withHealth(http: { host: string; port: number }, log: Logger, services: Service[]): Service[] {
-  const health = new HealthServer({ ...http, log, services: () => services });
+/** A node's services with its HTTP endpoints in front (started first, stopped last). */
+export function withHealth(http: { host: string; port: number }, log: Logger, services: Service[], extras: HttpExtras = {}): Service[] {
+  const health = new HealthServer({ ...http, log, services: () => services, ...extras });
   return [health, ...services];
 }
