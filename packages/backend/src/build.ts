@@ -1,4 +1,4 @@
-import { closer, DiskGuard, Replies, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
+import { closer, DiskGuard, metrics, Replies, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router, type Accepted, type Submission } from '@mailgrid/mailflow';
 import type { DeliveryHandler, RoleParts } from '@mailgrid/protocol';
@@ -57,6 +57,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const store = new LmdbMailStore(path, { durable: deps.durable, accepts, writable });
   const trimPoint = deps.trimPoint ?? (() => store.position().seq - current.backend.logRetain);
   const disk = new DiskGuard({ path, floor: () => current.backend.minFreeBytes, log });
+  const unobserve = metrics.observe.diskGuard('store', () => disk.refusing);
   const router = new Router(deps.directory);
   const maxMessageBytes = () => current.smtp.maxMessageBytes;
   const deliveryLog = deps.log.child({ component: 'delivery', group });
@@ -69,7 +70,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     deliver,
     store,
     after: [holds],
-    services: [closer('store', () => store.close()), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, primary, log), logTrimmer(store, trimPoint, log)],
+    services: [closer('store', () => (unobserve(), store.close())), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, primary, log), logTrimmer(store, trimPoint, log)],
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, cacheMs: () => current.auth.cacheMs, holds, log }),

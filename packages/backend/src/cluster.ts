@@ -72,6 +72,9 @@ export function clusterBackend(config: Config, log: Logger): Service[] {
         current = next;
         backend.apply(next);
       },
+      // A replica is ready once it has every write (it may be elected): a disruption budget then never takes a group below its in-sync members.
+      notReady: () =>
+        leadership.epoch !== undefined || node.groups.group(group)?.inSync?.includes(config.nodeId) ? undefined : `not in the in-sync set of hosting group ${group}`,
       describe: () => {
         const r = replication!.describe();
         return { ...flow.describe(), groupRole: r.role, logSeq: r.seq };

@@ -1,4 +1,4 @@
-import { Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { metrics, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
 import {
   createReplicationClient,
@@ -50,6 +50,7 @@ export class GroupReplication implements Service {
   private following: { epoch: number; client: ReplicationClient; call: FollowClientCall } | undefined;
   private followRetry: NodeJS.Timeout | undefined;
   private readonly onGroups = () => this.follow();
+  private unobserve: (() => void) | undefined;
 
   constructor(private readonly options: ReplicationOptions) {
     const { leadership } = options;
@@ -74,11 +75,17 @@ export class GroupReplication implements Service {
     this.options.groups.on('change', this.onGroups);
     this.timer = setInterval(() => this.watchdog(), 250);
     this.timer.unref();
+    this.unobserve = metrics.observe.replication(() => {
+      const epoch = this.options.leadership.epoch;
+      if (epoch !== undefined) return { group: this.options.group, primary: true, epoch, inSync: 1 + this.followers.members().length, lag: this.followers.lag() };
+      return { group: this.options.group, primary: false, epoch: this.following?.epoch ?? 0, inSync: 0, lag: {} };
+    });
     this.follow();
   }
 
   async stop(): Promise<void> {
     this._state = 'stopping';
+    this.unobserve?.();
     clearInterval(this.timer);
     clearTimeout(this.followRetry);
     this.options.groups.off('change', this.onGroups);
@@ -119,7 +126,10 @@ export class GroupReplication implements Service {
     this.unfollow();
     this.options.store.epoch = epoch;
     // A group that had members before this one was elected failed over (or was handed over).
-    if (this.options.groups.group(this.options.group)?.inSync?.length) this.lastFailoverAt = Date.now();
+    if (this.options.groups.group(this.options.group)?.inSync?.length) {
+      this.lastFailoverAt = Date.now();
+      metrics.failovers.inc({ group: this.options.group });
+    }
     this.followers.reset();
     void this.options.store.setReady().catch(() => undefined);
   }

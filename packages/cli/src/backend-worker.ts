@@ -1,5 +1,5 @@
 import { buildBackend } from '@mailgrid/backend';
-import { createLogger, exitSoon, installRejectionGuard, Replies, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { createLogger, exitSoon, installRejectionGuard, metrics, Replies, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { envelopeOf, newMessageId, queuePath, submissionOf, submitService, type Accepted, type Arrival, type Submission } from '@mailgrid/mailflow';
 import {
@@ -27,11 +27,17 @@ import { isMainThread, MessageChannel, parentPort, Worker, workerData, type Mess
  * service here receives, go over a second port to the node's submit channel on the main
  * thread (submit mode `local` on a single node: its one queue).
  */
-type ToWorker = { type: 'stop'; drainMs: number };
+type ToWorker = { type: 'stop'; drainMs: number } | { type: 'metrics'; id: number };
 type WorkerData = { config: Config; deliveries: MessagePort; submits: MessagePort };
 /** A submission crossing to the main thread's submit channel: the Submit envelope and the body. */
 type SubmitWire = { envelope: SubmitEnvelope; body: Uint8Array };
-type FromWorker = { type: 'ready'; address: string } | { type: 'stopped' } | { type: 'failed'; message: string } | { type: 'wake' };
+type MetricsJson = Awaited<ReturnType<typeof metrics.registry.getMetricsAsJSON>>;
+type FromWorker =
+  | { type: 'ready'; address: string }
+  | { type: 'stopped' }
+  | { type: 'failed'; message: string }
+  | { type: 'wake' }
+  | { type: 'metrics'; id: number; json: MetricsJson };
 
 export class BackendWorker implements Service {
   readonly name = 'backend';
@@ -41,6 +47,8 @@ export class BackendWorker implements Service {
   private readonly deliveries = new MessageChannel();
   /** Mail made on the backend thread (rules) and `mailgrid send` come back to the node's submit channel. */
   private readonly submits = new MessageChannel();
+  private readonly scrapes = new Map<number, (json: MetricsJson) => void>();
+  private scrapeId = 0;
   /** The delivery channel's way to this backend. */
   readonly transport: PortDeliveryTransport;
 
@@ -77,7 +85,10 @@ export class BackendWorker implements Service {
       resourceLimits: { maxYoungGenerationSizeMb: 24 },
     });
     this.worker = worker;
-    worker.on('message', (msg: FromWorker) => msg.type === 'wake' && this.wake());
+    worker.on('message', (msg: FromWorker) => {
+      if (msg.type === 'wake') this.wake();
+      if (msg.type === 'metrics') this.scrapes.get(msg.id)?.(msg.json);
+    });
     const msg = await this.next(worker);
     if (msg.type !== 'ready') throw new Error(`backend failed to start: ${msg.type === 'failed' ? msg.message : msg.type}`);
     this._address = msg.address;
@@ -101,11 +112,28 @@ export class BackendWorker implements Service {
     this._state = 'stopped';
   }
 
-  /** The next lifecycle message (wake-ups are not). */
+  /** The backend thread's metrics (its own prom-client registry), for the node's /metrics; none once it has stopped. */
+  async metrics(): Promise<MetricsJson[]> {
+    const worker = this.worker;
+    if (!worker || this._state !== 'running') return [];
+    const id = ++this.scrapeId;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done([]), 5_000);
+      const done = (json: MetricsJson | []) => {
+        clearTimeout(timer);
+        this.scrapes.delete(id);
+        resolve(json.length ? [json as MetricsJson] : []);
+      };
+      this.scrapes.set(id, done);
+      worker.postMessage({ type: 'metrics', id } satisfies ToWorker);
+    });
+  }
+
+  /** The next lifecycle message (wake-ups and metrics are not). */
   private next(worker: Worker): Promise<FromWorker> {
     return new Promise((resolve, reject) => {
       const take = (msg: FromWorker) => {
-        if (msg.type === 'wake') return;
+        if (msg.type === 'wake' || msg.type === 'metrics') return;
         worker.off('message', take);
         resolve(msg);
       };
@@ -148,12 +176,19 @@ async function runWorker({ config, deliveries, submits }: WorkerData): Promise<v
   }
   servePortDeliveries(deliveries, backend.deliver);
   port.postMessage({ type: 'ready', address: grpc.address } satisfies FromWorker);
-  port.once('message', async (msg: ToWorker) => {
+  const stop = async (msg: Extract<ToWorker, { type: 'stop' }>) => {
     for (const s of [...services].reverse()) await s.stop(msg.drainMs);
     await queue.close();
     await directory.close();
     log.flush();
     port.postMessage({ type: 'stopped' } satisfies FromWorker);
+  };
+  port.on('message', (msg: ToWorker) => {
+    if (msg.type === 'stop') {
+      port.removeAllListeners('message');
+      void stop(msg);
+    } else
+      metrics.registry.getMetricsAsJSON().then((json) => port.postMessage({ type: 'metrics', id: msg.id, json } satisfies FromWorker));
   });
 }
 

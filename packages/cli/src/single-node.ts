@@ -1,4 +1,4 @@
-import { closer, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { closer, metrics, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { buildFrontend } from '@mailgrid/frontend';
 import { routeGrpcLogs } from '@mailgrid/protocol';
@@ -14,6 +14,7 @@ import { BackendWorker } from './backend-worker.js';
  */
 export function singleNode(config: Config, log: Logger): Service[] {
   routeGrpcLogs(log);
+  metrics.describeNode(config.nodeId, 'single', config.site);
   const directory = new EmbeddedDirectory(join(resolve(config.dataDir), 'directory'));
   let frontend: ReturnType<typeof buildFrontend> | undefined;
   const backend = new BackendWorker(
@@ -25,5 +26,7 @@ export function singleNode(config: Config, log: Logger): Service[] {
   // One group, served by the local backend (its address is known once it has started); no epoch to fence.
   const groups = { primary: async (group: string) => (group === config.backend.group && backend.address ? { address: backend.address, epoch: 0 } : undefined) };
   frontend = buildFrontend({ config, log, directory, groups, transport: backend.transport });
-  return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services]);
+  // /metrics adds the backend thread's registry (deliveries' store, its disk guard) to this one's.
+  const text = async () => metrics.merged(await backend.metrics());
+  return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services], { metrics: text });
 }

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { metrics, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
 import { GrpcHost, routeGrpcLogs, type RoleParts } from '@mailgrid/protocol';
 import { clusterNode } from './cluster-node.js';
 import type { MemberInfo } from './membership.js';
@@ -14,6 +14,8 @@ export interface ClusterRoleParts extends RoleParts {
   describe?(): Partial<MemberInfo>;
   /** Started once the gRPC host is bound, stopped before it drains (a backend's election and replication). */
   after?: Service[];
+  /** Why /readyz should say 503 while every service runs (a replica not in its group's in-sync set). */
+  notReady?(): string | undefined;
 }
 
 /**
@@ -29,6 +31,7 @@ export function clusterRole(
   build: (node: ClusterNode, address: () => string | undefined) => ClusterRoleParts,
 ): Service[] {
   routeGrpcLogs(log);
+  metrics.describeNode(config.nodeId, self.role, config.site);
   const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
   let parts: ClusterRoleParts | undefined;
   const address = () => config.grpc.advertise || grpc.address;
@@ -63,5 +66,7 @@ export function clusterRole(
     parts!.apply?.(next);
   });
   // The partnership starts once the gRPC host is bound and stops before it drains, like a backend's replication.
-  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), queue, node.membership]);
+  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), queue, node.membership], {
+    notReady: () => parts!.notReady?.(),
+  });
 }

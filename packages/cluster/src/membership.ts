@@ -1,4 +1,4 @@
-import type { Logger, Service, ServiceState } from '@mailgrid/core';
+import { metrics, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Etcd3, IKeyValue, Lease } from 'etcd3';
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
@@ -99,6 +99,7 @@ export class Membership extends EventEmitter implements Service {
   private readonly watch: PrefixWatch;
   private retryTimer: NodeJS.Timeout | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
+  private unobserve: (() => void) | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -156,6 +157,7 @@ export class Membership extends EventEmitter implements Service {
   /** Registers and starts following the member list; retries in the background if etcd is down. */
   async start(): Promise<void> {
     this._state = 'running';
+    this.unobserve = metrics.observe.lease(() => this.lease !== undefined);
     await this.watch.start();
     try {
       await this.register();
@@ -186,6 +188,7 @@ export class Membership extends EventEmitter implements Service {
   async stop(): Promise<void> {
     if (this._state !== 'running') return;
     this._state = 'stopping';
+    this.unobserve?.();
     clearTimeout(this.retryTimer);
     clearInterval(this.publishTimer);
     const lease = this.lease;
@@ -212,6 +215,7 @@ export class Membership extends EventEmitter implements Service {
       this.lease = undefined;
       this._epoch = undefined;
       this._lostAt = Date.now();
+      metrics.leaseLost.inc();
       this.log.warn({ event: 'membership.lease-lost', err: err.message }, 'lease lost, registering again');
       this.retry();
     });

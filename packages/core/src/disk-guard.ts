@@ -12,8 +12,14 @@ export class DiskGuard {
   private free = Infinity;
   private checkedAt = 0;
   private reserved = 0;
+  private _refusing = false;
 
   constructor(private readonly options: { path: string; floor: () => number; log: Logger; everyMs?: number }) {}
+
+  /** Whether the last reservation was refused (the disk below its floor): the disk guard is active. */
+  get refusing(): boolean {
+    return this._refusing;
+  }
 
   /** Bytes that may still be taken above the floor, as last counted (Infinity before the first look). */
   get headroom(): number {
@@ -32,7 +38,8 @@ export class DiskGuard {
         this.options.log.warn({ event: 'disk.statfs-failed', path: this.options.path, err }, 'cannot read free disk space');
       }
     }
-    if (this.free - this.reserved - bytes < this.options.floor()) return Replies.diskFull();
+    this._refusing = this.free - this.reserved - bytes < this.options.floor();
+    if (this._refusing) return Replies.diskFull();
     this.reserved += bytes;
     return undefined;
   }

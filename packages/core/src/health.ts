@@ -41,8 +41,8 @@ export class HealthServer implements Service {
 
   ready(): { ready: boolean; services: Record<string, ServiceState>; reason?: string } {
     const services = Object.fromEntries(this.options.services().filter((s) => s !== this).map((s) => [s.name, s.state]));
-    const running = Object.values(services).every((s) => s === 'running');
-    const reason = running ? this.options.notReady?.() : 'a service is not running';
+    const waiting = Object.entries(services).filter(([, s]) => s !== 'running').map(([name, s]) => `${name} ${s}`);
+    const reason = waiting.length ? `not running: ${waiting.join(', ')}` : this.options.notReady?.();
     return { ready: !reason, services, ...(reason ? { reason } : {}) };
   }
 

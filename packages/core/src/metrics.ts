@@ -95,7 +95,7 @@ export const metrics = {
       if (sources.lease.length) this.set(sources.lease.every((held) => held()) ? 1 : 0);
     },
   }),
-  leaseLost: counter('mailgrid_lease_lost_total', "Times this node's membership lease was lost (etcd unreachable past the TTL) or its entry removed"),
+  leaseLost: counter('mailgrid_lease_lost_total', "Times this node's membership lease was lost (etcd unreachable past the TTL); it registers again"),
   diskGuardActive: new Gauge({
     name: 'mailgrid_disk_guard_active',
     help: '1 while a store refuses mail because its disk is below the free-space floor (452 4.3.1)',
@@ -115,12 +115,12 @@ export const metrics = {
 
   nodeInfo: new Gauge({ name: 'mailgrid_node_info', help: 'Always 1; labels name the node, its role and site', labelNames: ['node', 'role', 'site'] }),
 
-  /** Where a role's state gauges read from: each registered function is called at every scrape. */
+  /** Where a role's state gauges read from: each registered function is called at every scrape, until the returned remover is called. */
   observe: {
-    queue: (f: (typeof sources.queue)[number]) => void sources.queue.push(f),
-    replication: (f: (typeof sources.replication)[number]) => void sources.replication.push(f),
-    lease: (f: () => boolean) => void sources.lease.push(f),
-    diskGuard: (guard: string, active: () => boolean) => void sources.diskGuards.push({ guard, active }),
+    queue: (f: (typeof sources.queue)[number]) => track(sources.queue, f),
+    replication: (f: (typeof sources.replication)[number]) => track(sources.replication, f),
+    lease: (f: () => boolean) => track(sources.lease, f),
+    diskGuard: (guard: string, active: () => boolean) => track(sources.diskGuards, { guard, active }),
   },
 
   /** Node and process metrics (CPU, memory, event loop lag, heap, handles): once per process, on its main thread. */
@@ -143,6 +143,16 @@ export const metrics = {
 };
 
 let processMetrics = false;
+// Known label values start at 0, so a rate over them exists before the first event.
+for (const reason of ['permanent', 'expired']) metrics.bounced.inc({ reason }, 0);
+
+function track<T>(list: T[], item: T): () => void {
+  list.push(item);
+  return () => {
+    const i = list.indexOf(item);
+    if (i >= 0) list.splice(i, 1);
+  };
+}
 
 function replications() {
   return sources.replication.map((r) => r()).filter((r) => r !== undefined);

@@ -93,7 +93,11 @@ export class Pop3Frontend implements Service {
       const session = new Pop3Session(socket, client, implicitTls, this.options, () => this.config, this.log);
       this.sessions.add(session);
       metrics.pop3Sessions.inc();
-      session.done.then(() => this.sessions.delete(session));
+      metrics.pop3SessionsActive.inc();
+      session.done.then(() => {
+        this.sessions.delete(session);
+        metrics.pop3SessionsActive.dec();
+      });
     };
     const peer = socket.remoteAddress ?? '';
     if (!this.balancers || !inNetworks(this.balancers, peer)) return begin(peer);

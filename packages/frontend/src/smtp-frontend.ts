@@ -1,5 +1,5 @@
 import './smtp-patches.js';
-import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
+import { inNetworks, isAscii, metrics, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
 import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
 import type { BlockList } from 'node:net';
@@ -18,8 +18,9 @@ export interface SmtpFrontendOptions extends AccessDeps {
  * configured certificate), submission (RFC 6409: STARTTLS, then AUTH, before any mail) or
  * submission over implicit TLS (RFC 8314).
  */
+type ListenerKind = 'mx' | 'submission' | 'submissions';
 interface Listener {
-  kind: 'mx' | 'submission' | 'submissions';
+  kind: ListenerKind;
   server: SMTPServer;
 }
 
@@ -35,7 +36,7 @@ export class SmtpFrontend implements Service {
   private listeners: Listener[] = [];
   private readonly log: Logger;
   /** Per session: its logger, whether its client may relay unauthenticated (decided once, at connect), its failed logins. */
-  private readonly sessions = new Map<string, { log: Logger; trusted: boolean; failures: number }>();
+  private readonly sessions = new Map<string, { log: Logger; trusted: boolean; failures: number; kind: ListenerKind }>();
   /** What RCPT routed, kept with smtp-server's own recipient object. */
   private readonly routes = new WeakMap<SMTPServerAddress, Route>();
   private config: Config;
@@ -52,7 +53,8 @@ export class SmtpFrontend implements Service {
     const tls = this.options.tls;
     // AUTH needs TLS first everywhere; on the MX port both only with a real certificate.
     const withTls = kind !== 'mx' || tls.configured;
-    const serverOptions: SMTPServerOptions & { greetingDelay: number } = {
+    const serverOptions: SMTPServerOptions & { greetingDelay: number; listener: ListenerKind } = {
+      listener: kind,
       name: smtp.hostname,
       banner: 'mailgrid ESMTP',
       size: smtp.maxMessageBytes,
@@ -72,9 +74,11 @@ export class SmtpFrontend implements Service {
       disabledCommands: withTls ? [] : ['AUTH', 'STARTTLS'],
       ...(withTls ? tls.current : {}),
       logger: this.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol', listener: kind }) as any) : false,
-      onConnect: (session, cb) => this.onConnect(session, cb),
+      onConnect: (session, cb) => this.onConnect(kind, session, cb),
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
-      onClose: (session) => this.sessions.delete(session.id),
+      onClose: (session) => {
+        if (this.sessions.delete(session.id)) metrics.smtpSessionsActive.dec({ listener: kind });
+      },
       onMailFrom: (address, session, cb) => {
         this.checkSender(address, session).then((v) => answer(v, cb));
       },
@@ -161,9 +165,11 @@ export class SmtpFrontend implements Service {
     return !!session.user || (this.sessions.get(session.id)?.trusted ?? false);
   }
 
-  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+  private onConnect(kind: ListenerKind, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const log = this.log.child({ session: session.id });
-    this.sessions.set(session.id, { log, trusted: this.trustedClient(session.remoteAddress), failures: 0 });
+    this.sessions.set(session.id, { log, trusted: this.trustedClient(session.remoteAddress), failures: 0, kind });
+    metrics.smtpSessions.inc({ listener: kind });
+    metrics.smtpSessionsActive.inc({ listener: kind });
     log.debug({ event: 'smtp.connect', client: session.remoteAddress, hostname: session.clientHostname }, 'connection');
     cb();
   }
@@ -268,6 +274,7 @@ export class SmtpFrontend implements Service {
       session: session.id,
       mayRelay: this.mayRelay(session),
       log,
+      via: this.sessions.get(session.id)?.kind,
       envid: session.envelope.dsn?.envid ?? undefined,
       ret: (session.envelope.dsn?.ret as 'FULL' | 'HDRS' | null | undefined) ?? undefined,
       dsn: accepted.map((a) => (a.dsn ? { notify: a.dsn.notify as Notify[] | undefined, orcpt: a.dsn.orcpt } : undefined)),

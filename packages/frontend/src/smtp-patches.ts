@@ -1,7 +1,7 @@
 import type { BlockList } from 'node:net';
 import type { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { inNetworks, Replies } from '@mailgrid/core';
+import { inNetworks, metrics, Replies } from '@mailgrid/core';
 
 const TLS_REQUIRED = Replies.tlsRequired().reply;
 
@@ -24,6 +24,8 @@ const TLS_REQUIRED = Replies.tlsRequired().reply;
  * 5. No AUTH before TLS. smtp-server offers AUTH in EHLO on a plain connection and answers
  *    AUTH there with a non-standard 538; we offer it only once the connection is secure
  *    and answer `530 5.7.0` (RFC 3207, RFC 4954).
+ * 6. Reply counts. Every reply `send` writes is counted by class for /metrics, with the
+ *    listener named by our server option `listener`.
  *
  * Each is checked against the library's source at load time so an upgrade that changes
  * them fails loudly instead of silently losing the patch.
@@ -47,7 +49,16 @@ proto.init = function init(this: any) {
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 const originalSend: Function = proto.send;
 if (originalSend.length !== 3) throw new Error('smtp-server changed SMTPConnection#send; review smtp-patches.ts');
-proto.send = function send(this: { secure?: boolean }, code: number, data: unknown, context?: unknown) {
+// Every reply is counted by class here, where smtp-server sends it (its own 5xx included); `listener` is our server option.
+const replies = new Map<string, { inc(): void }>();
+const countReply = (listener: string, code: number) => {
+  const key = `${listener}/${Math.floor(code / 100)}xx`;
+  let c = replies.get(key);
+  if (!c) replies.set(key, (c = metrics.smtpReplies.labels({ listener, class: key.split('/')[1] })));
+  c.inc();
+};
+proto.send = function send(this: { secure?: boolean; _server?: { options?: { listener?: string } } }, code: number, data: unknown, context?: unknown) {
+  countReply(this._server?.options?.listener ?? 'mx', code === 538 ? TLS_REQUIRED.code : code);
   if (code === 538) return originalSend.call(this, TLS_REQUIRED.code, `${TLS_REQUIRED.enhanced} ${TLS_REQUIRED.text}`, false);
   if (code === 250 && Array.isArray(data) && !this.secure) data = data.filter((line) => !/^AUTH\b/i.test(String(line)));
   if (typeof data === 'string' && ENHANCED.test(data)) return originalSend.call(this, code, data, false);

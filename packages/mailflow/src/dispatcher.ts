@@ -1,4 +1,4 @@
-import type { Logger, SmtpReply } from '@mailgrid/core';
+import { metrics, totals, type Logger, type SmtpReply } from '@mailgrid/core';
 import type { Trace } from '@mailgrid/protocol';
 import { nextAttempt, type DsnRecipient, type MailQueue, type QueueEntry, type QueuedMessage, type QueuedRecipient, type Relay, type RetryPolicy } from '@mailgrid/queue';
 import type { DeliveryChannel } from './delivery-channel.js';
@@ -16,6 +16,18 @@ export interface Outcome {
   local?: boolean;
   /** Relayed to a next hop that took the DSN request along: it reports, not this node. */
   dsnPassed?: boolean;
+}
+
+/** A recipient stored in its mailbox (local) or taken by the next server (remote): counted here, where both happen, with the time since the message came in. */
+function delivered(message: QueuedMessage, route: 'local' | 'remote'): void {
+  if (route === 'local') {
+    metrics.delivered.inc();
+    totals.delivered++;
+  } else {
+    metrics.relayed.inc();
+    totals.relayed++;
+  }
+  metrics.deliveryDuration.observe({ route }, Math.max(0, Date.now() - message.receivedAt) / 1000);
 }
 
 /** What the sender asked to hear about (RFC 3461); without NOTIFY, failures and delays. */
@@ -90,9 +102,10 @@ export class Dispatcher {
           list.map(({ route }) => ({ address: route.address, account: route.account })),
           trace,
         );
-        results.forEach((res, i) =>
-          out.push({ recipient: list[i].r, delivered: res.outcome === 'STORED', permanent: res.outcome === 'PERMANENT_FAILURE', reply: res.reply, local: true }),
-        );
+        results.forEach((res, i) => {
+          if (res.outcome === 'STORED') delivered(message, 'local');
+          out.push({ recipient: list[i].r, delivered: res.outcome === 'STORED', permanent: res.outcome === 'PERMANENT_FAILURE', reply: res.reply, local: true });
+        });
       }),
       ...(via ? [via.then((outcomes) => void out.push(...outcomes))] : []),
       ...[...relay].map(async ([domain, list]) => {
@@ -104,7 +117,8 @@ export class Dispatcher {
           { mailFrom, body, envid, ret, eightBit },
           list.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
         );
-        results.forEach((res, i) =>
+        results.forEach((res, i) => {
+          if (res.delivered) delivered(message, 'remote');
           out.push({
             recipient: list[i],
             delivered: res.delivered,
@@ -112,8 +126,8 @@ export class Dispatcher {
             reply: res.reply,
             remoteMta: res.remoteMta,
             dsnPassed: res.dsnPassed,
-          }),
-        );
+          });
+        });
       }),
     ];
     await Promise.all(sends);
@@ -144,6 +158,8 @@ export class Dispatcher {
       if (o.permanent || expired) {
         // An expired recipient's report carries the last real reply, with the status of expiry.
         if (wants(r, 'FAILURE')) report.push({ address: r.address, action: 'failed', reply: o.reply, status: o.permanent ? undefined : '5.4.7', ...orcpt });
+        metrics.bounced.inc({ reason: o.permanent ? 'permanent' : 'expired' });
+        totals.bounced++;
         return { recipient: r, done: true, failed: true };
       }
       r.nextAttemptAt = nextAttempt(policy, r.attempts, now);

@@ -1,4 +1,4 @@
-import { Replies, toMailError, type Logger, type MailError, type SmtpReply } from '@mailgrid/core';
+import { metrics, Replies, totals, toMailError, type Logger, type MailError, type SmtpReply } from '@mailgrid/core';
 import type { Enqueue, MailQueue, Notify, QueueEntry, QueuedRecipient } from '@mailgrid/queue';
 import type { Dispatcher, Outcome } from './dispatcher.js';
 import { newMessageId } from './message-id.js';
@@ -30,6 +30,8 @@ export interface Submission {
   eightBit?: boolean;
   /** This node's log records about the message, which travel with it to a queue taker (submit.log). */
   trail?: TrailRecord[];
+  /** Where it came in, for the metrics: the SMTP listener (mx, submission, submissions); else `submit` (rules, DSNs, other members, the CLI). */
+  via?: string;
 }
 
 export interface RecipientDsn {
@@ -249,6 +251,10 @@ export class Intake {
   private done(log: Logger, id: string, s: Submission, routes: Route[], verdicts: Map<Route, RecipientVerdict>, reply: SmtpReply): Accepted {
     const recipients = routes.map((r) => verdicts.get(r) ?? { address: r.address, state: 'failed' as const, reply });
     const accepted = reply.code < 300;
+    if (accepted) {
+      metrics.accepted.inc({ listener: s.via ?? 'submit' });
+      totals.accepted++;
+    }
     log.info(
       {
         event: accepted ? 'mail.accepted' : 'mail.refused',

@@ -1,4 +1,4 @@
-import { closer, type Config, type Logger, type Service } from '@mailgrid/core';
+import { closer, metrics, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import type { DeliveryTransport, GrpcService } from '@mailgrid/protocol';
 import { MailQueue, QueueStore, queueService, Relay, type QueuedRecipient, type QueueProtection } from '@mailgrid/queue';
@@ -130,6 +130,10 @@ export function createMailFlow(deps: {
   );
   const wake = () => runner!.wake();
   protection?.attach(store, wake);
+  const unobserve = [
+    metrics.observe.queue(() => ({ messages: store.messageCount, bytes: store.byteCount, oldestAt: store.oldest() })),
+    metrics.observe.diskGuard('queue', () => queue.diskFull),
+  ];
   return {
     router,
     intake,
@@ -152,6 +156,7 @@ export function createMailFlow(deps: {
     },
     services: [
       closer('queue-store', async () => {
+        for (const f of unobserve) f();
         channel.close();
         submit!.close();
         await store.close();

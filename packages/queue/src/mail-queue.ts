@@ -68,6 +68,11 @@ export class MailQueue {
     return this.disk.reserve(0);
   }
 
+  /** Whether the disk guard refuses mail now (the queue's disk below its free-space floor). */
+  get diskFull(): boolean {
+    return this.disk.refusing;
+  }
+
   /** Room left before backpressure, as last counted: messages, bytes, and bytes of disk above its floor. */
   headroom(): { messages: number; bytes: number; disk: number } {
     const limits = this.options.limits();
