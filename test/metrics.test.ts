@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, repoRoot, runCli, sendMail, startSink } from '@mailgrid/testing';
+import { eventually, repoRoot, runCli, sendMail, startNode, startSink } from '@mailgrid/testing';
 
 // /metrics of every node of a local cluster (etcd, HAProxy, 2 frontends, one group of a
 // primary and a replica), read by the Prometheus project's own Python parser and linted by
@@ -156,5 +156,29 @@ describe('metrics: every node of a cluster, read by an independent parser', () =
     const restarted = nodes('backend').find((p) => p.id === replica.id)!;
     await eventually('the replica ready once it has caught up', async () => ((await fetch(url(restarted, '/readyz'))).status === 200 ? true : undefined), 60_000);
     assert.equal((await fetch(url(primary, '/readyz'))).status, 200);
+  });
+});
+
+describe('metrics: a single node, whose backend runs in a worker thread with its own registry', () => {
+  it("one /metrics with both threads' figures, each once", async () => {
+    const node = await startNode();
+    try {
+      assert.equal((await node.cli('domain', 'add', 'example.test')).code, 0);
+      assert.equal((await node.cli('account', 'add', 'ann@example.test')).code, 0);
+      assert.match(await sendMail(node.smtpPort, { to: ['ann@example.test'], data: 'Subject: one\r\n\r\nhi\r\n' }), /^250 /);
+      const url = `http://127.0.0.1:${node.ports.http}/metrics`;
+      const page = Object.values(await scrape([url]))[0];
+      assert.equal(total([page], 'mailgrid_messages_accepted_total', { listener: 'mx' }), 1);
+      assert.equal(total([page], 'mailgrid_messages_delivered_total'), 1);
+      assert.equal(total([page], 'mailgrid_node_info', { role: 'single' }), 1);
+      // The store's disk guard lives on the backend thread, the queue's on the main one.
+      assert.deepEqual(page.samples.filter(([n]) => n === 'mailgrid_disk_guard_active').map(([, l]) => l.guard).sort(), ['queue', 'store']);
+      // Process figures come from the main thread alone, not summed with the worker's.
+      assert.equal(page.samples.filter(([n]) => n === 'process_resident_memory_bytes').length, 1);
+      const rss = total([page], 'process_resident_memory_bytes');
+      assert.ok(rss > 0 && rss < 4 * 1024 ** 3, `a plausible RSS: ${rss}`);
+    } finally {
+      await node.stop();
+    }
   });
 });
