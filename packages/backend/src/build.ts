@@ -6,6 +6,7 @@ import { LmdbMailStore, logTrimmer, pruneDedupe, type MailStore } from '@mailgri
 import { join, resolve } from 'node:path';
 import { AccountRules } from './account-rules.js';
 import { adminService } from './admin-service.js';
+import { backupService } from './backup-service.js';
 import { deliveryHandler, deliveryService } from './delivery-service.js';
 import { MailboxHolds, mailboxService } from './mailbox-service.js';
 import { rulesService } from './rules-service.js';
@@ -14,8 +15,8 @@ export interface BackendDeps {
   config: Config;
   log: Logger;
   directory: Directory;
-  /** Served as the Admin service when this node owns its directory (the single node). */
-  directoryAdmin?: DirectoryAdmin;
+  /** Served as the Admin service when this node owns its directory (the single node), and copied with the store by a backup. */
+  directoryAdmin?: DirectoryAdmin & { backup(dir: string, compact: boolean): Promise<void> };
   /**
    * The epoch while this member is its group's primary and may take writes (a cluster
    * member): every Deliver and Mailbox or Rules write must carry it, and nothing is served
@@ -33,7 +34,7 @@ export interface BackendDeps {
 /**
  * The backend role, the same in the single node's worker thread and in a cluster: the
  * accounts of one hosting group in the LMDB store, their rules applied at delivery, served
- * as Delivery, Mailbox, Rules (and Admin with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
+ * as Delivery, Mailbox, Rules, Backup (and Admin with an own directory) on the node's gRPC host; `deliver` is the Delivery service's
  * handler, for the single node's in-process transport.
  */
 export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Config): void; deliver: DeliveryHandler; store: LmdbMailStore; after: Service[] } {
@@ -76,6 +77,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
       mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, cacheMs: () => current.auth.cacheMs, holds, log }),
       rulesService({ group, router, store, epoch: deps.epoch }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
+      backupService({ store, directory: deps.directoryAdmin, node: config.nodeId, group, log }),
     ],
   };
 }

@@ -21,6 +21,11 @@ export interface Target {
   /** A node whose Submit service takes a message in through its submit mode (a frontend first, in a cluster). */
   submitter(node?: string): Promise<{ node: string; address: string }>;
   queues(node?: string): Promise<QueueTargets>;
+  /**
+   * The member of a hosting group a backup is taken from: `node`, else an in-sync replica
+   * (the copy then costs the primary nothing), else the primary.
+   */
+  backupSource(group: string, node?: string): Promise<{ node: string; address: string }>;
   /** The cluster, for cluster-only commands; undefined for a single node. */
   cluster?: ClusterAdmin;
   /** Runs a command, saying plainly when what it needs cannot be reached. */
@@ -43,6 +48,10 @@ function nodeTarget(c: Config): Target {
     backendOf: async () => ({ address, epoch: 0 }),
     submitter: async (node) => select([{ node: c.nodeId, address }], node)[0],
     queues: async (node) => new QueueTargets(select([{ node: c.nodeId, address }], node)),
+    backupSource: async (group, node) => {
+      if (group !== c.backend.group) throw new CliError(`this node serves hosting group ${c.backend.group}, not ${group}`);
+      return select([{ node: c.nodeId, address }], node)[0];
+    },
     run: (work) => work(),
     close: () => directory.close(),
   };
@@ -60,6 +69,16 @@ function clusterTarget(admin: ClusterAdmin): Target {
       return select(members.map((m) => ({ node: m.id, address: m.grpc! })), node, 'that takes submissions')[0];
     },
     queues: async (node) => new QueueTargets(select(await admin.queues(), node)),
+    backupSource: async (group, node) => {
+      const [views, members] = await Promise.all([admin.groupViews(), admin.members()]);
+      const view = views.find((g) => g.name === group);
+      if (!view) throw new CliError(`no hosting group ${group} (see: mailgrid group list)`);
+      const backends = members.filter((m) => m.role === 'backend' && m.group === group && m.state === 'up' && m.grpc && m.services?.includes('Backup'));
+      const inSync = (id: string) => view.inSync?.includes(id) ?? false;
+      const rank = (id: string) => (id === view.leader?.id ? 1 : inSync(id) ? 0 : 2);
+      const candidates = backends.filter((m) => (node === undefined ? rank(m.id) < 2 : m.id === node)).sort((a, b) => rank(a.id) - rank(b.id));
+      return select(candidates.map((m) => ({ node: m.id, address: m.grpc! })), node, node === undefined ? `of hosting group ${group} in its in-sync set` : `in hosting group ${group}`)[0];
+    },
     run: (work) => admin.run(work),
     close: () => admin.close(),
   };

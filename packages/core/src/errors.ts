@@ -169,5 +169,6 @@ export const Replies = {
   noMoveUnderWay: (account: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no move of ${account} is under way`),
   notMoving: (account: string, how: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `${account} ${how}`),
   badScript: (reason: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `rules refused (the old ones stay): ${reason}`),
+  backupRefused: (reason: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `backup refused: ${reason}`),
   noSuchMessage: (account: string, folder: string, uid: number) => permanent('NOT_FOUND', 550, '5.1.0', `no message ${uid} in ${account}/${folder}`),
 } as const;

@@ -9,6 +9,7 @@ import type { SubmitClient } from './generated/mailgrid/v1/Submit.js';
 import type { ReplicationClient } from './generated/mailgrid/v1/Replication.js';
 import type { QueueCopyClient } from './generated/mailgrid/v1/QueueCopy.js';
 import type { AccountMoveClient } from './generated/mailgrid/v1/AccountMove.js';
+import type { BackupClient } from './generated/mailgrid/v1/Backup.js';
 
 /** Channel options shared by every client: keepalive so a dead peer is noticed fast. */
 export const channelOptions: grpc.ChannelOptions = {
@@ -55,3 +56,4 @@ export const createQueueCopyClient = (address: string): QueueCopyClient =>
 /** A move's export and import carry batches of about 1 MB (a large message in parts of that size). */
 export const createAccountMoveClient = (address: string): AccountMoveClient =>
   new proto.AccountMove(address, insecure(), { ...channelOptions, 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+export const createBackupClient = (address: string): BackupClient => new proto.Backup(address, insecure(), channelOptions);

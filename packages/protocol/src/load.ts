@@ -10,6 +10,7 @@ import type { ProtoGrpcType as RulesProto } from './generated/rules.js';
 import type { ProtoGrpcType as ReplicationProto } from './generated/replication.js';
 import type { ProtoGrpcType as MoveProto } from './generated/move.js';
 import type { ProtoGrpcType as SubmitProto } from './generated/submit.js';
+import type { ProtoGrpcType as BackupProto } from './generated/backup.js';
 
 const protoRoot = fileURLToPath(new URL('../../../proto', import.meta.url));
 
@@ -28,10 +29,10 @@ export const loaderOptions: protoLoader.Options = {
   includeDirs: [protoRoot],
 };
 
-type Proto = DeliveryProto & MailboxProto & AdminProto & QueueProto & SubmitProto & RulesProto & ReplicationProto & MoveProto;
+type Proto = DeliveryProto & MailboxProto & AdminProto & QueueProto & SubmitProto & RulesProto & ReplicationProto & MoveProto & BackupProto;
 
 const definition = protoLoader.loadSync(
-  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto', 'mailgrid/v1/queue.proto', 'mailgrid/v1/submit.proto', 'mailgrid/v1/rules.proto', 'mailgrid/v1/replication.proto', 'mailgrid/v1/move.proto'],
+  ['mailgrid/v1/delivery.proto', 'mailgrid/v1/mailbox.proto', 'mailgrid/v1/admin.proto', 'mailgrid/v1/queue.proto', 'mailgrid/v1/submit.proto', 'mailgrid/v1/rules.proto', 'mailgrid/v1/replication.proto', 'mailgrid/v1/move.proto', 'mailgrid/v1/backup.proto'],
   loaderOptions,
 );
 

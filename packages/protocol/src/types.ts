@@ -24,5 +24,7 @@ export type { QueueCopyClient, QueueCopyHandlers } from './generated/mailgrid/v1
 export type { FollowRequest, FollowRequest__Output } from './generated/mailgrid/v1/FollowRequest.js';
 export type { FollowResponse, FollowResponse__Output } from './generated/mailgrid/v1/FollowResponse.js';
 export type { AccountMoveClient, AccountMoveHandlers } from './generated/mailgrid/v1/AccountMove.js';
+export type { BackupClient, BackupHandlers } from './generated/mailgrid/v1/Backup.js';
+export type { BackupResponse__Output } from './generated/mailgrid/v1/BackupResponse.js';
 export type { ImportRequest, ImportRequest__Output } from './generated/mailgrid/v1/ImportRequest.js';
 export type { AccountBatch__Output } from './generated/mailgrid/v1/AccountBatch.js';

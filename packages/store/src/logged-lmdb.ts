@@ -2,7 +2,8 @@ import { commit, flushed, upkeep, type Logger, type Service } from '@mailgrid/co
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LogEntry, LogPosition, Op } from './store.js';
 
 /** The epoch of the position a store reports while a full copy is under way: never an etcd revision. */
@@ -190,6 +191,26 @@ export class LoggedLmdb extends EventEmitter {
     if (this.replication.get('copying')) return { seq: 0, epoch: COPYING };
     for (const { key, value } of this.log.getRange({ reverse: true, limit: 1 })) return { seq: key, epoch: value.epoch };
     return this.base();
+  }
+
+  /**
+   * A consistent copy of the environment into `dir` (new, or empty), made from one read
+   * transaction while writes go on. Returns where the copy's log ends: a member restored
+   * from it follows its primary from there (or takes a full copy if that is gone).
+   */
+  async backup(dir: string, compact = false): Promise<LogPosition> {
+    if (this.position().epoch === COPYING) throw new Error('this member is taking a full copy from its primary; back up another member');
+    if (existsSync(dir) && readdirSync(dir).length) throw new Error(`${dir} is not empty`);
+    mkdirSync(dir, { recursive: true });
+    await this.root.backup(dir, compact);
+    const copy = new LoggedLmdb(dir, [], { readOnly: true });
+    try {
+      return copy.position();
+    } finally {
+      await copy.close();
+      // Made by the look above: a copy is its data file alone.
+      rmSync(join(dir, 'lock.mdb'), { force: true });
+    }
   }
 
   /** What the log starts after: { 0, 0 } for a log kept from the first write. */

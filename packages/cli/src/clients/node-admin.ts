@@ -23,8 +23,9 @@ export function unary<Req, Res>(
   method: (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: grpc.requestCallback<Res>) => unknown,
   req: Req,
   md = new grpc.Metadata(),
+  timeoutMs = CALL_TIMEOUT_MS,
 ): Promise<Res> {
-  return new Promise((resolve, reject) => method(req, md, { deadline: deadline(CALL_TIMEOUT_MS) }, (err, res) => (err ? reject(failed(err, address)) : resolve(res!))));
+  return new Promise((resolve, reject) => method(req, md, { deadline: deadline(timeoutMs) }, (err, res) => (err ? reject(failed(err, address)) : resolve(res!))));
 }
 
 /** Calls to a group's primary carry its epoch: a write reaches only the member elected in it. */
