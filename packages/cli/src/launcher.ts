@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { freePort } from '@mailgrid/core';
 import { CliError } from './errors.js';
 import { ACCESS_SERVICES, haproxyConfig, type AccessService } from './haproxy-config.js';
+import { backendId, frontendId, groupName, ROLE_PORTS, roleEnv, type NodeRole, type NodeSpec } from './topology.js';
 
 /**
  * `mailgrid cluster up|status|stop|start|down`: a real cluster on this machine. etcd,
@@ -136,25 +137,26 @@ async function elected(etcd: string, groups: number): Promise<boolean> {
   const client = connectEtcd(etcd);
   try {
     const keys = new Keys(PREFIX);
-    for (let i = 1; i <= groups; i++) if (!(await client.get(keys.election(`g${i}`)).exec()).kvs.length) return false;
+    for (let i = 0; i < groups; i++) if (!(await client.get(keys.election(groupName(i))).exec()).kvs.length) return false;
     return true;
   } finally {
     client.close();
   }
 }
 
-function nodeEntry(role: 'frontend' | 'backend', id: string, dir: string, env: Record<string, string>, ports: Record<string, number>, group?: string): Omit<ProcessEntry, 'pid'> {
-  const dataDir = join(dir, id);
+/** A node's entry: its environment is the role's (topology.ts) over the settings every node shares. */
+function nodeEntry(role: NodeRole, dir: string, common: Record<string, string>, spec: Omit<NodeSpec, 'dataDir'>): Omit<ProcessEntry, 'pid'> {
+  const dataDir = join(dir, spec.id);
   mkdirSync(dataDir, { recursive: true });
   return {
-    id,
+    id: spec.id,
     role,
-    group,
-    ports,
+    group: spec.group,
+    ports: spec.ports as Record<string, number>,
     dataDir,
-    log: join(dir, `${id}.log`),
+    log: join(dir, `${spec.id}.log`),
     command: [process.execPath, CLI, role],
-    env: { MAILGRID_NODE_ID: id, MAILGRID_DATA_DIR: dataDir, ...env },
+    env: { ...common, ...roleEnv(role, { ...spec, dataDir }) },
   };
 }
 
@@ -201,17 +203,17 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     state.etcd = `http://127.0.0.1:${etcd.ports.client}`;
     writeState(state, cwd);
 
-    // MAILGRID_* settings given to `cluster up` apply to every node, and again on restart.
+    // MAILGRID_* settings given to `cluster up` apply to every node, and again on restart;
+    // the role's own (ids, ports, etcd, group, PROXY) win over them.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
-    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_ETCD: state.etcd };
+    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited };
     const isRegistered = (p: ProcessEntry) => registered(state.etcd, [p.id]);
     // Per group: be-<n>, elected first, then its replicas be-<n>-r1, be-<n>-r2, ...
     const backend = (i: number, r: number) => {
-      const id = r ? `be-${i + 1}-r${r}` : `be-${i + 1}`;
+      const id = backendId(i, r);
       return start(
-        ['grpc', 'http'],
-        ({ grpc, http }) =>
-          nodeEntry('backend', id, dir, { ...common, MAILGRID_BACKEND_GROUP: `g${i + 1}`, MAILGRID_GRPC_PORT: String(grpc), MAILGRID_HTTP_PORT: String(http) }, { grpc, http }, `g${i + 1}`),
+        [...ROLE_PORTS.backend],
+        (ports) => nodeEntry('backend', dir, common, { id, etcd: state.etcd, ports, group: groupName(i) }),
         isRegistered,
         `${id} to register in etcd`,
       );
@@ -222,28 +224,10 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     const backends = groups.flatMap((i) => Array.from({ length: replicas }, (_, r) => backend(i, r + 1)));
     const frontends = Array.from({ length: options.frontends }, (_, i) =>
       start(
-        [...ACCESS_SERVICES, 'http', 'grpc'],
-        (p) =>
-          nodeEntry(
-            'frontend',
-            `fe-${i + 1}`,
-            dir,
-            {
-              ...common,
-              MAILGRID_SMTP_PORT: String(p.smtp),
-              MAILGRID_SUBMISSION_PORT: String(p.submission),
-              MAILGRID_SUBMISSION_TLS_PORT: String(p.submissions),
-              MAILGRID_POP3_PORT: String(p.pop3),
-              MAILGRID_POP3S_PORT: String(p.pop3s),
-              MAILGRID_HTTP_PORT: String(p.http),
-              MAILGRID_GRPC_PORT: String(p.grpc),
-              MAILGRID_SMTP_PROXY_PROTOCOL: 'true',
-              MAILGRID_SMTP_PROXY_FROM: '127.0.0.1',
-            },
-            p,
-          ),
+        [...ROLE_PORTS.frontend],
+        (ports) => nodeEntry('frontend', dir, common, { id: frontendId(i), etcd: state.etcd, ports, proxyFrom: '127.0.0.1' }),
         isRegistered,
-        `fe-${i + 1} to register in etcd`,
+        `${frontendId(i)} to register in etcd`,
       ),
     );
     await Promise.all(backends);
@@ -253,7 +237,9 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     const haproxy = await start(
       [...ACCESS_SERVICES],
       (ports) => {
-        writeFileSync(cfg, haproxyConfig(Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `127.0.0.1:${ports[s]}`])) as Record<AccessService, string>, fronts));
+        const binds = Object.fromEntries(Object.entries(ports).map(([s, port]) => [s, `127.0.0.1:${port}`])) as Record<AccessService, string>;
+        // One thread: HAProxy shares this machine with the nodes.
+        writeFileSync(cfg, haproxyConfig(binds, fronts, { nbthread: 1, comment: 'generated by mailgrid cluster up' }));
         return { id: 'haproxy', role: 'haproxy', ports, log: join(dir, 'haproxy.log'), command: [haproxyBin, '-db', '-f', cfg], env: {} };
       },
       (p) => greets(`127.0.0.1:${p.ports.smtp}`),
