@@ -84,6 +84,12 @@ function duration(spec: string | number): number {
   return Number(m[1]) * ({ ms: 1, s: 1000, min: 60_000 } as Record<string, number>)[m[2] ?? 's'];
 }
 
+/** `make()` once, at the first call: a failure fails each test that asks, with its message. */
+function once<T>(make: () => T): () => T {
+  let made: { value: T } | undefined;
+  return () => (made ??= { value: make() }).value;
+}
+
 /** The config text from `global` on: the comment above it is each file's own. */
 const body = (cfg: string) => cfg.slice(cfg.indexOf('\nglobal\n') + 1);
 
@@ -174,25 +180,29 @@ describe('deploy files', () => {
     };
     // Compose's ${VAR:-default}: the default, as an unset .env gives.
     const interpolate = (v: unknown) => String(v).replace(/\$\{[A-Z0-9_]+(?::?-([^}]*))?\}/g, (_, dflt: string | undefined) => dflt ?? '');
-    const nodes = Object.entries(compose.services)
-      .filter(([, s]) => s.build)
-      .map(([name, s]) => {
-        const role = s.build.target as NodeRole;
-        const env = Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(v)]));
-        return { name, role, service: s, env, config: checkNode(`compose ${name}`, role, env) };
-      });
+    const nodes = once(() =>
+      Object.entries(compose.services)
+        .filter(([, s]) => s.build)
+        .map(([name, s]) => {
+          const role = s.build.target as NodeRole;
+          const env = Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(v)]));
+          return { name, role, service: s, env, config: checkNode(`compose ${name}`, role, env) };
+        }),
+    );
+
+    it('gives every node the settings of its role, and they load', () => assert.ok(nodes().length));
 
     it('is the launcher\'s cluster: the same node names, roles and groups', () => {
       const expected = clusterNodes(SHAPE).map((n) => `${n.id} ${n.role} ${n.group ?? ''}`).sort();
-      assert.deepEqual(nodes.map((n) => `${n.name} ${n.role} ${n.role === 'backend' ? n.config.backend.group : ''}`).sort(), expected);
-      for (const n of nodes) {
+      assert.deepEqual(nodes().map((n) => `${n.name} ${n.role} ${n.role === 'backend' ? n.config.backend.group : ''}`).sort(), expected);
+      for (const n of nodes()) {
         assert.equal(n.config.nodeId, n.name);
         assert.ok(existsSync(join(deploy, n.service.build.context, n.service.build.dockerfile)), `${n.name}: its Dockerfile`);
       }
     });
 
     it('binds every listener in the container and advertises the service name', () => {
-      for (const { name, role, config } of nodes) {
+      for (const { name, role, config } of nodes()) {
         assert.equal(config.grpc.host, '0.0.0.0', name);
         assert.equal(config.http.host, '0.0.0.0', name);
         if (role === 'frontend') assert.equal(config.smtp.host, '0.0.0.0', name);
@@ -203,7 +213,7 @@ describe('deploy files', () => {
 
     it('keeps each node\'s data on a named volume of its own', () => {
       const seen = new Set<string>();
-      for (const { name, service, config } of nodes) {
+      for (const { name, service, config } of nodes()) {
         const mounts = (service.volumes as string[]).map((v) => v.split(':'));
         const data = mounts.find(([, path]) => path === config.dataDir);
         assert.ok(data, `${name}: a volume on ${config.dataDir}`);
@@ -214,7 +224,7 @@ describe('deploy files', () => {
     });
 
     it('gives every node more time to stop than its drain, after etcd is up', () => {
-      for (const { name, service, config } of nodes) {
+      for (const { name, service, config } of nodes()) {
         assert.ok(duration(service.stop_grace_period) >= config.drainMs + AFTER_DRAIN_MS, `${name}: stop_grace_period above MAILGRID_DRAIN_MS`);
         assert.equal(service.depends_on?.etcd?.condition, 'service_healthy', name);
         const etcd = new URL(config.etcd);
@@ -225,7 +235,7 @@ describe('deploy files', () => {
 
     it('puts HAProxy in front of the frontends with the PROXY protocol from its own network only', () => {
       const haproxy = compose.services.haproxy;
-      const frontends = nodes.filter((n) => n.role === 'frontend');
+      const frontends = nodes().filter((n) => n.role === 'frontend');
       const edge = haproxy.networks as string[];
       assert.equal(edge.length, 1);
       const subnet = compose.networks[edge[0]].ipam.config[0].subnet;
@@ -288,15 +298,19 @@ describe('deploy files', () => {
       return env;
     }
 
-    const pods = sets.flatMap((set) => {
-      const role = set.metadata.labels!['app.kubernetes.io/component'] as NodeRole;
-      const container = set.spec.template.spec.containers[0];
-      return Array.from({ length: set.spec.replicas }, (_, i) => {
-        const name = `${set.metadata.name}-${i}`;
-        const env = podEnv(container, name);
-        return { name, role, set, container, config: checkNode(`kubernetes ${name}`, role, env) };
-      });
-    });
+    const pods = once(() =>
+      sets.flatMap((set) => {
+        const role = set.metadata.labels!['app.kubernetes.io/component'] as NodeRole;
+        const container = set.spec.template.spec.containers[0];
+        return Array.from({ length: set.spec.replicas }, (_, i) => {
+          const name = `${set.metadata.name}-${i}`;
+          const env = podEnv(container, name);
+          return { name, role, set, container, config: checkNode(`kubernetes ${name}`, role, env) };
+        });
+      }),
+    );
+
+    it('gives every pod the settings of its role, and they load', () => assert.ok(pods().length));
 
     it('lists every manifest in kustomization.yaml, all in one namespace', () => {
       assert.deepEqual([...kustomization.resources].sort(), files.filter((f) => f !== 'kustomization.yaml'));
@@ -304,16 +318,16 @@ describe('deploy files', () => {
     });
 
     it('is the launcher\'s cluster: 2 frontends, and a StatefulSet of a primary and a replica per group', () => {
-      assert.deepEqual(roster(pods.map((p) => ({ role: p.role, group: p.config.backend.group }))), roster(clusterNodes(SHAPE)));
+      assert.deepEqual(roster(pods().map((p) => ({ role: p.role, group: p.config.backend.group }))), roster(clusterNodes(SHAPE)));
       for (const set of sets.filter((s) => s.metadata.labels!['app.kubernetes.io/component'] === 'backend')) {
-        const groups = new Set(pods.filter((p) => p.set === set).map((p) => p.config.backend.group));
+        const groups = new Set(pods().filter((p) => p.set === set).map((p) => p.config.backend.group));
         assert.deepEqual([...groups], [set.metadata.labels!['mailgrid/group']], `${set.metadata.name}: one group, its label's`);
         assert.equal(set.spec.podManagementPolicy, 'Parallel', `${set.metadata.name}: a replica waiting for sync must not hold back the other pod`);
       }
     });
 
     it('names each node after its pod and advertises its stable DNS name', () => {
-      for (const { name, set, config, role } of pods) {
+      for (const { name, set, config, role } of pods()) {
         assert.equal(config.nodeId, name);
         const svc = named('Service', set.spec.serviceName);
         assert.ok(svc, `${name}: its headless Service`);
@@ -328,7 +342,7 @@ describe('deploy files', () => {
     });
 
     it('declares the role\'s ports and probes /healthz and /readyz on the HTTP port', () => {
-      for (const { name, role, container, config } of pods) {
+      for (const { name, role, container, config } of pods()) {
         const ports = container.ports as { name: string; containerPort: number }[];
         assert.deepEqual(ports.map((p) => p.containerPort).sort((a, b) => a - b), rolePorts(role, config), `${name}: containerPort`);
         for (const p of ports) assert.equal(p.containerPort, port(config, p.name as PortName), `${name}: port ${p.name}`);
@@ -341,7 +355,7 @@ describe('deploy files', () => {
     });
 
     it('keeps the data on a volume claim and gives the pods more time to stop than their drain', () => {
-      for (const { name, set, container, config } of pods) {
+      for (const { name, set, container, config } of pods()) {
         const mount = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === config.dataDir);
         assert.ok(mount, `${name}: ${config.dataDir} mounted`);
         assert.ok(set.spec.volumeClaimTemplates.some((t: Obj) => t.metadata.name === mount.name), `${name}: ${mount.name} is a volume claim`);
@@ -369,8 +383,8 @@ describe('deploy files', () => {
       assert.equal(lbs.length, 1);
       const lb = lbs[0];
       assert.equal(lb.spec.externalTrafficPolicy, 'Local');
-      const frontends = pods.filter((p) => p.role === 'frontend');
-      for (const p of pods) assert.equal(matches(lb.spec.selector, p.set.spec.template.metadata.labels), p.role === 'frontend', `${p.name}: behind the balancer`);
+      const frontends = pods().filter((p) => p.role === 'frontend');
+      for (const p of pods()) assert.equal(matches(lb.spec.selector, p.set.spec.template.metadata.labels), p.role === 'frontend', `${p.name}: behind the balancer`);
       assert.deepEqual(Object.fromEntries(lb.spec.ports.map((p: { name: string; port: number }) => [p.name, p.port])), ACCESS_PORTS);
       for (const f of frontends) {
         assert.equal(f.config.smtp.proxyProtocol, false, `${f.name}: the client address comes with the connection`);
@@ -382,7 +396,7 @@ describe('deploy files', () => {
     });
 
     it('reaches etcd and the admin token Secret by the names it gives', () => {
-      for (const { name, container, config } of pods) {
+      for (const { name, container, config } of pods()) {
         const etcd = new URL(config.etcd.split(',')[0]);
         const svc = named('Service', etcd.hostname);
         assert.ok(svc, `${name}: ${etcd.hostname} is a Service`);
@@ -415,7 +429,8 @@ describe('deploy files', () => {
           .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
       );
     // Each example env file with the unit that reads it (the instance from its name).
-    const nodes = readdirSync(dir)
+    const nodes = once(() =>
+      readdirSync(dir)
       .filter((f) => f.endsWith('.env'))
       .map((file) => {
         const found = units.flatMap((u) => {
@@ -431,14 +446,17 @@ describe('deploy files', () => {
         assert.deepEqual(Object.keys(own).filter((k) => k in fromUnit), [], `${file}: sets nothing the unit sets`);
         const env = { ...fromUnit, ...own };
         return { file, unit, instance, role, config: checkNode(`systemd ${file}`, role, env) };
-      });
+      }),
+    );
+
+    it('gives every example the settings of its role, and they load', () => assert.ok(nodes().length));
 
     it('has an example settings file for every unit', () => {
-      assert.deepEqual([...new Set(nodes.map((n) => n.unit.file))].sort(), units.map((u) => u.file).sort());
+      assert.deepEqual([...new Set(nodes().map((n) => n.unit.file))].sort(), units.map((u) => u.file).sort());
     });
 
     it('runs each role as mailgrid, restarts it on failure, and stops it with SIGTERM after its drain', () => {
-      for (const { file, unit, instance, config } of nodes) {
+      for (const { file, unit, instance, config } of nodes()) {
         const where = `${unit.file} (${file})`;
         assert.equal(key(unit, 'User'), 'mailgrid', where);
         assert.equal(key(unit, 'Restart'), 'on-failure', where);
@@ -455,7 +473,7 @@ describe('deploy files', () => {
 
     it('is what deploy/haproxy.cfg balances over', () => {
       const cfg = read('haproxy.cfg');
-      const frontends = nodes.filter((n) => n.role === 'frontend');
+      const frontends = nodes().filter((n) => n.role === 'frontend');
       assert.equal(frontends.length, 1, 'frontend.env is fe-1');
       const fe = frontends[0].config;
       // Every frontend runs with the same settings as fe-1, on its own address.
@@ -479,7 +497,7 @@ describe('deploy files', () => {
             join(tmp, u.file),
             read('systemd', u.file).replaceAll('/usr/bin/node', process.execPath).replaceAll('/opt/mailgrid/', `${repoRoot.replace(/\/$/, '')}/`),
           );
-          const instance = nodes.find((n) => n.unit === u)?.instance;
+          const instance = nodes().find((n) => n.unit === u)?.instance;
           return join(tmp, u.file.replace('@.', `@${instance}.`));
         });
         const r = spawnSync(analyze, ['verify', '--man=no', ...paths], { encoding: 'utf8', timeout: 60_000 });
