@@ -260,6 +260,14 @@ describe('deploy files', () => {
     });
   });
 
+  const haproxy = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).stdout.trim();
+  it('has HAProxy configs HAProxy accepts', { skip: !haproxy && 'haproxy is not installed' }, () => {
+    for (const cfg of ['haproxy.cfg', 'compose-haproxy.cfg']) {
+      const r = spawnSync(haproxy, ['-c', '-f', join(deploy, cfg)], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 0, `${cfg}: ${r.stdout}${r.stderr}`);
+    }
+  });
+
   describe('kubernetes', () => {
     type Obj = { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; spec?: any; data?: Record<string, string>; stringData?: Record<string, string> };
     const dir = join(deploy, 'kubernetes');
