@@ -1,5 +1,5 @@
 import { buildBackend } from '@mailgrid/backend';
-import { createLogger, exitSoon, installRejectionGuard, metrics, Replies, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { createLogger, exitSoon, installRejectionGuard, metrics, Replies, stopAll, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { envelopeOf, newMessageId, queuePath, submissionOf, submitService, type Accepted, type Arrival, type Submission } from '@mailgrid/mailflow';
 import {
@@ -177,7 +177,7 @@ async function runWorker({ config, deliveries, submits }: WorkerData): Promise<v
   servePortDeliveries(deliveries, backend.deliver);
   port.postMessage({ type: 'ready', address: grpc.address } satisfies FromWorker);
   const stop = async (msg: Extract<ToWorker, { type: 'stop' }>) => {
-    for (const s of [...services].reverse()) await s.stop(msg.drainMs);
+    await stopAll(services, log, msg.drainMs);
     await queue.close();
     await directory.close();
     log.flush();
