@@ -38,6 +38,15 @@ describe('alert rules and the Grafana dashboard', () => {
       assert.match(rules, new RegExp(`alert: ${alert}\\b`));
   });
 
+  it("every alert's runbook link names a section of docs/operations.md", () => {
+    // GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes.
+    const slug = (h: string) => h.trim().toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-');
+    const anchors = new Set(read('docs', 'operations.md').split('\n').filter((l) => l.startsWith('#')).map((l) => slug(l.replace(/^#+/, ''))));
+    const links = [...read('deploy', 'prometheus', 'alerts.yml').matchAll(/runbook: docs\/operations\.md#([a-z0-9-]+)/g)].map((m) => m[1]);
+    assert.ok(links.length >= 8);
+    for (const a of links) assert.ok(anchors.has(a), `docs/operations.md has no section #${a}`);
+  });
+
   it('every metric they use is served by a node and described in docs/metrics.md', async () => {
     const have = await served();
     const doc = read('docs', 'metrics.md');
