@@ -1,5 +1,5 @@
 import { metrics, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
-import type { GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
+import type { Failover, GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
 import {
   createReplicationClient,
   LogFollowers,
@@ -45,7 +45,8 @@ export class GroupReplication implements Service {
   private readonly followers: LogFollowers;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
-  private lastFailoverAt: number | undefined;
+  /** The group's last failovers (this one's election the newest), published with its status. */
+  private failovers: Failover[] = [];
   /** Replica side: the stream to the primary followed now. */
   private following: { epoch: number; client: ReplicationClient; call: FollowClientCall } | undefined;
   private followRetry: NodeJS.Timeout | undefined;
@@ -116,7 +117,8 @@ export class GroupReplication implements Service {
       inSync: [this.options.node, ...this.followers.members()],
       lag: this.followers.lag(),
       seq,
-      lastFailoverAt: this.lastFailoverAt,
+      lastFailoverAt: this.failovers.at(-1)?.at,
+      failovers: this.failovers,
     };
   }
 
@@ -126,10 +128,13 @@ export class GroupReplication implements Service {
     this.unfollow();
     this.options.store.epoch = epoch;
     // A group that had members before this one was elected failed over (or was handed over).
-    if (this.options.groups.group(this.options.group)?.inSync?.length) {
-      this.lastFailoverAt = Date.now();
-      metrics.failovers.inc({ group: this.options.group });
-    }
+    // The list goes on from the status the previous primary last published.
+    const g = this.options.groups.group(this.options.group);
+    const before = g?.status?.failovers ?? [];
+    const from = g?.status?.leader;
+    const failover = Boolean(g?.inSync?.length);
+    if (failover) metrics.failovers.inc({ group: this.options.group });
+    this.failovers = failover ? [...before, { at: Date.now(), epoch, to: this.options.node, ...(from ? { from } : {}) }].slice(-10) : before.slice(-10);
     this.followers.reset();
     void this.options.store.setReady().catch(() => undefined);
   }
