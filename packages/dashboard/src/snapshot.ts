@@ -1,3 +1,5 @@
+import type { Service, ServiceState } from '@mailgrid/core';
+
 /**
  * What the dashboard shows, as `/api/cluster` serves it: the cluster as the node serving the
  * page sees it (its own watches of etcd, or a single node's view of itself).
@@ -150,3 +152,36 @@ export class ThroughputRing {
 }
 
 const round = (n: number) => Math.round(n * 100) / 100;
+
+/** Samples a ring every `everyMs` from `readings` (a node that is its own only source: the single node). */
+export class ThroughputSampler implements Service {
+  readonly name = 'throughput';
+  private _state: ServiceState = 'new';
+  private readonly ring = new ThroughputRing();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly readings: () => CounterReading[],
+    private readonly everyMs = 2_000,
+  ) {}
+
+  get state(): ServiceState {
+    return this._state;
+  }
+
+  async start(): Promise<void> {
+    this._state = 'running';
+    this.ring.sample(Date.now(), this.readings());
+    this.timer = setInterval(() => this.ring.sample(Date.now(), this.readings()), this.everyMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this._state = 'stopped';
+  }
+
+  list(): ThroughputSample[] {
+    return this.ring.list();
+  }
+}
