@@ -63,7 +63,7 @@ export class GroupReplication implements Service {
       maxLagMs: options.maxLagMs,
       log: options.log,
     });
-    options.leadership.on('elected', (epoch: number) => this.elected(epoch));
+    options.leadership.on('elected', (epoch: number, followsAnother: boolean) => this.elected(epoch, followsAnother));
     options.leadership.on('demoted', () => this.demoted());
   }
 
@@ -124,17 +124,17 @@ export class GroupReplication implements Service {
 
   // ---- primary ---------------------------------------------------------------------------
 
-  private elected(epoch: number): void {
+  private elected(epoch: number, followsAnother: boolean): void {
     this.unfollow();
     this.options.store.epoch = epoch;
-    // A group that had members before this one was elected failed over (or was handed over).
-    // The list goes on from the status the previous primary last published.
-    const g = this.options.groups.group(this.options.group);
-    const before = g?.status?.failovers ?? [];
-    const from = g?.status?.leader;
-    const failover = Boolean(g?.inSync?.length);
-    if (failover) metrics.failovers.inc({ group: this.options.group });
-    this.failovers = failover ? [...before, { at: Date.now(), epoch, to: this.options.node, ...(from ? { from } : {}) }].slice(-10) : before.slice(-10);
+    // A group that had an in-sync set before this one was elected failed over (or was handed
+    // over; the campaign says so: the groups watch may have its new set already). The list goes
+    // on from the status the previous primary last published, which names it.
+    const status = this.options.groups.group(this.options.group)?.status;
+    const before = status?.failovers ?? [];
+    const from = status && status.epoch !== epoch ? status.leader : undefined;
+    if (followsAnother) metrics.failovers.inc({ group: this.options.group });
+    this.failovers = (followsAnother ? [...before, { at: Date.now(), epoch, to: this.options.node, ...(from ? { from } : {}) }] : before).slice(-10);
     this.followers.reset();
     void this.options.store.setReady().catch(() => undefined);
   }
