@@ -70,7 +70,13 @@ export function clusterRole(
     parts!.apply?.(next);
   });
   // Every member serves the dashboard, from its own watches of etcd.
-  const snapshots = new ClusterSnapshots({ node: config.nodeId, membership: node.membership, groups: node.groups, counters: () => ({ accepted: totals.accepted, delivered: totals.delivered }) });
+  const snapshots = new ClusterSnapshots({
+    node: config.nodeId,
+    membership: node.membership,
+    groups: node.groups,
+    counters: () => ({ accepted: totals.accepted, delivered: totals.delivered }),
+    describe,
+  });
   const routes = dashboardRoutes({
     snapshot: () => snapshots.view(),
     adminToken: () => config.http.adminToken,

@@ -27,12 +27,13 @@ describe('ClusterSnapshots', () => {
     { name: 'g2', inSyncRevision: 0, status: { leader: 'be-2', epoch: 3, inSync: ['be-2'], lag: { x: 1 }, seq: 1 } },
   ];
   let own = { accepted: 10, delivered: 0 };
-  const snapshots = new ClusterSnapshots({ node: 'fe-1', membership: list, groups: { list: () => groups }, counters: () => own });
+  const snapshots = new ClusterSnapshots({ node: 'fe-1', membership: list, groups: { list: () => groups }, counters: () => own, describe: () => ({ queueDepth: 3 }) });
 
   it('lists members with health, groups with their current lag, takers, failovers newest first', () => {
     const v = snapshots.view(2_000);
     assert.deepEqual(v.members.map((m) => `${m.id}:${m.health}:${m.notes.join('/')}`), ['be-1:ok:', 'be-1-r1:warn:not in sync', 'fe-1:ok:', 'fe-2:warn:queue unprotected/queue full']);
     assert.equal(v.members.find((m) => m.id === 'fe-1')!.accepted, 10, 'its own counters are read live');
+    assert.equal(v.members.find((m) => m.id === 'fe-1')!.queueDepth, 3, 'and its queue');
     assert.deepEqual(v.takers, ['fe-1']);
     assert.deepEqual(v.groups.map((g) => [g.name, g.primary, g.inSync, g.lag, g.members]), [
       ['g1', 'be-1', ['be-1'], { 'be-1-r1': 40 }, ['be-1', 'be-1-r1']],

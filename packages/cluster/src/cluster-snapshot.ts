@@ -10,6 +10,8 @@ export interface ClusterSnapshotsOptions {
   groups: { list(): GroupView[] };
   /** This node's own counters, read live (the others' come with their membership entries). */
   counters: () => { accepted: number; delivered: number };
+  /** This node's own run-time fields (queue, submit mode, partner), read live: its published entry may be 10 s old. */
+  describe?: () => Partial<MemberInfo>;
   sampleEveryMs?: number;
   /** How long a member that left is still shown, as gone. */
   keepGoneMs?: number;
@@ -67,8 +69,8 @@ export class ClusterSnapshots implements Service {
   view(now = Date.now()): ClusterView {
     const members = this.track(now);
     const groups = this.options.groups.list();
-    const own = this.options.counters();
-    const live = members.map((m) => (m.id === this.options.node ? { ...memberRow(m, groups), ...own } : memberRow(m, groups)));
+    const own = (m: MemberInfo): MemberInfo => ({ ...m, ...this.options.describe?.(), ...this.options.counters() });
+    const live = members.map((m) => memberRow(m.id === this.options.node ? own(m) : m, groups));
     const left = [...this.gone.values()].map(({ info, at }) => ({ ...memberRow(info, groups), state: 'gone' as const, health: 'gone' as const, notes: [], goneAt: at }));
     const order = (a: MemberRow, b: MemberRow) => a.role.localeCompare(b.role) || (a.group ?? '').localeCompare(b.group ?? '') || a.id.localeCompare(b.id);
     return {
