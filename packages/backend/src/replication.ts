@@ -1,5 +1,5 @@
 import { metrics, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
-import type { GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
+import type { Failover, GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
 import {
   createReplicationClient,
   LogFollowers,
@@ -45,7 +45,8 @@ export class GroupReplication implements Service {
   private readonly followers: LogFollowers;
   private timer: NodeJS.Timeout | undefined;
   private ticks = 0;
-  private lastFailoverAt: number | undefined;
+  /** The group's last failovers (this one's election the newest), published with its status. */
+  private failovers: Failover[] = [];
   /** Replica side: the stream to the primary followed now. */
   private following: { epoch: number; client: ReplicationClient; call: FollowClientCall } | undefined;
   private followRetry: NodeJS.Timeout | undefined;
@@ -62,7 +63,7 @@ export class GroupReplication implements Service {
       maxLagMs: options.maxLagMs,
       log: options.log,
     });
-    options.leadership.on('elected', (epoch: number) => this.elected(epoch));
+    options.leadership.on('elected', (epoch: number, followsAnother: boolean) => this.elected(epoch, followsAnother));
     options.leadership.on('demoted', () => this.demoted());
   }
 
@@ -116,20 +117,24 @@ export class GroupReplication implements Service {
       inSync: [this.options.node, ...this.followers.members()],
       lag: this.followers.lag(),
       seq,
-      lastFailoverAt: this.lastFailoverAt,
+      lastFailoverAt: this.failovers.at(-1)?.at,
+      failovers: this.failovers,
     };
   }
 
   // ---- primary ---------------------------------------------------------------------------
 
-  private elected(epoch: number): void {
+  private elected(epoch: number, followsAnother: boolean): void {
     this.unfollow();
     this.options.store.epoch = epoch;
-    // A group that had members before this one was elected failed over (or was handed over).
-    if (this.options.groups.group(this.options.group)?.inSync?.length) {
-      this.lastFailoverAt = Date.now();
-      metrics.failovers.inc({ group: this.options.group });
-    }
+    // A group that had an in-sync set before this one was elected failed over (or was handed
+    // over; the campaign says so: the groups watch may have its new set already). The list goes
+    // on from the status the previous primary last published, which names it.
+    const status = this.options.groups.group(this.options.group)?.status;
+    const before = status?.failovers ?? [];
+    const from = status && status.epoch !== epoch ? status.leader : undefined;
+    if (followsAnother) metrics.failovers.inc({ group: this.options.group });
+    this.failovers = (followsAnother ? [...before, { at: Date.now(), epoch, to: this.options.node, ...(from ? { from } : {}) }] : before).slice(-10);
     this.followers.reset();
     void this.options.store.setReady().catch(() => undefined);
   }

@@ -1,5 +1,6 @@
 import { connectEtcd, Keys, readPrefix, singleEtcdArgs } from '@mailgrid/cluster';
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,6 +42,8 @@ export interface ClusterState {
   prefix: string;
   smtp: string;
   createdAt: string;
+  /** Every node's `http.adminToken`: the dashboard's write access (`mailgrid dashboard` adds it to the URL). */
+  adminToken?: string;
   processes: ProcessEntry[];
 }
 
@@ -52,7 +55,8 @@ export function readState(cwd = process.cwd()): ClusterState | undefined {
 
 function writeState(state: ClusterState, cwd: string): void {
   mkdirSync(join(cwd, '.mailgrid'), { recursive: true });
-  writeFileSync(join(cwd, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+  // It holds the admin token: the operator's alone.
+  writeFileSync(join(cwd, STATE_FILE), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
 }
 
 /** Whether a process runs; a zombie (dead, not yet reaped by its new parent) does not. */
@@ -172,7 +176,8 @@ export async function clusterUp(options: { frontends: number; groups: number; re
   if (!Number.isInteger(replicas) || replicas < 0) throw new CliError('--replicas must be 0 or more');
 
   const dir = mkdtempSync(join(tmpdir(), 'mailgrid-cluster-'));
-  const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), processes: [] };
+  const adminToken = process.env.MAILGRID_HTTP_ADMIN_TOKEN || randomBytes(18).toString('base64url');
+  const state: ClusterState = { version: 1, dir, etcd: '', prefix: PREFIX, smtp: '', createdAt: new Date().toISOString(), adminToken, processes: [] };
   // Every port this cluster chose, so the processes started side by side never pick the same one.
   const reserved = new Set<number>();
   const start = (names: string[], make: (ports: Record<string, number>) => Omit<ProcessEntry, 'pid'>, ready: (p: ProcessEntry) => Promise<boolean>, what: string) =>
@@ -206,7 +211,7 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     // MAILGRID_* settings given to `cluster up` apply to every node, and again on restart;
     // the role's own (ids, ports, etcd, group, PROXY) win over them.
     const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MAILGRID_') && k !== 'MAILGRID_ETCD')) as Record<string, string>;
-    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited };
+    const common = { MAILGRID_LOG_LEVEL: 'info', ...inherited, MAILGRID_HTTP_ADMIN_TOKEN: adminToken };
     const isRegistered = (p: ProcessEntry) => registered(state.etcd, [p.id]);
     // Per group: be-<n>, elected first, then its replicas be-<n>-r1, be-<n>-r2, ...
     const backend = (i: number, r: number) => {

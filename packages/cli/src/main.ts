@@ -14,6 +14,7 @@ import './commands/group.js';
 import './commands/node.js';
 import './commands/rules.js';
 import './commands/send.js';
+import './commands/dashboard.js';
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`mailgrid: ${message(err)}\n`);

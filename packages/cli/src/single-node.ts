@@ -1,4 +1,5 @@
-import { closer, metrics, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { closer, metrics, totals, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { dashboardRoutes, ThroughputSampler, type ClusterView } from '@mailgrid/dashboard';
 import { EmbeddedDirectory } from '@mailgrid/directory';
 import { buildFrontend } from '@mailgrid/frontend';
 import { routeGrpcLogs } from '@mailgrid/protocol';
@@ -26,7 +27,43 @@ export function singleNode(config: Config, log: Logger): Service[] {
   // One group, served by the local backend (its address is known once it has started); no epoch to fence.
   const groups = { primary: async (group: string) => (group === config.backend.group && backend.address ? { address: backend.address, epoch: 0 } : undefined) };
   frontend = buildFrontend({ config, log, directory, groups, transport: backend.transport });
+  // The dashboard of one member: itself, primary of its one group; no settings to set (no etcd).
+  // Both are counted on this thread: accepted by the intake, delivered by the dispatcher when the backend thread stored it.
+  const counters = () => ({ accepted: totals.accepted, delivered: totals.delivered });
+  const throughput = new ThroughputSampler(() => [{ id: config.nodeId, ...counters(), at: Date.now() }]);
+  const startedAt = new Date().toISOString();
+  const view = (): ClusterView => {
+    const queue = frontend!.flow.describe();
+    const group = config.backend.group;
+    return {
+      node: config.nodeId,
+      at: Date.now(),
+      members: [
+        {
+          id: config.nodeId,
+          role: 'single',
+          site: config.site,
+          group,
+          place: 'primary',
+          state: 'up',
+          submitMode: queue.submitMode,
+          queueDepth: queue.queueDepth,
+          queueOldestAt: queue.queueOldestAt,
+          ...counters(),
+          http: `${config.http.host}:${config.http.port}`,
+          startedAt,
+          health: 'ok',
+          notes: [],
+        },
+      ],
+      groups: [{ name: group, primary: config.nodeId, inSync: [config.nodeId], lag: {}, members: [config.nodeId] }],
+      takers: [],
+      throughput: throughput.list(),
+      failovers: [],
+    };
+  };
+  const routes = dashboardRoutes({ snapshot: view, adminToken: () => config.http.adminToken, log: log.child({ component: 'dashboard' }) });
   // /metrics adds the backend thread's registry (deliveries' store, its disk guard) to this one's.
   const text = async () => metrics.merged(await backend.metrics());
-  return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services], { metrics: text });
+  return withHealth(config.http, log, [closer('directory', () => directory.close()), backend, ...frontend.services, throughput], { metrics: text, routes });
 }

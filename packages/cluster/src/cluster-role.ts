@@ -1,9 +1,12 @@
 import { resolve } from 'node:path';
-import { metrics, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { metrics, totals, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
+import { dashboardRoutes } from '@mailgrid/dashboard';
 import { GrpcHost, routeGrpcLogs, type RoleParts } from '@mailgrid/protocol';
 import { clusterNode } from './cluster-node.js';
+import { ClusterSnapshots } from './cluster-snapshot.js';
 import type { MemberInfo } from './membership.js';
 import { QueuePartnership } from './queue-partnership.js';
+import { putSetting } from './settings.js';
 
 /** What a role's build gets: the cluster node's parts, and the partnership its queue is protected by. */
 export type ClusterNode = ReturnType<typeof clusterNode> & { queue: QueuePartnership };
@@ -38,7 +41,8 @@ export function clusterRole(
   let current = config;
   const describe = (): Partial<MemberInfo> => ({ ...parts?.describe?.(), ...queue.describe() });
   const cluster = clusterNode(config, log, self, {
-    describe: () => ({ grpc: address(), services: grpc.services, ...describe() }),
+    // The counters ride along for the dashboards' throughput (not urgent: every 10 s).
+    describe: () => ({ grpc: address(), services: grpc.services, ...describe(), accepted: totals.accepted, delivered: totals.delivered, countedAt: Date.now() }),
     urgent: () => {
       const d = describe();
       return `${d.submitMode}/${d.takes}/${d.groupRole}/${d.queueStore}/${d.partner}/${d.copies}`;
@@ -65,8 +69,25 @@ export function clusterRole(
     current = next;
     parts!.apply?.(next);
   });
-  // The partnership starts once the gRPC host is bound and stops before it drains, like a backend's replication.
-  return withHealth(config.http, log, [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), queue, node.membership], {
-    notReady: () => parts!.notReady?.(),
+  // Every member serves the dashboard, from its own watches of etcd.
+  const snapshots = new ClusterSnapshots({
+    node: config.nodeId,
+    membership: node.membership,
+    groups: node.groups,
+    counters: () => ({ accepted: totals.accepted, delivered: totals.delivered }),
+    describe,
   });
+  const routes = dashboardRoutes({
+    snapshot: () => snapshots.view(),
+    adminToken: () => config.http.adminToken,
+    setSetting: (id, key, raw) => putSetting(node.client, node.keys, { node: id, key, raw }, config, (m) => node.membership.members().some((x) => x.id === m)),
+    log: log.child({ component: 'dashboard' }),
+  });
+  // The partnership starts once the gRPC host is bound and stops before it drains, like a backend's replication.
+  return withHealth(
+    config.http,
+    log,
+    [node.etcd, node.directory, node.settings, node.groups, ...parts.services, grpc, ...(parts.after ?? []), queue, node.membership, snapshots],
+    { notReady: () => parts!.notReady?.(), routes },
+  );
 }

@@ -8,6 +8,7 @@ import { jsonValue, PrefixWatch } from './prefix-watch.js';
 
 const leaderValue = z.looseObject({ id: z.string().min(1), grpc: z.string().min(1) });
 const inSyncValue = z.looseObject({ members: z.array(z.string()) });
+const failoverValue = z.looseObject({ at: z.number(), epoch: z.number(), to: z.string(), from: z.string().optional() });
 const statusValue = z.looseObject({
   leader: z.string(),
   epoch: z.number(),
@@ -15,9 +16,12 @@ const statusValue = z.looseObject({
   lag: z.record(z.string(), z.number()),
   seq: z.number(),
   lastFailoverAt: z.number().optional(),
+  /** The group's last failovers, oldest first: each primary carries its predecessor's list over. A malformed list is dropped, not the status. */
+  failovers: z.array(failoverValue).optional().catch(undefined),
 });
 
 export type GroupStatus = z.infer<typeof statusValue>;
+export type Failover = z.infer<typeof failoverValue>;
 
 /** One hosting group as etcd has it. */
 export interface GroupView {

@@ -11,3 +11,4 @@ export * from './leadership.js';
 export * from './queue-partnership.js';
 export * from './auth-failures.js';
 export * from './password-intake.js';
+export * from './cluster-snapshot.js';

@@ -124,7 +124,8 @@ export class GroupLeadership extends EventEmitter implements Service {
     if (!res.succeeded || this._state !== 'running') return;
     this._epoch = Number(res.header.revision);
     this.options.log.info({ event: 'leadership.elected', group, epoch: this._epoch, newGroup: !inSync }, 'elected primary of the hosting group');
-    this.emit('elected', this._epoch);
+    // Whether the group had an in-sync set before: then this election follows another primary (a failover or hand-over).
+    this.emit('elected', this._epoch, Boolean(inSync));
   }
 
   /** Grants a lease when there is none, else renews it; the deadline moves only on success. */

@@ -41,6 +41,10 @@ export interface MemberInfo {
   queueStore?: string;
   partner?: string;
   copies?: string[];
+  /** Messages it acknowledged and recipients it stored since it started (core's `totals`), and when it read them (ms): the dashboard's throughput. */
+  accepted?: number;
+  delivered?: number;
+  countedAt?: number;
   state: 'up' | 'draining';
   pid: number;
   startedAt: string;
@@ -66,6 +70,9 @@ const memberValue = z.looseObject({
   queueStore: z.string().optional(),
   partner: z.string().optional(),
   copies: z.array(z.string()).optional(),
+  accepted: z.number().optional(),
+  delivered: z.number().optional(),
+  countedAt: z.number().optional(),
   state: z.enum(['up', 'draining']),
   pid: z.number().int(),
   startedAt: z.string(),

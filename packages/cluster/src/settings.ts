@@ -1,4 +1,4 @@
-import { ConfigError, LIVE_SETTINGS, withOverrides, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { ConfigError, leaves, LIVE_SETTINGS, withOverrides, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { EventEmitter } from 'node:events';
 import { CLUSTER_SCOPE, type Keys } from './keys.js';
@@ -105,4 +105,40 @@ export class NodeSettings extends EventEmitter implements Service {
     this.log.info({ event: 'settings.applied', overrides }, 'settings applied');
     this.emit('change', next);
   }
+}
+
+/** A setting refused before anything is written: not a live key, a value the config schema does not take, or no such member. */
+export class SettingRefused extends Error {
+  override readonly name = 'SettingRefused';
+  readonly code = 'SETTING_REFUSED';
+}
+
+/**
+ * Sets one live setting of a node (`_cluster` for the cluster-wide default) from its text,
+ * as `mailgrid node set` and the dashboard do: the key must be live, the value must pass the
+ * config schema over `base` (it is written as the schema reads it: `2048` a number, `true` a
+ * boolean), and the node a live member. Returns the value written; throws SettingRefused.
+ */
+export async function putSetting(
+  client: Etcd3,
+  keys: Keys,
+  change: { node: string; key: string; raw: string },
+  base: Config,
+  isMember: (id: string) => boolean | Promise<boolean>,
+): Promise<unknown> {
+  const { node, key, raw } = change;
+  if (!(LIVE_SETTINGS as readonly string[]).includes(key))
+    throw new SettingRefused(`${key} cannot be changed on a running node; live settings: ${LIVE_SETTINGS.join(', ')}`);
+  const leaf = leaves().find((l) => l.key === key)!;
+  let value: unknown;
+  try {
+    const checked = withOverrides(base, { [key]: raw });
+    value = leaf.path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], checked);
+  } catch (err) {
+    throw new SettingRefused(err instanceof ConfigError ? err.problems.join('; ') : (err as Error).message);
+  }
+  if (node !== CLUSTER_SCOPE && !(await isMember(node)))
+    throw new SettingRefused(`no live member named ${node} (see: mailgrid member list); use ${CLUSTER_SCOPE} for a cluster-wide default`);
+  await client.put(keys.setting(node, key)).value(JSON.stringify(value)).exec();
+  return value;
 }

@@ -1,6 +1,6 @@
-import { connectEtcd, CLUSTER_SCOPE, EtcdDirectory, fromEtcdError, Keys, readGroups, parseMember, readPrefix, type GroupView, type MemberInfo } from '@mailgrid/cluster';
+import { connectEtcd, EtcdDirectory, fromEtcdError, Keys, putSetting, readGroups, parseMember, readPrefix, SettingRefused, type GroupView, type MemberInfo } from '@mailgrid/cluster';
 import type { Primary } from '@mailgrid/directory';
-import { LIVE_SETTINGS, leaves, MailError, parseAddress, Replies, withOverrides, type Config, type Logger } from '@mailgrid/core';
+import { MailError, parseAddress, Replies, type Config, type Logger } from '@mailgrid/core';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
 import { CliError, explain } from '../errors.js';
@@ -145,22 +145,13 @@ export class ClusterAdmin {
     return out;
   }
 
-  /** Sets one live setting after checking it against the config schema. */
+  /** Sets one live setting after checking it against the config schema (as the dashboard does). */
   async setSetting(node: string, key: string, raw: string, base: Config): Promise<unknown> {
-    if (!(LIVE_SETTINGS as readonly string[]).includes(key))
-      throw new CliError(`${key} cannot be changed on a running node; live settings: ${LIVE_SETTINGS.join(', ')}`);
-    const leaf = leaves().find((l) => l.key === key)!;
-    let value: unknown = raw;
     try {
-      const checked = withOverrides(base, { [key]: raw });
-      value = leaf.path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], checked);
+      return await putSetting(this.client, this.keys, { node, key, raw }, base, async (id) => (await this.members()).some((m) => m.id === id));
     } catch (err) {
-      throw new CliError((err as Error).message);
+      throw err instanceof SettingRefused ? new CliError(err.message) : err;
     }
-    if (node !== CLUSTER_SCOPE && !(await this.members()).some((m) => m.id === node))
-      throw new CliError(`no live member named ${node} (see: mailgrid member list); use _cluster for a cluster-wide default`);
-    await this.client.put(this.keys.setting(node, key)).value(JSON.stringify(value)).exec();
-    return value;
   }
 
   async unsetSetting(node: string, key: string): Promise<boolean> {

@@ -16,7 +16,9 @@ cluster
     if (json()) process.stdout.write(JSON.stringify(state, null, 2) + '\n');
     else {
       print(state.processes.map((p) => ({ id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports) })), ['id', 'role', 'group', 'pid', 'ports']);
+      const fe = state.processes.find((p) => p.role === 'frontend');
       process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\nlogs and data: ${state.dir}\n`);
+      if (fe) process.stdout.write(`dashboard: http://127.0.0.1:${fe.ports.http}/dashboard (mailgrid dashboard opens it with the admin token)\n`);
     }
   });
 cluster
