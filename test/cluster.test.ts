@@ -123,7 +123,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
     for (const m of members) {
       const p = proc(m.id);
       assert.equal(m.grpc, `127.0.0.1:${p.ports.grpc}`, `${m.id} advertises its one gRPC port`);
-      assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit', 'QueueCopy'] : ['Delivery', 'Mailbox', 'Rules', 'Queue', 'Submit', 'Replication', 'AccountMove', 'QueueCopy'], `${m.id} services`);
+      assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit', 'QueueCopy'] : ['Delivery', 'Mailbox', 'Rules', 'Backup', 'Queue', 'Submit', 'Replication', 'AccountMove', 'QueueCopy'], `${m.id} services`);
       assert.ok(Number.isInteger(m.epoch) && m.epoch > 0, `${m.id} has an epoch`);
       assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'pop3', 'pop3s', 'smtp', 'submission', 'submissions'] : ['grpc', 'http'], `${m.id} listens on no other port`);
     }

@@ -50,15 +50,8 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 const originalSend: Function = proto.send;
 if (originalSend.length !== 3) throw new Error('smtp-server changed SMTPConnection#send; review smtp-patches.ts');
 // Every reply is counted by class here, where smtp-server sends it (its own 5xx included); `listener` is our server option.
-const replies = new Map<string, { inc(): void }>();
-const countReply = (listener: string, code: number) => {
-  const key = `${listener}/${Math.floor(code / 100)}xx`;
-  let c = replies.get(key);
-  if (!c) replies.set(key, (c = metrics.smtpReplies.labels({ listener, class: key.split('/')[1] })));
-  c.inc();
-};
 proto.send = function send(this: { secure?: boolean; _server?: { options?: { listener?: string } } }, code: number, data: unknown, context?: unknown) {
-  countReply(this._server?.options?.listener ?? 'mx', code === 538 ? TLS_REQUIRED.code : code);
+  metrics.countReply(this._server?.options?.listener ?? 'mx', code === 538 ? TLS_REQUIRED.code : code);
   if (code === 538) return originalSend.call(this, TLS_REQUIRED.code, `${TLS_REQUIRED.enhanced} ${TLS_REQUIRED.text}`, false);
   if (code === 250 && Array.isArray(data) && !this.secure) data = data.filter((line) => !/^AUTH\b/i.test(String(line)));
   if (typeof data === 'string' && ENHANCED.test(data)) return originalSend.call(this, code, data, false);
