@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, nodeLog, repoRoot, runCli, sleep, startSink } from '@mailgrid/testing';
+import { eventually, nodeLog, repoRoot, runCli, sleep, startSink, clusterFolder } from '@mailgrid/testing';
 
 // Mail access in a cluster of real processes (etcd, HAProxy, 2 frontends, one group of a
 // primary and a replica): logins checked by the account's group with hashes imported from
@@ -19,12 +18,6 @@ const py = (steps: (string | number)[][]): Promise<Result[]> =>
     execFile('python3', [CLIENT, JSON.stringify(steps)], { timeout: 150_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))),
   );
 
-interface Proc {
-  id: string;
-  pid: number;
-  role: string;
-  ports: Record<string, number>;
-}
 
 // `doveadm pw -s BLF-CRYPT -p secret` and `-s SHA512-CRYPT`.
 const IMPORTED = [
@@ -33,15 +26,7 @@ const IMPORTED = [
 ];
 
 describe('access in a cluster: logins at the owning group, a shared lockout, POP3 across a failover', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-access-cluster-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
-  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { dir: string; processes: Proc[] };
-  const proc = (id: string) => state().processes.find((p) => p.id === id)!;
+  const { cwd, cli, ok, state, proc } = clusterFolder('access-cluster');
   const balancer = () => state().processes.find((p) => p.role === 'haproxy')!.ports;
   const primary = async () => (JSON.parse((await ok('group', 'list', '--json')).stdout) as { primary: string }[])[0].primary;
   let sink: Awaited<ReturnType<typeof startSink>>;

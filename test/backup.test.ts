@@ -3,34 +3,19 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, runCli, sendMail, startNode } from '@mailgrid/testing';
+import { eventually, runCli, sendMail, startNode, clusterFolder } from '@mailgrid/testing';
 
 // Backups: `mailgrid group backup` copies a group's LMDB store while it serves, from an
 // in-sync replica; a member whose disk is lost is restored from the copy, catches up from
 // its primary's log, and then holds every message (it takes over and serves them all).
 
-interface Proc {
-  id: string;
-  pid: number;
-  role: string;
-  ports: Record<string, number>;
-  dataDir?: string;
-}
 
 const send = async (smtp: string | number, n: number, tag: string) => {
   for (let i = 0; i < n; i++) assert.match(await sendMail(smtp, { to: ['ann@example.test'], data: `Subject: ${tag} ${i}\r\n\r\nhi\r\n` }), /^250 /);
 };
 
 describe('backup and restore of a hosting group in a cluster', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-backup-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
-  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { processes: Proc[]; smtp: string };
-  const proc = (id: string) => state().processes.find((p) => p.id === id)!;
+  const { cwd, cli, ok, state, proc } = clusterFolder('backup');
   const primary = async () => (JSON.parse((await ok('group', 'list', '--json')).stdout) as { primary: string }[])[0].primary;
   const messages = async () => (JSON.parse((await ok('mailbox', 'list', 'ann@example.test', '--json')).stdout) as unknown[]).length;
 

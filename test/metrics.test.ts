@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, repoRoot, runCli, sendMail, startNode, startSink } from '@mailgrid/testing';
+import { eventually, repoRoot, runCli, sendMail, startNode, startSink, clusterFolder } from '@mailgrid/testing';
 
 // /metrics of every node of a local cluster (etcd, HAProxy, 2 frontends, one group of a
 // primary and a replica), read by the Prometheus project's own Python parser and linted by
@@ -33,14 +31,7 @@ interface Proc {
 }
 
 describe('metrics: every node of a cluster, read by an independent parser', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-metrics-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
-  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { processes: Proc[]; smtp: string };
+  const { cwd, cli, ok, state } = clusterFolder('metrics');
   const nodes = (role: string) => state().processes.filter((p) => p.role === role);
   const url = (p: Proc, path = '/metrics') => `http://127.0.0.1:${p.ports.http}${path}`;
   const pages = async (role: string) => Object.values(await scrape(nodes(role).map((p) => url(p))));

@@ -1,22 +1,16 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
-import { eventually, MailboxProbe, runCli, sendMail, sleep, SmtpLoad } from '@mailgrid/testing';
+import { eventually, MailboxProbe, runCli, sendMail, sleep, SmtpLoad, clusterFolder } from '@mailgrid/testing';
 
 // Account and domain moves between hosting groups, in a cluster of real processes (etcd,
 // HAProxy, a frontend, two groups of a primary and a replica): a move under SMTP load, a
 // move interrupted after its mark (resumed, or aborted), a domain move. Every acknowledged
 // message must end up in the account's new group exactly once, and nowhere else.
 
-interface Proc {
-  id: string;
-  pid: number;
-  dataDir?: string;
-}
 interface GroupRow {
   group: string;
   primary: string;
@@ -27,14 +21,7 @@ interface GroupRow {
 const RULES = 'require "fileinto";\nif header :contains "subject" "pre-" { fileinto "Pre"; }\n';
 
 describe('account moves between hosting groups', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-move-test-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
-  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { smtp: string; etcd: string; prefix: string; processes: Proc[] };
+  const { cwd, cli, ok, state } = clusterFolder('move-test');
   const primaryOf = async (group: string) => (JSON.parse((await ok('group', 'list', '--json')).stdout) as GroupRow[]).find((g) => g.group === group)!;
   const groupOf = async (account: string) => {
     const rows = JSON.parse((await ok('account', 'list', '--json')).stdout) as { address: string; group: string; move?: string }[];

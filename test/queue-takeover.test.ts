@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, nodeLog, runCli, sendMail, sleep } from '@mailgrid/testing';
+import { eventually, MailboxProbe, nodeLog, runCli, sendMail, sleep, clusterFolder } from '@mailgrid/testing';
 
 // Queues that survive their node, in a cluster of real processes (etcd, HAProxy, 2
 // frontends, 1 backend): with the backend stopped, mail waits in the frontends' queues, each
@@ -18,27 +16,13 @@ interface Member {
   partner?: string;
   copies?: string[];
 }
-interface Proc {
-  id: string;
-  pid: number;
-  dataDir?: string;
-  ports: Record<string, number>;
-}
 
 const ACCOUNTS = ['a@example.test', 'b@example.test'];
 const TAKEOVER_MS = 4_000;
 const MESSAGES = 1_000;
 
 describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-takeover-test-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
-  const state = () => JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8')) as { dir: string; smtp: string; processes: Proc[] };
-  const proc = (id: string) => state().processes.find((p) => p.id === id)!;
+  const { cwd, cli, ok, state, proc } = clusterFolder('takeover-test');
   const members = async () => JSON.parse((await ok('member', 'list', '--json')).stdout) as Member[];
   const logOf = (id: string) => nodeLog(state().dir, id);
   const protectedBy = async (id: string) => (await members()).find((m) => m.id === id)?.copies?.join(',') ?? '';

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, nodeLog, runCli, sleep, SmtpLoad, startTcpProxy, type TcpProxy } from '@mailgrid/testing';
+import { eventually, MailboxProbe, nodeLog, runCli, sleep, SmtpLoad, startTcpProxy, type TcpProxy, clusterFolder } from '@mailgrid/testing';
 
 // Hosting groups with replicas, in a cluster of real processes (etcd, HAProxy, 1 frontend,
 // one group of a primary and a replica), under steady SMTP load through HAProxy: kill -9 of
@@ -28,13 +27,7 @@ interface Proc {
 const ACCOUNTS = ['a@example.test', 'b@example.test'];
 
 describe('hosting groups: replicas, fenced failover, recovery', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-replication-test-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
+  const { cwd, cli, ok } = clusterFolder('replication-test');
   const stateFile = join(cwd, '.mailgrid', 'cluster.json');
   const state = () => JSON.parse(readFileSync(stateFile, 'utf8')) as { dir: string; smtp: string; etcd: string; processes: Proc[] };
   const group = async () => (JSON.parse((await ok('group', 'list', '--json')).stdout) as Group[])[0];

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { deliverRaw, eventually, nodeLog, runCli, sendMail, sleep, startSink } from '@mailgrid/testing';
+import { deliverRaw, eventually, nodeLog, runCli, sendMail, sleep, startSink, clusterFolder } from '@mailgrid/testing';
 
 // Submit modes and queue takers in a cluster of real processes (etcd, HAProxy, 2 frontends,
 // 1 backend): mail made on the backend by an account's rules goes to a queue taker, or waits
@@ -18,8 +17,7 @@ interface Member {
 }
 
 describe('submit modes: mail made on a backend, queue takers', () => {
-  const cwd = mkdtempSync(join(tmpdir(), 'mailgrid-submit-test-'));
-  const cli = (...args: string[]) => runCli(args, {}, cwd);
+  const { cwd, cli, ok } = clusterFolder('submit-test');
   let sink: Awaited<ReturnType<typeof startSink>>;
   let state: { dir: string; smtp: string };
   const members = async () => JSON.parse((await cli('member', 'list', '--json')).stdout) as Member[];
@@ -27,11 +25,6 @@ describe('submit modes: mail made on a backend, queue takers', () => {
   const takers = async () => (JSON.parse((await cli('queue', 'takers', '--json')).stdout) as Member[]).map((m) => m.id).sort();
   const logOf = (id: string) => nodeLog(state.dir, id);
   const sunk = (id: string) => sink.messages.filter((m) => m.raw.toString().includes(`X-Test-Id: ${id}\r\n`));
-  const ok = async (...args: string[]) => {
-    const r = await cli(...args);
-    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-    return r;
-  };
 
   before(async () => {
     sink = await startSink();

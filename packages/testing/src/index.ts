@@ -8,3 +8,4 @@ export * from './etcd.js';
 export * from './tcp-proxy.js';
 export * from './tmpfs.js';
 export * from './load.js';
+export * from './local-cluster.js';
