@@ -117,7 +117,6 @@ export class GroupReplication implements Service {
       inSync: [this.options.node, ...this.followers.members()],
       lag: this.followers.lag(),
       seq,
-      lastFailoverAt: this.failovers.at(-1)?.at,
       failovers: this.failovers,
     };
   }

@@ -118,13 +118,14 @@ export class BackendWorker implements Service {
     if (!worker || this._state !== 'running') return [];
     const id = ++this.scrapeId;
     return new Promise((resolve) => {
+      // A thread that does not answer in time leaves its figures out of this scrape.
       const timer = setTimeout(() => done([]), 5_000);
-      const done = (json: MetricsJson | []) => {
+      const done = (figures: MetricsJson[]) => {
         clearTimeout(timer);
         this.scrapes.delete(id);
-        resolve(json.length ? [json as MetricsJson] : []);
+        resolve(figures);
       };
-      this.scrapes.set(id, done);
+      this.scrapes.set(id, (json) => done([json]));
       worker.postMessage({ type: 'metrics', id } satisfies ToWorker);
     });
   }

@@ -30,7 +30,7 @@ export function singleNode(config: Config, log: Logger): Service[] {
   // The dashboard of one member: itself, primary of its one group; no settings to set (no etcd).
   // Both are counted on this thread: accepted by the intake, delivered by the dispatcher when the backend thread stored it.
   const counters = () => ({ accepted: totals.accepted, delivered: totals.delivered });
-  const throughput = new ThroughputSampler(() => [{ id: config.nodeId, ...counters(), at: Date.now() }]);
+  const throughput = new ThroughputSampler((now) => [{ id: config.nodeId, ...counters(), at: now }]);
   const startedAt = new Date().toISOString();
   const view = (): ClusterView => {
     const queue = frontend!.flow.describe();

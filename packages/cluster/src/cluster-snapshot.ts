@@ -1,5 +1,5 @@
 import type { Service, ServiceState } from '@mailgrid/core';
-import { ThroughputRing, type ClusterView, type CounterReading, type FailoverRow, type GroupRow, type MemberRow } from '@mailgrid/dashboard';
+import { ThroughputSampler, type ClusterView, type CounterReading, type FailoverRow, type GroupRow, type MemberRow } from '@mailgrid/dashboard';
 import type { GroupView } from './hosting-groups.js';
 import { queueTakers, type MemberInfo } from './membership.js';
 
@@ -27,14 +27,15 @@ export interface ClusterSnapshotsOptions {
 export class ClusterSnapshots implements Service {
   readonly name = 'dashboard';
   private _state: ServiceState = 'new';
-  private readonly ring = new ThroughputRing();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly throughput: ThroughputSampler;
   /** Members as last seen live, and those seen leave since. */
   private seen = new Map<string, MemberInfo>();
   private readonly gone = new Map<string, { info: MemberInfo; at: number }>();
   private readonly onChange = () => this.track();
 
-  constructor(private readonly options: ClusterSnapshotsOptions) {}
+  constructor(private readonly options: ClusterSnapshotsOptions) {
+    this.throughput = new ThroughputSampler((now) => this.readings(now), options.sampleEveryMs);
+  }
 
   get state(): ServiceState {
     return this._state;
@@ -43,27 +44,29 @@ export class ClusterSnapshots implements Service {
   async start(): Promise<void> {
     this._state = 'running';
     this.options.membership.on('change', this.onChange);
-    this.sample();
-    this.timer = setInterval(() => this.sample(), this.options.sampleEveryMs ?? 2_000);
-    this.timer.unref();
+    await this.throughput.start();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
+    await this.throughput.stop();
     this.options.membership.off('change', this.onChange);
     this._state = 'stopped';
   }
 
-  /** One throughput sample: this node's counters now, the others' as they last published them. */
+  /** One throughput sample (the sampler takes one every 2 s). */
   sample(now = Date.now()): void {
-    const members = this.track(now);
+    this.throughput.sample(now);
+  }
+
+  /** This node's counters now, the others' as they last published them. */
+  private readings(now: number): CounterReading[] {
     const readings: CounterReading[] = [];
-    for (const m of members) {
+    for (const m of this.track(now)) {
       if (m.id === this.options.node) readings.push({ id: m.id, ...this.options.counters(), at: now });
       else if (m.accepted !== undefined && m.delivered !== undefined && m.countedAt !== undefined)
         readings.push({ id: `${m.id}/${m.epoch ?? 0}`, accepted: m.accepted, delivered: m.delivered, at: m.countedAt });
     }
-    this.ring.sample(now, readings);
+    return readings;
   }
 
   view(now = Date.now()): ClusterView {
@@ -79,7 +82,7 @@ export class ClusterSnapshots implements Service {
       members: [...live, ...left].sort(order),
       groups: groups.map((g) => groupRow(g, members)),
       takers: queueTakers(members).map((m) => m.id).sort(),
-      throughput: this.ring.list(),
+      throughput: this.throughput.list(),
       failovers: groups
         .flatMap((g) => (g.status?.failovers ?? []).map((f): FailoverRow => ({ group: g.name, ...f })))
         .sort((a, b) => b.at - a.at),
@@ -140,6 +143,6 @@ function groupRow(g: GroupView, members: MemberInfo[]): GroupRow {
     inSync: g.inSync ?? [],
     lag: status?.lag ?? {},
     members: members.filter((m) => m.role === 'backend' && m.group === g.name).map((m) => m.id).sort(),
-    lastFailoverAt: g.status?.lastFailoverAt,
+    lastFailoverAt: g.status?.failovers?.at(-1)?.at,
   };
 }

@@ -15,7 +15,6 @@ const statusValue = z.looseObject({
   inSync: z.array(z.string()),
   lag: z.record(z.string(), z.number()),
   seq: z.number(),
-  lastFailoverAt: z.number().optional(),
   /** The group's last failovers, oldest first: each primary carries its predecessor's list over. A malformed list is dropped, not the status. */
   failovers: z.array(failoverValue).optional().catch(undefined),
 });

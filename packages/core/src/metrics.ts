@@ -15,8 +15,8 @@ const sources = {
 
 const replyTally = new Map<string, number>();
 
-/** Messages a node took and what became of them, as plain numbers too (the dashboard's throughput, published with the membership entry). */
-export const totals = { accepted: 0, delivered: 0, relayed: 0, bounced: 0 };
+/** Messages a node acknowledged and recipients it stored, as plain numbers too: the dashboard's throughput, published with the membership entry. */
+export const totals = { accepted: 0, delivered: 0 };
 
 const counter = <T extends string>(name: string, help: string, labelNames: readonly T[] = []) => new Counter<T>({ name, help, labelNames });
 

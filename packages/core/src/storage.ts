@@ -1,3 +1,4 @@
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { MailError, Replies } from './errors.js';
 
 /** What a guarded write needs of an lmdb-js root database. */
@@ -49,4 +50,14 @@ export async function flushed(root: WritableRoot, ms = 30_000): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * A consistent copy of an lmdb-js environment into `dir` (new, or empty): LMDB's own hot
+ * copy, from one read transaction while writes go on, on lmdb-js's thread pool.
+ */
+export async function copyEnvironment(root: { backup(path: string, compact: boolean): Promise<void> }, dir: string, compact: boolean): Promise<void> {
+  if (existsSync(dir) && readdirSync(dir).length) throw new Error(`${dir} is not empty`);
+  mkdirSync(dir, { recursive: true });
+  await root.backup(dir, compact);
 }

@@ -153,7 +153,7 @@ export class ThroughputRing {
 
 const round = (n: number) => Math.round(n * 100) / 100;
 
-/** Samples a ring every `everyMs` from `readings` (a node that is its own only source: the single node). */
+/** Samples a ring every `everyMs` from `readings`: a node's own counters (the single node), or every member's (a cluster member's ClusterSnapshots). */
 export class ThroughputSampler implements Service {
   readonly name = 'throughput';
   private _state: ServiceState = 'new';
@@ -161,7 +161,7 @@ export class ThroughputSampler implements Service {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly readings: () => CounterReading[],
+    private readonly readings: (now: number) => CounterReading[],
     private readonly everyMs = 2_000,
   ) {}
 
@@ -171,9 +171,14 @@ export class ThroughputSampler implements Service {
 
   async start(): Promise<void> {
     this._state = 'running';
-    this.ring.sample(Date.now(), this.readings());
-    this.timer = setInterval(() => this.ring.sample(Date.now(), this.readings()), this.everyMs);
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.everyMs);
     this.timer.unref();
+  }
+
+  /** One sample now (the timer takes one every `everyMs`). */
+  sample(now = Date.now()): void {
+    this.ring.sample(now, this.readings(now));
   }
 
   async stop(): Promise<void> {

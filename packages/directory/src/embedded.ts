@@ -1,6 +1,6 @@
-import { commit, flushed, isDomain, normalizeDomain, parseAddress, Replies, type Address } from '@mailgrid/core';
+import { commit, copyEnvironment, flushed, isDomain, normalizeDomain, parseAddress, Replies, type Address } from '@mailgrid/core';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import type { AccountEntry, AliasEntry, Directory, DirectoryAdmin, Resolution } from './directory.js';
 
 export function checkedDomain(domain: string): string {
@@ -132,10 +132,8 @@ export class EmbeddedDirectory implements Directory, DirectoryAdmin {
   }
 
   /** A consistent copy into `dir` (new, or empty), made while edits go on: a single node's backup has its directory too. */
-  async backup(dir: string, compact = false): Promise<void> {
-    if (existsSync(dir) && readdirSync(dir).length) throw new Error(`${dir} is not empty`);
-    mkdirSync(dir, { recursive: true });
-    await this.root.backup(dir, compact);
+  backup(dir: string, compact = false): Promise<void> {
+    return copyEnvironment(this.root, dir, compact);
   }
 
   async close(): Promise<void> {

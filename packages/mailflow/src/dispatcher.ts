@@ -23,10 +23,7 @@ function delivered(message: QueuedMessage, route: 'local' | 'remote'): void {
   if (route === 'local') {
     metrics.delivered.inc();
     totals.delivered++;
-  } else {
-    metrics.relayed.inc();
-    totals.relayed++;
-  }
+  } else metrics.relayed.inc();
   metrics.deliveryDuration.observe({ route }, Math.max(0, Date.now() - message.receivedAt) / 1000);
 }
 
@@ -159,7 +156,6 @@ export class Dispatcher {
         // An expired recipient's report carries the last real reply, with the status of expiry.
         if (wants(r, 'FAILURE')) report.push({ address: r.address, action: 'failed', reply: o.reply, status: o.permanent ? undefined : '5.4.7', ...orcpt });
         metrics.bounced.inc({ reason: o.permanent ? 'permanent' : 'expired' });
-        totals.bounced++;
         return { recipient: r, done: true, failed: true };
       }
       r.nextAttemptAt = nextAttempt(policy, r.attempts, now);

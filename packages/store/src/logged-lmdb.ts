@@ -1,8 +1,8 @@
-import { commit, flushed, upkeep, type Logger, type Service } from '@mailgrid/core';
+import { commit, copyEnvironment, flushed, upkeep, type Logger, type Service } from '@mailgrid/core';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LogEntry, LogPosition, Op } from './store.js';
 
@@ -200,9 +200,7 @@ export class LoggedLmdb extends EventEmitter {
    */
   async backup(dir: string, compact = false): Promise<LogPosition> {
     if (this.position().epoch === COPYING) throw new Error('this member is taking a full copy from its primary; back up another member');
-    if (existsSync(dir) && readdirSync(dir).length) throw new Error(`${dir} is not empty`);
-    mkdirSync(dir, { recursive: true });
-    await this.root.backup(dir, compact);
+    await copyEnvironment(this.root, dir, compact);
     const copy = new LoggedLmdb(dir, [], { readOnly: true });
     try {
       return copy.position();

@@ -72,7 +72,7 @@ export class ClusterAdmin {
         site: leader?.site ?? '-',
         inSync: (g.inSync ?? []).join(',') || '-',
         lag: status ? Object.entries(status.lag).map(([n, l]) => `${n}:${l}`).join(',') || '-' : '-',
-        lastFailover: status?.lastFailoverAt ? new Date(status.lastFailoverAt).toISOString() : '-',
+        lastFailover: status?.failovers?.length ? new Date(status.failovers.at(-1)!.at).toISOString() : '-',
         members: members.filter((m) => m.role === 'backend' && m.group === g.name).map((m) => `${m.id}(${m.groupRole ?? '?'})`).join(',') || '-',
       };
     });
