@@ -269,6 +269,6 @@ describe('access: submission, POP3 and TLS on a single node', () => {
     writeFileSync(join(dir, 'never'), '');
     const r = await session;
     // The session was told, not cut off when drainMs ran out.
-    assert.equal((r[6] as Result).error, '-ERR [SYS/TEMP] Server shutting down, try again later');
+    assert.equal((r[6] as Result).error, '-ERR [SYS/TEMP] Service shutting down, try again later');
   });
 });

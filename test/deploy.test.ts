@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
-import { createLogger, freePort, HealthServer, leaves, loadConfig, type Config } from '@mailgrid/core';
+import { createLogger, freePort, HealthServer, leaves, loadConfig, type AccessListenerName, type Config } from '@mailgrid/core';
 import {
   ACCESS_PORTS,
   ACCESS_SERVICES,
@@ -14,7 +14,6 @@ import {
   PORT_ENV,
   ROLE_PORTS,
   roleEnv,
-  type AccessService,
   type HaproxyFrontend,
   type NodeRole,
   type PortName,
@@ -52,7 +51,7 @@ function checkNode(where: string, role: NodeRole, env: Record<string, string>): 
     [],
     `${where}: variables that are no config setting`,
   );
-  assert.deepEqual(names, expectedNames(role, env.MAILGRID_SMTP_PROXY_PROTOCOL === 'true'), `${where}: not the ${role}'s settings (packages/cli/src/topology.ts)`);
+  assert.deepEqual(names, expectedNames(role, env.MAILGRID_LISTEN_PROXY_PROTOCOL === 'true'), `${where}: not the ${role}'s settings (packages/cli/src/topology.ts)`);
   try {
     return loadConfig({ env });
   } catch (err) {
@@ -205,7 +204,7 @@ describe('deploy files', () => {
       for (const { name, role, config } of nodes()) {
         assert.equal(config.grpc.host, '0.0.0.0', name);
         assert.equal(config.http.host, '0.0.0.0', name);
-        if (role === 'frontend') assert.equal(config.smtp.host, '0.0.0.0', name);
+        if (role === 'frontend') assert.equal(config.listen.host, '0.0.0.0', name);
         assert.equal(config.grpc.advertise, `${name}:${config.grpc.port}`, name);
         assert.deepEqual(compose.services[name].expose.map(Number).sort((a: number, b: number) => a - b), rolePorts(role, config), `${name}: expose`);
       }
@@ -242,18 +241,18 @@ describe('deploy files', () => {
       const onEdge = Object.entries(compose.services).filter(([, s]) => (s.networks ?? []).includes(edge[0])).map(([n]) => n).sort();
       assert.deepEqual(onEdge, ['haproxy', ...frontends.map((f) => f.name)].sort(), 'only HAProxy and the frontends share the PROXY network');
       for (const f of frontends) {
-        assert.equal(f.config.smtp.proxyProtocol, true, f.name);
-        assert.equal(f.config.smtp.proxyFrom, subnet, `${f.name}: PROXY only from ${subnet}`);
+        assert.equal(f.config.listen.proxyProtocol, true, f.name);
+        assert.equal(f.config.listen.proxyFrom, subnet, `${f.name}: PROXY only from ${subnet}`);
       }
       const published = (haproxy.ports as string[]).map((p) => Number(p.split(':').pop())).sort((a, b) => a - b);
       assert.deepEqual(published, Object.values(ACCESS_PORTS).sort((a, b) => a - b));
       const mount = (haproxy.volumes as string[]).map((v) => v.split(':')).find(([, path]) => path === '/usr/local/etc/haproxy/haproxy.cfg');
       assert.ok(mount, 'HAProxy gets its config');
-      const binds = Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `0.0.0.0:${ACCESS_PORTS[s]}`])) as Record<AccessService, string>;
+      const binds = Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `0.0.0.0:${ACCESS_PORTS[s]}`])) as Record<AccessListenerName, string>;
       const servers: HaproxyFrontend[] = frontends.map((f) => ({
         id: f.name,
         host: f.name,
-        ports: Object.fromEntries(ACCESS_SERVICES.map((s) => [s, port(f.config, s)])) as Record<AccessService, number>,
+        ports: Object.fromEntries(ACCESS_SERVICES.map((s) => [s, port(f.config, s)])) as Record<AccessListenerName, number>,
         httpPort: f.config.http.port,
       }));
       assert.equal(body(read(mount[0])), body(haproxyConfig(binds, servers, { dns: '127.0.0.11:53' })), `${mount[0]} is haproxyConfig()'s`);
@@ -345,7 +344,7 @@ describe('deploy files', () => {
         assert.equal(config.grpc.advertise, `${name}.${svc.metadata.name}.${ns}.svc:${config.grpc.port}`);
         assert.equal(config.grpc.host, '0.0.0.0', name);
         assert.equal(config.http.host, '0.0.0.0', name);
-        if (role === 'frontend') assert.equal(config.smtp.host, '0.0.0.0', name);
+        if (role === 'frontend') assert.equal(config.listen.host, '0.0.0.0', name);
       }
     });
 
@@ -395,7 +394,7 @@ describe('deploy files', () => {
       for (const p of pods()) assert.equal(matches(lb.spec.selector, p.set.spec.template.metadata.labels), p.role === 'frontend', `${p.name}: behind the balancer`);
       assert.deepEqual(Object.fromEntries(lb.spec.ports.map((p: { name: string; port: number }) => [p.name, p.port])), ACCESS_PORTS);
       for (const f of frontends) {
-        assert.equal(f.config.smtp.proxyProtocol, false, `${f.name}: the client address comes with the connection`);
+        assert.equal(f.config.listen.proxyProtocol, false, `${f.name}: the client address comes with the connection`);
         for (const p of lb.spec.ports) {
           const target = f.container.ports.find((c: { name: string }) => c.name === p.targetPort)?.containerPort ?? p.targetPort;
           assert.equal(target, port(f.config, p.name), `${f.name}: ${p.name}`);
@@ -486,12 +485,12 @@ describe('deploy files', () => {
       const fe = frontends[0].config;
       // Every frontend runs with the same settings as fe-1, on its own address.
       const hosts = [...new Set([...cfg.matchAll(/^\s*server (\S+) ([^:\s]+):/gm)].map((m) => `${m[1]} ${m[2]}`))];
-      assert.ok(hosts.includes(`${fe.nodeId} ${fe.smtp.host}`), `fe-1 at ${fe.smtp.host}`);
+      assert.ok(hosts.includes(`${fe.nodeId} ${fe.listen.host}`), `fe-1 at ${fe.listen.host}`);
       const servers = hosts.map((h) => {
         const [id, host] = h.split(' ');
-        return { id, host, ports: Object.fromEntries(ACCESS_SERVICES.map((s) => [s, port(fe, s)])) as Record<AccessService, number>, httpPort: fe.http.port };
+        return { id, host, ports: Object.fromEntries(ACCESS_SERVICES.map((s) => [s, port(fe, s)])) as Record<AccessListenerName, number>, httpPort: fe.http.port };
       });
-      const binds = Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `0.0.0.0:${ACCESS_PORTS[s]}`])) as Record<AccessService, string>;
+      const binds = Object.fromEntries(ACCESS_SERVICES.map((s) => [s, `0.0.0.0:${ACCESS_PORTS[s]}`])) as Record<AccessListenerName, string>;
       assert.equal(body(cfg), body(haproxyConfig(binds, servers)), 'deploy/haproxy.cfg is haproxyConfig()\'s');
     });
 

@@ -254,9 +254,9 @@ describe('etcd prefix watches', () => {
     const base = { ...defaults(), nodeId: 'n1' };
     await client.put(keys.setting('_cluster', 'log.level')).value('"debug"');
     await client.put(keys.setting('n1', 'smtp.maxRecipients')).value('"lots"');
-    await client.put(keys.setting('n1', 'smtp.maxClients')).value('{not json');
+    await client.put(keys.setting('n1', 'listen.maxClients')).value('{not json');
     await client.put(keys.setting('n1', 'smtp.port')).value('2600');
-    await client.put(keys.setting('n2', 'smtp.maxClients')).value('7');
+    await client.put(keys.setting('n2', 'listen.maxClients')).value('7');
     const { log, lines } = capture();
     const settings = new NodeSettings(client, keys, base, log);
     t.after(() => settings.stop());
@@ -264,10 +264,10 @@ describe('etcd prefix watches', () => {
 
     assert.equal(settings.effective.log.level, 'debug');
     assert.equal(settings.effective.smtp.maxRecipients, base.smtp.maxRecipients);
-    assert.equal(settings.effective.smtp.maxClients, base.smtp.maxClients);
+    assert.equal(settings.effective.listen.maxClients, base.listen.maxClients);
     assert.equal(settings.effective.smtp.port, base.smtp.port);
     const invalid = lines.filter((l) => l.event === 'settings.invalid').map((l) => l.key);
-    assert.deepEqual([...new Set(invalid)].sort(), ['smtp.maxClients', 'smtp.maxRecipients']);
+    assert.deepEqual([...new Set(invalid)].sort(), ['listen.maxClients', 'smtp.maxRecipients']);
     assert.ok(lines.some((l) => l.event === 'settings.not-live' && l.key === 'smtp.port'));
 
     let changes = 0;
@@ -275,6 +275,11 @@ describe('etcd prefix watches', () => {
     await client.put(keys.setting('n1', 'smtp.maxRecipients')).value('42');
     await eventually('the new value applied', async () => (settings.effective.smtp.maxRecipients === 42 ? true : undefined));
     assert.equal(changes, 1);
-    assert.equal(settings.effective.smtp.maxClients, base.smtp.maxClients);
+    assert.equal(settings.effective.listen.maxClients, base.listen.maxClients);
+    // A key under its old name (smtp.maxClients became listen.maxClients) still works, with a warning.
+    await client.delete().key(keys.setting('n1', 'listen.maxClients'));
+    await client.put(keys.setting('n1', 'smtp.maxClients')).value('9');
+    await eventually('the old name applied', async () => (settings.effective.listen.maxClients === 9 ? true : undefined));
+    assert.ok(lines.some((l) => l.event === 'settings.deprecated' && l.key === 'smtp.maxClients' && l.now === 'listen.maxClients'));
   });
 });

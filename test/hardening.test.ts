@@ -35,8 +35,8 @@ describe('PROXY protocol is trusted only from the balancers', () => {
   before(async () => {
     node = await startNode({
       env: {
-        MAILGRID_SMTP_PROXY_PROTOCOL: 'true',
-        MAILGRID_SMTP_PROXY_FROM: '127.0.0.1',
+        MAILGRID_LISTEN_PROXY_PROTOCOL: 'true',
+        MAILGRID_LISTEN_PROXY_FROM: '127.0.0.1',
         MAILGRID_SMTP_TRUSTED_NETWORKS: '10.0.0.0/8',
         MAILGRID_RELAY_SMARTHOST: `127.0.0.1:${await freePort()}`,
       },
@@ -55,12 +55,22 @@ describe('PROXY protocol is trusted only from the balancers', () => {
   });
 
   it('refuses to start with the PROXY protocol on and no balancer named', async () => {
-    const r = await runCli(['start', '--print-config'], { MAILGRID_SMTP_PROXY_PROTOCOL: 'true' });
+    const r = await runCli(['start', '--print-config'], { MAILGRID_LISTEN_PROXY_PROTOCOL: 'true' });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /smtp\.proxyFrom: the PROXY protocol is on/);
-    const bad = await runCli(['start', '--print-config'], { MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '10.0.0.0/99' });
+    assert.match(r.stderr, /listen\.proxyFrom: the PROXY protocol is on \(listen\.proxyProtocol\) but no balancer is named for smtp, submission, pop3/);
+    // A protocol's own balancers: an invalid one is named by its key.
+    const bad = await runCli(['start', '--print-config'], { MAILGRID_LISTEN_PROXY_PROTOCOL: 'true', MAILGRID_LISTEN_PROXY_FROM: '10.0.0.1', MAILGRID_POP3_PROXY_FROM: '10.0.0.0/99' });
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /smtp\.proxyFrom: not an address or CIDR block: 10\.0\.0\.0\/99/);
+    assert.match(bad.stderr, /pop3\.proxyFrom: not an address or CIDR block: 10\.0\.0\.0\/99/);
+  });
+
+  it('takes the old names of renamed settings, with a warning (smtp.proxyFrom is listen.proxyFrom now)', async () => {
+    const r = await runCli(['start', '--print-config'], { MAILGRID_SMTP_PROXY_PROTOCOL: 'true', MAILGRID_SMTP_PROXY_FROM: '10.9.0.0/16', MAILGRID_POP3S_PORT: '2996' });
+    assert.equal(r.code, 0, r.stderr);
+    const c = JSON.parse(r.stdout);
+    assert.deepEqual([c.listen.proxyProtocol, c.listen.proxyFrom, c.pop3.tlsPort], [true, '10.9.0.0/16', 2996]);
+    assert.match(r.stderr, /MAILGRID_SMTP_PROXY_FROM is deprecated, set MAILGRID_LISTEN_PROXY_FROM instead/);
+    assert.match(r.stderr, /MAILGRID_POP3S_PORT is deprecated, set MAILGRID_POP3_TLS_PORT instead/);
   });
 });
 

@@ -74,13 +74,13 @@ describe('metrics: every node of a cluster, read by an independent parser', () =
       30_000,
     );
     const d = (name: string, labels?: Record<string, string>) => total(after, name, labels) - n(name, labels);
-    assert.equal(d('mailgrid_messages_accepted_total', { listener: 'mx' }), 7);
+    assert.equal(d('mailgrid_messages_accepted_total', { listener: 'smtp' }), 7);
     assert.equal(d('mailgrid_messages_delivered_total'), 5);
     assert.equal(d('mailgrid_delivery_duration_seconds_count', { route: 'local' }), 5);
     assert.equal(d('mailgrid_delivery_duration_seconds_count', { route: 'remote' }), 2);
     assert.ok(d('mailgrid_delivery_duration_seconds_sum', { route: 'local' }) > 0);
     assert.equal(d('mailgrid_messages_bounced_total'), 0);
-    assert.ok(d('mailgrid_smtp_sessions_total', { listener: 'mx' }) >= 8);
+    assert.ok(d('mailgrid_sessions_total', { protocol: 'smtp', listener: 'smtp' }) >= 8);
     assert.ok(d('mailgrid_smtp_replies_total', { class: '5xx' }) >= 1, 'the 550 counted');
     assert.ok(d('mailgrid_smtp_replies_total', { class: '2xx' }) >= 8 * 4, 'greeting, EHLO, MAIL, RCPT of each session');
     assert.ok(d('mailgrid_smtp_replies_total', { class: '3xx' }) >= 7, 'a 354 for each DATA');
@@ -159,7 +159,7 @@ describe('metrics: a single node, whose backend runs in a worker thread with its
       assert.match(await sendMail(node.smtpPort, { to: ['ann@example.test'], data: 'Subject: one\r\n\r\nhi\r\n' }), /^250 /);
       const url = `http://127.0.0.1:${node.ports.http}/metrics`;
       const page = Object.values(await scrape([url]))[0];
-      assert.equal(total([page], 'mailgrid_messages_accepted_total', { listener: 'mx' }), 1);
+      assert.equal(total([page], 'mailgrid_messages_accepted_total', { listener: 'smtp' }), 1);
       assert.equal(total([page], 'mailgrid_messages_delivered_total'), 1);
       assert.equal(total([page], 'mailgrid_node_info', { role: 'single' }), 1);
       // The store's disk guard lives on the backend thread, the queue's on the main one.

@@ -288,6 +288,7 @@ describe('CLI errors', () => {
     assert.equal(c.smtp.maxMessageBytes, 25 * 1024 * 1024);
     assert.equal(c.smtp.maxRecipients, 100);
     assert.equal(c.smtp.idleTimeoutMs, 300_000);
-    assert.equal(c.smtp.host, '127.0.0.1');
+    assert.equal(c.listen.host, '127.0.0.1');
+    assert.equal(c.pop3.tlsPort, 2995);
   });
 });

@@ -1,2 +1,2 @@
 export * from './build.js';
-export * from './cluster.js';
+export * from './group-member.js';

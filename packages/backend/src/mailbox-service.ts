@@ -117,7 +117,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
     Hold(call: grpc.ServerWritableStream<any, any>) {
       // Fenced like a write: only the primary of the caller's epoch grants it.
       account(call.request.account, call)
-        .then((acct) => deps.holds.hold(acct, call.request.holder || 'unnamed', call))
+        .then((acct) => deps.holds.hold(acct, call.request.holder || 'unnamed', Boolean(call.request.shared), call))
         .catch((err) => call.emit('error', toServiceError(err)));
     },
 
@@ -177,15 +177,17 @@ export class CredentialCache {
 }
 
 /**
- * The access sessions that hold a mailbox (one at a time per account, RFC 1939's exclusive
- * maildrop), each an open Hold stream: a session whose frontend dies lets go when its stream
- * breaks. Every hold ends when this member stops being the primary or stops, so the session
- * goes on at the new primary, never on two.
+ * The access sessions that hold a mailbox, each an open Hold stream: at most one exclusive
+ * holder per account (RFC 1939's maildrop, POP3), and any number of shared ones (IMAP). A
+ * session whose frontend dies lets go when its stream breaks. Every hold ends when this
+ * member stops being the primary or stops, so the session goes on at the new primary,
+ * never on two.
  */
 export class MailboxHolds implements Service {
   readonly name = 'mailbox-holds';
   private _state: ServiceState = 'new';
-  private readonly held = new Map<string, { holder: string; epoch: number | undefined; call: grpc.ServerWritableStream<any, any> }>();
+  /** Per account: its holders by name. */
+  private readonly held = new Map<string, Map<string, Hold>>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -200,25 +202,33 @@ export class MailboxHolds implements Service {
 
   /** Ends `holder`'s hold of `account` (the stream ends from this side); false if it held none. */
   release(account: string, holder: string): boolean {
-    const h = this.held.get(account);
-    if (!h || h.holder !== holder) return false;
-    this.held.delete(account);
+    const h = this.held.get(account)?.get(holder);
+    if (!h) return false;
+    this.forget(account, holder, h.call);
     h.call.end();
     return true;
   }
 
-  hold(account: string, holder: string, call: grpc.ServerWritableStream<any, any>): void {
+  hold(account: string, holder: string, shared: boolean, call: grpc.ServerWritableStream<any, any>): void {
     if (this._state !== 'running') throw Replies.notPrimary('');
-    const other = this.held.get(account);
-    if (other && !other.call.cancelled && !other.call.destroyed) throw Replies.mailboxInUse(account);
-    this.held.set(account, { holder, epoch: this.epoch?.(), call });
-    const release = () => {
-      if (this.held.get(account)?.call === call) this.held.delete(account);
-    };
+    const holders = this.held.get(account) ?? new Map<string, Hold>();
+    const live = (h: Hold) => !h.call.cancelled && !h.call.destroyed;
+    if (!shared && [...holders.values()].some((h) => !h.shared && live(h))) throw Replies.mailboxInUse(account);
+    holders.get(holder)?.call.end();
+    holders.set(holder, { shared, epoch: this.epoch?.(), call });
+    this.held.set(account, holders);
+    const release = () => this.forget(account, holder, call);
     call.on('cancelled', release);
     call.on('close', release);
     call.on('error', release);
     call.write({ held: true });
+  }
+
+  private forget(account: string, holder: string, call: grpc.ServerWritableStream<any, any>): void {
+    const holders = this.held.get(account);
+    if (holders?.get(holder)?.call !== call) return;
+    holders.delete(holder);
+    if (!holders.size) this.held.delete(account);
   }
 
   async start(): Promise<void> {
@@ -227,12 +237,13 @@ export class MailboxHolds implements Service {
     this.timer = setInterval(() => {
       if (!this.epoch || !this.held.size) return;
       const now = this.epoch();
-      for (const [account, h] of this.held) {
-        if (h.epoch === now) continue;
-        this.held.delete(account);
-        h.call.end();
-        this.log.info({ event: 'mailbox.hold-ended', account, holder: h.holder, why: 'epoch changed' }, 'access session let go');
-      }
+      for (const [account, holders] of this.held)
+        for (const [holder, h] of holders) {
+          if (h.epoch === now) continue;
+          this.forget(account, holder, h.call);
+          h.call.end();
+          this.log.info({ event: 'mailbox.hold-ended', account, holder, why: 'epoch changed' }, 'access session let go');
+        }
     }, 250);
     this.timer.unref();
   }
@@ -241,12 +252,15 @@ export class MailboxHolds implements Service {
     if (this._state === 'stopped') return;
     this._state = 'stopped';
     clearInterval(this.timer);
-    this.endAll('stopping');
-  }
-
-  private endAll(why: string): void {
-    if (this.held.size) this.log.info({ event: 'mailbox.holds-ended', holds: this.held.size, why }, 'access sessions let go');
-    for (const { call } of this.held.values()) call.end();
+    const calls = [...this.held.values()].flatMap((holders) => [...holders.values()].map((h) => h.call));
+    if (calls.length) this.log.info({ event: 'mailbox.holds-ended', holds: calls.length, why: 'stopping' }, 'access sessions let go');
     this.held.clear();
+    for (const call of calls) call.end();
   }
+}
+
+interface Hold {
+  shared: boolean;
+  epoch: number | undefined;
+  call: grpc.ServerWritableStream<any, any>;
 }

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { leaves, loadConfig, type Config } from '@mailgrid/core';
+import { configWarnings, leaves, loadConfig, renamedLeaves, type Config } from '@mailgrid/core';
 import { checkedAddress } from '@mailgrid/directory';
 import { CliError } from './errors.js';
 import { openTarget, type Target } from './target.js';
@@ -16,10 +16,12 @@ export const program = new Command('mailgrid')
 // Every config key is a flag (and a MAILGRID_* variable): --smtp-port for smtp.port.
 for (const leaf of leaves()) {
   const opt = new Option(leaf.kind === 'boolean' ? `--${leaf.flag} [bool]` : `--${leaf.flag} <value>`, `${leaf.key} (${leaf.env})`).hideHelp(
-    !['data-dir', 'smtp-port', 'smtp-host', 'grpc-port', 'grpc-host', 'log-level'].includes(leaf.flag),
+    !['data-dir', 'smtp-port', 'listen-host', 'grpc-port', 'grpc-host', 'log-level'].includes(leaf.flag),
   );
   program.addOption(opt);
 }
+// Renamed keys keep their old flags (the pipeline warns about them).
+for (const old of renamedLeaves()) program.addOption(new Option(old.kind === 'boolean' ? `--${old.flag} [bool]` : `--${old.flag} <value>`).hideHelp());
 
 const camel = (flag: string) => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
@@ -27,12 +29,17 @@ const camel = (flag: string) => flag.replace(/-([a-z0-9])/g, (_, c: string) => c
 export function config(): Config {
   const opts = program.opts();
   const overrides: Record<string, string | boolean> = {};
-  for (const leaf of leaves()) {
+  for (const leaf of [...leaves(), ...renamedLeaves()]) {
     const v = opts[camel(leaf.flag)];
     if (v !== undefined) overrides[leaf.key] = v === true ? 'true' : v;
   }
-  return loadConfig({ file: opts.config, env: process.env, overrides });
+  const c = loadConfig({ file: opts.config, env: process.env, overrides });
+  // Said once per command; a node logs them too when it starts.
+  if (!warnedOnce) for (const w of configWarnings(c)) process.stderr.write(`mailgrid: warning: ${w}\n`);
+  warnedOnce = true;
+  return c;
 }
+let warnedOnce = false;
 
 export const json = () => Boolean(program.opts().json);
 

@@ -1,3 +1,2 @@
-export { singleNode } from './single-node.js';
-export { ACCESS_SERVICES, haproxyConfig, type AccessService, type HaproxyFrontend, type HaproxyOptions } from './haproxy-config.js';
-export * from './topology.js';
+export { haproxyConfig, type HaproxyFrontend, type HaproxyOptions } from './local-cluster/haproxy-config.js';
+export * from './local-cluster/topology.js';

@@ -4,7 +4,7 @@ import { ClusterAdmin } from './clients/cluster-admin.js';
 import { NodeDirectoryAdmin } from './clients/node-admin.js';
 import { QueueTargets } from './clients/queue-client.js';
 import { CliError } from './errors.js';
-import { readState } from './launcher.js';
+import { readState } from './local-cluster/launcher.js';
 
 /**
  * What a command works on, found from the same settings a node uses: a cluster (--etcd,

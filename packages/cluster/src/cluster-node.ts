@@ -46,3 +46,6 @@ export function clusterNode(
   const etcd: Service = closer('etcd', () => client.close());
   return { client, keys, directory, settings, membership, groups, takers, etcd };
 }
+
+/** What a cluster member's roles are built on: its etcd client, directory cache, settings, membership, groups and takers. */
+export type ClusterNode = ReturnType<typeof clusterNode>;

@@ -14,8 +14,8 @@ export interface MemberInfo {
   site: string;
   /** Hosting group served (backends). */
   group?: string;
-  /** Addresses other parts of the cluster use: `host:port`. */
-  smtp?: string;
+  /** A frontend's access listeners by the registry's names (`smtp`, `pop3s`, ...): `host:port`. */
+  access?: Record<string, string>;
   /** The member's one gRPC address; `services` says what it offers there. */
   grpc?: string;
   http?: string;
@@ -56,7 +56,7 @@ const memberValue = z.looseObject({
   role: z.enum(['frontend', 'backend']),
   site: z.string(),
   group: z.string().optional(),
-  smtp: z.string().optional(),
+  access: z.record(z.string(), z.string()).optional(),
   grpc: z.string().optional(),
   http: z.string().optional(),
   services: z.array(z.string()).optional(),

@@ -1,4 +1,4 @@
-import { ConfigError, leaves, LIVE_SETTINGS, withOverrides, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { canonicalKey, ConfigError, leaves, LIVE_SETTINGS, withOverrides, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { EventEmitter } from 'node:events';
 import { CLUSTER_SCOPE, type Keys } from './keys.js';
@@ -86,7 +86,10 @@ export class NodeSettings extends EventEmitter implements Service {
   private recompute(): void {
     const overrides: Record<string, unknown> = {};
     for (const map of [this.cluster, this.node]) {
-      for (const [k, v] of map) {
+      // Old names first: a key set under its new name too wins.
+      for (const [given, v] of [...map].sort(([a], [b]) => Number(canonicalKey(b) !== b) - Number(canonicalKey(a) !== a))) {
+        const k = canonicalKey(given);
+        if (k !== given) this.log.warn({ event: 'settings.deprecated', key: given, now: k }, `setting ${given} is deprecated: set ${k} instead (taken as ${k})`);
         if (!(LIVE_SETTINGS as readonly string[]).includes(k)) {
           this.log.warn({ event: 'settings.not-live', key: k }, 'setting needs a restart; ignored while running');
           continue;
@@ -126,7 +129,9 @@ export async function putSetting(
   base: Config,
   isMember: (id: string) => boolean | Promise<boolean>,
 ): Promise<unknown> {
-  const { node, key, raw } = change;
+  const { node, raw } = change;
+  // An old name is written under its new one.
+  const key = canonicalKey(change.key);
   if (!(LIVE_SETTINGS as readonly string[]).includes(key))
     throw new SettingRefused(`${key} cannot be changed on a running node; live settings: ${LIVE_SETTINGS.join(', ')}`);
   const leaf = leaves().find((l) => l.key === key)!;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { ACCESS_PROTOCOLS, accessSettings } from './access-protocols.js';
 import { parseAddress, parseNetworks } from './address.js';
 
 /**
@@ -10,6 +11,12 @@ import { parseAddress, parseNetworks } from './address.js';
  */
 const port = z.number().int().min(0).max(65535);
 const positive = z.number().int().positive();
+/** A protocol's own listener settings over the shared `listen` ones (empty, 0: the shared one). */
+const listenerOverrides = {
+  host: z.string(),
+  proxyFrom: z.string().superRefine(networks),
+  maxClients: z.number().int().min(0),
+};
 
 export const configSchema = z.strictObject({
   nodeId: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash, underscore'),
@@ -31,28 +38,12 @@ export const configSchema = z.strictObject({
     /** Lets the dashboard change settings when the browser presents it; empty: the dashboard is read-only. */
     adminToken: z.string(),
   }),
-  log: z.strictObject({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-    /** smtp-server's own per-command log lines, at debug level. */
-    smtpProtocol: z.boolean(),
-  }),
-  smtp: z.strictObject({
+  /**
+   * What every access listener (SMTP, submission, POP3) shares unless its own section says
+   * otherwise (`pop3.host`, `pop3.proxyFrom`, `pop3.maxClients`; empty or 0: these).
+   */
+  listen: z.strictObject({
     host: z.string().min(1),
-    port,
-    /** Name in the greeting and in Received: headers. */
-    hostname: z.string().min(1),
-    maxMessageBytes: positive,
-    maxRecipients: positive,
-    idleTimeoutMs: positive,
-    maxClients: positive,
-    /**
-     * Pause before the greeting during which a client that talks is refused as an early
-     * talker. smtp-server hard-codes 100 ms, which caps one-message sessions; 0 sends the
-     * greeting at once (early talkers are still caught if they beat it).
-     */
-    greetingDelayMs: z.number().int().min(0).max(30_000),
-    reverseDns: z.boolean(),
-    reverseDnsTimeoutMs: positive,
     /** Expect a PROXY protocol header (from HAProxy) on connections from `proxyFrom`. */
     proxyProtocol: z.boolean(),
     /**
@@ -61,6 +52,30 @@ export const configSchema = z.strictObject({
      * address it likes, trusted networks included.
      */
     proxyFrom: z.string().superRefine(networks),
+    /** Connections at once, per protocol; past it a new one is told to come back later. */
+    maxClients: positive,
+  }),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    /** smtp-server's own per-command log lines, at debug level. */
+    smtpProtocol: z.boolean(),
+  }),
+  /** SMTP on the MX port, and what submission shares with it (limits, name, timeouts). */
+  smtp: z.strictObject({
+    port,
+    /** Name in the greeting and in Received: headers. */
+    hostname: z.string().min(1),
+    maxMessageBytes: positive,
+    maxRecipients: positive,
+    idleTimeoutMs: positive,
+    /**
+     * Pause before the greeting during which a client that talks is refused as an early
+     * talker. smtp-server hard-codes 100 ms, which caps one-message sessions; 0 sends the
+     * greeting at once (early talkers are still caught if they beat it).
+     */
+    greetingDelayMs: z.number().int().min(0).max(30_000),
+    reverseDns: z.boolean(),
+    reverseDnsTimeoutMs: positive,
     /**
      * Clients allowed to relay to other domains without authentication (like Postfix's
      * mynetworks): comma-separated addresses or CIDR blocks. Empty: nobody.
@@ -68,10 +83,9 @@ export const configSchema = z.strictObject({
     trustedNetworks: z.string().superRefine(networks),
   }),
   /** Authenticated submission (RFC 6409): STARTTLS, then AUTH, on `port`; implicit TLS (RFC 8314) on `tlsPort`. 0 disables one. */
-  submission: z.strictObject({ port, tlsPort: port }),
-  /** POP3 (STLS before any login) and POP3 over implicit TLS; 0 disables one. */
-  pop3: z.strictObject({ port, idleTimeoutMs: positive }),
-  pop3s: z.strictObject({ port }),
+  submission: z.strictObject({ port, tlsPort: port, ...listenerOverrides }),
+  /** POP3 (STLS before any login) on `port`, and over implicit TLS on `tlsPort`; 0 disables one. */
+  pop3: z.strictObject({ port, tlsPort: port, idleTimeoutMs: positive, ...listenerOverrides }),
   /**
    * The certificate of SMTP, submission and POP3, reloaded when the files change. Empty:
    * a self-signed one is made in the data folder (and the log says so); STARTTLS on the MX
@@ -171,11 +185,26 @@ export const configSchema = z.strictObject({
 }).superRefine((c, ctx) => {
   if (!c.tls.keyFile !== !c.tls.certFile)
     ctx.addIssue({ code: 'custom', path: ['tls', c.tls.keyFile ? 'certFile' : 'keyFile'], message: 'give both tls.keyFile and tls.certFile, or neither' });
-  if (c.smtp.proxyProtocol && !c.smtp.proxyFrom.trim())
+  const bound = new Map<string, string>();
+  const withoutBalancers: string[] = [];
+  for (const p of ACCESS_PROTOCOLS) {
+    const s = accessSettings(c as Config, p.name);
+    if (s.proxyProtocol && !s.proxyFrom.trim()) withoutBalancers.push(p.name);
+    // Two listeners on one port would fail at start, the second with EADDRINUSE: said here, with their keys.
+    for (const l of s.listeners) {
+      if (!l.port) continue;
+      const at = `${s.host}:${l.port}`;
+      const key = `${p.name}.${p.listeners.find((x) => x.name === l.name)!.portKey}`;
+      const other = bound.get(at);
+      if (other) ctx.addIssue({ code: 'custom', path: key.split('.'), message: `${at} is also ${other}'s` });
+      else bound.set(at, key);
+    }
+  }
+  if (withoutBalancers.length)
     ctx.addIssue({
       code: 'custom',
-      path: ['smtp', 'proxyFrom'],
-      message: 'the PROXY protocol is on (smtp.proxyProtocol) but no balancer is named: set smtp.proxyFrom (MAILGRID_SMTP_PROXY_FROM) to their addresses or CIDR blocks',
+      path: ['listen', 'proxyFrom'],
+      message: `the PROXY protocol is on (listen.proxyProtocol) but no balancer is named for ${withoutBalancers.join(', ')}: set listen.proxyFrom (MAILGRID_LISTEN_PROXY_FROM) to their addresses or CIDR blocks`,
     });
 });
 
@@ -197,25 +226,21 @@ export function defaults(): Config {
     etcd: '',
     cluster: { prefix: '/mailgrid/v1', leaseTtlSec: 5 },
     http: { host: '127.0.0.1', port: 8525, adminToken: '' },
+    listen: { host: '127.0.0.1', proxyProtocol: false, proxyFrom: '', maxClients: 1000 },
     log: { level: 'info', smtpProtocol: false },
     smtp: {
-      host: '127.0.0.1',
       port: 2525,
       hostname: hostname() || 'localhost',
       maxMessageBytes: 25 * 1024 * 1024,
       maxRecipients: 100,
       idleTimeoutMs: 300_000,
-      maxClients: 1000,
       greetingDelayMs: 0,
       reverseDns: false,
       reverseDnsTimeoutMs: 1500,
-      proxyProtocol: false,
-      proxyFrom: '',
       trustedNetworks: '',
     },
-    submission: { port: 2587, tlsPort: 2465 },
-    pop3: { port: 2110, idleTimeoutMs: 600_000 },
-    pop3s: { port: 2995 },
+    submission: { port: 2587, tlsPort: 2465, host: '', proxyFrom: '', maxClients: 0 },
+    pop3: { port: 2110, tlsPort: 2995, idleTimeoutMs: 600_000, host: '', proxyFrom: '', maxClients: 0 },
     tls: { keyFile: '', certFile: '' },
     auth: { failDelayMs: 2_000, maxFailures: 5, lockoutMs: 300_000, cacheMs: 600_000 },
     queue: {
@@ -262,6 +287,7 @@ export interface Leaf {
 
 const snake = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 const kebab = (s: string) => s.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
+const names = (path: string[]) => ({ key: path.join('.'), env: 'MAILGRID_' + path.map(snake).join('_'), flag: path.map(kebab).join('-') });
 
 /** Every settable key, derived from the defaults so a new setting needs no wiring. */
 export function leaves(): Leaf[] {
@@ -270,18 +296,48 @@ export function leaves(): Leaf[] {
     for (const [k, v] of Object.entries(obj)) {
       const p = [...path, k];
       if (v !== null && typeof v === 'object') walk(v as Record<string, unknown>, p);
-      else
-        out.push({
-          path: p,
-          key: p.join('.'),
-          env: 'MAILGRID_' + p.map(snake).join('_'),
-          flag: p.map(kebab).join('-'),
-          kind: typeof v as Leaf['kind'],
-        });
+      else out.push({ path: p, ...names(p), kind: typeof v as Leaf['kind'] });
     }
   };
   walk(defaults() as unknown as Record<string, unknown>, []);
   return out;
+}
+
+/**
+ * Keys that were renamed, old → new. An old key still works (in a file, as MAILGRID_* or a
+ * flag, and in etcd's node settings) with a deprecation warning; where both are given, the
+ * new one wins. smtp.host and its neighbours were every listener's before `listen` existed.
+ */
+export const RENAMED_KEYS: Readonly<Record<string, string>> = {
+  'smtp.host': 'listen.host',
+  'smtp.proxyProtocol': 'listen.proxyProtocol',
+  'smtp.proxyFrom': 'listen.proxyFrom',
+  'smtp.maxClients': 'listen.maxClients',
+  'pop3s.port': 'pop3.tlsPort',
+};
+
+/** A key's name now (an old one's new name). */
+export function canonicalKey(key: string): string {
+  return RENAMED_KEYS[key] ?? key;
+}
+
+/** The old names of a renamed key (its env and flag forms too), with the leaf they set. */
+export function renamedLeaves(): (Leaf & { now: Leaf })[] {
+  const byKey = new Map(leaves().map((l) => [l.key, l]));
+  return Object.entries(RENAMED_KEYS).map(([old, now]) => {
+    const leaf = byKey.get(now)!;
+    return { ...leaf, path: old.split('.'), ...names(old.split('.')), now: leaf };
+  });
+}
+
+const deprecation = (old: string, now: string, where: string) => `${where}: ${old} is deprecated, set ${now} instead (taken as ${now} this time)`;
+
+/** Deprecation warnings of the config they were found in, for the node to log once it has a logger. */
+const warned = new WeakMap<Config, string[]>();
+
+/** What the pipeline warned about when it made this config (old keys). */
+export function configWarnings(config: Config): string[] {
+  return warned.get(config) ?? [];
 }
 
 export interface ConfigSources {
@@ -294,27 +350,59 @@ export interface ConfigSources {
 
 export function loadConfig(sources: ConfigSources = {}): Config {
   const problems: string[] = [];
+  const warnings: string[] = [];
   const config = defaults() as unknown as Record<string, unknown>;
   const file = sources.file ?? sources.env?.MAILGRID_CONFIG;
   if (file) {
     try {
-      merge(config, JSON.parse(readFileSync(file, 'utf8')));
+      const given = JSON.parse(readFileSync(file, 'utf8'));
+      merge(config, renameInFile(given, (old, now) => warnings.push(deprecation(old, now, `config file ${file}`))));
     } catch (err) {
       problems.push(`config file ${file}: ${(err as Error).message}`);
     }
   }
+  const renamed = new Map(renamedLeaves().map((r) => [r.now.key, r]));
   for (const leaf of leaves()) {
-    const fromEnv = sources.env?.[leaf.env];
-    if (fromEnv !== undefined && fromEnv !== '') set(config, leaf, fromEnv, leaf.env, problems);
-    const fromFlag = sources.overrides?.[leaf.key];
-    if (fromFlag !== undefined) set(config, leaf, fromFlag, `--${leaf.flag}`, problems);
+    const old = renamed.get(leaf.key);
+    const fromEnv = pick(sources.env?.[leaf.env], old && sources.env?.[old.env], () => warnings.push(deprecation(old!.env, leaf.env, 'environment')));
+    if (fromEnv.value !== undefined) set(config, leaf, fromEnv.value, fromEnv.old ? old!.env : leaf.env, problems);
+    const fromFlag = pick(sources.overrides?.[leaf.key], old && sources.overrides?.[old.key], () => warnings.push(deprecation(`--${old!.flag}`, `--${leaf.flag}`, 'command line')));
+    if (fromFlag.value !== undefined) set(config, leaf, fromFlag.value, `--${fromFlag.old ? old!.flag : leaf.flag}`, problems);
   }
   const parsed = configSchema.safeParse(config);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
   }
   if (problems.length) throw new ConfigError(problems);
+  warned.set(parsed.data!, warnings);
   return parsed.data!;
+}
+
+/** A setting given under its new name, else under its old one (`warn` says so). Empty is not given. */
+function pick<T>(now: T | '' | undefined, old: T | '' | undefined, warn: () => void): { value?: T; old?: boolean } {
+  if (now !== undefined && now !== '') return { value: now };
+  if (old === undefined || old === '') return {};
+  warn();
+  return { value: old, old: true };
+}
+
+/** A config file with its old keys moved to their new names (a new name given too wins). */
+function renameInFile(given: unknown, warn: (old: string, now: string) => void): unknown {
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) return given;
+  const out = structuredClone(given) as Record<string, Record<string, unknown>>;
+  for (const [old, now] of Object.entries(RENAMED_KEYS)) {
+    const [os, ok] = old.split('.');
+    const [ns, nk] = now.split('.');
+    const section = out[os];
+    if (section === null || typeof section !== 'object' || !(ok in section)) continue;
+    warn(old, now);
+    const value = section[ok];
+    delete section[ok];
+    if (!Object.keys(section).length && !(os in (defaults() as unknown as Record<string, unknown>))) delete out[os];
+    out[ns] = typeof out[ns] === 'object' && out[ns] !== null ? out[ns] : {};
+    if (!(nk in out[ns])) out[ns][nk] = value;
+  }
+  return out;
 }
 
 function set(config: Record<string, unknown>, leaf: Leaf, raw: string | number | boolean, source: string, problems: string[]) {
@@ -350,7 +438,9 @@ export const LIVE_SETTINGS = [
   'log.level',
   'smtp.maxMessageBytes',
   'smtp.maxRecipients',
-  'smtp.maxClients',
+  'listen.maxClients',
+  'submission.maxClients',
+  'pop3.maxClients',
   'smtp.idleTimeoutMs',
   'smtp.greetingDelayMs',
   'auth.failDelayMs',
@@ -379,15 +469,21 @@ export const LIVE_SETTINGS = [
  */
 export function withOverrides(base: Config, overrides: Record<string, unknown>): Config {
   const problems: string[] = [];
+  const warnings: string[] = [];
   const config = structuredClone(base) as unknown as Record<string, unknown>;
   const byKey = new Map(leaves().map((l) => [l.key, l]));
-  for (const [key, value] of Object.entries(overrides)) {
+  // An old name first, so the new one, given too, wins.
+  const entries = Object.entries(overrides).sort(([a], [b]) => Number(b in RENAMED_KEYS) - Number(a in RENAMED_KEYS));
+  for (const [given, value] of entries) {
+    const key = RENAMED_KEYS[given] ?? given;
+    if (key !== given) warnings.push(deprecation(given, key, 'setting'));
     const leaf = byKey.get(key);
-    if (!leaf) problems.push(`${key}: no such setting`);
-    else set(config, leaf, value as string | number | boolean, key, problems);
+    if (!leaf) problems.push(`${given}: no such setting`);
+    else set(config, leaf, value as string | number | boolean, given, problems);
   }
   const parsed = configSchema.safeParse(config);
   if (!parsed.success) for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.')}: ${issue.message}`);
   if (problems.length) throw new ConfigError(problems);
+  warned.set(parsed.data!, warnings);
   return parsed.data!;
 }

@@ -125,6 +125,19 @@ export const Replies = {
   /** Another access session holds the mailbox (POP3 answers -ERR [IN-USE]). */
   mailboxInUse: (account: string) => temporary('MAILBOX_IN_USE', 450, '4.2.1', `Mailbox ${account} is in use by another session`),
   badPasswordHash: () => permanent('INVALID_ARGUMENT', 501, '5.5.4', 'not a password hash mailgrid verifies (scrypt, argon2id, bcrypt, SHA512-CRYPT)'),
+  /** A session that failed `auth.maxFailures` logins is closed. */
+  tooManyAuthFailures: () => temporary('TOO_MANY_AUTH_FAILURES', 421, '4.7.0', 'Too many failed authentications, closing connection'),
+  /** The primary that served the session's mailbox changed or stopped: the next session goes to the new one. */
+  mailboxChanged: () => temporary('MAILBOX_CHANGED', 421, '4.4.2', 'Mailbox server changed, please reconnect'),
+
+  // --- sessions: what refuses or ends one, whatever its protocol -----------------------------
+  /** Past the protocol's `maxClients`. */
+  tooManyConnections: () => temporary('TOO_MANY_CONNECTIONS', 421, '4.7.0', 'Too many connections, try again later'),
+  /** A client that talked before the greeting (an SMTP early talker). */
+  earlyTalker: () => temporary('EARLY_TALKER', 421, '4.7.0', 'You talk too soon'),
+  idleTimeout: () => temporary('IDLE_TIMEOUT', 421, '4.4.2', 'Idle for too long, closing connection'),
+  /** A client that sends on without reading the answers (or a line without end). */
+  tooMuchInput: () => permanent('TOO_MUCH_INPUT', 500, '5.5.6', 'Too much input without reading the answers'),
 
   // --- the system --------------------------------------------------------------------------
   localError: (cause?: unknown) => temporary('LOCAL_ERROR', 451, '4.3.0', 'Local error in processing, try again later', cause),

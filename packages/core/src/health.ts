@@ -13,6 +13,8 @@ export interface HttpExtras {
   notReady?: () => string | undefined;
   /** The Prometheus text of the whole node (a single node adds its backend thread's registry); default: this thread's registry. */
   metrics?: () => Promise<string>;
+  /** Where the node's access listeners listen, by the registry's names: /readyz shows them. */
+  listeners?: () => Record<string, string>;
 }
 
 /**
@@ -39,11 +41,12 @@ export class HealthServer implements Service {
     return this._port;
   }
 
-  ready(): { ready: boolean; services: Record<string, ServiceState>; reason?: string } {
+  ready(): { ready: boolean; services: Record<string, ServiceState>; listeners?: Record<string, string>; reason?: string } {
     const services = Object.fromEntries(this.options.services().filter((s) => s !== this).map((s) => [s.name, s.state]));
     const waiting = Object.entries(services).filter(([, s]) => s !== 'running').map(([name, s]) => `${name} ${s}`);
     const reason = waiting.length ? `not running: ${waiting.join(', ')}` : this.options.notReady?.();
-    return { ready: !reason, services, ...(reason ? { reason } : {}) };
+    const listeners = this.options.listeners?.();
+    return { ready: !reason, services, ...(listeners ? { listeners } : {}), ...(reason ? { reason } : {}) };
   }
 
   async start(): Promise<void> {

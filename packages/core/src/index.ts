@@ -1,6 +1,7 @@
 export * from './errors.js';
 export * from './address.js';
 export * from './config.js';
+export * from './access-protocols.js';
 export * from './logger.js';
 export * from './service.js';
 export * from './health.js';

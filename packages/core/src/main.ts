@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
-import { ConfigError, leaves, loadConfig, type Config } from './config.js';
+import { ConfigError, configWarnings, leaves, loadConfig, renamedLeaves, type Config } from './config.js';
 import { createLogger, exitSoon, type Logger } from './logger.js';
 import { runUntilSignal, StartError, type Service } from './service.js';
 
@@ -10,7 +10,7 @@ import { runUntilSignal, StartError, type Service } from './service.js';
  */
 export function configFromArgv(argv: string[], env: NodeJS.ProcessEnv = process.env): { config: Config; printConfig: boolean } {
   const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' }, 'print-config': { type: 'boolean' } };
-  for (const leaf of leaves()) options[leaf.flag] = { type: 'string' };
+  for (const leaf of [...leaves(), ...renamedLeaves()]) options[leaf.flag] = { type: 'string' };
   let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
@@ -18,7 +18,7 @@ export function configFromArgv(argv: string[], env: NodeJS.ProcessEnv = process.
     throw new ConfigError([(err as Error).message]);
   }
   const overrides: Record<string, string> = {};
-  for (const leaf of leaves()) {
+  for (const leaf of [...leaves(), ...renamedLeaves()]) {
     const v = values[leaf.flag];
     if (typeof v === 'string') overrides[leaf.key] = v;
   }
@@ -39,6 +39,7 @@ export async function runRole(build: (config: Config, log: Logger) => Service[],
   if (!process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) setFlagsFromString('--heap-growing-percent=50');
   const log = createLogger({ level: config.log.level, name: config.nodeId });
   installRejectionGuard(log);
+  for (const warning of configWarnings(config)) log.warn({ event: 'config.deprecated' }, warning);
   await runUntilSignal(build(config, log), log, config.drainMs);
   log.flush();
 }

@@ -23,8 +23,9 @@ const counter = <T extends string>(name: string, help: string, labelNames: reado
 export const metrics = {
   registry: register,
 
-  smtpSessions: counter('mailgrid_smtp_sessions_total', 'SMTP connections accepted, by listener (mx, submission, submissions)', ['listener']),
-  smtpSessionsActive: new Gauge({ name: 'mailgrid_smtp_sessions_active', help: 'SMTP connections open now, by listener', labelNames: ['listener'] }),
+  /** Sessions of every access protocol, by the registry's names (`smtp`, `submission`, `submissions`, `pop3`, `pop3s`, ...). */
+  sessions: counter('mailgrid_sessions_total', 'Access sessions started (connections handed to a protocol), by protocol and listener', ['protocol', 'listener']),
+  sessionsActive: new Gauge({ name: 'mailgrid_sessions_active', help: 'Access sessions open now, by protocol and listener', labelNames: ['protocol', 'listener'] }),
   /** Every reply line a frontend sent, by its class (2xx, 3xx, 4xx, 5xx): tallied where smtp-server sends it (`countReply`), added up when scraped. */
   smtpReplies: new Counter({
     name: 'mailgrid_smtp_replies_total',
@@ -126,10 +127,8 @@ export const metrics = {
 
   /** Successful logins a frontend had checked, answered from the group's credential cache (`hit`) or with a slow hash (`miss`). */
   authCache: counter('mailgrid_auth_cache_lookups_total', "Successful logins, checked from the owning group's credential cache (hit) or by hashing (miss)", ['result']),
-  /** Failed logins a frontend answered (SMTP AUTH and POP3), and logins refused because the client address was locked out. */
+  /** Failed logins a frontend answered (every access protocol), and logins refused because the client address was locked out. */
   authFailures: counter('mailgrid_auth_failures_total', 'Failed logins (wrong user or password), and refusals while the client address is locked out', ['protocol', 'reason']),
-  pop3Sessions: counter('mailgrid_pop3_sessions_total', 'POP3 connections accepted'),
-  pop3SessionsActive: new Gauge({ name: 'mailgrid_pop3_sessions_active', help: 'POP3 connections open now' }),
 
   nodeInfo: new Gauge({ name: 'mailgrid_node_info', help: 'Always 1; labels name the node, its role and site', labelNames: ['node', 'role', 'site'] }),
 

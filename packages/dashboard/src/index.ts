@@ -1,2 +1,3 @@
 export * from './snapshot.js';
 export * from './routes.js';
+export * from './cluster-snapshots.js';

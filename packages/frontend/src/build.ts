@@ -1,11 +1,10 @@
-import { closer, type Config, type Logger } from '@mailgrid/core';
+import { AccessListener, Authenticator, MailboxAccess, MemoryLedger, TlsSource, type FailureLedger, type ProtocolHandler } from '@mailgrid/access';
+import { closer, type AccessProtocolName, type Config, type Logger } from '@mailgrid/core';
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import { createMailFlow, type MailFlow, type QueueProtection, type QueueStatus, type QueueTakers } from '@mailgrid/mailflow';
 import type { DeliveryTransport, RoleParts } from '@mailgrid/protocol';
-import { Authenticator, MemoryLedger, type FailureLedger } from './access.js';
-import { Pop3Frontend } from './pop3-server.js';
-import { SmtpFrontend } from './smtp-frontend.js';
-import { TlsSource } from './tls-source.js';
+import { pop3Protocol } from './pop3/session.js';
+import { SmtpProtocol } from './smtp/protocol.js';
 
 export interface FrontendDeps {
   config: Config;
@@ -24,6 +23,7 @@ export interface FrontendDeps {
 
 export interface FrontendParts extends RoleParts {
   flow: MailFlow;
+  access: AccessListener;
   /** Applies changed live settings. */
   apply(config: Config): void;
   /** What the node publishes about its queue and submit mode in its membership entry. */
@@ -31,34 +31,36 @@ export interface FrontendParts extends RoleParts {
 }
 
 /**
- * The frontend role, the same in the single node and in a cluster: SMTP in (MX and
- * authenticated submission), POP3 out, the node's mail flow (Intake, queue and runner,
- * delivery channel to the hosting groups, relay, the submit channel), and the Queue and
- * Submit services for the node's gRPC host. Logins are checked by the accounts' groups.
+ * The frontend role, the same in the single node and in a cluster: the node's mail flow
+ * (Intake, queue and runner, delivery channel to the hosting groups, relay, the submit
+ * channel) with the Queue and Submit services for the node's gRPC host, and every access
+ * protocol of the registry on the access layer: SMTP in (MX and authenticated submission),
+ * POP3 out. Logins are checked by the accounts' groups.
  */
 export function buildFrontend(deps: FrontendDeps): FrontendParts {
   let current = deps.config;
-  const flow = createMailFlow({ ...deps, current: () => current, place: deps.takers ? 'frontend' : 'single' });
+  const config = () => current;
+  const flow = createMailFlow({ ...deps, current: config, place: deps.takers ? 'frontend' : 'single' });
   const tls = new TlsSource(deps.config, deps.log);
-  const auth = new Authenticator({
-    router: flow.router,
-    groups: deps.groups,
-    ledger: deps.ledger ?? new MemoryLedger(),
-    current: () => current,
-    node: deps.config.nodeId,
-    log: deps.log.child({ component: 'auth' }),
-  });
-  const access = { config: deps.config, log: deps.log, router: flow.router, tls, auth };
-  const smtp = new SmtpFrontend({ ...access, intake: flow.intake });
-  const pop3 = new Pop3Frontend(access);
+  const mailboxes = new MailboxAccess({ router: flow.router, groups: deps.groups, timeoutMs: () => current.delivery.timeoutMs, node: deps.config.nodeId });
+  const auth = new Authenticator({ router: flow.router, mailboxes, ledger: deps.ledger ?? new MemoryLedger(), current: config, log: deps.log.child({ component: 'auth' }) });
+  const smtp = new SmtpProtocol({ config: deps.config, router: flow.router, intake: flow.intake, tls, auth, log: deps.log });
+  // Every protocol of the registry has its session here; a new one is an entry in core and a line in this table.
+  const handlers: Record<AccessProtocolName, ProtocolHandler> = {
+    smtp: smtp.handler('smtp'),
+    submission: smtp.handler('submission'),
+    pop3: pop3Protocol({ config, tls, auth, mailboxes }),
+  };
+  const access = new AccessListener({ config: deps.config, tls, log: deps.log, handlers });
   return {
-    services: [...flow.services, tls, closer('auth', () => auth.close()), smtp, pop3],
-    grpc: flow.grpc,
+    services: [...flow.services, tls, closer('mailboxes', () => mailboxes.close()), access],
+    // The flow's Queue and Submit services are hosted where the node's gRPC host is (`flowServices`).
+    grpc: [],
     flow,
+    access,
     apply(next: Config) {
       current = next;
-      smtp.applySettings(next);
-      pop3.applySettings(next);
+      access.applySettings(next);
     },
     describe: () => flow.describe(),
   };

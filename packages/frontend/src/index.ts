@@ -1,4 +1,2 @@
-export * from './smtp-frontend.js';
 export * from './build.js';
-export * from './message-check.js';
-export * from './cluster.js';
+export { SmtpProtocol } from './smtp/protocol.js';

@@ -10,7 +10,8 @@ import { Dispatcher } from './dispatcher.js';
 import { Intake } from './intake.js';
 import { Router } from './router.js';
 import { QueueRunner } from './runner.js';
-import { GrpcSubmitter, SubmitChannel, submitModeOf, submitService, type QueueTakers, type SubmitMode } from './submit.js';
+import { GrpcSubmitter, SubmitChannel, submitModeOf, submitService, type Arrival, type QueueTakers, type SubmitMode } from './submit.js';
+import type { Accepted, Submission } from './intake.js';
 
 export interface MailFlow {
   router: Router;
@@ -21,10 +22,10 @@ export interface MailFlow {
   submit: SubmitChannel;
   /** What the node publishes about its queue and submit mode in its membership entry. */
   describe(): QueueStatus;
+  /** The queue's store (the node's gRPC host serves it as the Queue service, see `flowServices`). */
+  store: QueueStore;
   /** In start order: the queue store (closed last), the runner. */
   services: Service[];
-  /** The node's Queue and Submit services, for its gRPC host. */
-  grpc: GrpcService[];
 }
 
 export interface QueueStatus {
@@ -154,6 +155,7 @@ export function createMailFlow(deps: {
         queueFreeBytes: Number.isFinite(free) ? Math.max(0, free) : undefined,
       };
     },
+    store,
     services: [
       closer('queue-store', async () => {
         for (const f of unobserve) f();
@@ -166,8 +168,26 @@ export function createMailFlow(deps: {
       logTrimmer(store, () => protection?.trimPoint() ?? store.position().seq, log),
       postmasterCheck(deps.directory, () => current().postmaster, log),
     ],
-    grpc: [queueService(store, config.nodeId, wake, () => protection?.copies() ?? []), submitService((s, a) => submit!.receive(s, a), { maxMessageBytes: () => current().smtp.maxMessageBytes, log: submitLog })],
   };
+}
+
+/**
+ * A node's mail flow as its gRPC host serves it: the Queue service over the queue's store
+ * and the Submit service into the submit channel. Hosted where the node's one gRPC host is:
+ * beside the flow in a cluster member, in the backend thread of a single node (its own handle
+ * of the queue's LMDB environment; `wake` and `receive` then cross to the flow's thread).
+ */
+export function flowServices(deps: {
+  store: QueueStore;
+  node: string;
+  wake: () => void;
+  receive: (s: Submission, arrival: Arrival) => Promise<Accepted>;
+  /** The partner copies that have every message (a cluster member). */
+  copies?: () => string[];
+  maxMessageBytes: () => number;
+  log: Logger;
+}): GrpcService[] {
+  return [queueService(deps.store, deps.node, deps.wake, deps.copies), submitService(deps.receive, { maxMessageBytes: deps.maxMessageBytes, log: deps.log.child({ component: 'submit' }) })];
 }
 
 /**

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import type { Logger, Service, ServiceState } from '@mailgrid/core';
+import type { Config, Logger, Service, ServiceState } from '@mailgrid/core';
 
 /** One gRPC service a role offers, ready to be hosted. */
 export interface GrpcService {
@@ -78,4 +78,12 @@ export class GrpcHost implements Service {
 export interface RoleParts {
   services: Service[];
   grpc: GrpcService[];
+  /** Started once the node's gRPC host is bound, stopped before it drains (a backend's election and replication). */
+  after?: Service[];
+  /** Applies changed live settings. */
+  apply?(config: Config): void;
+  /** Why /readyz should say 503 while every service runs (a replica not in its group's in-sync set). */
+  notReady?(): string | undefined;
+  /** Where its access listeners listen, by the registry's names (/readyz shows them). */
+  listeners?(): Record<string, string>;
 }

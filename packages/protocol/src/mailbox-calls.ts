@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { MailError, Replies } from '@mailgrid/core';
 import type { MailboxClient } from './generated/mailgrid/v1/Mailbox.js';
 import type { FetchChunk__Output } from './generated/mailgrid/v1/FetchChunk.js';
 import type { ListResponse__Output } from './generated/mailgrid/v1/ListResponse.js';
@@ -25,6 +26,11 @@ export class MailboxCalls {
     private readonly primary: { address: string; epoch: number },
     private readonly options: { timeoutMs: number; trace?: Trace; explain?: (err: unknown) => Error },
   ) {}
+
+  /** The epoch of the primary these calls are bound to. */
+  get epoch(): number {
+    return this.primary.epoch;
+  }
 
   private get metadata(): grpc.Metadata {
     return traceMetadata({ ...this.options.trace, epoch: String(this.primary.epoch) });
@@ -67,21 +73,36 @@ export class MailboxCalls {
     await this.unary('SetPassword', { account, hash });
   }
 
-  /** Resolves once the mailbox is held (rejects with MAILBOX_IN_USE when another session holds it). */
-  hold(account: string, holder: string): Promise<MailboxHold> {
+  /**
+   * Resolves once the mailbox is held: `shared` holds never conflict, an exclusive one
+   * rejects with MAILBOX_IN_USE while another exclusive session holds it. The grant has the
+   * call's deadline; the hold itself lives as long as the session, with no deadline: the
+   * channels' keepalive (10 s pings, 5 s to answer, on both sides) ends it when either peer
+   * vanishes without a FIN, so neither a session nor a primary waits on a dead one.
+   */
+  hold(account: string, holder: string, shared = false): Promise<MailboxHold> {
     return new Promise((resolve, reject) => {
-      const call = this.client.Hold({ account, holder }, this.metadata);
+      const call = this.client.Hold({ account, holder, shared }, this.metadata);
       let held = false;
       let released = false;
       let lose!: () => void;
       const lost = new Promise<void>((r) => (lose = r));
+      const grant = setTimeout(() => {
+        call.cancel();
+        end(Replies.timeout('mailbox hold'));
+      }, this.options.timeoutMs);
       const end = (err?: unknown) => {
-        if (!held) reject(this.failed(err ?? new Error('hold ended before it was granted')));
-        else if (!released) lose();
+        clearTimeout(grant);
+        if (!held) {
+          held = true;
+          released = true;
+          reject(err && MailError.is(err) ? err : this.failed(err ?? new Error('hold ended before it was granted')));
+        } else if (!released) lose();
       };
       call.on('data', () => {
         if (held) return;
         held = true;
+        clearTimeout(grant);
         resolve({
           lost,
           // The server ends the stream; cancelling is only the fallback (see Mailbox.Release).

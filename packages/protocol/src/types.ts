@@ -9,6 +9,7 @@ export type { DeliveryRecipient, DeliveryRecipient__Output } from './generated/m
 export type { RecipientResult, RecipientResult__Output } from './generated/mailgrid/v1/RecipientResult.js';
 export type { Outcome, Outcome__Output } from './generated/mailgrid/v1/Outcome.js';
 export type { MessageInfo, MessageInfo__Output } from './generated/mailgrid/v1/MessageInfo.js';
+export type { ListResponse__Output } from './generated/mailgrid/v1/ListResponse.js';
 export type { FetchChunk__Output } from './generated/mailgrid/v1/FetchChunk.js';
 export type { Account__Output } from './generated/mailgrid/v1/Account.js';
 export type { QueueClient, QueueHandlers } from './generated/mailgrid/v1/Queue.js';

@@ -3,6 +3,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ACCESS_LISTENERS, leaves, type AccessListenerName } from '@mailgrid/core';
 import { freePort } from './ports.js';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -27,8 +28,8 @@ export interface NodeHandle {
   dataDir: string;
   smtpPort: number;
   grpcPort: number;
-  /** Submission (STARTTLS), submission over TLS, POP3 (STLS) and POP3S. */
-  ports: { submission: number; submissions: number; pop3: number; pop3s: number; http: number };
+  /** Every access listener of the registry by its name (`smtp`, `submission`, `pop3s`, ...), and the HTTP port. */
+  ports: Record<AccessListenerName | 'http', number>;
   env: NodeJS.ProcessEnv;
   process: ChildProcess;
   /** Every log line the node printed, parsed. */
@@ -58,16 +59,15 @@ export async function startNode(
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'mailgrid-node-'));
   const smtpPort = options.smtpPort ?? (await freePort());
   const grpcPort = options.grpcPort ?? (await freePort());
+  // A free port for every listener of the registry: a protocol added there is served here too.
+  const ports = { http: options.httpPort ?? (await freePort()) } as NodeHandle['ports'];
+  for (const l of ACCESS_LISTENERS) ports[l.name] = l.name === 'smtp' ? smtpPort : await freePort();
   const env: NodeJS.ProcessEnv = {
     MAILGRID_DATA_DIR: dataDir,
-    MAILGRID_SMTP_PORT: String(smtpPort),
     MAILGRID_GRPC_PORT: String(grpcPort),
     MAILGRID_NODE_ID: 'test-node',
-    MAILGRID_HTTP_PORT: String(options.httpPort ?? (await freePort())),
-    MAILGRID_SUBMISSION_PORT: String(await freePort()),
-    MAILGRID_SUBMISSION_TLS_PORT: String(await freePort()),
-    MAILGRID_POP3_PORT: String(await freePort()),
-    MAILGRID_POP3S_PORT: String(await freePort()),
+    MAILGRID_HTTP_PORT: String(ports.http),
+    ...Object.fromEntries(ACCESS_LISTENERS.map((l) => [envOf(`${l.protocol}.${l.portKey}`), String(ports[l.name])])),
     ...options.env,
   };
   const out = options.logFile ? openSync(options.logFile, 'a') : 'pipe';
@@ -108,13 +108,7 @@ export async function startNode(
     dataDir,
     smtpPort,
     grpcPort,
-    ports: {
-      submission: Number(env.MAILGRID_SUBMISSION_PORT),
-      submissions: Number(env.MAILGRID_SUBMISSION_TLS_PORT),
-      pop3: Number(env.MAILGRID_POP3_PORT),
-      pop3s: Number(env.MAILGRID_POP3S_PORT),
-      http: Number(env.MAILGRID_HTTP_PORT),
-    },
+    ports,
     env,
     process: child,
     logs,
@@ -129,6 +123,8 @@ export async function startNode(
     },
   };
 }
+
+const envOf = (key: string) => leaves().find((l) => l.key === key)!.env;
 
 async function ready(httpPort: number): Promise<boolean> {
   try {

@@ -1,6 +1,6 @@
 import { ClusterAdmin } from '../clients/cluster-admin.js';
 import { done, json, print, program } from '../context.js';
-import { alive, clusterDown, clusterStart, clusterStop, clusterUp, requireState } from '../launcher.js';
+import { alive, clusterDown, clusterStart, clusterStop, clusterUp, requireState } from '../local-cluster/launcher.js';
 
 const ports = (p: Record<string, number>) => Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
 

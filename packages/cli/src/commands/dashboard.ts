@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { config, json, program } from '../context.js';
 import { CliError } from '../errors.js';
-import { alive, readState } from '../launcher.js';
+import { alive, readState } from '../local-cluster/launcher.js';
 
 /**
  * `mailgrid dashboard`: the URL of a node's dashboard (every node serves it on its HTTP

@@ -20,7 +20,7 @@ program
           queue: m.queueDepth ?? '',
           partner: m.partner ?? '',
           copy: m.copies?.length ? m.copies.join(',') : 'none',
-          smtp: m.smtp ?? '',
+          smtp: m.access?.smtp ?? '',
           grpc: m.grpc ?? '',
           services: (m.services ?? []).join(','),
           epoch: m.epoch ?? '',

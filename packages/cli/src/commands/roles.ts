@@ -1,23 +1,16 @@
-import { clusterBackend } from '@mailgrid/backend';
 import { runRole } from '@mailgrid/core';
-import { clusterFrontend } from '@mailgrid/frontend';
+import { composeNode, type NodeRole } from '@mailgrid/node';
 import { config, program } from '../context.js';
-import { singleNode } from '../single-node.js';
 
-program
-  .command('start')
-  .description('run a single node: SMTP frontend and backend with the embedded directory')
-  .option('--print-config', 'print the effective configuration and exit')
-  .action((opts) => runRole(singleNode, config(), opts.printConfig));
+const roles: [NodeRole, string, string][] = [
+  ['single', 'start', 'run a single node: SMTP, submission and POP3 frontend and backend with the embedded directory'],
+  ['frontend', 'frontend', 'run a cluster frontend (SMTP, submission, POP3; needs --etcd)'],
+  ['backend', 'backend', 'run a cluster backend serving one hosting group (--backend-group; needs --etcd)'],
+];
 
-program
-  .command('frontend')
-  .description('run a cluster frontend (SMTP; needs --etcd)')
-  .option('--print-config', 'print the effective configuration and exit')
-  .action((opts) => runRole(clusterFrontend, config(), opts.printConfig));
-
-program
-  .command('backend')
-  .description('run a cluster backend serving one hosting group (--backend-group; needs --etcd)')
-  .option('--print-config', 'print the effective configuration and exit')
-  .action((opts) => runRole(clusterBackend, config(), opts.printConfig));
+for (const [role, command, description] of roles)
+  program
+    .command(command)
+    .description(description)
+    .option('--print-config', 'print the effective configuration and exit')
+    .action((opts) => runRole((c, log) => composeNode(role, c, log), config(), opts.printConfig));

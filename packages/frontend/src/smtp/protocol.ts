@@ -1,84 +1,102 @@
-import './smtp-patches.js';
-import { inNetworks, isAscii, metrics, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type Service, type ServiceState, type SmtpReply } from '@mailgrid/core';
-import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Verdict } from '@mailgrid/mailflow';
+import './patches.js';
+import type { AccessConnection, AccessSession, Authenticator, ProtocolHandler, TlsSource } from '@mailgrid/access';
+import { inNetworks, isAscii, parseAddress, parseNetworks, Replies, toMailError, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
+import { accept, newMessageId, refuse, type Intake, type Notify, type Route, type Router, type Verdict } from '@mailgrid/mailflow';
 import { Resolver } from 'node:dns';
 import type { BlockList } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import type { AccessDeps } from './access.js';
 import { MessageCollector } from './message-check.js';
-import { acceptProxyFrom, written } from './smtp-patches.js';
+import { written } from './patches.js';
 import { receivedHeader } from './received.js';
 
-export interface SmtpFrontendOptions extends AccessDeps {
+export interface SmtpDeps {
+  config: Config;
+  router: Router;
   intake: Intake;
+  tls: TlsSource;
+  auth: Authenticator;
+  log: Logger;
 }
 
 /**
- * One SMTP listener: the MX port (AUTH only after STARTTLS, and STARTTLS only with a
- * configured certificate), submission (RFC 6409: STARTTLS, then AUTH, before any mail) or
- * submission over implicit TLS (RFC 8314).
+ * The SMTP listeners by their registry names: the MX port (AUTH only after STARTTLS, and
+ * STARTTLS only with a configured certificate), submission (RFC 6409: STARTTLS, then AUTH,
+ * before any mail) and submission over implicit TLS (RFC 8314).
  */
-type ListenerKind = 'mx' | 'submission' | 'submissions';
-interface Listener {
-  kind: ListenerKind;
-  server: SMTPServer;
+type Listener = 'smtp' | 'submission' | 'submissions';
+
+interface SessionState {
+  log: Logger;
+  /** Its client may relay unauthenticated: decided once, at connect (with the PROXY header's address). */
+  trusted: boolean;
+  listener: Listener;
+  /** A login, once that passed. */
+  login: (user: string, password: string) => Promise<string>;
+  /** The node drains: no new transaction. */
+  draining: boolean;
+  /** smtp-server closed the session (on whichever socket it had: STARTTLS replaces the plain one). */
+  closed: () => void;
 }
 
 /**
- * The SMTP listeners. smtp-server speaks the protocol; the hooks check what only SMTP can
- * (SMTPUTF8, the client's network or login, the DATA bytes) and leave routing, policy,
- * queueing and delivery to Intake, whose reply they hand back as it is. An authenticated
- * user may relay, only as its own account or one of its aliases.
+ * SMTP and submission on the access layer. smtp-server speaks the protocol on the
+ * connections the layer hands it; the hooks check what only SMTP can (SMTPUTF8, the client's
+ * network or login, the DATA bytes) and leave routing, policy, queueing and delivery to
+ * Intake, whose reply they hand back as it is. An authenticated user may relay, only as its
+ * own account or one of its aliases.
  */
-export class SmtpFrontend implements Service {
-  readonly name = 'smtp';
-  private _state: ServiceState = 'new';
-  private listeners: Listener[] = [];
+export class SmtpProtocol {
   private readonly log: Logger;
-  /** Per session: its logger, whether its client may relay unauthenticated (decided once, at connect), its failed logins. */
-  private readonly sessions = new Map<string, { log: Logger; trusted: boolean; failures: number; kind: ListenerKind }>();
+  private readonly sessions = new Map<string, SessionState>();
   /** What RCPT routed, kept with smtp-server's own recipient object. */
   private readonly routes = new WeakMap<SMTPServerAddress, Route>();
   private config: Config;
   private readonly trusted: BlockList;
+  /** One smtp-server per listener (their options differ), made at its first connection (TLS is loaded by then); none of them listens. */
+  private readonly servers: Partial<Record<Listener, SMTPServer>> = {};
 
-  constructor(private readonly options: SmtpFrontendOptions) {
+  constructor(private readonly options: SmtpDeps) {
     this.config = options.config;
     this.trusted = parseNetworks(options.config.smtp.trustedNetworks);
     this.log = options.log.child({ component: 'smtp' });
   }
 
-  private createServer(kind: Listener['kind']): SMTPServer {
+  /** The handler of one registry protocol: `smtp` (the MX port) or `submission` (both its ports). */
+  handler(protocol: 'smtp' | 'submission'): ProtocolHandler {
+    return {
+      open: (conn) => this.open(conn),
+      refusal: (err) => `${err.reply.code} ${this.config.smtp.hostname} ${err.reply.text}`,
+      greetingDelayMs: () => this.config.smtp.greetingDelayMs,
+      applySettings: protocol === 'smtp' ? (c) => this.applySettings(c) : undefined,
+    };
+  }
+
+  private createServer(listener: Listener): SMTPServer {
     const smtp = this.config.smtp;
     const tls = this.options.tls;
     // AUTH needs TLS first everywhere; on the MX port both only with a real certificate.
-    const withTls = kind !== 'mx' || tls.configured;
-    const serverOptions: SMTPServerOptions & { greetingDelay: number; listener: ListenerKind } = {
-      listener: kind,
+    const withTls = listener !== 'smtp' || tls.configured;
+    const serverOptions: SMTPServerOptions & { listener: Listener } = {
+      listener,
       name: smtp.hostname,
       banner: 'mailgrid ESMTP',
       size: smtp.maxMessageBytes,
       maxRecipients: smtp.maxRecipients,
       socketTimeout: smtp.idleTimeoutMs,
-      maxClients: smtp.maxClients,
-      greetingDelay: smtp.greetingDelayMs,
       disableReverseLookup: !smtp.reverseDns,
       resolver: new Resolver({ timeout: smtp.reverseDnsTimeoutMs, tries: 1 }),
       hideENHANCEDSTATUSCODES: false,
       // DSN (RFC 3461): NOTIFY, RET, ENVID and ORCPT are honoured in the reports mailgrid makes.
       hideDSN: false,
-      authOptional: kind === 'mx',
+      authOptional: listener === 'smtp',
       authMethods: ['PLAIN', 'LOGIN'],
       authRequiredMessage: `${Replies.authRequired().reply.enhanced} ${Replies.authRequired().reply.text}`,
-      secure: kind === 'submissions',
+      // Implicit TLS: the layer did the handshake; the session knows it is secure.
+      secure: listener === 'submissions',
       disabledCommands: withTls ? [] : ['AUTH', 'STARTTLS'],
       ...(withTls ? tls.current : {}),
-      logger: this.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol', listener: kind }) as any) : false,
-      onConnect: (session, cb) => this.onConnect(kind, session, cb),
+      logger: this.config.log.smtpProtocol ? (this.log.child({ component: 'smtp-protocol', listener }) as any) : false,
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
-      onClose: (session) => {
-        if (this.sessions.delete(session.id)) metrics.smtpSessionsActive.dec({ listener: kind });
-      },
       onMailFrom: (address, session, cb) => {
         this.checkSender(address, session).then((v) => answer(v, cb));
       },
@@ -86,74 +104,57 @@ export class SmtpFrontend implements Service {
         this.checkRecipient(address, session).then((v) => answer(v, cb));
       },
       onData: (stream, session, cb) => this.onData(stream, session, cb),
+      onClose: (session) => this.sessions.get(session.id)?.closed(),
     };
     const server = new SMTPServer(serverOptions);
-    if (smtp.proxyProtocol) acceptProxyFrom(server, parseNetworks(smtp.proxyFrom));
-    server.on('error', (err) => this.log.error({ event: 'smtp.error', listener: kind, err }, 'SMTP server error'));
+    server.on('error', (err) => this.log.error({ event: 'smtp.error', listener, err }, 'SMTP server error'));
     if (withTls) tls.onChange((m) => server.updateSecureContext(m));
     return server;
   }
 
-  get state(): ServiceState {
-    return this._state;
-  }
-
   /** Applies changed live settings (limits) to new commands and sessions at once. */
-  applySettings(config: Config): void {
+  private applySettings(config: Config): void {
     this.config = config;
-    for (const { server } of this.listeners) {
-      const o = server.options as SMTPServerOptions & { greetingDelay: number };
+    for (const server of Object.values(this.servers) as SMTPServer[]) {
+      const o = server.options as SMTPServerOptions;
       o.size = config.smtp.maxMessageBytes;
       o.maxRecipients = config.smtp.maxRecipients;
-      o.maxClients = config.smtp.maxClients;
       o.socketTimeout = config.smtp.idleTimeoutMs;
-      o.greetingDelay = config.smtp.greetingDelayMs;
     }
   }
 
-  async start(): Promise<void> {
-    this._state = 'starting';
-    const host = this.config.smtp.host;
-    const ports = { mx: this.config.smtp.port, submission: this.config.submission.port, submissions: this.config.submission.tlsPort };
-    // A port of 0 is off (the MX port is always on).
-    for (const kind of ['mx', 'submission', 'submissions'] as const) {
-      if (kind !== 'mx' && !ports[kind]) continue;
-      const server = this.createServer(kind);
-      await new Promise<void>((resolve, reject) => {
-        server.server.once('error', reject);
-        server.listen(ports[kind], host, () => {
-          server.server.off('error', reject);
-          resolve();
-        });
-      });
-      const bound = (server.server.address() as { port: number }).port;
-      this.listeners.push({ kind, server });
-      this.log.info({ event: 'smtp.listening', listener: kind, host, port: bound }, 'SMTP listening');
-    }
-    this._state = 'running';
-  }
-
-  /**
-   * Drains: stops listening at once, lets open sessions finish their transaction (a new
-   * MAIL gets 421 4.3.2 so the client goes elsewhere) until `drainMs`, then closes what is
-   * left with 421. smtp-server's own close() would refuse every command at once.
-   */
-  async stop(drainMs = 30_000): Promise<void> {
-    if (this._state === 'new' || this._state === 'stopped') return;
-    this._state = 'stopping';
-    const servers = this.listeners.map((l) => l.server);
-    // close() only stops listening here: its callback would wait for every connection, past drainMs.
-    for (const s of servers) s.server.close();
-    const open = () => servers.reduce((n, s) => n + s.connections.size, 0);
-    const deadline = Date.now() + drainMs;
-    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (open() > 0) {
-      this.log.warn({ event: 'smtp.drain-timeout', sessions: open() }, 'closing sessions still open');
-      for (const s of servers) (s.options as { closeTimeout?: number }).closeTimeout = 1;
-      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    }
-    this._state = 'stopped';
-    this.log.info({ event: 'smtp.stopped' }, 'stopped');
+  /** A connection from the layer becomes an smtp-server session (the client's address is the layer's, from a PROXY header). */
+  private open(conn: AccessConnection): AccessSession {
+    const listener = conn.listener as Listener;
+    const server = (this.servers[listener] ??= this.createServer(listener));
+    let closed!: () => void;
+    const done = new Promise<void>((resolve) => (closed = resolve));
+    const state: SessionState = {
+      log: conn.log,
+      trusted: inNetworks(this.trusted, conn.client),
+      listener,
+      login: this.options.auth.forSession({ ip: conn.client, protocol: conn.protocol, session: conn.id }),
+      draining: false,
+      closed,
+    };
+    this.sessions.set(conn.id, state);
+    void done.then(() => this.sessions.delete(conn.id));
+    conn.log.debug({ event: 'smtp.connect', listener }, 'connection');
+    server.connect(conn.socket, { id: conn.id, remoteAddress: conn.client, remotePort: conn.clientPort });
+    const connection = () => [...server.connections].find((c) => (c as unknown as { id: string }).id === conn.id) as unknown as SmtpConnection | undefined;
+    return {
+      done,
+      // A session in a transaction finishes it (its next MAIL gets 421 4.3.2); one between transactions goes now.
+      drain: () => {
+        state.draining = true;
+        const c = connection();
+        if (c && !c.session?.envelope?.mailFrom && !c._dataStream) hangUp(c);
+      },
+      close: () => {
+        const c = connection();
+        if (c) hangUp(c);
+      },
+    };
   }
 
   private sessionLog(session: SMTPServerSession): Logger {
@@ -165,34 +166,21 @@ export class SmtpFrontend implements Service {
     return !!session.user || (this.sessions.get(session.id)?.trusted ?? false);
   }
 
-  private onConnect(kind: ListenerKind, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    const log = this.log.child({ session: session.id });
-    this.sessions.set(session.id, { log, trusted: this.trustedClient(session.remoteAddress), failures: 0, kind });
-    metrics.smtpSessions.inc({ listener: kind });
-    metrics.smtpSessionsActive.inc({ listener: kind });
-    log.debug({ event: 'smtp.connect', client: session.remoteAddress, hostname: session.clientHostname }, 'connection');
-    cb();
-  }
-
-  /** AUTH PLAIN or LOGIN (smtp-server refuses it before TLS): checked by the account's group; a session is closed after `auth.maxFailures` failures. */
+  /** AUTH PLAIN or LOGIN (smtp-server refuses it before TLS): checked by the account's group; a session is closed after `auth.maxFailures` failures (a 421). */
   private onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): void {
     const state = this.sessions.get(session.id);
-    this.options.auth
-      .login(auth.username ?? '', auth.password ?? '', { ip: session.remoteAddress, protocol: 'smtp', session: session.id })
+    if (!state) return send(Replies.localError().reply, (e) => cb(e));
+    state
+      .login(auth.username ?? '', auth.password ?? '')
       .then((account) => {
-        state?.log.info({ event: 'smtp.authenticated', user: auth.username, account }, 'authenticated');
+        state.log.info({ event: 'smtp.authenticated', user: auth.username, account }, 'authenticated');
         cb(null, { user: account });
       })
-      .catch((err) => {
-        const error = toMailError(err);
-        const failures = state ? ++state.failures : 1;
-        const reply = error.code !== 'AUTH_UNAVAILABLE' && failures >= this.config.auth.maxFailures ? { code: 421, enhanced: '4.7.0', text: 'Too many failed authentications, closing connection' } : error.reply;
-        send(reply, (e) => cb(e));
-      });
+      .catch((err) => send(toMailError(err).reply, (e) => cb(e)));
   }
 
   private async checkSender(address: SMTPServerAddress, session: SMTPServerSession): Promise<Verdict> {
-    if (this._state === 'stopping') return refuse(Replies.shuttingDown());
+    if (this.sessions.get(session.id)?.draining) return refuse(Replies.shuttingDown());
     const unknown = notOffered(address, MAIL_PARAMETERS);
     if (unknown) return refuse(Replies.parameterNotOffered(unknown));
     if (address.address && !isAscii(written(address)) && !session.envelope.smtpUtf8) return refuse(Replies.utf8Required(address.address));
@@ -225,10 +213,6 @@ export class SmtpFrontend implements Service {
     }
     this.routes.set(address, verdict.value);
     return accept(undefined);
-  }
-
-  private trustedClient(ip: string): boolean {
-    return inNetworks(this.trusted, ip);
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -274,7 +258,7 @@ export class SmtpFrontend implements Service {
       session: session.id,
       mayRelay: this.mayRelay(session),
       log,
-      via: this.sessions.get(session.id)?.kind,
+      via: this.sessions.get(session.id)?.listener,
       envid: session.envelope.dsn?.envid ?? undefined,
       ret: (session.envelope.dsn?.ret as 'FULL' | 'HDRS' | null | undefined) ?? undefined,
       dsn: accepted.map((a) => (a.dsn ? { notify: a.dsn.notify as Notify[] | undefined, orcpt: a.dsn.orcpt } : undefined)),
@@ -291,6 +275,21 @@ const RCPT_PARAMETERS = ['NOTIFY', 'ORCPT'];
 /** The first parameter of a command that was not offered, if any. */
 function notOffered(address: SMTPServerAddress, offered: string[]): string | undefined {
   return Object.keys((address as { args?: Record<string, unknown> }).args || {}).find((k) => !offered.includes(k.toUpperCase()));
+}
+
+/** What of smtp-server's connection the drain looks at (it has no public API for them). */
+interface SmtpConnection {
+  session?: { envelope?: { mailFrom?: unknown } };
+  _dataStream?: unknown;
+  send(code: number, text: string): void;
+  close(): void;
+}
+
+/** Ends a session with 421 4.3.2 (the client tries again later, elsewhere). */
+function hangUp(c: SmtpConnection): void {
+  const { code, enhanced, text } = Replies.shuttingDown().reply;
+  c.send(code, `${enhanced} ${text}`);
+  c.close();
 }
 
 /** Settles an smtp-server hook from a verdict (MAIL, RCPT: smtp-server words its own 250). */

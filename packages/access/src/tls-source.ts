@@ -1,7 +1,8 @@
 import type { Config, Logger, Service, ServiceState } from '@mailgrid/core';
 import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 
 /** What every TLS listener of a node is given (RFC 8996: nothing older than TLS 1.2). */
 export interface TlsMaterial {
@@ -10,9 +11,31 @@ export interface TlsMaterial {
   minVersion: 'TLSv1.2';
 }
 
+/** How long a client may take over its TLS handshake. */
+const HANDSHAKE_MS = 30_000;
+
 /**
- * The node's one certificate for SMTP (STARTTLS), submission (STARTTLS and implicit TLS) and
- * POP3 (STLS and POP3S): from `tls.keyFile`/`tls.certFile`, read again when either changes
+ * The server side of TLS over an accepted socket (an implicit-TLS listener, or STARTTLS/STLS
+ * in a session). A client that goes, or never finishes the handshake, is not kept half-open;
+ * `failed` hears of a handshake that went wrong (the socket is gone then).
+ */
+export function serverTls(plain: Socket, context: SecureContext, failed: (err: Error) => void): TLSSocket {
+  const secure = new TLSSocket(plain, { isServer: true, secureContext: context, minVersion: 'TLSv1.2' });
+  secure.on('error', (err) => {
+    failed(err);
+    plain.destroy();
+  });
+  plain.once('end', () => plain.destroy());
+  const handshake = setTimeout(() => plain.destroy(), HANDSHAKE_MS);
+  handshake.unref();
+  secure.once('secure', () => clearTimeout(handshake));
+  secure.once('close', () => clearTimeout(handshake));
+  return secure;
+}
+
+/**
+ * The node's one certificate for every access listener: SMTP (STARTTLS), submission
+ * (STARTTLS and implicit TLS), POP3 (STLS and POP3S) and what comes after them: from `tls.keyFile`/`tls.certFile`, read again when either changes
  * (a renewed certificate is used by the next handshake, no restart); without them a
  * self-signed one made once in the data folder, and the log says so. A file that does not
  * make a valid pair is logged and the previous pair kept.

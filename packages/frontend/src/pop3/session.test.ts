@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dotStuff, top } from './pop3-server.js';
+import { dotStuff, top } from './session.js';
 
 describe('POP3 message framing', () => {
   it('doubles a leading dot on every line, the first included, and ends the message with CRLF', () => {

@@ -1,7 +1,6 @@
 import { normalizeHash, upkeep, type Logger, type Service } from '@mailgrid/core';
+import { readPrefix, type Keys } from '@mailgrid/cluster';
 import type { Etcd3, IKeyValue } from 'etcd3';
-import { readPrefix } from './etcd.js';
-import type { Keys } from './keys.js';
 
 /**
  * Takes the password hashes `account import` left in etcd (`passwords/<address>`) into the

@@ -1,33 +1,30 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
-import { ClusterSnapshots } from './cluster-snapshot.js';
-import type { GroupView } from './hosting-groups.js';
-import type { MemberInfo } from './membership.js';
+import { ClusterSnapshots, type GroupEntry, type MemberEntry } from './cluster-snapshots.js';
 
-const member = (m: Partial<MemberInfo> & Pick<MemberInfo, 'id' | 'role'>): MemberInfo => ({ site: 'main', state: 'up', pid: 1, startedAt: '2025-01-01T00:00:00Z', ...m });
+const member = (m: Partial<MemberEntry> & Pick<MemberEntry, 'id' | 'role'>): MemberEntry => ({ site: 'main', state: 'up', startedAt: '2025-01-01T00:00:00Z', ...m });
 
 describe('ClusterSnapshots', () => {
-  const list = new EventEmitter() as EventEmitter & { live: MemberInfo[]; members(): MemberInfo[] };
+  const list = new EventEmitter() as EventEmitter & { live: MemberEntry[]; members(): MemberEntry[] };
   list.live = [
-    member({ id: 'fe-1', role: 'frontend', submitMode: 'local-for-others', takes: true, services: ['Submit'], grpc: 'x', partner: 'fe-2', copies: ['fe-2'] }),
-    member({ id: 'fe-2', role: 'frontend', submitMode: 'local-for-others', takes: false, services: ['Submit'], grpc: 'y', partner: 'fe-1', copies: [] }),
+    member({ id: 'fe-1', role: 'frontend', submitMode: 'local-for-others', takes: true, partner: 'fe-2', copies: ['fe-2'] }),
+    member({ id: 'fe-2', role: 'frontend', submitMode: 'local-for-others', takes: false, partner: 'fe-1', copies: [] }),
     member({ id: 'be-1', role: 'backend', group: 'g1', groupRole: 'primary', accepted: 0, delivered: 100, countedAt: 1_000, epoch: 7 }),
     member({ id: 'be-1-r1', role: 'backend', group: 'g1', groupRole: 'replica' }),
   ];
   list.members = () => list.live;
-  const groups: GroupView[] = [
+  const groups: GroupEntry[] = [
     {
       name: 'g1',
-      leader: { id: 'be-1', address: 'a', epoch: 12 },
+      leader: { id: 'be-1', epoch: 12 },
       inSync: ['be-1'],
-      inSyncRevision: 13,
-      status: { leader: 'be-1', epoch: 12, inSync: ['be-1'], lag: { 'be-1-r1': 40 }, seq: 9, failovers: [{ at: 500, epoch: 12, to: 'be-1', from: 'be-0' }, { at: 100, epoch: 5, to: 'be-0' }] },
+      status: { epoch: 12, lag: { 'be-1-r1': 40 }, failovers: [{ at: 500, epoch: 12, to: 'be-1', from: 'be-0' }, { at: 100, epoch: 5, to: 'be-0' }] },
     },
-    { name: 'g2', inSyncRevision: 0, status: { leader: 'be-2', epoch: 3, inSync: ['be-2'], lag: { x: 1 }, seq: 1 } },
+    { name: 'g2', status: { epoch: 3, lag: { x: 1 } } },
   ];
   let own = { accepted: 10, delivered: 0 };
-  const snapshots = new ClusterSnapshots({ node: 'fe-1', membership: list, groups: { list: () => groups }, counters: () => own, describe: () => ({ queueDepth: 3 }) });
+  const snapshots = new ClusterSnapshots({ node: 'fe-1', membership: list, groups: { list: () => groups }, takers: (ms) => ms.filter((m) => m.submitMode === 'local-for-others' && m.takes).map((m) => m.id), counters: () => own, describe: () => ({ queueDepth: 3 }) });
 
   it('lists members with health, groups with their current lag, takers, failovers newest first', () => {
     const v = snapshots.view(2_000);

@@ -1,8 +1,6 @@
-import { metrics, MailError, Replies, type Config, type Logger } from '@mailgrid/core';
-import type { HostingGroups } from '@mailgrid/directory';
+import { metrics, MailError, Replies, type AccessProtocolName, type Config, type Logger } from '@mailgrid/core';
 import type { Router } from '@mailgrid/mailflow';
-import type { TlsSource } from './tls-source.js';
-import { ClientPool, createMailboxClient, MailboxCalls, type MailboxClient, type Trace } from '@mailgrid/protocol';
+import type { MailboxAccess } from './mailbox-session.js';
 
 /**
  * Failed logins per client address, counted over the last `lockoutMs`: in a cluster shared
@@ -34,39 +32,28 @@ export class MemoryLedger implements FailureLedger {
   }
 }
 
-/** What every access listener (SMTP, POP3) is given. */
-export interface AccessDeps {
-  config: Config;
-  log: Logger;
-  router: Router;
-  tls: TlsSource;
-  auth: Authenticator;
-}
-
+/** Who is logging in: the client's address (the real one, from a PROXY header), its protocol and session. */
 export interface Client {
   ip: string;
-  protocol: 'smtp' | 'pop3';
+  protocol: AccessProtocolName;
   session: string;
 }
 
 /**
- * Logins of SMTP AUTH and POP3, checked by the group that owns the account (frontends keep
- * no secrets) through its primary's Mailbox service. An unknown user and a wrong password get
+ * Logins of every access protocol, checked by the group that owns the account (frontends
+ * keep no secrets) through its primary's Mailbox service. An unknown user and a wrong password get
  * the same answer after the same time; every failure waits `auth.failDelayMs` and counts
  * against the client's address, which is locked out for `auth.lockoutMs` once it reaches
  * `auth.maxFailures`, on every frontend. A fault on the way is a temporary failure and
  * counts nothing.
  */
 export class Authenticator {
-  private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
-
   constructor(
     private readonly deps: {
       router: Router;
-      groups: HostingGroups;
+      mailboxes: MailboxAccess;
       ledger: FailureLedger;
       current: () => Config;
-      node: string;
       log: Logger;
     },
   ) {}
@@ -97,29 +84,37 @@ export class Authenticator {
     return fail(Replies.authFailed());
   }
 
+  /**
+   * Logins within one session: a session that failed `auth.maxFailures` times (wrong
+   * credentials, or refused while locked out) is told TOO_MANY_AUTH_FAILURES on the last,
+   * and its protocol ends it. A fault on the way counts nothing.
+   */
+  forSession(client: Client): (user: string, password: string) => Promise<string> {
+    let failures = 0;
+    return async (user, password) => {
+      try {
+        return await this.login(user, password, client);
+      } catch (err) {
+        const code = MailError.is(err) ? err.code : '';
+        if ((code === 'AUTH_FAILED' || code === 'AUTH_LOCKED') && ++failures >= this.deps.current().auth.maxFailures)
+          throw Replies.tooManyAuthFailures();
+        throw err;
+      }
+    };
+  }
+
   private async verify(user: string, password: string, client: Client): Promise<string | undefined> {
     const route = await this.deps.router.route(user);
     if (route.kind === 'tempfail') throw Replies.authUnavailable(route.reason);
     if (route.kind !== 'local') return undefined;
     try {
-      const res = await (await this.mailbox(route.group, { session: client.session })).authenticate(route.address, password);
+      const res = await (await this.deps.mailboxes.calls(route.group, { session: client.session })).authenticate(route.address, password);
       if (res.ok) metrics.authCache.inc({ result: res.cached ? 'hit' : 'miss' });
       return res.ok ? res.account : undefined;
     } catch (err) {
       this.deps.log.warn({ event: 'auth.unavailable', group: route.group, session: client.session, err: (err as Error).message }, 'login not checked: owning group unreachable');
       throw MailError.is(err) && err.code === 'AUTH_UNAVAILABLE' ? err : Replies.authUnavailable(err);
     }
-  }
-
-  /** The Mailbox service of a group's primary now (an access session keeps the one it started with). */
-  async mailbox(group: string, trace: Trace = {}): Promise<MailboxCalls> {
-    const primary = await this.deps.groups.primary(group);
-    if (!primary) throw Replies.backendUnavailable();
-    return new MailboxCalls(this.clients.get(primary.address), primary, { timeoutMs: this.deps.current().delivery.timeoutMs, trace: { node: this.deps.node, ...trace } });
-  }
-
-  close(): void {
-    this.clients.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import { ACCESS_SERVICES, type AccessService } from './haproxy-config.js';
+import { ACCESS_LISTENERS, leaves, type AccessListenerName } from '@mailgrid/core';
 
 /**
  * What each role is started with: its ports and its MAILGRID_* settings. `mailgrid cluster
@@ -7,18 +7,19 @@ import { ACCESS_SERVICES, type AccessService } from './haproxy-config.js';
  * cannot be added in one place and forgotten in the other.
  */
 export type NodeRole = 'frontend' | 'backend';
-export type PortName = AccessService | 'grpc' | 'http';
+export type PortName = AccessListenerName | 'grpc' | 'http';
 
-/** The variable that sets each port. */
-export const PORT_ENV: Record<PortName, string> = {
-  smtp: 'MAILGRID_SMTP_PORT',
-  submission: 'MAILGRID_SUBMISSION_PORT',
-  submissions: 'MAILGRID_SUBMISSION_TLS_PORT',
-  pop3: 'MAILGRID_POP3_PORT',
-  pop3s: 'MAILGRID_POP3S_PORT',
-  grpc: 'MAILGRID_GRPC_PORT',
-  http: 'MAILGRID_HTTP_PORT',
-};
+const envOf = (key: string) => leaves().find((l) => l.key === key)!.env;
+
+/** The variable that sets each port: an access listener's is its protocol's port setting (`MAILGRID_POP3_TLS_PORT` for pop3s). */
+export const PORT_ENV = {
+  ...Object.fromEntries(ACCESS_LISTENERS.map((l) => [l.name, envOf(`${l.protocol}.${l.portKey}`)])),
+  grpc: envOf('grpc.port'),
+  http: envOf('http.port'),
+} as Record<PortName, string>;
+
+/** The access listeners, by the registry's names: what a frontend serves and a balancer balances. */
+export const ACCESS_SERVICES = ACCESS_LISTENERS.map((l) => l.name);
 
 /** The ports each role listens on (in the order the launcher picks them). */
 export const ROLE_PORTS: Record<NodeRole, readonly PortName[]> = {
@@ -27,7 +28,7 @@ export const ROLE_PORTS: Record<NodeRole, readonly PortName[]> = {
 };
 
 /** The well-known ports clients use, where a balancer (HAProxy, a LoadBalancer Service) listens. */
-export const ACCESS_PORTS: Record<AccessService, number> = { smtp: 25, submission: 587, submissions: 465, pop3: 110, pop3s: 995 };
+export const ACCESS_PORTS = Object.fromEntries(ACCESS_LISTENERS.map((l) => [l.name, l.wellKnown])) as Record<AccessListenerName, number>;
 
 /**
  * A node with a network of its own (a container, a machine): what the loopback cluster
@@ -71,13 +72,13 @@ export function roleEnv(role: NodeRole, node: NodeSpec): Record<string, string> 
     env.MAILGRID_BACKEND_GROUP = node.group;
   } else {
     // Said either way: a deployment file shows which of the two it chose.
-    env.MAILGRID_SMTP_PROXY_PROTOCOL = String(node.proxyFrom !== undefined);
-    if (node.proxyFrom !== undefined) env.MAILGRID_SMTP_PROXY_FROM = node.proxyFrom;
+    env[envOf('listen.proxyProtocol')] = String(node.proxyFrom !== undefined);
+    if (node.proxyFrom !== undefined) env[envOf('listen.proxyFrom')] = node.proxyFrom;
   }
   const p = node.placed;
   if (p) {
-    // A backend serves no SMTP, so its smtp.host means nothing.
-    if (role === 'frontend') env.MAILGRID_SMTP_HOST = p.host;
+    // A backend serves no mail access, so its listen.host means nothing.
+    if (role === 'frontend') env[envOf('listen.host')] = p.host;
     env.MAILGRID_GRPC_HOST = p.host;
     env.MAILGRID_HTTP_HOST = p.host;
     env.MAILGRID_GRPC_ADVERTISE = p.advertise;

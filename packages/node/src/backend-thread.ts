@@ -1,7 +1,7 @@
 import { buildBackend } from '@mailgrid/backend';
 import { createLogger, exitSoon, installRejectionGuard, metrics, Replies, stopAll, type Config, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { EmbeddedDirectory } from '@mailgrid/directory';
-import { envelopeOf, newMessageId, queuePath, submissionOf, submitService, type Accepted, type Arrival, type Submission } from '@mailgrid/mailflow';
+import { envelopeOf, flowServices, newMessageId, queuePath, submissionOf, type Accepted, type Arrival, type Submission } from '@mailgrid/mailflow';
 import {
   GrpcHost,
   PortClient,
@@ -12,20 +12,20 @@ import {
   type SubmitEnvelope,
   type SubmitEnvelope__Output,
 } from '@mailgrid/protocol';
-import { QueueStore, queueService } from '@mailgrid/queue';
+import { QueueStore } from '@mailgrid/queue';
 import { join, resolve } from 'node:path';
 import { isMainThread, MessageChannel, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
 
 /**
  * The single node's backend in a worker thread: its own event loop on the second core, so
  * the SMTP thread stays free. The node's one gRPC host runs here too, with the backend's
- * services and the frontend's Queue service, which works on this thread's own handle of the
- * queue's LMDB environment (lmdb-js shares one environment between threads) and asks the
- * main thread to wake its runner. The frontend's deliveries come over `transport`, a
- * MessagePort: on one machine gRPC's framing and HTTP/2 were a sixth of the SMTP thread's
- * CPU and a third of the backend's. What this thread's rules make, and what the Submit
- * service here receives, go over a second port to the node's submit channel on the main
- * thread (submit mode `local` on a single node: its one queue).
+ * services and the mail flow's (`flowServices`): the Queue service works on this thread's
+ * own handle of the queue's LMDB environment (lmdb-js shares one environment between
+ * threads) and asks the main thread to wake its runner. The frontend's deliveries come over
+ * `transport`, a MessagePort: on one machine gRPC's framing and HTTP/2 were a sixth of the
+ * SMTP thread's CPU and a third of the backend's. What this thread's rules make, and what
+ * the Submit service here receives, go over a second port to the node's submit channel on
+ * the main thread (submit mode `local` on a single node: its one queue).
  */
 type ToWorker = { type: 'stop'; drainMs: number } | { type: 'metrics'; id: number };
 type WorkerData = { config: Config; deliveries: MessagePort; submits: MessagePort };
@@ -55,13 +55,13 @@ export class BackendWorker implements Service {
   constructor(
     private readonly config: Config,
     private readonly log: Logger,
-    private readonly wake: () => void,
-    receive: (s: Submission, arrival: Arrival) => Promise<Accepted>,
+    /** The main thread's mail flow: its runner to wake, its submit channel to take what this thread makes. */
+    private readonly flow: { wake(): void; receive(s: Submission, arrival: Arrival): Promise<Accepted> },
   ) {
     this.transport = new PortDeliveryTransport(this.deliveries.port1, { timeoutMs: config.delivery.timeoutMs });
     servePort<SubmitWire, Accepted>(this.submits.port1, async ({ envelope, body }) => {
       const { submission, arrival } = submissionOf(envelope as SubmitEnvelope__Output, Buffer.from(body.buffer, body.byteOffset, body.byteLength));
-      return receive(submission, arrival);
+      return flow.receive(submission, arrival);
     });
     this.submits.port1.unref();
   }
@@ -86,7 +86,7 @@ export class BackendWorker implements Service {
     });
     this.worker = worker;
     worker.on('message', (msg: FromWorker) => {
-      if (msg.type === 'wake') this.wake();
+      if (msg.type === 'wake') this.flow.wake();
       if (msg.type === 'metrics') this.scrapes.get(msg.id)?.(msg.json);
     });
     const msg = await this.next(worker);
@@ -165,8 +165,14 @@ async function runWorker({ config, deliveries, submits }: WorkerData): Promise<v
   const grpc = new GrpcHost({ host: config.grpc.host, port: config.grpc.port, log: log.child({ component: 'grpc' }) });
   grpc.add(
     ...backend.grpc,
-    queueService(queue, config.nodeId, () => port.postMessage({ type: 'wake' } satisfies FromWorker)),
-    submitService(submit, { maxMessageBytes: () => config.smtp.maxMessageBytes, log: log.child({ component: 'submit' }) }),
+    ...flowServices({
+      store: queue,
+      node: config.nodeId,
+      wake: () => port.postMessage({ type: 'wake' } satisfies FromWorker),
+      receive: (s, arrival) => submit(s, arrival),
+      maxMessageBytes: () => config.smtp.maxMessageBytes,
+      log,
+    }),
   );
   const services = [...backend.services, grpc, ...backend.after];
   try {

@@ -1,3 +1,6 @@
+import type { AccessListenerName } from '@mailgrid/core';
+import { ACCESS_SERVICES } from './topology.js';
+
 /**
  * HAProxy in front of the frontends: TCP mode, the PROXY protocol to each frontend (so it
  * sees the client's real address), health checks on each frontend's /readyz, and timeouts
@@ -6,14 +9,10 @@
  * core) and deploy/compose-haproxy.cfg (frontends found by name through Docker's DNS) are
  * the same function's output, written out; test/deploy.test.ts checks they still are.
  */
-/** What a frontend serves behind the balancer: SMTP (MX), submission, submission over TLS, POP3, POP3S. */
-export const ACCESS_SERVICES = ['smtp', 'submission', 'submissions', 'pop3', 'pop3s'] as const;
-export type AccessService = (typeof ACCESS_SERVICES)[number];
-
 export interface HaproxyFrontend {
   id: string;
   host: string;
-  ports: Record<AccessService, number>;
+  ports: Record<AccessListenerName, number>;
   httpPort: number;
 }
 
@@ -30,8 +29,8 @@ export interface HaproxyOptions {
   dns?: string;
 }
 
-/** One HAProxy frontend and backend per service, each balancing over every frontend (TLS passes through: the frontends terminate it). */
-export function haproxyConfig(binds: Record<AccessService, string>, frontends: HaproxyFrontend[], options: HaproxyOptions = {}): string {
+/** One HAProxy frontend and backend per access listener of the registry, each balancing over every frontend (TLS passes through: the frontends terminate it). */
+export function haproxyConfig(binds: Record<AccessListenerName, string>, frontends: HaproxyFrontend[], options: HaproxyOptions = {}): string {
   const resolve = options.dns ? ' resolvers dns init-addr libc,none' : '';
   const sections = ACCESS_SERVICES.map(
     (service) => `frontend ${service}
@@ -62,7 +61,7 @@ ${threads}
 ${dns}defaults
     mode tcp
     timeout connect 5s
-    # SMTP clients may think for minutes between commands (smtp.idleTimeoutMs 300 s), POP3 ones 10 minutes (pop3.idleTimeoutMs)
+    # a client may think for minutes between commands: SMTP 300 s (smtp.idleTimeoutMs), POP3 10 minutes (pop3.idleTimeoutMs)
     timeout client 610s
     timeout server 610s
     timeout check 2s

@@ -1,17 +1,50 @@
 import type { Service, ServiceState } from '@mailgrid/core';
-import { ThroughputSampler, type ClusterView, type CounterReading, type FailoverRow, type GroupRow, type MemberRow } from '@mailgrid/dashboard';
-import type { GroupView } from './hosting-groups.js';
-import { queueTakers, type MemberInfo } from './membership.js';
+import { ThroughputSampler, type ClusterView, type CounterReading, type FailoverRow, type GroupRow, type MemberRow } from './snapshot.js';
+
+/** What the dashboard reads of a member's entry (the cluster's membership entry, or a single node's own). */
+export interface MemberEntry {
+  id: string;
+  /** frontend, backend, or single. */
+  role: string;
+  site: string;
+  group?: string;
+  groupRole?: 'primary' | 'replica';
+  state: 'up' | 'draining';
+  submitMode?: string;
+  queueDepth?: number;
+  queueOldestAt?: number;
+  takes?: boolean;
+  partner?: string;
+  copies?: string[];
+  accepted?: number;
+  delivered?: number;
+  /** When its counters were read (ms). */
+  countedAt?: number;
+  /** Its registration (the etcd create revision): a member back after a restart counts anew. */
+  epoch?: number;
+  http?: string;
+  startedAt?: string;
+}
+
+/** What the dashboard reads of a hosting group. */
+export interface GroupEntry {
+  name: string;
+  leader?: { id: string; epoch: number };
+  inSync?: string[];
+  status?: { epoch: number; lag: Record<string, number>; failovers?: { at: number; epoch: number; to: string; from?: string }[] };
+}
 
 export interface ClusterSnapshotsOptions {
   node: string;
-  /** The live members, and a `change` event when the list changes (the node's Membership). */
-  membership: { members(): MemberInfo[]; on(event: 'change', listener: () => void): unknown; off(event: 'change', listener: () => void): unknown };
-  groups: { list(): GroupView[] };
+  /** The live members, and a `change` event when the list changes (a cluster member's Membership; a single node's one entry). */
+  membership: { members(): MemberEntry[]; on(event: 'change', listener: () => void): unknown; off(event: 'change', listener: () => void): unknown };
+  groups: { list(): GroupEntry[] };
+  /** The queue takers among the members, by id. */
+  takers: (members: MemberEntry[]) => string[];
   /** This node's own counters, read live (the others' come with their membership entries). */
   counters: () => { accepted: number; delivered: number };
   /** This node's own run-time fields (queue, submit mode, partner), read live: its published entry may be 10 s old. */
-  describe?: () => Partial<MemberInfo>;
+  describe?: () => Partial<MemberEntry>;
   sampleEveryMs?: number;
   /** How long a member that left is still shown, as gone. */
   keepGoneMs?: number;
@@ -29,8 +62,8 @@ export class ClusterSnapshots implements Service {
   private _state: ServiceState = 'new';
   private readonly throughput: ThroughputSampler;
   /** Members as last seen live, and those seen leave since. */
-  private seen = new Map<string, MemberInfo>();
-  private readonly gone = new Map<string, { info: MemberInfo; at: number }>();
+  private seen = new Map<string, MemberEntry>();
+  private readonly gone = new Map<string, { info: MemberEntry; at: number }>();
   private readonly onChange = () => this.track();
 
   constructor(private readonly options: ClusterSnapshotsOptions) {
@@ -72,7 +105,7 @@ export class ClusterSnapshots implements Service {
   view(now = Date.now()): ClusterView {
     const members = this.track(now);
     const groups = this.options.groups.list();
-    const own = (m: MemberInfo): MemberInfo => ({ ...m, ...this.options.describe?.(), ...this.options.counters() });
+    const own = (m: MemberEntry): MemberEntry => ({ ...m, ...this.options.describe?.(), ...this.options.counters() });
     const live = members.map((m) => memberRow(m.id === this.options.node ? own(m) : m, groups));
     const left = [...this.gone.values()].map(({ info, at }) => ({ ...memberRow(info, groups), state: 'gone' as const, health: 'gone' as const, notes: [], goneAt: at }));
     const order = (a: MemberRow, b: MemberRow) => a.role.localeCompare(b.role) || (a.group ?? '').localeCompare(b.group ?? '') || a.id.localeCompare(b.id);
@@ -81,7 +114,7 @@ export class ClusterSnapshots implements Service {
       at: now,
       members: [...live, ...left].sort(order),
       groups: groups.map((g) => groupRow(g, members)),
-      takers: queueTakers(members).map((m) => m.id).sort(),
+      takers: this.options.takers(members).sort(),
       throughput: this.throughput.list(),
       failovers: groups
         .flatMap((g) => (g.status?.failovers ?? []).map((f): FailoverRow => ({ group: g.name, ...f })))
@@ -90,7 +123,7 @@ export class ClusterSnapshots implements Service {
   }
 
   /** The live members; a member no longer listed is gone from now (forgotten after `keepGoneMs`, or when it is back). */
-  private track(now = Date.now()): MemberInfo[] {
+  private track(now = Date.now()): MemberEntry[] {
     const members = this.options.membership.members();
     const next = new Map(members.map((m) => [m.id, m]));
     for (const [id, info] of this.seen) if (!next.has(id) && !this.gone.has(id)) this.gone.set(id, { info, at: now });
@@ -102,7 +135,7 @@ export class ClusterSnapshots implements Service {
   }
 }
 
-function memberRow(m: MemberInfo, groups: GroupView[]): MemberRow {
+function memberRow(m: MemberEntry, groups: GroupEntry[]): MemberRow {
   const notes: string[] = [];
   if (m.role === 'backend' && m.group) {
     const g = groups.find((x) => x.name === m.group);
@@ -133,7 +166,7 @@ function memberRow(m: MemberInfo, groups: GroupView[]): MemberRow {
   };
 }
 
-function groupRow(g: GroupView, members: MemberInfo[]): GroupRow {
+function groupRow(g: GroupEntry, members: MemberEntry[]): GroupRow {
   // The lag is the current primary's; a status left by an earlier one says nothing of now.
   const status = g.status && g.status.epoch === g.leader?.epoch ? g.status : undefined;
   return {
@@ -142,7 +175,7 @@ function groupRow(g: GroupView, members: MemberInfo[]): GroupRow {
     epoch: g.leader?.epoch,
     inSync: g.inSync ?? [],
     lag: status?.lag ?? {},
-    members: members.filter((m) => m.role === 'backend' && m.group === g.name).map((m) => m.id).sort(),
+    members: members.filter((m) => (m.role === 'backend' || m.role === 'single') && m.group === g.name).map((m) => m.id).sort(),
     lastFailoverAt: g.status?.failovers?.at(-1)?.at,
   };
 }

@@ -1,0 +1,7 @@
+export * from './connection.js';
+export * from './listener.js';
+export * from './session.js';
+export * from './authenticator.js';
+export * from './mailbox-session.js';
+export * from './tls-source.js';
+export * from './proxy-header.js';

@@ -1,0 +1,99 @@
+import { Replies, type Logger } from '@mailgrid/core';
+import type { HostingGroups } from '@mailgrid/directory';
+import type { Router } from '@mailgrid/mailflow';
+import { ClientPool, createMailboxClient, MailboxCalls, type ListResponse__Output, type MailboxClient, type MailboxHold, type Trace } from '@mailgrid/protocol';
+
+/** POP3's maildrop is the session's alone (RFC 1939: `[IN-USE]`); IMAP sessions share a mailbox. */
+export type HoldMode = 'exclusive' | 'shared';
+
+/**
+ * The way from a frontend's access sessions to the accounts' groups: one Mailbox client per
+ * primary (a channel carries every session's calls), each call fenced by the primary's epoch.
+ */
+export class MailboxAccess {
+  private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
+
+  constructor(
+    private readonly deps: {
+      router: Router;
+      groups: HostingGroups;
+      /** The deadline of one call. */
+      timeoutMs: () => number;
+      node: string;
+    },
+  ) {}
+
+  /** Calls to the Mailbox service of a group's primary now. */
+  async calls(group: string, trace: Trace = {}): Promise<MailboxCalls> {
+    const primary = await this.deps.groups.primary(group);
+    if (!primary) throw Replies.backendUnavailable();
+    return new MailboxCalls(this.clients.get(primary.address), primary, { timeoutMs: this.deps.timeoutMs(), trace: { node: this.deps.node, ...trace } });
+  }
+
+  /**
+   * An account's mailbox for one session, held at its group's primary now: `exclusive`
+   * fails with MAILBOX_IN_USE while another exclusive session holds it; `shared` never does.
+   */
+  async open(account: string, options: { mode: HoldMode; session: string; log: Logger }): Promise<MailboxSession> {
+    const route = await this.deps.router.route(account);
+    if (route.kind === 'tempfail') throw route.reason;
+    if (route.kind !== 'local') throw Replies.backendUnavailable(new Error(`${account} is not an account here now`));
+    const calls = await this.calls(route.group, { session: options.session });
+    const hold = await calls.hold(route.account, `${this.deps.node}/${options.session}`, options.mode === 'shared');
+    return new MailboxSession(route.account, route.group, calls, hold, options.log);
+  }
+
+  close(): void {
+    this.clients.close();
+  }
+}
+
+/**
+ * One access session's mailbox: a client of the Mailbox service bound to one account and
+ * to the epoch of the primary that granted its hold, so every write reaches that primary or
+ * nobody. When the hold ends without `close` (the group failed over, the primary stopped,
+ * the connection to it broke), `lost` settles and the session must end: the next one is
+ * served by the new primary.
+ */
+export class MailboxSession {
+  /** Settles when the hold ends without `close`. */
+  readonly lost: Promise<void>;
+  private closed = false;
+
+  constructor(
+    readonly account: string,
+    readonly group: string,
+    private readonly calls: MailboxCalls,
+    private readonly hold: MailboxHold,
+    private readonly log: Logger,
+  ) {
+    this.lost = hold.lost.then(() => {
+      if (!this.closed) this.log.info({ event: 'mailbox.hold-lost', account, group }, 'the primary that served this mailbox changed or stopped');
+    });
+  }
+
+  /** The epoch of the primary that serves it. */
+  get epoch(): number {
+    return this.calls.epoch;
+  }
+
+  list(folder = ''): Promise<ListResponse__Output> {
+    return this.calls.list(this.account, folder);
+  }
+
+  fetch(uid: number, folder = ''): Promise<Buffer> {
+    return this.calls.fetch(this.account, uid, folder);
+  }
+
+  /** Removes messages (flushed and replicated before it resolves); how many were there. */
+  delete(uids: number[], folder = ''): Promise<number> {
+    return this.calls.delete(this.account, uids, folder);
+  }
+
+  /** Lets go of the mailbox; resolves once the primary has (the next session finds it free). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.hold.release();
+  }
+}

@@ -1,0 +1,1 @@
+export { composeNode, type NodeRole, type NodePart, type NodeBase } from './compose.js';
