@@ -126,7 +126,7 @@ describe('deploy files', () => {
     for (const role of ['frontend', 'backend'] as const) {
       it(`has a ${role} target that runs the role's entry point as a non-root user and stops on SIGTERM`, () => {
         const cmd = JSON.parse(one(role, 'CMD')!.slice(4)) as string[];
-        assert.deepEqual(cmd, ['node', `packages/${role}/dist/main.js`]);
+        assert.deepEqual(cmd, ['node', 'packages/cli/bin/mailgrid.js', role]);
         assert.ok(existsSync(join(repoRoot, cmd[1])), `${cmd[1]} is built`);
         assert.equal(one(role, 'USER'), 'USER node');
         assert.equal(one(role, 'STOPSIGNAL'), 'STOPSIGNAL SIGTERM');
