@@ -447,7 +447,7 @@ describe('deploy files', () => {
         });
         assert.equal(found.length, 1, `${file}: read by one unit`);
         const { unit, instance } = found[0];
-        const role = /packages\/(frontend|backend)\/dist\/main\.js/.exec(key(unit, 'ExecStart')!)![1] as NodeRole;
+        const role = /packages\/cli\/bin\/mailgrid\.js (frontend|backend)$/.exec(key(unit, 'ExecStart')!)![1] as NodeRole;
         const own = envFile(read('systemd', file));
         const fromUnit = envFile((unit.keys.get('Environment') ?? []).map((e) => e.replaceAll('%i', instance ?? '')).join('\n'));
         assert.deepEqual(Object.keys(own).filter((k) => k in fromUnit), [], `${file}: sets nothing the unit sets`);
@@ -474,7 +474,7 @@ describe('deploy files', () => {
         assert.equal(key(unit, 'ProtectSystem'), 'strict', where);
         // The first of the writable places under ProtectSystem=strict is the data dir.
         assert.equal(`/var/lib/${key(unit, 'StateDirectory')!.split(/\s+/)[0].replaceAll('%i', instance ?? '')}`, config.dataDir, where);
-        assert.match(key(unit, 'ExecStart')!, /^\/usr\/bin\/node \/opt\/mailgrid\/packages\/(frontend|backend)\/dist\/main\.js$/);
+        assert.match(key(unit, 'ExecStart')!, /^\/usr\/bin\/node \/opt\/mailgrid\/packages\/cli\/bin\/mailgrid\.js (frontend|backend)$/);
       }
     });
 
