@@ -1,15 +1,6 @@
 import { metrics, Replies, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import type { Failover, GroupLeadership, HostingGroupsWatch } from '@mailgrid/cluster';
-import {
-  createReplicationClient,
-  LogFollowers,
-  proto,
-  receiveLog,
-  type FollowClientCall,
-  type GrpcService,
-  type ReplicationClient,
-  type ReplicationHandlers,
-} from '@mailgrid/protocol';
+import { createReplicationClient, LogFollower, LogFollowers, proto, type FollowClientCall, type GrpcService, type ReplicationHandlers } from '@mailgrid/protocol';
 import type { LmdbMailStore } from '@mailgrid/store';
 
 export interface ReplicationOptions {
@@ -47,8 +38,8 @@ export class GroupReplication implements Service {
   private ticks = 0;
   /** The group's last failovers (this one's election the newest), published with its status. */
   private failovers: Failover[] = [];
-  /** Replica side: the stream to the primary followed now. */
-  private following: { epoch: number; client: ReplicationClient; call: FollowClientCall } | undefined;
+  /** Replica side: the stream from the primary. */
+  private readonly follower: LogFollower;
   private followRetry: NodeJS.Timeout | undefined;
   private readonly onGroups = () => this.follow();
   private unobserve: (() => void) | undefined;
@@ -61,6 +52,26 @@ export class GroupReplication implements Service {
       epoch: () => leadership.epoch,
       writeSet: (nodes) => leadership.setInSync([options.node, ...nodes]),
       maxLagMs: options.maxLagMs,
+      log: options.log,
+    });
+    this.follower = new LogFollower({
+      copy: options.store,
+      node: options.node,
+      name: 'replication',
+      open: (address) => {
+        const client = createReplicationClient(address);
+        return { call: client.Follow() as unknown as FollowClientCall, close: () => client.close() };
+      },
+      after: async () => {
+        if (options.groups.group(options.group)?.inSync?.includes(options.node)) await options.store.setReady();
+      },
+      retryMs: 500,
+      ended: (err) => {
+        if (err) options.log.warn({ event: 'replication.follow-failed', err: err.message }, 'stream from the primary ended');
+        // Whom to follow is looked at again: the primary may have changed.
+        clearTimeout(this.followRetry);
+        this.followRetry = setTimeout(() => this.follow(), 500);
+      },
       log: options.log,
     });
     options.leadership.on('elected', (epoch: number, followsAnother: boolean) => this.elected(epoch, followsAnother));
@@ -79,7 +90,7 @@ export class GroupReplication implements Service {
     this.unobserve = metrics.observe.replication(() => {
       const epoch = this.options.leadership.epoch;
       if (epoch !== undefined) return { group: this.options.group, primary: true, epoch, inSync: 1 + this.followers.members().length, lag: this.followers.lag() };
-      return { group: this.options.group, primary: false, epoch: this.following?.epoch ?? 0, inSync: 0, lag: {} };
+      return { group: this.options.group, primary: false, epoch: this.follower.following?.epoch ?? 0, inSync: 0, lag: {} };
     });
     this.follow();
   }
@@ -90,7 +101,7 @@ export class GroupReplication implements Service {
     clearInterval(this.timer);
     clearTimeout(this.followRetry);
     this.options.groups.off('change', this.onGroups);
-    this.unfollow();
+    void this.follower.stop();
     this.followers.close();
     this.followers.end(Replies.backendUnavailable(new Error('stopping')));
     this._state = 'stopped';
@@ -124,7 +135,7 @@ export class GroupReplication implements Service {
   // ---- primary ---------------------------------------------------------------------------
 
   private elected(epoch: number, followsAnother: boolean): void {
-    this.unfollow();
+    void this.follower.stop();
     this.options.store.epoch = epoch;
     // A group that had an in-sync set before this one was elected failed over (or was handed
     // over; the campaign says so: the groups watch may have its new set already). The list goes
@@ -168,53 +179,12 @@ export class GroupReplication implements Service {
     if (this._state !== 'running' || this.options.leadership.epoch !== undefined) return;
     const g = this.options.groups.group(this.options.group);
     const leader = g?.leader;
-    if (this.following && this.following.epoch === leader?.epoch) {
+    if (!leader || leader.id === this.options.node) return void this.follower.stop();
+    if (this.follower.following?.epoch === leader.epoch) {
       if (g?.inSync?.includes(this.options.node)) void this.options.store.setReady().catch(() => undefined);
       return;
     }
-    this.unfollow();
-    if (!leader || leader.id === this.options.node) return;
-    const client = createReplicationClient(leader.address);
-    const call = client.Follow() as unknown as FollowClientCall;
-    const following = { epoch: leader.epoch, client, call };
-    this.following = following;
-    this.options.log.info({ event: 'replication.following', primary: leader.id, epoch: leader.epoch, from: this.options.store.position() }, 'following the primary');
-    void this.receive(following).then(
-      () => this.retryFollow(following),
-      (err) => {
-        if (this.following === following)
-          this.options.log.warn({ event: 'replication.follow-failed', primary: leader.id, err: (err as Error).message }, 'stream from the primary ended');
-        this.retryFollow(following);
-      },
-    );
-  }
-
-  private retryFollow(following: NonNullable<GroupReplication['following']>): void {
-    if (this.following !== following) return;
-    this.unfollow();
-    clearTimeout(this.followRetry);
-    this.followRetry = setTimeout(() => this.follow(), 500);
-  }
-
-  private unfollow(): void {
-    const f = this.following;
-    this.following = undefined;
-    if (!f) return;
-    f.call.cancel();
-    f.client.close();
-  }
-
-  private receive(following: NonNullable<GroupReplication['following']>): Promise<void> {
-    const { store, groups, group, node } = this.options;
-    return receiveLog({
-      copy: store,
-      call: following.call,
-      node,
-      epoch: following.epoch,
-      still: () => this.following === following,
-      after: async () => {
-        if (groups.group(group)?.inSync?.includes(node)) await store.setReady();
-      },
-    });
+    if (this.follower.follow({ address: leader.address, epoch: leader.epoch }))
+      this.options.log.info({ event: 'replication.following', primary: leader.id, epoch: leader.epoch, from: this.options.store.position() }, 'following the primary');
   }
 }

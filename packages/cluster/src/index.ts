@@ -7,5 +7,4 @@ export * from './settings.js';
 export * from './cluster-node.js';
 export * from './hosting-groups.js';
 export * from './leadership.js';
-export * from './queue-partnership.js';
 export * from './auth-failures.js';

@@ -1,7 +1,8 @@
-import { AuthFailures, clusterNode, putSetting, QueuePartnership, queueTakers, type ClusterNode, type MemberInfo } from '@mailgrid/cluster';
+import { AuthFailures, clusterNode, putSetting, queueTakers, type ClusterNode, type MemberInfo } from '@mailgrid/cluster';
 import { totals, withHealth, type Config, type Logger, type Service } from '@mailgrid/core';
 import { ClusterSnapshots, dashboardRoutes } from '@mailgrid/dashboard';
 import { GrpcHost } from '@mailgrid/protocol';
+import { QueueKeeper, QueueOwner } from '@mailgrid/queue';
 import { resolve } from 'node:path';
 import type { NodeBase, NodePart } from './compose.js';
 
@@ -15,7 +16,10 @@ import type { NodeBase, NodePart } from './compose.js';
  */
 export class ClusterMember implements NodeBase {
   readonly cluster: ClusterNode;
-  readonly protection: QueuePartnership;
+  /** This node's queue as its partner copies it. */
+  readonly protection: QueueOwner;
+  /** The copies this node keeps of its partners' queues. */
+  private readonly keeper: QueueKeeper;
   readonly ledger: AuthFailures | undefined;
   private readonly grpc: GrpcHost;
   private parts: NodePart[] = [];
@@ -38,19 +42,29 @@ export class ClusterMember implements NodeBase {
       },
     });
     const { client, keys, membership } = this.cluster;
-    this.protection = new QueuePartnership({
+    const partnerLog = log.child({ component: 'queue-partnership' });
+    this.protection = new QueueOwner({
       client,
       keys,
       membership,
       node: config.nodeId,
       site: config.site,
-      dataDir: resolve(config.dataDir),
       partnerCopy: () => this.current.queue.partnerCopy,
       takeoverAfterMs: () => this.current.queue.takeoverAfterMs,
       leaseTtlMs: config.cluster.leaseTtlSec * 1000,
       maxLagMs: () => this.current.queue.partnerMaxLagMs,
       logRetain: () => this.current.queue.logRetain,
-      log: log.child({ component: 'queue-partnership' }),
+      log: partnerLog,
+    });
+    this.keeper = new QueueKeeper({
+      client,
+      keys,
+      membership,
+      node: config.nodeId,
+      dataDir: resolve(config.dataDir),
+      takeoverAfterMs: () => this.current.queue.takeoverAfterMs,
+      adopt: (copy) => this.protection.adopt(copy),
+      log: partnerLog,
     });
     // Failed logins count on every frontend: an attacker gains nothing by spreading over them.
     this.ledger = role === 'frontend' ? new AuthFailures(client, keys, config.nodeId, log.child({ component: 'auth' })) : undefined;
@@ -98,7 +112,7 @@ export class ClusterMember implements NodeBase {
       setSetting: (id, key, raw) => putSetting(node.client, node.keys, { node: id, key, raw }, config, (m) => node.membership.members().some((x) => x.id === m)),
       log: log.child({ component: 'dashboard' }),
     });
-    // The partnership starts once the gRPC host is bound and stops before it drains, like a backend's replication.
+    // The partnership (both ways) starts once the gRPC host is bound and stops before it drains, like a backend's replication.
     return withHealth(
       config.http,
       log,
@@ -112,6 +126,7 @@ export class ClusterMember implements NodeBase {
         this.grpc,
         ...parts.flatMap((p) => p.after ?? []),
         protection,
+        this.keeper,
         node.membership,
         snapshots,
       ],

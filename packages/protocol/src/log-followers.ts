@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { Replies, type Logger, type MailError } from '@mailgrid/core';
-import { LogSignal, refuseFollower as refuse, shipLog, type FollowCall, type LogSource, type Position } from './log-shipping.js';
+import { LogSignal, receiveLog, refuseFollower as refuse, shipLog, type FollowCall, type FollowClientCall, type LogCopy, type LogSource, type Position } from './log-shipping.js';
 import type { FollowRequest__Output } from './types.js';
 
 /** A follower's stream as the shipping side keeps it. */
@@ -315,3 +315,87 @@ export class LogFollowers {
     for (const f of this.followers.values()) f.call.end();
   }
 }
+
+/** Where a follower follows a log from: a member's gRPC address, and the epoch it is followed in. */
+export interface LogTarget {
+  address: string;
+  epoch: number;
+}
+
+export interface LogFollowerOptions {
+  /** The log this node keeps: a replica's store, a partner's copy of a queue. */
+  copy: LogCopy;
+  /** This node, as the shipping side knows it. */
+  node: string;
+  /** For logs and events: `replication`, `queue-copy`. */
+  name: string;
+  /** Opens the Follow stream to a target's address (the Replication or the QueueCopy service). */
+  open(address: string): { call: FollowClientCall; close(): void };
+  /** The identity of the store followed, when the shipping side checks it (a queue store). */
+  source?: string;
+  /** After each ack (a replica marks itself ready once in sync). */
+  after?: () => Promise<void>;
+  /** A stream that ended is not opened again for this long. */
+  retryMs: number;
+  /** Heard when a stream ended (it is not opened again by itself). */
+  ended?: (err?: Error) => void;
+  log: Logger;
+}
+
+/**
+ * The following side of a synchronously followed log (a replica following its primary, a
+ * queue partner following the queue it copies): one stream at a time, to the target it was
+ * last told; a new epoch replaces the stream, and one that ended is opened again only when
+ * told to follow after `retryMs`. What it receives is applied to `copy` and acked once on
+ * disk (`receiveLog`).
+ */
+export class LogFollower {
+  private stream: { target: LogTarget; call: FollowClientCall; close(): void; received: Promise<void> } | undefined;
+  /** The target whose stream ended last, and when it may be opened again. */
+  private ended: { target: LogTarget; retryAt: number } | undefined;
+
+  constructor(private readonly options: LogFollowerOptions) {}
+
+  /** The target followed now, if a stream is open. */
+  get following(): LogTarget | undefined {
+    return this.stream?.target;
+  }
+
+  /**
+   * Follows `target`: nothing if its stream is open, else a new stream in its epoch (not
+   * within `retryMs` of the same target's stream ending). True when a stream was opened.
+   */
+  follow(target: LogTarget): boolean {
+    if (this.stream && same(this.stream.target, target)) return false;
+    void this.stop();
+    if (this.ended && same(this.ended.target, target) && Date.now() < this.ended.retryAt) return false;
+    const { call, close } = this.options.open(target.address);
+    const stream: NonNullable<LogFollower['stream']> = { target, call, close, received: Promise.resolve() };
+    this.stream = stream;
+    const still = () => this.stream === stream;
+    const ended = (err?: Error) => {
+      if (!still()) return;
+      void this.stop();
+      this.ended = { target, retryAt: Date.now() + this.options.retryMs };
+      if (err) this.options.log.debug({ event: `${this.options.name}.follow-ended`, address: target.address, err: err.message }, 'stream ended');
+      this.options.ended?.(err);
+    };
+    stream.received = receiveLog({ copy: this.options.copy, call, node: this.options.node, epoch: target.epoch, source: this.options.source, still, after: this.options.after }).then(
+      () => ended(),
+      (err) => ended(err as Error),
+    );
+    return true;
+  }
+
+  /** Ends the stream; resolves once nothing more of it is applied (a takeover claims what is on disk then). */
+  async stop(): Promise<void> {
+    const s = this.stream;
+    this.stream = undefined;
+    if (!s) return;
+    s.call.cancel();
+    s.close();
+    await s.received;
+  }
+}
+
+const same = (a: LogTarget, b: LogTarget) => a.epoch === b.epoch && a.address === b.address;

@@ -4,3 +4,5 @@ export * from './dsn.js';
 export * from './relay.js';
 export * from './mail-queue.js';
 export * from './queue-service.js';
+export * from './partnership/owner.js';
+export * from './partnership/keeper.js';
