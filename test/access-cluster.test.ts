@@ -1,23 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, nodeLog, repoRoot, runCli, sleep, startSink, clusterFolder } from '@mailgrid/testing';
+import { clusterFolder, eventually, nodeLog, Pop3Transcript, pyClient, runCli, startSink } from '@mailgrid/testing';
 
 // Mail access in a cluster of real processes (etcd, HAProxy, 2 frontends, one group of a
 // primary and a replica): logins checked by the account's group with hashes imported from
 // Dovecot, a lockout shared by the frontends through etcd, and a POP3 session that ends
 // cleanly when its group fails over, the next one served by the new primary with the same
-// UIDLs. Clients are Python's poplib and smtplib.
-
-const CLIENT = join(repoRoot, 'test', 'clients', 'mail_client.py');
-type Result = unknown & { error?: string };
-const py = (steps: (string | number)[][]): Promise<Result[]> =>
-  new Promise((resolve, reject) =>
-    execFile('python3', [CLIENT, JSON.stringify(steps)], { timeout: 150_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)))),
-  );
-
+// UIDLs. Clients are Python's poplib and smtplib, and transcripts of our own.
 
 // `doveadm pw -s BLF-CRYPT -p secret` and `-s SHA512-CRYPT`.
 const IMPORTED = [
@@ -50,57 +41,93 @@ describe('access in a cluster: logins at the owning group, a shared lockout, POP
     // The group's primary takes the hashes from etcd into its store (replicated), then logins work.
     const taker = await primary();
     await eventually('the hashes taken in', async () => (nodeLog(state().dir, taker).some((l) => l.event === 'password.imported' && l.accounts === 2) ? true : undefined), 30_000);
-    for (const { address } of IMPORTED) {
-      const r = await py([['pop', balancer().pop3s, 'implicit'], ['user', address], ['pass', 'secret'], ['quit']]);
-      assert.match(String(r[2]), /^\+OK Logged in/, address);
-    }
+    const popLogin = (address: string) =>
+      pyClient([
+        ['session', 'pop', balancer().pop3s, 'implicit'],
+        ['user', 'user', address],
+        ['pass', 'pass', 'secret'],
+        ['quit', 'quit'],
+      ]);
+    for (const { address } of IMPORTED) assert.match(String((await popLogin(address)).pass), /^\+OK Logged in/, address);
     // Checked once in their own scheme, then kept as scrypt; the password still works.
     await eventually('the imported hashes replaced', async () => (nodeLog(state().dir, taker).filter((l) => l.event === 'password.rehashed').length === 2 ? true : undefined), 30_000);
-    const again = await py([['pop', balancer().pop3s, 'implicit'], ['user', 'eve@example.test'], ['pass', 'secret'], ['quit']]);
-    assert.match(String(again[2]), /^\+OK Logged in/);
+    assert.match(String((await popLogin('eve@example.test')).pass), /^\+OK Logged in/);
     // And an authenticated submission through the balancer reaches the outside.
-    const sent = await py([['smtp', balancer().submission, 'starttls'], ['login', 'dana@example.test', 'secret'], ['send', 'dana@example.test', 'out@outside.test', 'Subject: via the cluster\r\n\r\nhello\r\n']]);
-    assert.deepEqual(sent[2], {});
+    const sent = await pyClient([
+      ['session', 'smtp', balancer().submission, 'starttls'],
+      ['login', 'login', 'dana@example.test', 'secret'],
+      ['send', 'send', 'dana@example.test', 'out@outside.test', 'Subject: via the cluster\r\n\r\nhello\r\n'],
+    ]);
+    assert.deepEqual(sent.send, {});
     await eventually('the sink has it', async () => sink.messages.find((m) => /Subject: via the cluster/.test(m.raw.toString())), 30_000);
   });
 
   it('failures on one frontend lock the client address out on the other; another address still logs in', async () => {
     const attacker = '127.0.0.5';
-    // Straight to fe-1 from an address that is not the balancer's (so no PROXY header is expected).
-    const guesses = await py([['pop', proc('fe-1').ports.pop3s, 'implicit', attacker], ...Array.from({ length: 5 }, () => [['user', 'eve@example.test'], ['pass', 'guess']]).flat()]);
-    assert.equal(guesses.filter((r) => /Authentication failed|Too many/.test(String((r as Result).error))).length, 5);
-    await eventually('locked out on fe-2 too', async () => {
-      const r = await py([['pop', proc('fe-2').ports.pop3s, 'implicit', attacker], ['user', 'eve@example.test'], ['pass', 'secret']]);
-      return /Too many failed authentications from your address/.test(String((r[2] as Result).error)) ? true : undefined;
-    }, 15_000);
-    const other = await py([['pop', proc('fe-2').ports.pop3s, 'implicit', '127.0.0.6'], ['user', 'eve@example.test'], ['pass', 'secret'], ['quit']]);
-    assert.match(String(other[2]), /^\+OK Logged in/);
+    /** A POP3S session straight to a frontend from `from` (not the balancer's address, so no PROXY header is expected). */
+    const session = async (fe: string, from: string) => {
+      const pop = await Pop3Transcript.open(proc(fe).ports.pop3s, { tls: true, localAddress: from });
+      await pop.expect('+OK');
+      return pop;
+    };
+    const guesses = await session('fe-1', attacker);
+    for (let i = 1; i < 5; i++) await guesses.login('eve@example.test', 'guess', '-ERR [AUTH] Authentication failed');
+    await guesses.login('eve@example.test', 'guess', '-ERR [AUTH] Too many failed authentications, closing connection');
+    guesses.close();
+    await eventually(
+      'locked out on fe-2 too',
+      async () => {
+        const pop = await session('fe-2', attacker);
+        try {
+          return /Too many failed authentications from your address/.test(await pop.login('eve@example.test', 'secret', '')) ? true : undefined;
+        } finally {
+          pop.close();
+        }
+      },
+      15_000,
+    );
+    const other = await session('fe-2', '127.0.0.6');
+    try {
+      await other.login('eve@example.test', 'secret', '+OK Logged in');
+    } finally {
+      other.close();
+    }
   });
 
   it('a POP3 session ends cleanly when its group fails over; the next one works on the new primary with the same UIDLs', async () => {
     for (let i = 0; i < 3; i++) {
-      const r = await py([['smtp', balancer().smtp, 'plain'], ['send', 'someone@outside.test', 'dana@example.test', `Subject: failover ${i}\r\n\r\nmessage ${i}\r\n`]]);
-      assert.deepEqual(r[1], {});
+      const r = await pyClient([
+        ['session', 'smtp', balancer().smtp, 'plain'],
+        ['send', 'send', 'someone@outside.test', 'dana@example.test', `Subject: failover ${i}\r\n\r\nmessage ${i}\r\n`],
+      ]);
+      assert.deepEqual(r.send, {});
     }
-    const ready = join(cwd, 'ready');
-    const go = join(cwd, 'go');
-    const session = py([['pop', balancer().pop3s, 'implicit'], ['user', 'dana@example.test'], ['pass', 'secret'], ['uidl'], ['dele', 1], ['signal', ready], ['wait_file', go], ['noop'], ['stat'], ['quit']]);
-    await eventually('the session is logged in', async () => (existsSync(ready) ? true : undefined), 60_000);
+    const pop = await Pop3Transcript.open(balancer().pop3s, { tls: true });
+    await pop.expect('+OK');
+    await pop.login('dana@example.test', 'secret', '+OK Logged in, 3 messages');
+    const uidls = await pop.multi('UIDL');
+    assert.equal(uidls.length, 3);
+    await pop.send('DELE 1', '+OK');
     const old = await primary();
     process.kill(proc(old).pid, 'SIGKILL');
     await eventually('a new primary', async () => ((await primary()) !== old && (await primary()) !== '-' ? true : undefined), 30_000);
-    await sleep(1_000);
-    writeFileSync(go, '');
-    const r = await session;
-    assert.match(String(r[2]), /^\+OK Logged in, 3 messages/);
-    const uidls = r[3] as string[];
-    assert.equal(uidls.length, 3);
-    // The session is over: an -ERR with a reason, or the connection closed; nothing was deleted.
-    assert.ok([r[7], r[8], r[9]].some((x) => (x as Result).error), `the session ended: ${JSON.stringify(r.slice(7))}`);
-    const next = await eventually('a new session at the new primary', async () => {
-      const s = await py([['pop', balancer().pop3s, 'implicit'], ['user', 'dana@example.test'], ['pass', 'secret'], ['uidl'], ['quit']]);
-      return /^\+OK Logged in/.test(String(s[2])) ? s : undefined;
-    }, 30_000);
-    assert.deepEqual(next[3], uidls, 'the same messages with the same UIDLs, the DELE of the broken session undone');
+    // The session is told its mailbox server changed and is closed (a command it sends now gets no +OK).
+    await pop.expect('-ERR [SYS/TEMP] Mailbox server changed, please reconnect');
+    await pop.closed();
+    const next = await eventually(
+      'a new session at the new primary',
+      async () => {
+        const s = await Pop3Transcript.open(balancer().pop3s, { tls: true });
+        try {
+          await s.expect('+OK');
+          if (!(await s.login('dana@example.test', 'secret', '')).startsWith('+OK Logged in')) return undefined;
+          return await s.multi('UIDL');
+        } finally {
+          s.close();
+        }
+      },
+      30_000,
+    );
+    assert.deepEqual(next, uidls, 'the same messages with the same UIDLs, the DELE of the broken session undone');
   });
 });

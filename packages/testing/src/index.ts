@@ -9,3 +9,4 @@ export * from './tcp-proxy.js';
 export * from './tmpfs.js';
 export * from './load.js';
 export * from './local-cluster.js';
+export * from './py-client.js';
