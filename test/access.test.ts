@@ -318,8 +318,15 @@ describe('access: submission, POP3 and TLS on a single node', () => {
       // The connection still carries calls, and the long hold is still there.
       assert.equal((await calls.list('alice@example.test')).uidValidity > 0, true);
       await assert.rejects(calls.hold('bob@example.test', 'second'), (err: Error & { code?: string }) => err.code === 'MAILBOX_IN_USE');
+      // Shared holds (IMAP's) sit beside the exclusive one and beside each other.
+      const shared = await Promise.all([calls.hold('bob@example.test', 'imap-1', true), calls.hold('bob@example.test', 'imap-2', true)]);
+      for (const h of shared) await h.release();
       assert.equal(lost, false, 'the long hold was not lost');
       await long.release();
+      // Once it is let go, an exclusive hold is granted while a shared one is held.
+      const reader = await calls.hold('bob@example.test', 'imap-3', true);
+      await (await calls.hold('bob@example.test', 'pop-again')).release();
+      await reader.release();
     } finally {
       client.close();
     }
