@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { runCli } from '@mailgrid/testing';
+import { clusterFolder, runCli, sendMail } from '@mailgrid/testing';
 
 /**
  * A busy machine: another program keeps taking and releasing ports the way every outgoing
@@ -52,6 +52,35 @@ describe('cluster up on a busy machine', () => {
     } finally {
       await stop();
       await runCli(['cluster', 'down'], {}, cwd);
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cluster up --shared-ports: frontends on one host without a balancer (listen.reusePort)', () => {
+  it('gives every frontend the same access ports, and the kernel spreads sessions over them', async () => {
+    const { cli, ok, state, cwd } = clusterFolder('shared-ports');
+    try {
+      await ok('cluster', 'up', '--frontends', '2', '--groups', '1', '--shared-ports');
+      const s = state();
+      const frontends = s.processes.filter((p) => p.role === 'frontend');
+      assert.equal(frontends.length, 2);
+      assert.ok(!s.processes.some((p) => p.role === 'haproxy'), 'no balancer');
+      for (const name of ['smtp', 'submission', 'submissions', 'pop3', 'pop3s']) assert.equal(new Set(frontends.map((p) => p.ports[name])).size, 1, `${name} shared`);
+      assert.equal(s.smtp, `127.0.0.1:${frontends[0].ports.smtp}`);
+      await ok('domain', 'add', 'example.test');
+      await ok('account', 'add', 'alice@example.test', '--group', 'g1');
+      const sessions = async (http: number) => Number(/^mailgrid_sessions_total\{protocol="smtp",listener="smtp"\} (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${http}/metrics`)).text())?.[1] ?? 0);
+      // Each connection from a new source port: the kernel's hash sends some to each frontend.
+      for (let i = 0; i < 40; i++) assert.match(await sendMail(s.smtp, { to: ['alice@example.test'], data: `Subject: shared ${i}\r\n\r\nx\r\n` }), /^250 /);
+      const counts = await Promise.all(frontends.map((p) => sessions(p.ports.http)));
+      assert.equal(counts.reduce((a, b) => a + b, 0), 40);
+      assert.ok(counts.every((n) => n > 0), `both frontends took sessions: ${counts}`);
+      // A frontend that stops leaves the port to the other.
+      await ok('cluster', 'stop', 'fe-1');
+      for (let i = 0; i < 5; i++) assert.match(await sendMail(s.smtp, { to: ['alice@example.test'], data: `Subject: after ${i}\r\n\r\nx\r\n` }), /^250 /);
+    } finally {
+      await cli('cluster', 'down');
       rmSync(cwd, { recursive: true, force: true });
     }
   });

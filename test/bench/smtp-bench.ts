@@ -18,6 +18,9 @@
  * bench@, 2bench@, ... Nbench@), the shape that takes the queue-first way in (Intake).
  * --cluster runs the load twice, with the queue partner copy on (the default) and off
  * (queue.partnerCopy=false), and prints what the copy costs; --partner-copy on|off runs one.
+ * --cluster --shared-ports both runs it through HAProxy and then with no balancer, the two
+ * frontends sharing their ports (`cluster up --shared-ports`, listen.reusePort: the kernel
+ * spreads the connections), and prints the ratio; --shared-ports on runs only the latter.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -40,6 +43,8 @@ const { values } = parseArgs({
     queue: { type: 'boolean', default: false },
     recipients: { type: 'string', default: '1' },
     'partner-copy': { type: 'string', default: 'both' },
+    /** both: the cluster with HAProxy, then with the frontends sharing their ports (listen.reusePort), and the ratio. */
+    'shared-ports': { type: 'string', default: 'off' },
   },
 });
 const N = Number(values.messages);
@@ -137,6 +142,16 @@ function peakRss(pid: number): number {
 
 async function main() {
   if (!values.cluster) return void (await run({}));
+  if (values['shared-ports'] !== 'off') {
+    const balanced = values['shared-ports'] === 'both' ? await run({}, 'through HAProxy') : undefined;
+    const shared = await run({}, 'frontends sharing their ports, no balancer', true);
+    if (balanced)
+      console.log(
+        `shared ports / HAProxy: ${(shared.throughputMsgsPerSec / balanced.throughputMsgsPerSec).toFixed(2)} acknowledged, ${(shared.deliveredMsgsPerSec / balanced.deliveredMsgsPerSec).toFixed(2)} stored; ` +
+          `p50 at ${RATE}/s ${shared.latencyP50Ms} vs ${balanced.latencyP50Ms} ms`,
+      );
+    return;
+  }
   const which = values['partner-copy'] === 'both' ? ['on', 'off'] : [values['partner-copy']!];
   const figures: Record<string, Figures> = {};
   for (const copy of which) figures[copy] = await run({ MAILGRID_QUEUE_PARTNER_COPY: String(copy === 'on') }, `partner copy ${copy}`);
@@ -152,7 +167,7 @@ async function main() {
 
 type Figures = Awaited<ReturnType<typeof run>>;
 
-async function run(extraEnv: NodeJS.ProcessEnv, label?: string) {
+async function run(extraEnv: NodeJS.ProcessEnv, label?: string, sharedPorts = false) {
   RCPTS = ['bench@example.test'];
   const nodeEnv: NodeJS.ProcessEnv = { ...(values.queue ? { MAILGRID_DELIVERY_INLINE: 'false' } : {}), ...extraEnv };
   let node: NodeHandle | undefined;
@@ -166,7 +181,7 @@ async function run(extraEnv: NodeJS.ProcessEnv, label?: string) {
   let spreadCheck: (() => Promise<number>) | undefined;
   if (values.cluster) {
     clusterDir = mkdtempSync(join(tmpdir(), 'mailgrid-bench-cluster-'));
-    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2'], nodeEnv, clusterDir);
+    const up = await runCli(['cluster', 'up', '--frontends', '2', '--groups', '2', ...(sharedPorts ? ['--shared-ports'] : [])], nodeEnv, clusterDir);
     if (up.code !== 0) throw new Error(up.stderr);
     const state = JSON.parse(readFileSync(join(clusterDir, '.mailgrid', 'cluster.json'), 'utf8'));
     [host, port] = [state.smtp.split(':')[0], Number(state.smtp.split(':')[1])];
@@ -201,7 +216,7 @@ async function run(extraEnv: NodeJS.ProcessEnv, label?: string) {
 
   const useSmtpSource = values.client === 'smtp-source' || (values.client === 'auto' && spawnSync('which', ['smtp-source']).status === 0);
   const mode =
-    (values.cluster ? 'cluster: HAProxy, 2 frontends, 2 backends' : 'single node') +
+    (values.cluster ? `cluster: ${sharedPorts ? 'no balancer (shared ports)' : 'HAProxy'}, 2 frontends, 2 backends` : 'single node') +
     (values.queue ? ', every message through the queue' : '') +
     (R > 1 ? `, ${R} recipients per message${values.cluster ? ' over both groups' : ''}` : '') +
     (label ? `, ${label}` : '');

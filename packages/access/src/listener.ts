@@ -94,7 +94,7 @@ export class AccessListener implements Service {
         const server = createServer({ pauseOnConnect: true }, (socket) => this.accept(p, l.name, l.tls === 'implicit', socket));
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
-          server.listen(l.port, p.settings.host, () => {
+          server.listen({ port: l.port, host: p.settings.host, reusePort: p.settings.reusePort }, () => {
             server.off('error', reject);
             resolve();
           });

@@ -82,6 +82,8 @@ export interface AccessSettings {
   proxyProtocol: boolean;
   proxyFrom: string;
   maxClients: number;
+  /** Other processes on this host may listen on the same ports (`listen.reusePort`). */
+  reusePort: boolean;
   /** The listeners that are on, with their configured port (0: the system's choice). */
   listeners: { name: AccessListenerName; port: number; tls: TlsMode; wellKnown: number }[];
 }
@@ -97,6 +99,7 @@ export function accessSettings(config: Config, protocol: AccessProtocolName): Ac
     proxyProtocol: config.listen.proxyProtocol,
     proxyFrom: section.proxyFrom || config.listen.proxyFrom,
     maxClients: section.maxClients || config.listen.maxClients,
+    reusePort: config.listen.reusePort,
     listeners: spec.listeners
       .map((l) => ({ name: l.name as AccessListenerName, port: section[l.portKey] ?? 0, tls: l.tls, wellKnown: l.wellKnown, on: l.alwaysOn || Boolean(section[l.portKey]) }))
       .filter((l) => l.on)

@@ -54,6 +54,12 @@ export const configSchema = z.strictObject({
     proxyFrom: z.string().superRefine(networks),
     /** Connections at once, per protocol; past it a new one is told to come back later. */
     maxClients: positive,
+    /**
+     * Several frontend processes on one host share each access port (Linux SO_REUSEPORT:
+     * the kernel spreads new connections over them). Off, a port taken by another process
+     * stops this one at start, which is what a single node wants.
+     */
+    reusePort: z.boolean(),
   }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -226,7 +232,7 @@ export function defaults(): Config {
     etcd: '',
     cluster: { prefix: '/mailgrid/v1', leaseTtlSec: 5 },
     http: { host: '127.0.0.1', port: 8525, adminToken: '' },
-    listen: { host: '127.0.0.1', proxyProtocol: false, proxyFrom: '', maxClients: 1000 },
+    listen: { host: '127.0.0.1', proxyProtocol: false, proxyFrom: '', maxClients: 1000, reusePort: false },
     log: { level: 'info', smtpProtocol: false },
     smtp: {
       port: 2525,

@@ -11,13 +11,14 @@ cluster
   .option('--frontends <n>', 'number of frontends', '2')
   .option('--groups <n>', 'number of hosting groups', '2')
   .option('--replicas <n>', 'replicas per hosting group (each group has 1 + n backends)', '0')
+  .option('--shared-ports', 'no HAProxy: the frontends share their access ports (listen.reusePort), the kernel spreading connections over them')
   .action(async (opts) => {
-    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups), replicas: Number(opts.replicas) });
+    const state = await clusterUp({ frontends: Number(opts.frontends), groups: Number(opts.groups), replicas: Number(opts.replicas), sharedPorts: Boolean(opts.sharedPorts) });
     if (json()) process.stdout.write(JSON.stringify(state, null, 2) + '\n');
     else {
       print(state.processes.map((p) => ({ id: p.id, role: p.role, group: p.group ?? '', pid: p.pid, ports: ports(p.ports) })), ['id', 'role', 'group', 'pid', 'ports']);
       const fe = state.processes.find((p) => p.role === 'frontend');
-      process.stdout.write(`\nSMTP (through HAProxy): ${state.smtp}\netcd: ${state.etcd}\nlogs and data: ${state.dir}\n`);
+      process.stdout.write(`\nSMTP (${state.shared ? 'shared by the frontends' : 'through HAProxy'}): ${state.smtp}\netcd: ${state.etcd}\nlogs and data: ${state.dir}\n`);
       if (fe) process.stdout.write(`dashboard: http://127.0.0.1:${fe.ports.http}/dashboard (mailgrid dashboard opens it with the admin token)\n`);
     }
   });

@@ -44,6 +44,8 @@ export interface ClusterState {
   createdAt: string;
   /** Every node's `http.adminToken`: the dashboard's write access (`mailgrid dashboard` adds it to the URL). */
   adminToken?: string;
+  /** With --shared-ports: the access listeners every frontend shares (`listen.reusePort`, no balancer), by the registry's names. */
+  shared?: Record<string, string>;
   processes: ProcessEntry[];
 }
 
@@ -164,13 +166,13 @@ function nodeEntry(role: NodeRole, dir: string, common: Record<string, string>, 
   };
 }
 
-export async function clusterUp(options: { frontends: number; groups: number; replicas?: number; cwd?: string }): Promise<ClusterState> {
+export async function clusterUp(options: { frontends: number; groups: number; replicas?: number; sharedPorts?: boolean; cwd?: string }): Promise<ClusterState> {
   const cwd = resolve(options.cwd ?? process.cwd());
   const existing = readState(cwd);
   if (existing?.processes.some((p) => alive(p.pid)))
     throw new CliError(`a cluster is already running from this folder (${STATE_FILE}); stop it with: mailgrid cluster down`);
   const etcdBin = requireBinary('etcd', 'etcd-server');
-  const haproxyBin = requireBinary('haproxy', 'haproxy');
+  const haproxyBin = options.sharedPorts ? '' : requireBinary('haproxy', 'haproxy');
   const replicas = options.replicas ?? 0;
   if (options.frontends < 1 || options.groups < 1) throw new CliError('--frontends and --groups must be at least 1');
   if (!Number.isInteger(replicas) || replicas < 0) throw new CliError('--replicas must be 0 or more');
@@ -227,16 +229,28 @@ export async function clusterUp(options: { frontends: number; groups: number; re
     const primaries = await Promise.all(groups.map((i) => backend(i, 0)));
     await until('every hosting group to elect a primary', () => elected(state.etcd, options.groups), primaries);
     const backends = groups.flatMap((i) => Array.from({ length: replicas }, (_, r) => backend(i, r + 1)));
+    // --shared-ports: every frontend listens on the same access ports, the kernel spreading connections over them.
+    const shared: Record<string, number> = {};
+    if (options.sharedPorts) for (const name of ACCESS_SERVICES) shared[name] = await freePort(reserved);
+    if (options.sharedPorts) state.shared = Object.fromEntries(Object.entries(shared).map(([n, port]) => [n, `127.0.0.1:${port}`]));
+    const frontendEnv = options.sharedPorts ? { ...common, MAILGRID_LISTEN_REUSE_PORT: 'true' } : common;
+    // Behind HAProxy (on this host: 127.0.0.1) a frontend takes the client's address from its PROXY header; sharing ports, clients come straight.
+    const proxyFrom = options.sharedPorts ? undefined : '127.0.0.1';
     const frontends = Array.from({ length: options.frontends }, (_, i) =>
       start(
-        [...ROLE_PORTS.frontend],
-        (ports) => nodeEntry('frontend', dir, common, { id: frontendId(i), etcd: state.etcd, ports, proxyFrom: '127.0.0.1' }),
+        ROLE_PORTS.frontend.filter((p) => !(p in shared)),
+        (ports) => nodeEntry('frontend', dir, frontendEnv, { id: frontendId(i), etcd: state.etcd, ports: { ...ports, ...shared }, proxyFrom }),
         isRegistered,
         `${frontendId(i)} to register in etcd`,
       ),
     );
     await Promise.all(backends);
     const fronts = (await Promise.all(frontends)).map((p) => ({ id: p.id, host: '127.0.0.1', ports: p.ports as Record<AccessListenerName, number>, httpPort: p.ports.http }));
+    if (options.sharedPorts) {
+      state.smtp = state.shared!.smtp;
+      writeState(state, cwd);
+      return state;
+    }
 
     const cfg = join(dir, 'haproxy.cfg');
     const haproxy = await start(
