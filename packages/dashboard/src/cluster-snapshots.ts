@@ -4,24 +4,29 @@ import { ThroughputSampler, type ClusterView, type CounterReading, type Failover
 /** What the dashboard reads of a member's entry (the cluster's membership entry, or a single node's own). */
 export interface MemberEntry {
   id: string;
-  /** frontend, backend, or single. */
+  /** frontend, backend, or single (`mailgrid start`). */
   role: string;
   site: string;
+  /** A backend's hosting group, and its place in it. */
   group?: string;
   groupRole?: 'primary' | 'replica';
   state: 'up' | 'draining';
+  /** Its effective submit mode (auto resolved). */
   submitMode?: string;
   queueDepth?: number;
   queueOldestAt?: number;
+  /** Listed as a queue taker. */
   takes?: boolean;
+  /** Its queue partner, and the nodes whose copy of its queue has every answered write (empty: unprotected). */
   partner?: string;
   copies?: string[];
+  /** Messages acknowledged and recipients stored since it started, as last published, and when they were read (ms). */
   accepted?: number;
   delivered?: number;
-  /** When its counters were read (ms). */
   countedAt?: number;
   /** Its registration (the etcd create revision): a member back after a restart counts anew. */
   epoch?: number;
+  /** Its HTTP address (`host:port`): every node serves the dashboard. */
   http?: string;
   startedAt?: string;
 }

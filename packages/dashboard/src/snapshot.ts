@@ -1,4 +1,5 @@
 import type { Service, ServiceState } from '@mailgrid/core';
+import type { MemberEntry } from './cluster-snapshots.js';
 
 /**
  * What the dashboard shows, as `/api/cluster` serves it: the cluster as the node serving the
@@ -8,30 +9,10 @@ import type { Service, ServiceState } from '@mailgrid/core';
 /** ok; warn (see `notes`); draining (stopping, leaves at once); gone (its lease lapsed or it left, kept a while). */
 export type MemberHealth = 'ok' | 'warn' | 'draining' | 'gone';
 
-export interface MemberRow {
-  id: string;
-  /** frontend, backend, or single (`mailgrid start`). */
-  role: string;
-  site: string;
-  /** A backend's hosting group, and its place in it. */
-  group?: string;
+/** A member as the page shows it: its entry, its place in its group, and its health. */
+export interface MemberRow extends Omit<MemberEntry, 'groupRole' | 'state' | 'countedAt' | 'epoch'> {
   place?: 'primary' | 'replica';
   state: 'up' | 'draining' | 'gone';
-  /** Its effective submit mode (auto resolved). */
-  submitMode?: string;
-  queueDepth?: number;
-  queueOldestAt?: number;
-  /** Listed as a queue taker. */
-  takes?: boolean;
-  /** Its queue partner, and the nodes whose copy of its queue has every answered write (empty: unprotected). */
-  partner?: string;
-  copies?: string[];
-  /** Messages acknowledged and recipients stored since it started, as last published. */
-  accepted?: number;
-  delivered?: number;
-  /** Its HTTP address (`host:port`): every node serves the dashboard. */
-  http?: string;
-  startedAt?: string;
   /** When a gone member was last seen live. */
   goneAt?: number;
   health: MemberHealth;
