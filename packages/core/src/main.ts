@@ -1,29 +1,7 @@
-import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
-import { ConfigError, configWarnings, leaves, loadConfig, renamedLeaves, type Config } from './config.js';
+import { configWarnings, type Config } from './config.js';
 import { createLogger, exitSoon, type Logger } from './logger.js';
-import { runUntilSignal, StartError, type Service } from './service.js';
-
-/**
- * Config from a role's own command line: `--smtp-port 2525`, `--config file.json`,
- * `--print-config`, over the MAILGRID_* environment. Unknown flags are errors.
- */
-export function configFromArgv(argv: string[], env: NodeJS.ProcessEnv = process.env): { config: Config; printConfig: boolean } {
-  const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' }, 'print-config': { type: 'boolean' } };
-  for (const leaf of [...leaves(), ...renamedLeaves()]) options[leaf.flag] = { type: 'string' };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: argv, options, strict: true }).values as Record<string, string | boolean | undefined>;
-  } catch (err) {
-    throw new ConfigError([(err as Error).message]);
-  }
-  const overrides: Record<string, string> = {};
-  for (const leaf of [...leaves(), ...renamedLeaves()]) {
-    const v = values[leaf.flag];
-    if (typeof v === 'string') overrides[leaf.key] = v;
-  }
-  return { config: loadConfig({ file: values.config as string | undefined, env, overrides }), printConfig: Boolean(values['print-config']) };
-}
+import { runUntilSignal, type Service } from './service.js';
 
 /** A deployable role's whole main: config → build → start → wait for a signal → stop. */
 export async function runRole(build: (config: Config, log: Logger) => Service[], config: Config, printConfig = false): Promise<void> {
@@ -53,20 +31,5 @@ export function installRejectionGuard(log: Logger): void {
   process.on('unhandledRejection', (err) => {
     log.fatal({ event: 'process.unhandled-rejection', err }, 'unhandled rejection');
     exitSoon(1);
-  });
-}
-
-/** For a package's `main.js`: parse argv, run, report config errors plainly. */
-export function mainFor(build: (config: Config, log: Logger) => Service[]): void {
-  let parsed: ReturnType<typeof configFromArgv>;
-  try {
-    parsed = configFromArgv(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n`);
-    process.exit(2);
-  }
-  runRole(build, parsed.config, parsed.printConfig).catch((err) => {
-    process.stderr.write(err instanceof StartError ? `${err.message}\n` : `fatal: ${(err as Error).stack ?? err}\n`);
-    process.exit(1);
   });
 }

@@ -47,8 +47,8 @@ export function buildFrontend(deps: FrontendDeps): FrontendParts {
   const smtp = new SmtpProtocol({ config: deps.config, router: flow.router, intake: flow.intake, tls, auth, log: deps.log });
   // Every protocol of the registry has its session here; a new one is an entry in core and a line in this table.
   const handlers: Record<AccessProtocolName, ProtocolHandler> = {
-    smtp: smtp.handler('smtp'),
-    submission: smtp.handler('submission'),
+    smtp: smtp.handler(),
+    submission: smtp.handler(),
     pop3: pop3Protocol({ config, tls, auth, mailboxes }),
   };
   const access = new AccessListener({ config: deps.config, tls, log: deps.log, handlers });

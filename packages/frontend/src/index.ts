@@ -1,2 +1,1 @@
 export * from './build.js';
-export { SmtpProtocol } from './smtp/protocol.js';

@@ -61,13 +61,13 @@ export class SmtpProtocol {
     this.log = options.log.child({ component: 'smtp' });
   }
 
-  /** The handler of one registry protocol: `smtp` (the MX port) or `submission` (both its ports). */
-  handler(protocol: 'smtp' | 'submission'): ProtocolHandler {
+  /** The handler of the registry's `smtp` (the MX port) and `submission` (both its ports): the same sessions. */
+  handler(): ProtocolHandler {
     return {
       open: (conn) => this.open(conn),
       refusal: (err) => `${err.reply.code} ${this.config.smtp.hostname} ${err.reply.text}`,
       greetingDelayMs: () => this.config.smtp.greetingDelayMs,
-      applySettings: protocol === 'smtp' ? (c) => this.applySettings(c) : undefined,
+      applySettings: (c) => this.applySettings(c),
     };
   }
 
