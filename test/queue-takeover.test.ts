@@ -37,9 +37,9 @@ describe('queue partners: a copy on a neighbour, takeover fenced by etcd', () =>
       client.close();
     }
   };
+  const logOf = (id: string) => nodeLog(state().dir, id);
   /** A line of the node's log: `event` about `owner`'s queue store `store`. */
   const logged = (id: string, event: string, owner: string, store: string) => logOf(id).find((l) => l.event === event && l.owner === owner && l.store === store);
-  const logOf = (id: string) => nodeLog(state().dir, id);
   const protectedBy = async (id: string) => (await members()).find((m) => m.id === id)?.copies?.join(',') ?? '';
   /** The node's `mailgrid_queue_protected` gauge, from its /metrics. */
   const protectedGauge = async (id: string) => {
