@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
 import { freePort } from '@mailgrid/core';
-import { cliPath, eventually, MailboxProbe, runCli, sendMail, sleep, SmtpTranscript, startTcpProxy } from '@mailgrid/testing';
+import { cliPath, eventually, MailboxProbe, nodeLog, runCli, sendMail, SmtpTranscript, startTcpProxy } from '@mailgrid/testing';
 import { pino } from 'pino';
 
 interface Proc {
@@ -39,15 +39,7 @@ function alive(pid: number): boolean {
 /** SIGKILL, and wait until the process is gone (or a zombie), as `cluster start` needs. */
 async function killHard(pid: number): Promise<void> {
   process.kill(pid, 'SIGKILL');
-  for (;;) {
-    try {
-      process.kill(pid, 0);
-      if (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] === 'Z') return;
-    } catch {
-      return;
-    }
-    await sleep(20);
-  }
+  await eventually(`process ${pid} gone after SIGKILL`, async () => (alive(pid) ? undefined : true), 10_000);
 }
 
 /** One message with an X-Test-Id on its own connection; the reply to the final dot. */
@@ -456,17 +448,33 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
   });
 
   it('keeps accepting known accounts while etcd is down, answers 451 for new lookups, and recovers', async () => {
-    assert.equal((await cli('cluster', 'stop', 'etcd')).code, 0);
+    const frontends = ['fe-1', 'fe-2'];
+    const primaries = (JSON.parse((await cli('group', 'list', '--json')).stdout) as { primary: string }[]).map((g) => g.primary).filter((id) => id !== '-');
     const known = accounts[3].address;
-    const downSince = Date.now();
+    const header = 'PROXY TCP4 192.0.2.12 127.0.0.1 40005 25\r\n';
     let round = 0;
-    while (Date.now() - downSince < 10_000) {
-      assert.match(await sendOne(state.smtp, known, `etcd-down-${round}`), /^250/, 'known account accepted with etcd down');
-      // Once the frontends notice the lost watch, an address they do not know is a 451.
-      if (Date.now() - downSince > 3_000) assert.match(await rcptReply(state.smtp, `stranger${round}@example.test`), /^451 4\.4\.3/);
+    /** Each frontend takes mail for a known account; once its directory watch is cut, an address it does not know is a 451. */
+    const takesMail = async (cut: boolean) => {
+      for (const fe of frontends) {
+        const at = `127.0.0.1:${proc(fe).ports.smtp}`;
+        assert.match(await sendOne(at, known, `etcd-down-${fe}-${round}`, header), /^250/, `${fe}: known account accepted with etcd down (round ${round})`);
+        if (cut) assert.match(await rcptReply(at, `stranger${round}@example.test`, header), /^451 4\.4\.3/, `${fe}: an unknown address deferred (round ${round})`);
+      }
       round++;
-      await sleep(500);
-    }
+    };
+    /** Whether each of `ids`, as running now, logged `event` since etcd went down. */
+    const allLogged = (ids: string[], event: string, extra: (l: Record<string, unknown>) => boolean = () => true) =>
+      ids.every((id) => nodeLog(state.dir, id).some((l) => l.event === event && l.pid === proc(id).pid && Date.parse(String(l.time)) >= downSince && extra(l)));
+    const downSince = Date.now();
+    assert.equal((await cli('cluster', 'stop', 'etcd')).code, 0);
+    await takesMail(false);
+    // The state changes etcd's absence brings, each in turn: the mail keeps being taken through all of them.
+    await eventually('the frontends see their directory watch cut', async () => (allLogged(frontends, 'etcd.watch-disconnected', (l) => l.watch === 'directory') ? true : undefined));
+    await takesMail(true);
+    await eventually(`the primaries (${primaries}) stop taking writes`, async () => (allLogged(primaries, 'leadership.demoted') ? true : undefined), 30_000);
+    await takesMail(true);
+    await eventually('every member gives its etcd lease up as lost', async () => (allLogged([...frontends, ...primaries], 'membership.lease-lost') ? true : undefined), 30_000);
+    await takesMail(true);
     for (const p of state.processes.filter((x) => x.role !== 'etcd')) assert.doesNotThrow(() => process.kill(p.pid, 0), `${p.id} still running`);
     const start = await cli('cluster', 'start', 'etcd');
     assert.equal(start.code, 0, start.stderr);

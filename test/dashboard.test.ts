@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { repoRoot, runCli, sendMail, sleep, startNode } from '@mailgrid/testing';
+import { repoRoot, runCli, sendMail, SmtpLoad, startNode } from '@mailgrid/testing';
 
 interface State {
   etcd: string;
@@ -57,8 +57,8 @@ describe('dashboard: a real browser on a running local cluster', () => {
   let page: Page;
   let adminPage: Page;
   let url: string;
-  /** Mail at a few messages a second from the throughput test on, so the chart has a line. */
-  let load: { stop: boolean; sent: number; failed: number; done?: Promise<void> } = { stop: false, sent: 0, failed: 0 };
+  /** Mail from the throughput test on, one message at a time, so the chart has a line. */
+  let load: SmtpLoad | undefined;
 
   before(async () => {
     const up = await cli('cluster', 'up', '--frontends', '2', '--groups', '1', '--replicas', '1');
@@ -76,8 +76,7 @@ describe('dashboard: a real browser on a running local cluster', () => {
   });
 
   after(async () => {
-    load.stop = true;
-    await load.done;
+    await load?.stop();
     await browser?.close();
     const down = await cli('cluster', 'down');
     assert.equal(down.code, 0, down.stderr);
@@ -132,15 +131,7 @@ describe('dashboard: a real browser on a running local cluster', () => {
 
   it('counts mail sent through HAProxy and draws it', async () => {
     for (let i = 0; i < 20; i++) assert.match(await sendMail(state.smtp, { to: ['alice@example.test'], data: `Subject: dashboard ${i}\r\n\r\nhello\r\n` }), /^250 /);
-    load = { stop: false, sent: 0, failed: 0 };
-    load.done = (async () => {
-      for (let i = 0; !load.stop; i++) {
-        const reply = await sendMail(state.smtp, { to: ['alice@example.test'], data: `Subject: load ${i}\r\n\r\nhello\r\n` }).catch((e: Error) => e.message);
-        if (reply.startsWith('250')) load.sent++;
-        else load.failed++;
-        await sleep(250);
-      }
-    })();
+    load = new SmtpLoad(state.smtp, 'dashboard', ['alice@example.test'], 1);
     // fe-1 reads its own counters live; the others publish theirs every 10 s.
     assert.ok((await waitNumber(page, '#total-accepted', 20)) >= 20);
     assert.ok((await waitNumber(page, '#total-delivered', 20)) >= 20);
@@ -197,7 +188,7 @@ describe('dashboard: a real browser on a running local cluster', () => {
     // Mail goes on to the new primary.
     const delivered = Number((await adminPage.locator('#total-delivered').textContent())!.replace(/,/g, ''));
     await waitNumber(adminPage, '#total-delivered', delivered + 1);
-    assert.ok(load.sent > 0);
+    assert.ok(load!.acked.size > 0);
     mkdirSync(ARTIFACTS, { recursive: true });
     // Kept for a look at what the test saw (docs/dashboard.png is one of these).
     await adminPage.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });

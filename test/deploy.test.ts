@@ -16,12 +16,13 @@ import {
   roleEnv,
   type HaproxyFrontend,
   type NodeRole,
+  type NodeSpec,
   type PortName,
 } from '@mailgrid/cli';
 import { repoRoot } from '@mailgrid/testing';
 
 /**
- * The files in deploy/ against the launcher's topology (packages/cli/src/topology.ts): the
+ * The files in deploy/ against the launcher's topology (packages/cli/src/local-cluster/topology.ts): the
  * same roles and node names as `cluster up --frontends 2 --groups 2 --replicas 1`, the same
  * MAILGRID_* variables per role, values that load through the config pipeline, and ports,
  * probes, volumes, balancers and stop timeouts that agree with them.
@@ -34,24 +35,14 @@ const AFTER_DRAIN_MS = 10_000;
 
 const byEnv = new Map(leaves().map((l) => [l.env, l]));
 
-/** The variables a role's node gets on a network of its own, with or without a PROXY balancer in front. */
-function expectedNames(role: NodeRole, proxy: boolean): string[] {
-  const ports = Object.fromEntries(ROLE_PORTS[role].map((p) => [p, 1]));
-  const placed = { host: '0.0.0.0', advertise: 'node:1', mailName: 'mail.test', drainMs: 1, adminToken: '' };
-  return Object.keys(roleEnv(role, { id: 'n', dataDir: '/d', etcd: 'http://e:2379', ports, group: 'g', proxyFrom: proxy ? '10.0.0.1' : undefined, placed })).sort();
-}
-
-/** A node's environment against the topology and the config schema; its effective config. */
-function checkNode(where: string, role: NodeRole, env: Record<string, string>): Config {
-  const names = Object.keys(env)
-    .filter((k) => k.startsWith('MAILGRID_'))
-    .sort();
+/** A node's environment against the config schema; its effective config. */
+function checkNode(where: string, env: Record<string, string>): Config {
+  const names = Object.keys(env).filter((k) => k.startsWith('MAILGRID_'));
   assert.deepEqual(
     names.filter((k) => !byEnv.has(k)),
     [],
     `${where}: variables that are no config setting`,
   );
-  assert.deepEqual(names, expectedNames(role, env.MAILGRID_LISTEN_PROXY_PROTOCOL === 'true'), `${where}: not the ${role}'s settings (packages/cli/src/topology.ts)`);
   try {
     return loadConfig({ env });
   } catch (err) {
@@ -59,10 +50,32 @@ function checkNode(where: string, role: NodeRole, env: Record<string, string>): 
   }
 }
 
+/** A config's value of the setting a variable sets. */
+const setting = (config: Config, variable: string) => byEnv.get(variable)!.path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
 /** The value of a port of the role in a config, through the variable that sets it. */
-function port(config: Config, name: PortName): number {
-  const leaf = byEnv.get(PORT_ENV[name])!;
-  return leaf.path.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config) as number;
+const port = (config: Config, name: PortName) => setting(config, PORT_ENV[name]) as number;
+
+/**
+ * A node has the settings of its role: exactly the MAILGRID_* that the launcher's roleEnv
+ * gives that role for this node (its id and group as the topology names them, the PROXY
+ * settings its balancer needs; ports, etcd, data dir and placement as the file sets them),
+ * and each loads through the config pipeline into its setting with that value.
+ */
+function assertRoleSettings(where: string, role: NodeRole, env: Record<string, string>, config: Config, node: { id: string; group?: string; proxy: boolean }): void {
+  const spec: NodeSpec = {
+    id: node.id,
+    dataDir: env.MAILGRID_DATA_DIR,
+    etcd: env.MAILGRID_ETCD,
+    ports: Object.fromEntries(ROLE_PORTS[role].map((p) => [p, Number(env[PORT_ENV[p]])])),
+    group: node.group,
+    proxyFrom: node.proxy ? env.MAILGRID_LISTEN_PROXY_FROM : undefined,
+    placed: { host: env.MAILGRID_GRPC_HOST, advertise: env.MAILGRID_GRPC_ADVERTISE, mailName: env.MAILGRID_SMTP_HOSTNAME, drainMs: Number(env.MAILGRID_DRAIN_MS), adminToken: env.MAILGRID_HTTP_ADMIN_TOKEN },
+  };
+  const given = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('MAILGRID_')));
+  assert.deepEqual(given, roleEnv(role, spec), `${where}: not the ${role} settings of ${node.id} (packages/cli/src/local-cluster/topology.ts)`);
+  for (const [variable, value] of Object.entries(given)) assert.equal(String(setting(config, variable)), value, `${where}: ${variable} loads as given`);
+  const listeners = ROLE_PORTS[role].map((p) => port(config, p));
+  assert.equal(new Set(listeners).size, listeners.length, `${where}: a port of its own for each listener (${listeners})`);
 }
 const rolePorts = (role: NodeRole, config: Config) => ROLE_PORTS[role].map((p) => port(config, p)).sort((a, b) => a - b);
 
@@ -185,11 +198,19 @@ describe('deploy files', () => {
         .map(([name, s]) => {
           const role = s.build.target as NodeRole;
           const env = Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(v)]));
-          return { name, role, service: s, env, config: checkNode(`compose ${name}`, role, env) };
+          return { name, role, service: s, env, config: checkNode(`compose ${name}`, env) };
         }),
     );
 
-    it('gives every node the settings of its role, and they load', () => assert.ok(nodes().length));
+    it('gives every node the settings of its role, and they load', () => {
+      const topology = clusterNodes(SHAPE);
+      for (const { name, role, env, config } of nodes()) {
+        const node = topology.find((n) => n.id === name);
+        assert.ok(node, `compose ${name}: a node of the launcher's cluster`);
+        // HAProxy sends the PROXY header to the frontends.
+        assertRoleSettings(`compose ${name}`, role, env, config, { id: name, group: node.group, proxy: true });
+      }
+    });
 
     it('is the launcher\'s cluster: the same node names, roles and groups', () => {
       const expected = clusterNodes(SHAPE).map((n) => `${n.id} ${n.role} ${n.group ?? ''}`).sort();
@@ -312,12 +333,17 @@ describe('deploy files', () => {
         return Array.from({ length: set.spec.replicas }, (_, i) => {
           const name = `${set.metadata.name}-${i}`;
           const env = podEnv(container, name);
-          return { name, role, set, container, config: checkNode(`kubernetes ${name}`, role, env) };
+          return { name, role, set, container, env, config: checkNode(`kubernetes ${name}`, env) };
         });
       }),
     );
 
-    it('gives every pod the settings of its role, and they load', () => assert.ok(pods().length));
+    it('gives every pod the settings of its role, and they load', () => {
+      for (const { name, role, set, env, config } of pods()) {
+        // A backend's group is its StatefulSet's; the LoadBalancer keeps the client address, so no PROXY header.
+        assertRoleSettings(`kubernetes ${name}`, role, env, config, { id: name, group: role === 'backend' ? set.metadata.labels!['mailgrid/group'] : undefined, proxy: false });
+      }
+    });
 
     it('lists every manifest in kustomization.yaml, all in one namespace', () => {
       assert.deepEqual([...kustomization.resources].sort(), files.filter((f) => f !== 'kustomization.yaml'));
@@ -452,11 +478,18 @@ describe('deploy files', () => {
         const fromUnit = envFile((unit.keys.get('Environment') ?? []).map((e) => e.replaceAll('%i', instance ?? '')).join('\n'));
         assert.deepEqual(Object.keys(own).filter((k) => k in fromUnit), [], `${file}: sets nothing the unit sets`);
         const env = { ...fromUnit, ...own };
-        return { file, unit, instance, role, config: checkNode(`systemd ${file}`, role, env) };
+        return { file, unit, instance, role, env, config: checkNode(`systemd ${file}`, env) };
       }),
     );
 
-    it('gives every example the settings of its role, and they load', () => assert.ok(nodes().length));
+    it('gives every example the settings of its role, and they load', () => {
+      for (const { file, role, instance, env, config } of nodes()) {
+        // Each example is the first node of its role (and group, the unit's instance) in the launcher's cluster; the frontend is behind deploy/haproxy.cfg, which sends the PROXY header.
+        const first = clusterNodes(SHAPE).find((n) => n.role === role && (role === 'frontend' || n.group === instance));
+        assert.ok(first, `systemd ${file}: a ${role}${instance ? ` of group ${instance}` : ''} in the launcher's cluster`);
+        assertRoleSettings(`systemd ${file}`, role, env, config, { id: first.id, group: first.group, proxy: role === 'frontend' });
+      }
+    });
 
     it('has an example settings file for every unit', () => {
       assert.deepEqual([...new Set(nodes().map((n) => n.unit.file))].sort(), units.map((u) => u.file).sort());

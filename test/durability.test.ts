@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { MailboxProbe, sendMail, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { eventually, MailboxProbe, sendMail, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
 
 const sendOne = (port: number, id: string) =>
   sendMail(port, { from: 'load@sender.test', to: ['alice@example.test'], data: `Subject: durability\r\nX-Test-Id: ${id}\r\n\r\n${'body line\r\n'.repeat(50)}` });
@@ -68,8 +69,14 @@ describe('durability', () => {
     await s.send('MAIL FROM:<d@sender.test>', '250');
     await s.send('RCPT TO:<alice@example.test>', '250');
     const exit = node.stop();
-    // Give the node time to stop listening, then finish the open session.
-    await new Promise((r) => setTimeout(r, 300));
+    // Once it has stopped listening (a connection still taken meanwhile is closed at once), finish the open session.
+    const refused = () =>
+      new Promise<boolean>((resolve) => {
+        const c = connect(node.smtpPort, '127.0.0.1');
+        c.once('connect', () => (c.destroy(), resolve(false)));
+        c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+      });
+    await eventually('the draining node stops listening', async () => ((await refused()) ? true : undefined), 10_000);
     await assert.rejects(SmtpTranscript.open(node.smtpPort), /ECONNREFUSED/);
     await s.send('DATA', '354');
     s.write('Subject: drained\r\n\r\nsent while draining\r\n.\r\n');

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MailError } from '@mailgrid/core';
 import { QueueStore } from '@mailgrid/queue';
 import { LmdbMailStore } from '@mailgrid/store';
-import { dataDirWith, eventually, freePort, MailboxProbe, mountTmpfs, sendMail, sleep, startNode, type NodeHandle } from '@mailgrid/testing';
+import { dataDirWith, eventually, freePort, MailboxProbe, mountTmpfs, sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
 
 // Full disks, on real small disks (tmpfs; tests run as root in CI): 4xx only, nothing
 // acknowledged lost, the process alive, service back once space returns.
@@ -60,6 +61,7 @@ describe('a full disk never crashes a node or answers falsely', () => {
     process.on('unhandledRejection', collect);
     const store = new LmdbMailStore(join(disk.path, 'store'));
     const queue = new QueueStore(join(disk.path, 'queue'));
+    let closed = false;
     const big = Buffer.alloc(600 * KB, 0x61);
     const append = (key: string, body = big) => store.append({ body, receivedAt: Date.now(), recipients: [{ account: 'a@x.test', idempotencyKey: key }] });
     const enqueue = (id: string) =>
@@ -78,13 +80,19 @@ describe('a full disk never crashes a node or answers falsely', () => {
       assert.equal((await append('after'))[0].duplicate, false);
       await enqueue('q-after');
       await queue.flushed();
-      await sleep(100);
-      assert.deepEqual(unhandled, [], 'no unhandled rejection');
       assert.deepEqual(store.list('a@x.test').length, 2, 'what was refused was not stored');
-    } finally {
-      process.off('unhandledRejection', collect);
+      // Closed, neither has a write under way; a rejection left unhandled is reported by the end of the turn it happened in.
+      closed = true;
       await store.close();
       await queue.close();
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(unhandled, [], 'no unhandled rejection');
+    } finally {
+      process.off('unhandledRejection', collect);
+      if (!closed) {
+        await store.close();
+        await queue.close();
+      }
       disk.unmount();
     }
   });
@@ -166,14 +174,36 @@ describe('a full disk never crashes a node or answers falsely', () => {
 
   it('a node whose log disk is full keeps serving', async () => {
     const disk = mountTmpfs('1m');
-    disk.fill(0);
-    const node = await startNode({ logFile: join(disk.path, 'node.log') });
+    // One page left: the node's log fills it, and its writes fail from then on.
+    disk.fill(4 * KB);
+    const room = disk.free();
+    const logFile = join(disk.path, 'node.log');
+    const node = await startNode({ logFile });
     const mailbox = await withAccount(node);
+    let sent = 0;
+    /** One message, acknowledged; its queue id. */
+    const send = async () => {
+      const reply = await sendMail(node.smtpPort, { to: ['alice@example.test'], data: message(`log-${sent++}`, 4 * KB) });
+      assert.match(reply, /^250 /);
+      return /as (\S+)/.exec(reply)![1];
+    };
     try {
-      for (let i = 0; i < 5; i++) assert.match(await sendMail(node.smtpPort, { to: ['alice@example.test'], data: message(`log-${i}`, 4 * KB) }), /^250 /);
-      await sleep(200);
+      // Mail until the node's log has taken all the room (a write that does not fit is cut short, and the rest fails).
+      const deadline = Date.now() + 30_000;
+      while (statSync(logFile).size < room) {
+        assert.ok(Date.now() < deadline, `the node's log never filled its disk (${statSync(logFile).size} of ${room} bytes)`);
+        await send();
+      }
+      const later: string[] = [];
+      for (let i = 0; i < 5; i++) later.push(await send());
+      assert.equal((await mailbox.list('alice@example.test')).length, sent);
+      // Space back: the lines it could not write come out, so it went on through the failing writes.
+      disk.empty();
+      await eventually('the lines logged while the disk was full written', async () => {
+        const ids = new Set(readFileSync(logFile, 'utf8').split('\n').flatMap((l) => /"messageId":"([^"]+)"/.exec(l)?.[1] ?? []));
+        return later.every((id) => ids.has(id)) ? true : undefined;
+      });
       assert.equal(node.process.exitCode, null, 'still running');
-      assert.equal((await mailbox.list('alice@example.test')).length, 5);
     } finally {
       mailbox.close();
       assert.equal(await node.stop(), 0, 'drains and exits cleanly');

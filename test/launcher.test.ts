@@ -25,6 +25,7 @@ function squatPorts(held = 1_500, every = 20) {
       const batch = servers.splice(0, Math.max(0, servers.length - held + 100));
       for (const s of batch) s.close();
       await Promise.all(Array.from({ length: 100 }, open));
+      // The churn's rate, not a wait for anything: unpaced, it takes more than a core.
       await new Promise((r) => setTimeout(r, every));
     }
   })();

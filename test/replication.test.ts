@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, MailboxProbe, nodeLog, runCli, sleep, SmtpLoad, startTcpProxy, type TcpProxy, clusterFolder } from '@mailgrid/testing';
+import { eventually, MailboxProbe, nodeLog, runCli, SmtpLoad, startTcpProxy, type TcpProxy, clusterFolder } from '@mailgrid/testing';
 
 // Hosting groups with replicas, in a cluster of real processes (etcd, HAProxy, 1 frontend,
 // one group of a primary and a replica), under steady SMTP load through HAProxy: kill -9 of
@@ -25,6 +25,8 @@ interface Proc {
 }
 
 const ACCOUNTS = ['a@example.test', 'b@example.test'];
+/** Messages the load gets acknowledged at each step: before a fault, after a recovery. */
+const STEP = 20;
 
 describe('hosting groups: replicas, fenced failover, recovery', () => {
   const { cwd, cli, ok } = clusterFolder('replication-test');
@@ -87,14 +89,14 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
   it('kill -9 of the primary under load: the replica is elected, and every acknowledged message is stored exactly once', async (t) => {
     const load = new SmtpLoad(state().smtp, 'kill-primary', ACCOUNTS);
     t.after(() => load.stop());
-    await sleep(1_500);
+    await load.acknowledged(STEP);
     const before = load.acked.size;
     process.kill(pidOf('be-1'), 'SIGKILL');
     const killedAt = Date.now();
     const g = await newPrimary('be-1', killedAt);
     assert.equal(g.primary, 'be-1-r1');
     process.stdout.write(`# failover after kill -9: ${g.tookMs} ms (lease TTL 5 s)\n`);
-    await sleep(1_500);
+    await load.acknowledged(load.acked.size + STEP);
     await load.stop();
     assert.ok(before > 0 && load.acked.size > before, `mail acknowledged before (${before}) and after (${load.acked.size}) the kill`);
     await queuesEmpty();
@@ -112,7 +114,7 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     // More mail, then the new primary dies too: be-1 must hold all of it.
     const load = new SmtpLoad(state().smtp, 'rejoined', ACCOUNTS, 2);
     t.after(() => load.stop());
-    await sleep(1_000);
+    await load.acknowledged(STEP);
     await load.stop();
     process.kill(pidOf('be-1-r1'), 'SIGKILL');
     assert.equal((await newPrimary('be-1-r1', Date.now())).primary, 'be-1');
@@ -127,13 +129,14 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     const load = new SmtpLoad(state().smtp, 'kill-replica', ACCOUNTS, 2);
     t.after(() => load.stop());
     await eventually('the replica out of the in-sync set', async () => ((await inSync()) === 'be-1' ? true : undefined));
-    await sleep(1_000);
+    const left = load.acked.size;
+    await load.acknowledged(left + STEP);
     const without = load.acked.size;
-    assert.ok(without > 0, 'writes go on without the replica');
+    assert.ok(without > left, 'writes go on without the replica');
     // Back while mail keeps coming: it must catch up with a moving log and rejoin.
     await ok('cluster', 'start', 'be-1-r1');
     await eventually('the replica in sync again under load', async () => ((await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000);
-    await sleep(1_000);
+    await load.acknowledged(load.acked.size + STEP);
     await load.stop();
     assert.ok(load.acked.size > without, 'writes went on while it rejoined');
     await queuesEmpty();
@@ -172,12 +175,12 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
     it('stops taking writes before its lease can lapse; the replica takes over; no write is accepted by both', async (t) => {
       const load = new SmtpLoad(state().smtp, 'cut-off', ACCOUNTS, 2);
       t.after(() => load.stop());
-      await sleep(1_000);
+      await load.acknowledged(STEP);
       proxy.cut();
       const cutAt = Date.now();
       const g = await newPrimary('be-1', cutAt);
       assert.equal(g.primary, 'be-1-r1');
-      await sleep(1_500);
+      await load.acknowledged(load.acked.size + STEP);
       await load.stop();
       // be-1's last store write was before be-1-r1 was elected: never both at once.
       const elected = logOf('be-1-r1').filter((l) => l.event === 'leadership.elected').map((l) => Date.parse(String(l.time))).pop()!;
@@ -197,16 +200,20 @@ describe('hosting groups: replicas, fenced failover, recovery', () => {
   it('an etcd restart never leaves two primaries', async (t) => {
     const load = new SmtpLoad(state().smtp, 'etcd-restart', ACCOUNTS, 2);
     t.after(() => load.stop());
-    await sleep(500);
+    await load.acknowledged(STEP);
+    const leader = (await group()).primary;
+    const stoppedAt = Date.now();
     await ok('cluster', 'stop', 'etcd');
-    await sleep(3_000);
+    // etcd stays away until the primary has stopped taking writes: its lease could lapse.
+    const demoted = () => logOf(leader).some((l) => l.event === 'leadership.demoted' && l.pid === pidOf(leader) && Date.parse(String(l.time)) >= stoppedAt);
+    await eventually(`${leader} steps down while etcd is away`, async () => (demoted() ? true : undefined), 30_000);
     await ok('cluster', 'start', 'etcd');
-    // A primary may step down while etcd is away (its lease could lapse); one is elected again.
+    // With etcd back, one is elected again.
     await eventually('a primary and both in sync', async () => ((await group().catch(() => undefined))?.primary !== '-' && (await inSync()) === 'be-1,be-1-r1' ? true : undefined), 30_000).catch(async (err) => {
       const events = ['be-1', 'be-1-r1'].flatMap((id) => logOf(id).filter((l) => /^(leadership|replication)\./.test(String(l.event))).slice(-8).map((l) => `${id} ${l.time} ${l.event} ${l.reason ?? l.err ?? ''}`));
       throw new Error(`${(err as Error).message}; group: ${JSON.stringify(await group().catch(() => undefined))}\n${events.join('\n')}`);
     });
-    await sleep(1_000);
+    await load.acknowledged(load.acked.size + STEP);
     await load.stop();
     // The terms as primary (elected … writes ended) of the processes running now never overlap.
     const termsNow = () =>

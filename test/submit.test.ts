@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { deliverRaw, eventually, nodeLog, runCli, sendMail, sleep, startSink, clusterFolder } from '@mailgrid/testing';
+import { deliverRaw, eventually, nodeLog, runCli, sendMail, startSink, clusterFolder } from '@mailgrid/testing';
 
 // Submit modes and queue takers in a cluster of real processes (etcd, HAProxy, 2 frontends,
 // 1 backend): mail made on the backend by an account's rules goes to a queue taker, or waits
@@ -17,7 +17,7 @@ interface Member {
 }
 
 describe('submit modes: mail made on a backend, queue takers', () => {
-  const { cwd, cli, ok } = clusterFolder('submit-test');
+  const { cwd, cli, ok, proc } = clusterFolder('submit-test');
   let sink: Awaited<ReturnType<typeof startSink>>;
   let state: { dir: string; smtp: string };
   const members = async () => JSON.parse((await cli('member', 'list', '--json')).stdout) as Member[];
@@ -25,6 +25,17 @@ describe('submit modes: mail made on a backend, queue takers', () => {
   const takers = async () => (JSON.parse((await cli('queue', 'takers', '--json')).stdout) as Member[]).map((m) => m.id).sort();
   const logOf = (id: string) => nodeLog(state.dir, id);
   const sunk = (id: string) => sink.messages.filter((m) => m.raw.toString().includes(`X-Test-Id: ${id}\r\n`));
+  const queued = async (node: string) => JSON.parse((await cli('queue', 'list', '--node', node, '--json')).stdout) as { recipients: { address: string; lastError?: { text: string } }[] }[];
+  /**
+   * Resolves once a line `id` logs after this call is in its log file: a log is written in
+   * order (in batches, up to 250 ms late), so then is every line it logged before.
+   */
+  const logWrittenPastNow = async (id: string) => {
+    const reply = await sendMail(`127.0.0.1:${proc(id).ports.smtp}`, { proxy: 'PROXY TCP4 192.0.2.20 127.0.0.1 40020 25\r\n', to: ['plain@example.test'], data: 'Subject: marker\r\n\r\nmarker\r\n' });
+    const messageId = /as (\S+)/.exec(reply)?.[1];
+    assert.ok(messageId, `${id}: ${reply}`);
+    await eventually(`${id}'s log written past now`, async () => (logOf(id).some((l) => l.event === 'mail.accepted' && l.messageId === messageId) ? true : undefined));
+  };
 
   before(async () => {
     sink = await startSink();
@@ -34,6 +45,7 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     state = JSON.parse(readFileSync(join(cwd, '.mailgrid', 'cluster.json'), 'utf8'));
     await ok('domain', 'add', 'example.test');
     await ok('account', 'add', 'fwd@example.test');
+    await ok('account', 'add', 'plain@example.test');
     const rules = join(cwd, 'fwd.sieve');
     writeFileSync(rules, 'redirect "far@outside.test";\n');
     await ok('rules', 'set', 'fwd@example.test', rules);
@@ -64,10 +76,12 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     // (Logs are written in batches: a line may come up to 250 ms after the fact.)
     const records = () => ['fe-1', 'fe-2'].flatMap((id) => logOf(id).filter((l) => l.tag === 'SUBMIT' && l.origin === 'be-1' && l.event === 'rules.applied'));
     await eventually('the SUBMIT record', async () => (records().length ? true : undefined));
-    await sleep(500);
+    // be-1's hand-over is answered and nothing of it waits there: no other hand-over is to come; then each frontend's log is read past it.
+    await eventually("be-1's hand-over answered", async () => (logOf('be-1').some((l) => l.event === 'submit.handed-over') ? true : undefined));
+    assert.equal((await queued('be-1')).length, 0, 'nothing waits on the backend');
+    for (const fe of ['fe-1', 'fe-2']) await logWrittenPastNow(fe);
     assert.equal(records().length, 1, 'one SUBMIT record in one frontend log');
     assert.equal(records()[0].actions, 'redirect:far@outside.test');
-    assert.equal(JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout).length, 0, 'nothing waits on the backend');
   });
 
   it('applies a submit mode changed in etcd without a restart', async () => {
@@ -101,13 +115,17 @@ describe('submit modes: mail made on a backend, queue takers', () => {
     assert.equal(res.results[0].outcome, 'STORED', res.results[0].reply?.text);
     const waiting = JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout) as { recipients: { address: string }[] }[];
     assert.deepEqual(waiting.map((m) => m.recipients.map((r) => r.address).sort()), [['far@outside.test', 'near@other.test']], 'the redirect waits in the backend queue');
-    await sleep(1_500);
+    // be-1 tries it, and with no frontend live, keeps it instead of sending it out itself.
+    await eventually('be-1 tried both recipients and found no frontend', async () =>
+      (await queued('be-1')).flatMap((m) => m.recipients).filter((r) => /No frontend is live/.test(r.lastError?.text ?? '')).length === 2 ? true : undefined,
+    );
     assert.equal(sunk('waits-1').length, 0, 'not relayed by the backend itself (relay.viaFrontends)');
     await ok('cluster', 'start', 'fe-1');
     await eventually('the redirect at the outside server', async () => sunk('waits-1')[0], 20_000);
     await eventually('the backend queue is empty', async () => (JSON.parse((await cli('queue', 'list', '--node', 'be-1', '--json')).stdout).length === 0 ? true : undefined));
     await eventually('both copies at the outside server', async () => (sunk('waits-1').flatMap((m) => m.to).length === 2 ? true : undefined));
-    await sleep(1_500);
+    // The taker's queue has settled them too: nothing is left anywhere to send again.
+    await eventually("fe-1's queue is empty", async () => ((await queued('fe-1')).length === 0 ? true : undefined));
     assert.deepEqual(sunk('waits-1').flatMap((m) => m.to).sort(), ['far@outside.test', 'near@other.test'], 'each sent once');
     await eventually("the wait told in the taker's log", async () => (logOf('fe-1').some((l) => l.tag === 'SUBMIT' && l.origin === 'be-1' && l.event === 'submit.waited') ? true : undefined));
     await ok('cluster', 'start', 'fe-2');
