@@ -1,4 +1,4 @@
-import { MailError, Replies, toMailError } from '@mailgrid/core';
+import { CodedError, Replies, toCodedError, type AdminError, type MailError } from '@mailgrid/core';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
 import { EtcdWatchStreamEnded, Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
 import { prefixEnd } from './keys.js';
@@ -52,13 +52,13 @@ export async function readPrefix(client: Etcd3, prefix: string, each: (kv: IKeyV
 
 /**
  * An etcd failure as the reply it deserves: etcd unreachable or overloaded (what etcd3
- * retries, or its circuit breaker open) is `ETCD_UNAVAILABLE`, a MailError stays itself,
- * anything else is a local error. All of them are 4xx.
+ * retries, or its circuit breaker open) is `ETCD_UNAVAILABLE`, a MailError or an admin
+ * answer (a directory edit's refusal) stays itself, anything else is a 4xx local error.
  */
-export function fromEtcdError(err: unknown): MailError {
-  if (MailError.is(err)) return err;
+export function fromEtcdError(err: unknown): MailError | AdminError {
+  if (CodedError.is(err)) return err;
   if (err instanceof Error && (isRecoverableError(err) || err instanceof EtcdWatchStreamEnded || isBrokenCircuitError(err))) return Replies.etcdUnavailable(err);
-  return toMailError(err);
+  return toCodedError(err);
 }
 
 /** Command-line flags of a one-member etcd on loopback (the launcher's, the benches'). */
