@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, EtcdDirectory, fromEtcdError, Keys, Membership, NodeSettings, type MemberInfo } from '@mailgrid/cluster';
-import { defaults, MailError, parseAddress, type Logger } from '@mailgrid/core';
+import { AdminError, defaults, MailError, parseAddress, type Logger } from '@mailgrid/core';
 import { eventually, startEtcd, startTcpProxy, type EtcdHandle } from '@mailgrid/testing';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
@@ -189,7 +189,7 @@ describe('etcd prefix watches', () => {
     const keys = freshKeys();
     await client.put(keys.group('g1')).value('{}');
     const admin = new EtcdDirectory(client, keys, capture().log);
-    const code = async (work: Promise<unknown>) => work.then(() => 'ok', (err: unknown) => (MailError.is(err) ? err.code : String(err)));
+    const code = async (work: Promise<unknown>) => work.then(() => 'ok', (err: unknown) => (AdminError.is(err) ? err.code : String(err)));
     assert.equal(await code(admin.removeDomain('example.test')), 'NOT_FOUND');
     assert.equal(await code(admin.addDomain('example.test')), 'ok');
     assert.equal(await code(admin.addDomain('example.test')), 'ALREADY_EXISTS');

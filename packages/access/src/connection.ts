@@ -1,4 +1,4 @@
-import type { AccessListenerName, AccessProtocolName, Config, Logger, MailError } from '@mailgrid/core';
+import type { AccessListenerName, AccessProtocolName, CodedError, Config, Logger } from '@mailgrid/core';
 import type { Socket } from 'node:net';
 
 /** One connection the access layer accepted, handed to its protocol once PROXY, TLS and the cap are done. */
@@ -35,7 +35,7 @@ export interface ProtocolHandler {
    * The line that refuses a connection before any session starts (too many connections,
    * an early talker, shutting down), from the protocol's reply table.
    */
-  refusal(error: MailError): string;
+  refusal(error: CodedError): string;
   /** A pause before the session starts; a client that talks in it is an early talker (SMTP's greeting delay). */
   greetingDelayMs?(): number;
   /** Live settings changed. */

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createLogger, loadConfig, type Config, type MailError } from '@mailgrid/core';
+import { createLogger, loadConfig, type CodedError, type Config } from '@mailgrid/core';
 import { Pop3Transcript } from '@mailgrid/testing';
 import type { AccessConnection, ProtocolHandler } from './connection.js';
 import { AccessListener } from './listener.js';
@@ -20,7 +20,7 @@ class Echo extends LineSession {
     this.send(`+OK hello ${this.client} ${this.secure ? 'tls' : 'plain'}`);
   }
 
-  protected reply(error: MailError): string {
+  protected reply(error: CodedError): string {
     return `-ERR ${error.code}`;
   }
 

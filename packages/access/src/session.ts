@@ -1,4 +1,4 @@
-import { Replies, toMailError, type Logger, type MailError } from '@mailgrid/core';
+import { Replies, toCodedError, type CodedError, type Logger } from '@mailgrid/core';
 import type { Socket } from 'node:net';
 import type { AccessConnection, AccessSession } from './connection.js';
 import { serverTls, type TlsSource } from './tls-source.js';
@@ -65,8 +65,8 @@ export abstract class LineSession implements AccessSession {
   protected abstract greet(): void;
   /** One command line (without its CRLF, as bytes: names and passwords are UTF-8). */
   protected abstract command(line: Buffer): Promise<void>;
-  /** The protocol's line for an error (a fault in a command, the idle timeout, the drain). */
-  protected abstract reply(error: MailError): string;
+  /** The protocol's line for an error (a fault in a command, the idle timeout, the drain): keyed by its code. */
+  protected abstract reply(error: CodedError): string;
   /** The session has ended: let go of what it holds. */
   protected ended(): void {}
 
@@ -84,7 +84,7 @@ export abstract class LineSession implements AccessSession {
       } catch (err) {
         if (err instanceof SessionClosed) return;
         this.log.warn({ event: 'session.command-failed', err: (err as Error).message }, 'command failed');
-        this.send(this.reply(toMailError(err)));
+        this.send(this.reply(toCodedError(err)));
       }
       await this.flushed();
       this.busy = false;

@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { hashPassword, normalizeHash, Replies, verifyPassword, type Logger, type Service, type ServiceState } from '@mailgrid/core';
+import { AdminError, hashPassword, normalizeHash, Replies, verifyPassword, type Logger, type Service, type ServiceState } from '@mailgrid/core';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Router } from '@mailgrid/mailflow';
 import { proto, toServiceError, traceFromMetadata, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
@@ -82,8 +82,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
       account(user)
         .catch((err) => {
           // Unknown or not here: the same answer as a wrong password, after as long.
-          const code = (err as { code?: string }).code;
-          if (code === 'NOT_FOUND' || code === 'INVALID_ARGUMENT') return undefined;
+          if (AdminError.is(err) && (err.code === 'NOT_FOUND' || err.code === 'INVALID_ARGUMENT')) return undefined;
           throw err;
         })
         .then(async (acct) => {

@@ -1,4 +1,4 @@
-import { ConfigError, MailError, StartError } from '@mailgrid/core';
+import { CodedError, ConfigError, StartError, type AdminError, type MailError } from '@mailgrid/core';
 
 /** A failure the CLI reports as one clear line and a non-zero exit. */
 export class CliError extends Error {
@@ -7,9 +7,10 @@ export class CliError extends Error {
 
 /**
  * The sentence for a failed call to a mailgrid node, chosen by the error's code (never by
- * matching its text). `where` names what was called, e.g. "the mailgrid node at 127.0.0.1:7525".
+ * matching its text); an admin answer is its own sentence. `where` names what was called,
+ * e.g. "the mailgrid node at 127.0.0.1:7525".
  */
-export function explain(err: MailError, where: string): Error {
+export function explain(err: MailError | AdminError, where: string): Error {
   switch (err.code) {
     case 'BACKEND_UNAVAILABLE':
     case 'TIMEOUT':
@@ -26,6 +27,6 @@ export function explain(err: MailError, where: string): Error {
 /** What the process prints for an error that ends a command. */
 export function message(err: unknown): string {
   if (err instanceof CliError || err instanceof ConfigError || err instanceof StartError) return err.message;
-  if (MailError.is(err)) return err.reply.text;
+  if (CodedError.is(err)) return err.text;
   return `unexpected error: ${(err as Error)?.stack ?? err}`;
 }

@@ -1,6 +1,14 @@
-import { MailError, Replies, toMailError } from '@mailgrid/core';
-import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
-import { EtcdWatchStreamEnded, Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
+import { CodedError, Replies, toCodedError, type AdminError, type MailError } from '@mailgrid/core';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleType, handleWhen, isBrokenCircuitError, retry } from 'cockatiel';
+import {
+  EtcdWatchStreamEnded,
+  Etcd3,
+  GRPCDeadlineExceededError,
+  GRPCResourceExhastedError,
+  GRPCUnavailableError,
+  isRecoverableError,
+  type IKeyValue,
+} from 'etcd3';
 import { prefixEnd } from './keys.js';
 
 /**
@@ -19,7 +27,9 @@ export function connectEtcd(endpoints: string): Etcd3 {
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 5_000 }),
     faultHandling: {
       host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 2_000, breaker: new ConsecutiveBreaker(3) }),
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: 2 }),
+      // Retried: only UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED (etcd3's recoverable
+      // errors also take in CANCELLED, UNKNOWN, INTERNAL and ABORTED).
+      global: retry(handleType(GRPCUnavailableError).orType(GRPCResourceExhastedError).orType(GRPCDeadlineExceededError), { maxAttempts: 2 }),
       // etcd3 calls .next() on this itself (its typings say IBackoff, it wants the factory).
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) as never,
     },
@@ -52,13 +62,13 @@ export async function readPrefix(client: Etcd3, prefix: string, each: (kv: IKeyV
 
 /**
  * An etcd failure as the reply it deserves: etcd unreachable or overloaded (what etcd3
- * retries, or its circuit breaker open) is `ETCD_UNAVAILABLE`, a MailError stays itself,
- * anything else is a local error. All of them are 4xx.
+ * calls recoverable, or its circuit breaker open) is `ETCD_UNAVAILABLE`, a MailError or an admin
+ * answer (a directory edit's refusal) stays itself, anything else is a 4xx local error.
  */
-export function fromEtcdError(err: unknown): MailError {
-  if (MailError.is(err)) return err;
+export function fromEtcdError(err: unknown): MailError | AdminError {
+  if (CodedError.is(err)) return err;
   if (err instanceof Error && (isRecoverableError(err) || err instanceof EtcdWatchStreamEnded || isBrokenCircuitError(err))) return Replies.etcdUnavailable(err);
-  return toMailError(err);
+  return toCodedError(err);
 }
 
 /** Command-line flags of a one-member etcd on loopback (the launcher's, the benches'). */

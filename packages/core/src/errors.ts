@@ -1,7 +1,10 @@
 /**
- * Errors that carry their SMTP reply. A MailError says what the client should be told
- * (basic + enhanced code and text) and whether trying again can help. Infrastructure
- * faults are always temporary (4xx) so mail is retried, never bounced by accident.
+ * Errors with a stable `code` (what logs, tests and the CLI key on) and a text for people.
+ * Two kinds: a MailError also carries its SMTP reply (basic + enhanced code) and says by it
+ * whether trying again can help; an AdminError is an administration answer (NOT_FOUND,
+ * ALREADY_EXISTS, ...) with no SMTP reply, since IMAP, JMAP and CLI clients have no use for
+ * one. Infrastructure faults are always temporary MailErrors (4xx) so mail is retried,
+ * never bounced by accident.
  */
 export interface SmtpReply {
   code: number;
@@ -9,19 +12,45 @@ export interface SmtpReply {
   text: string;
 }
 
-const BRAND = Symbol.for('mailgrid.MailError');
+// Brands, not instanceof: they survive duplicate installs of this package.
+const CODED = Symbol.for('mailgrid.CodedError');
+const MAIL = Symbol.for('mailgrid.MailError');
+const ADMIN = Symbol.for('mailgrid.AdminError');
+const branded = (err: unknown, brand: symbol) => typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[brand] === true;
 
-export class MailError extends Error {
-  readonly [BRAND] = true;
+/** What MailError and AdminError share. */
+export abstract class CodedError extends Error {
+  readonly [CODED] = true;
+
+  constructor(
+    /** Stable identifier for logs, tests and the CLI, e.g. `UNKNOWN_USER`, `NOT_FOUND`. */
+    readonly code: string,
+    /** For people, without any protocol's codes. */
+    readonly text: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  /** Whether the same request may succeed later. */
+  abstract get retryable(): boolean;
+
+  static is(err: unknown): err is MailError | AdminError {
+    return branded(err, CODED);
+  }
+}
+
+export class MailError extends CodedError {
+  readonly [MAIL] = true;
   override readonly name = 'MailError';
 
   constructor(
-    /** Stable identifier for logs, tests and the CLI, e.g. `UNKNOWN_USER`. */
-    readonly code: string,
+    code: string,
     readonly reply: SmtpReply,
     options?: { cause?: unknown },
   ) {
-    super(`${reply.code} ${reply.enhanced} ${reply.text}`, options);
+    super(code, reply.text, `${reply.code} ${reply.enhanced} ${reply.text}`, options);
   }
 
   /** 4xx: a retry may succeed. */
@@ -29,9 +58,35 @@ export class MailError extends Error {
     return this.reply.code < 500;
   }
 
-  /** Survives duplicate installs of this package, unlike instanceof. */
-  static is(err: unknown): err is MailError {
-    return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[BRAND] === true;
+  static override is(err: unknown): err is MailError {
+    return branded(err, MAIL);
+  }
+}
+
+/** The codes of administration answers (gRPC's words for them, see protocol's status.ts). */
+export const ADMIN_CODES = ['NOT_FOUND', 'ALREADY_EXISTS', 'INVALID_ARGUMENT', 'FAILED_PRECONDITION'] as const;
+export type AdminCode = (typeof ADMIN_CODES)[number];
+
+/** An administration answer (no such account, domain exists, bad script, ...): definite, never retried. */
+export class AdminError extends CodedError {
+  readonly [ADMIN] = true;
+  override readonly name = 'AdminError';
+  declare readonly code: AdminCode;
+
+  constructor(code: AdminCode, text: string, options?: { cause?: unknown }) {
+    super(code, text, text, options);
+  }
+
+  get retryable(): boolean {
+    return false;
+  }
+
+  static override is(err: unknown): err is AdminError {
+    return branded(err, ADMIN);
+  }
+
+  static isCode(code: unknown): code is AdminCode {
+    return (ADMIN_CODES as readonly unknown[]).includes(code);
   }
 }
 
@@ -46,19 +101,25 @@ export function permanent(code: string, basic: number, enhanced: string, text: s
 }
 
 /**
- * Any error as a MailError: a MailError stays itself, anything else is an unexpected local
- * fault and becomes a temporary `451 4.3.0`.
+ * Any error as a MailError, where an SMTP reply must be given: a MailError stays itself,
+ * anything else is an unexpected local fault and becomes a temporary `451 4.3.0` (an
+ * AdminError too: it has no SMTP reply, and mail is never bounced for a fault).
  */
 export function toMailError(err: unknown): MailError {
   if (MailError.is(err)) return err;
   return Replies.localError(err);
 }
 
+/** Any error as a coded one: a MailError or AdminError stays itself, anything else is `toMailError`'s 451. */
+export function toCodedError(err: unknown): MailError | AdminError {
+  return CodedError.is(err) ? err : Replies.localError(err);
+}
+
 /**
- * Every reply mailgrid gives, named once so every component answers alike. Refusals are
- * MailErrors (their `code` is what logs, tests and the CLI key on); acceptances are replies.
- * Admin answers use the codes the gRPC status map knows: NOT_FOUND, ALREADY_EXISTS,
- * INVALID_ARGUMENT, FAILED_PRECONDITION.
+ * Every answer mailgrid gives, named once so every component answers alike. Refusals of mail
+ * and sessions are MailErrors; acceptances are SMTP replies; administration answers are
+ * AdminErrors. protocol's status.ts gives each `code` its gRPC status (a test checks that
+ * every entry here has one).
  */
 export const Replies = {
   // --- accepted ----------------------------------------------------------------------------
@@ -124,7 +185,6 @@ export const Replies = {
   senderNotOwned: (address: string, user: string) => permanent('SENDER_NOT_OWNED', 553, '5.7.1', `<${address}>: Sender address is not owned by ${user}`),
   /** Another access session holds the mailbox (POP3 answers -ERR [IN-USE]). */
   mailboxInUse: (account: string) => temporary('MAILBOX_IN_USE', 450, '4.2.1', `Mailbox ${account} is in use by another session`),
-  badPasswordHash: () => permanent('INVALID_ARGUMENT', 501, '5.5.4', 'not a password hash mailgrid verifies (scrypt, argon2id, bcrypt, SHA512-CRYPT)'),
   /** A session that failed `auth.maxFailures` logins is closed. */
   tooManyAuthFailures: () => temporary('TOO_MANY_AUTH_FAILURES', 421, '4.7.0', 'Too many failed authentications, closing connection'),
   /** The primary that served the session's mailbox changed or stopped: the next session goes to the new one. */
@@ -147,6 +207,8 @@ export const Replies = {
   unimplemented: (what: string, cause?: unknown) =>
     temporary('UNIMPLEMENTED', 451, '4.3.0', `${what}: the service is not offered there, try again later`, cause),
   storageFailed: (cause?: unknown) => temporary('STORAGE_FAILED', 451, '4.3.0', 'Mail store error, try again later', cause),
+  /** A peer out of resources that did not say which (a gRPC RESOURCE_EXHAUSTED without our metadata). */
+  outOfResources: (what: string, cause?: unknown) => temporary('OUT_OF_RESOURCES', 452, '4.3.1', `${what}: out of resources there, try again later`, cause),
   queueFull: () => temporary('QUEUE_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
   diskFull: () => temporary('DISK_FULL', 452, '4.3.1', 'Insufficient system storage, try again later'),
   duplicateQueueId: (id: string) => temporary('DUPLICATE_QUEUE_ID', 451, '4.3.0', `Queue id ${id} is taken, try again later`),
@@ -159,29 +221,30 @@ export const Replies = {
     temporary('STALE_EPOCH', 451, '4.3.0', `Epoch ${sent} is not current here (${current ?? 'none'}), try again later`),
   etcdUnavailable: (cause?: unknown) => temporary('ETCD_UNAVAILABLE', 451, '4.3.0', 'Cluster controller (etcd) unreachable, try again later', cause),
 
-  // --- administration ----------------------------------------------------------------------
-  invalidDomain: (domain: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `invalid domain name: ${domain}`),
-  invalidAddress: (address: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `invalid address: ${address}`),
-  noSuchDomain: (domain: string) => permanent('NOT_FOUND', 550, '5.1.2', `no such domain: ${domain}`),
-  domainExists: (domain: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `domain ${domain} already exists`),
+  // --- administration: AdminErrors, no SMTP reply ------------------------------------------
+  invalidDomain: (domain: string) => new AdminError('INVALID_ARGUMENT', `invalid domain name: ${domain}`),
+  invalidAddress: (address: string) => new AdminError('INVALID_ARGUMENT', `invalid address: ${address}`),
+  noSuchDomain: (domain: string) => new AdminError('NOT_FOUND', `no such domain: ${domain}`),
+  domainExists: (domain: string) => new AdminError('ALREADY_EXISTS', `domain ${domain} already exists`),
   domainHasAccounts: (domain: string) =>
-    permanent('FAILED_PRECONDITION', 550, '5.0.0', `domain ${domain} still has accounts; remove them first`),
+    new AdminError('FAILED_PRECONDITION', `domain ${domain} still has accounts; remove them first`),
   domainNotHosted: (domain: string) =>
-    permanent('FAILED_PRECONDITION', 550, '5.0.0', `domain ${domain} is not hosted; add it first with: mailgrid domain add ${domain}`),
-  noSuchAccount: (address: string) => permanent('NOT_FOUND', 550, '5.1.1', `no such account: ${address}`),
-  accountExists: (address: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `account ${address} already exists`),
-  noSuchAlias: (alias: string) => permanent('NOT_FOUND', 550, '5.1.1', `no such alias: ${alias}`),
-  aliasTaken: (alias: string) => permanent('ALREADY_EXISTS', 550, '5.0.0', `${alias} is already an account or an alias`),
-  aliasTargetNotAccount: (target: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `alias target ${target} is not an account`),
-  groupRequired: () => permanent('INVALID_ARGUMENT', 501, '5.5.4', 'a hosting group is required (--group)'),
-  noSuchGroup: (group: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no such hosting group: ${group}`),
+    new AdminError('FAILED_PRECONDITION', `domain ${domain} is not hosted; add it first with: mailgrid domain add ${domain}`),
+  noSuchAccount: (address: string) => new AdminError('NOT_FOUND', `no such account: ${address}`),
+  accountExists: (address: string) => new AdminError('ALREADY_EXISTS', `account ${address} already exists`),
+  noSuchAlias: (alias: string) => new AdminError('NOT_FOUND', `no such alias: ${alias}`),
+  aliasTaken: (alias: string) => new AdminError('ALREADY_EXISTS', `${alias} is already an account or an alias`),
+  aliasTargetNotAccount: (target: string) => new AdminError('FAILED_PRECONDITION', `alias target ${target} is not an account`),
+  groupRequired: () => new AdminError('INVALID_ARGUMENT', 'a hosting group is required (--group)'),
+  noSuchGroup: (group: string) => new AdminError('FAILED_PRECONDITION', `no such hosting group: ${group}`),
   accountInOtherGroup: (account: string, group: string, here: string) =>
-    permanent('FAILED_PRECONDITION', 550, '5.0.0', `account ${account} is in hosting group ${group}, not ${here}`),
+    new AdminError('FAILED_PRECONDITION', `account ${account} is in hosting group ${group}, not ${here}`),
   moveUnderWay: (account: string, to: string) =>
-    permanent('FAILED_PRECONDITION', 550, '5.0.0', `a move of ${account} to ${to} is under way: finish it with --resume or undo it with --abort`),
-  noMoveUnderWay: (account: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `no move of ${account} is under way`),
-  notMoving: (account: string, how: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `${account} ${how}`),
-  badScript: (reason: string) => permanent('INVALID_ARGUMENT', 501, '5.5.4', `rules refused (the old ones stay): ${reason}`),
-  backupRefused: (reason: string) => permanent('FAILED_PRECONDITION', 550, '5.0.0', `backup refused: ${reason}`),
-  noSuchMessage: (account: string, folder: string, uid: number) => permanent('NOT_FOUND', 550, '5.1.0', `no message ${uid} in ${account}/${folder}`),
+    new AdminError('FAILED_PRECONDITION', `a move of ${account} to ${to} is under way: finish it with --resume or undo it with --abort`),
+  noMoveUnderWay: (account: string) => new AdminError('FAILED_PRECONDITION', `no move of ${account} is under way`),
+  notMoving: (account: string, how: string) => new AdminError('FAILED_PRECONDITION', `${account} ${how}`),
+  badScript: (reason: string) => new AdminError('INVALID_ARGUMENT', `rules refused (the old ones stay): ${reason}`),
+  backupRefused: (reason: string) => new AdminError('FAILED_PRECONDITION', `backup refused: ${reason}`),
+  badPasswordHash: () => new AdminError('INVALID_ARGUMENT', 'not a password hash mailgrid verifies (scrypt, argon2id, bcrypt, SHA512-CRYPT)'),
+  noSuchMessage: (account: string, folder: string, uid: number) => new AdminError('NOT_FOUND', `no message ${uid} in ${account}/${folder}`),
 } as const;

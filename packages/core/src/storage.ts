@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { MailError, Replies } from './errors.js';
+import { CodedError, Replies } from './errors.js';
 
 /** What a guarded write needs of an lmdb-js root database. */
 export interface WritableRoot {
@@ -16,14 +16,14 @@ const ignore = () => undefined;
  * lmdb-js rejects the caller with a generic "Commit failed" and leaves two more promises
  * rejected that nobody awaits: the cause (`commitError`) and the failed batch's own
  * (`committed` while the failure is being delivered). Both are consumed here, so a full
- * disk leaves no unhandled rejection behind. A MailError thrown by `work` (a check inside
- * the transaction) comes out as itself.
+ * disk leaves no unhandled rejection behind. A MailError or AdminError thrown by `work` (a
+ * check inside the transaction, e.g. the directory's "domain exists") comes out as itself.
  */
 export async function commit<T>(root: WritableRoot, work: () => T): Promise<T> {
   try {
     return await root.transaction(work);
   } catch (err) {
-    if (MailError.is(err)) throw err;
+    if (CodedError.is(err)) throw err;
     root.committed.then(ignore, ignore);
     const pending = (err as { commitError?: Promise<unknown> }).commitError;
     const cause = pending ? await pending.then(() => err, (real: unknown) => real) : err;

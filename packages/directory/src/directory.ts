@@ -51,7 +51,7 @@ export interface AliasEntry {
   target: string;
 }
 
-/** Write side, used by the CLI and admin services. Refusals are MailErrors from `Replies`. */
+/** Write side, used by the CLI and admin services. Refusals are AdminErrors from `Replies`. */
 export interface DirectoryAdmin {
   addDomain(domain: string): Promise<void>;
   removeDomain(domain: string): Promise<void>;

@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { badByteIn, MailError, Replies, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
+import { badByteIn, MailError, Replies, toMailError, type Config, type Logger, type SmtpReply } from '@mailgrid/core';
 import {
   ClientPool,
   createSubmitClient,
@@ -136,7 +136,8 @@ export class GrpcSubmitter {
       stream.on('error', () => undefined); // reported through the callback
       writeChunked(stream, envelopeOf(s, arrival), s.body, this.options.chunkBytes).catch(reject);
     }).catch((err) => {
-      throw MailError.is(err) ? err : fromServiceError(err, 'submit');
+      // An admin answer (never sent here) would be a 451, not a bounce.
+      throw MailError.is(err) ? err : toMailError(fromServiceError(err, 'submit'));
     });
   }
 

@@ -1,4 +1,4 @@
-import { MailError, Replies } from '@mailgrid/core';
+import { MailError, Replies, toMailError } from '@mailgrid/core';
 import type { MessagePort } from 'node:worker_threads';
 import { ClientPool, createDeliveryClient } from './clients.js';
 import type { DeliveryClient } from './generated/mailgrid/v1/Delivery.js';
@@ -51,7 +51,8 @@ export class GrpcDeliveryTransport implements DeliveryTransport {
       stream.on('error', () => undefined); // reported through the callback
       writeChunked(stream, envelope, body, this.options.chunkBytes).catch(reject);
     }).catch((err) => {
-      throw MailError.is(err) ? err : fromServiceError(err, 'delivery');
+      // An admin answer (never sent here) would be a 451, not a bounce.
+      throw MailError.is(err) ? err : toMailError(fromServiceError(err, 'delivery'));
     });
   }
 

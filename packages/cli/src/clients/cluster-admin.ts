@@ -1,6 +1,6 @@
 import { connectEtcd, EtcdDirectory, fromEtcdError, Keys, putSetting, readGroups, parseMember, readPrefix, SettingRefused, type GroupView, type MemberInfo } from '@mailgrid/cluster';
 import type { Primary } from '@mailgrid/directory';
-import { MailError, parseAddress, Replies, type Config, type Logger } from '@mailgrid/core';
+import { CodedError, parseAddress, Replies, type Config, type Logger } from '@mailgrid/core';
 import type { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
 import { CliError, explain } from '../errors.js';
@@ -35,7 +35,7 @@ export class ClusterAdmin {
     try {
       return await work();
     } catch (err) {
-      if (err instanceof CliError || MailError.is(err)) throw err;
+      if (err instanceof CliError || CodedError.is(err)) throw err;
       const e = fromEtcdError(err);
       throw e.code === 'ETCD_UNAVAILABLE' ? explain(e, this.endpoints) : err;
     }

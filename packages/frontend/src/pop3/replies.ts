@@ -1,8 +1,8 @@
-import type { MailError } from '@mailgrid/core';
+import type { CodedError } from '@mailgrid/core';
 
 /**
  * POP3's words: every `-ERR` a session sends comes from here. Refusals of the mail system
- * are MailErrors, answered by their code (RFC 2449 response codes: `[AUTH]` for a login the
+ * are coded errors (MailError, AdminError), answered by their code (RFC 2449 response codes: `[AUTH]` for a login the
  * client must change, `[IN-USE]` for a maildrop another session holds, `[SYS/TEMP]` for
  * anything that may work later); the protocol's own complaints (a bad command, a message
  * number) have codes of their own.
@@ -16,10 +16,10 @@ const BY_CODE: Record<string, string> = {
 };
 
 /** The `-ERR` line for a refusal: its own words, else `[SYS/TEMP]` and its text when a retry may help. */
-export function pop3Error(err: MailError): string {
+export function pop3Error(err: CodedError): string {
   const own = BY_CODE[err.code];
   if (own) return `-ERR ${own}`;
-  return err.retryable ? `-ERR [SYS/TEMP] ${err.reply.text}` : `-ERR ${err.reply.text}`;
+  return err.retryable ? `-ERR [SYS/TEMP] ${err.text}` : `-ERR ${err.text}`;
 }
 
 /** POP3's complaints about the command itself. */
@@ -36,5 +36,5 @@ export const Pop3 = {
   malformedAuth: '-ERR [AUTH] Malformed authentication',
   authCancelled: '-ERR [AUTH] Authentication cancelled',
   /** QUIT could not remove what DELE marked (it stays, the session ends). */
-  notRemoved: (err: MailError) => `-ERR [SYS/TEMP] Marked messages were not removed: ${err.reply.text}`,
+  notRemoved: (err: CodedError) => `-ERR [SYS/TEMP] Marked messages were not removed: ${err.text}`,
 } as const;

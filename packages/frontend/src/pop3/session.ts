@@ -1,4 +1,4 @@
-import { Replies, toMailError, type Config, type MailError } from '@mailgrid/core';
+import { Replies, toCodedError, type Config, type CodedError } from '@mailgrid/core';
 import { LineSession, type AccessConnection, type Authenticator, type MailboxAccess, type MailboxSession, type ProtocolHandler, type TlsSource } from '@mailgrid/access';
 import { Pop3, pop3Error } from './replies.js';
 
@@ -55,7 +55,7 @@ class Pop3Session extends LineSession {
     this.send(`+OK ${this.deps.config().smtp.hostname} mailgrid POP3 ready`);
   }
 
-  protected reply(error: MailError): string {
+  protected reply(error: CodedError): string {
     return pop3Error(error);
   }
 
@@ -182,14 +182,14 @@ class Pop3Session extends LineSession {
     try {
       account = await this.login(user, password);
     } catch (err) {
-      const e = toMailError(err);
+      const e = toCodedError(err);
       return e.code === 'TOO_MANY_AUTH_FAILURES' ? this.hangUp(pop3Error(e)) : this.send(pop3Error(e));
     }
     let mailbox: MailboxSession;
     try {
       mailbox = await this.deps.mailboxes.open(account, { mode: 'exclusive', session: this.id, log: this.log });
     } catch (err) {
-      return this.send(pop3Error(toMailError(err)));
+      return this.send(pop3Error(toCodedError(err)));
     }
     // A session that ended while the hold was granted lets go of it at once.
     if (this.isClosed) return void mailbox.close();
@@ -216,7 +216,7 @@ class Pop3Session extends LineSession {
       try {
         this.stats.deleted = await this.mailbox.delete(marked);
       } catch (err) {
-        return this.hangUp(Pop3.notRemoved(toMailError(err)));
+        return this.hangUp(Pop3.notRemoved(toCodedError(err)));
       }
     }
     // Let go before the answer: a client that logs in again at once finds the mailbox free.

@@ -65,7 +65,11 @@ export class SmtpProtocol {
   handler(): ProtocolHandler {
     return {
       open: (conn) => this.open(conn),
-      refusal: (err) => `${err.reply.code} ${this.config.smtp.hostname} ${err.reply.text}`,
+      // Before the greeting, SMTP names the server in place of an enhanced code (RFC 5321 §4.2).
+      refusal: (err) => {
+        const { code, text } = toMailError(err).reply;
+        return `${code} ${this.config.smtp.hostname} ${text}`;
+      },
       greetingDelayMs: () => this.config.smtp.greetingDelayMs,
       applySettings: (c) => this.applySettings(c),
     };
