@@ -348,6 +348,37 @@ describe('access: submission, POP3 and TLS on a single node', () => {
     }
   });
 
+  it('sessions that upgraded with STARTTLS or STLS stop counting against maxClients when they end', async () => {
+    // smtp-server takes every listener off the plain socket at STARTTLS: a count kept by the
+    // socket's close grew by one per session, and a bench found the node refusing all.
+    const small = await startNode({ env: { MAILGRID_SUBMISSION_MAX_CLIENTS: '2', MAILGRID_POP3_MAX_CLIENTS: '2' } });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const s = await SmtpTranscript.open(small.ports.submission);
+        await s.expect('220');
+        await s.send('EHLO client.test', '250');
+        await s.send('STARTTLS', '220');
+        await s.startTls();
+        await s.send('EHLO client.test', '250');
+        await s.send('QUIT', '221');
+        await s.closed();
+        const pop = await Pop3Transcript.open(small.ports.pop3);
+        await pop.expect('+OK');
+        await pop.stls();
+        await pop.send('QUIT', '+OK');
+        await pop.closed();
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${small.ports.http}/metrics`)).text();
+      await eventually('every session ended', async () => {
+        const text = await (await fetch(`http://127.0.0.1:${small.ports.http}/metrics`)).text();
+        return /^mailgrid_sessions_active\{protocol="submission",listener="submission"\} 0$/m.test(text) && /^mailgrid_sessions_active\{protocol="pop3",listener="pop3"\} 0$/m.test(text) ? true : undefined;
+      });
+      assert.match(metrics, /^mailgrid_sessions_total\{protocol="submission",listener="submission"\} 5$/m);
+    } finally {
+      await small.stop();
+    }
+  });
+
   it('a POP3S client that leaves before the TLS handshake is not kept half-open', async () => {
     for (let i = 0; i < 5; i++) {
       await new Promise<void>((resolve) => {

@@ -139,19 +139,31 @@ export class AccessListener implements Service {
   private accept(p: Served, listener: AccessListenerName, implicitTls: boolean, socket: Socket): void {
     socket.on('error', () => undefined); // a reset by the client ends the connection (see close)
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    if (this._state !== 'running') return this.refuse(p, socket, Replies.shuttingDown());
-    if (p.open >= p.settings.maxClients) return this.refuse(p, socket, Replies.tooManyConnections());
+    if (this._state !== 'running' || p.open >= p.settings.maxClients) {
+      socket.once('close', () => this.sockets.delete(socket));
+      return this.refuse(p, socket, this._state !== 'running' ? Replies.shuttingDown() : Replies.tooManyConnections());
+    }
+    // Counted until its session ends, or the socket closes before there is one. Not by the
+    // socket's own 'close' alone: a protocol that upgrades it (smtp-server's STARTTLS) may
+    // take its listeners off, and the count and the set would keep it for ever.
     p.open++;
-    socket.once('close', () => p.open--);
-    void this.prepare(p, listener, implicitTls, socket).catch((err: Error) => {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      p.open--;
+      this.sockets.delete(socket);
+    };
+    socket.once('close', release);
+    void this.prepare(p, listener, implicitTls, socket, release).catch((err: Error) => {
       p.log.debug({ event: 'access.dropped', listener, peer: socket.remoteAddress, err: err.message }, 'connection dropped before its session');
       socket.destroy();
+      release();
     });
   }
 
   /** PROXY header, TLS handshake, greeting pause: then the protocol's session. */
-  private async prepare(p: Served, listener: AccessListenerName, implicitTls: boolean, plain: Socket): Promise<void> {
+  private async prepare(p: Served, listener: AccessListenerName, implicitTls: boolean, plain: Socket, release: () => void): Promise<void> {
     let client = { address: plain.remoteAddress ?? '', port: plain.remotePort ?? 0 };
     // Only a balancer's connection starts with a PROXY header (and must): anyone else's
     // "PROXY ..." is a command like any other, so nobody can claim a trusted address.
@@ -177,6 +189,7 @@ export class AccessListener implements Service {
     }
     if (this._state !== 'running') return this.refuse(p, socket, Replies.shuttingDown());
     const conn: AccessConnection = { id, protocol: p.protocol, listener, socket, secure: implicitTls, client: client.address, clientPort: client.port, log };
+    plain.off('close', release);
     const session = p.handler.open(conn);
     p.sessions.set(session, { id, listener });
     metrics.sessions.inc({ protocol: p.protocol, listener });
@@ -184,6 +197,7 @@ export class AccessListener implements Service {
     void session.done.then(() => {
       p.sessions.delete(session);
       metrics.sessionsActive.dec({ protocol: p.protocol, listener });
+      release();
     });
   }
 
