@@ -247,4 +247,11 @@ export const Replies = {
   backupRefused: (reason: string) => new AdminError('FAILED_PRECONDITION', `backup refused: ${reason}`),
   badPasswordHash: () => new AdminError('INVALID_ARGUMENT', 'not a password hash mailgrid verifies (scrypt, argon2id, bcrypt, SHA512-CRYPT)'),
   noSuchMessage: (account: string, folder: string, uid: number) => new AdminError('NOT_FOUND', `no message ${uid} in ${account}/${folder}`),
+
+  // --- mailboxes (IMAP): the session answers them by code ----------------------------------
+  noSuchMailbox: (name: string) => new AdminError('NOT_FOUND', `no such mailbox: ${name}`),
+  mailboxExists: (name: string) => new AdminError('ALREADY_EXISTS', `mailbox ${name} already exists`),
+  mailboxRefused: (reason: string) => new AdminError('FAILED_PRECONDITION', reason),
+  /** Over the account's storage limit: a definite refusal (a DSN at delivery, `[OVERQUOTA]` at APPEND). */
+  overQuota: (account: string) => permanent('OVER_QUOTA', 552, '5.2.2', `<${account}>: Mailbox is over its storage quota`),
 } as const;

@@ -73,6 +73,8 @@ export const STATUS_OF_CODE: Readonly<Record<string, grpc.status>> = {
   MAILBOX_IN_USE: status.ABORTED,
   TOO_MANY_AUTH_FAILURES: status.UNAUTHENTICATED,
   MAILBOX_CHANGED: status.FAILED_PRECONDITION,
+  // Until the user makes room: not a limit that clears by itself.
+  OVER_QUOTA: status.FAILED_PRECONDITION,
   // sessions
   TOO_MANY_CONNECTIONS: status.RESOURCE_EXHAUSTED,
   EARLY_TALKER: status.FAILED_PRECONDITION,

@@ -1,20 +1,64 @@
 import { Replies } from '@mailgrid/core';
 import type { Database, Key } from 'lmdb';
+import { randomBytes } from 'node:crypto';
 import { LoggedLmdb, type LoggedOptions } from './logged-lmdb.js';
-import { INBOX, type AccountRecord, type AppendRequest, type AppendResult, type FolderInfo, type MailStore, type MessageInfo } from './store.js';
+import {
+  INBOX,
+  type AccountRecord,
+  type AppendRequest,
+  type AppendResult,
+  type FolderInfo,
+  type MailboxChange,
+  type MailStore,
+  type MessageInfo,
+  type StoreFlagsResult,
+  type ThreadKeys,
+} from './store.js';
 
+/** A folder's record. Fields a record written by an older version lacks read as their defaults. */
 interface Mailbox {
   nextUid: number;
   uidValidity: number;
+  /** The highest mod-sequence of a change in it (its HIGHESTMODSEQ). */
+  modseq: number;
+  /** RFC 8474 MAILBOXID. */
+  id: string;
+  /** RFC 6154: `\Sent`, `\Drafts`, ... */
+  specialUse?: string;
+}
+
+/** An account's own counters: its mod-sequence (one order for all its folders), its quota and what it uses. */
+interface AccountMeta {
+  modseq: number;
+  /** Bytes; absent or 0: no limit. */
+  quota?: number;
+  /** Bytes of its messages (each copy counted); absent until first counted. */
+  used?: number;
+  /** The last UIDVALIDITY given: a folder made again in the same second still gets a newer one. */
+  uidValidity?: number;
 }
 
 const SEEN = '\\Seen';
+const DELETED = '\\Deleted';
+
+/** The folders every account has (RFC 6154 special use), made at its first access session. */
+export const DEFAULT_MAILBOXES: { name: string; specialUse?: string }[] = [
+  { name: INBOX },
+  { name: 'Sent', specialUse: '\\Sent' },
+  { name: 'Drafts', specialUse: '\\Drafts' },
+  { name: 'Trash', specialUse: '\\Trash' },
+  { name: 'Junk', specialUse: '\\Junk' },
+  { name: 'Archive', specialUse: '\\Archive' },
+];
 
 interface IndexEntry {
   size: number;
   receivedAt: number;
   blob: number;
   flags: string[];
+  modseq?: number;
+  emailId?: string;
+  threadId?: string;
 }
 
 type IndexKey = [account: string, folder: string, uid: number];
@@ -30,6 +74,11 @@ type IndexKey = [account: string, folder: string, uid: number];
  * - `rules`     account → its Sieve source (kept with the account's mail, so it moves and
  *               replicates with it)
  * - `vacation`  [account, sender] → until when no other vacation reply goes to that sender
+ * - `accounts`  account → its mod-sequence counter, quota and usage, last UIDVALIDITY
+ * - `vanished`  [account, folder, uid] → the mod-sequence it was expunged at (QRESYNC's
+ *               VANISHED (EARLIER) is exact: kept until the folder goes)
+ * - `threads`   [account, message-id] → THREADID, so replies join their thread
+ * - `subscriptions` [account, folder] → true (a name may be subscribed before it exists)
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
  *               ones are forgotten by a pass over the table: an index by age cost every
  *               append a second B-tree write and ~12 MB of peak RSS under load)
@@ -48,7 +97,7 @@ export interface StoreOptions extends LoggedOptions {
 }
 
 export class LmdbMailStore extends LoggedLmdb implements MailStore {
-  private readonly mailboxes: Database<{ nextUid: number; uidValidity?: number }, [string, string]>;
+  private readonly mailboxes: Database<Partial<Mailbox> & { nextUid: number }, [string, string]>;
   private readonly passwords: Database<{ hash: string; at: number }, string>;
   private readonly index: Database<IndexEntry, IndexKey>;
   private readonly blobs: Database<Buffer, number>;
@@ -57,6 +106,10 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private readonly meta: Database<number, string>;
   private readonly rulesDb: Database<{ source: string; at: number }, string>;
   private readonly vacation: Database<number, [string, string]>;
+  private readonly accounts: Database<AccountMeta, string>;
+  private readonly vanished: Database<number, IndexKey>;
+  private readonly threads: Database<string, [string, string]>;
+  private readonly subscriptions: Database<true, [string, string]>;
 
   constructor(
     path: string,
@@ -74,6 +127,10 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         { name: 'rules' },
         { name: 'vacation' },
         { name: 'passwords' },
+        { name: 'accounts' },
+        { name: 'vanished' },
+        { name: 'threads' },
+        { name: 'subscriptions' },
       ],
       options,
     );
@@ -86,13 +143,19 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     this.rulesDb = this.table('rules');
     this.vacation = this.table('vacation');
     this.passwords = this.table('passwords');
+    this.accounts = this.table('accounts');
+    this.vanished = this.table('vanished');
+    this.threads = this.table('threads');
+    this.subscriptions = this.table('subscriptions');
   }
 
   async append(request: AppendRequest): Promise<AppendResult[]> {
+    const changes: MailboxChange[] = [];
     const results = await this.write(() => {
       const out: AppendResult[] = [];
       let blob = 0;
       let refs = 0;
+      const emailId = newId('M');
       for (const r of request.recipients) {
         const seen = this.dedupe.get(r.idempotencyKey);
         if (seen) {
@@ -103,16 +166,21 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
           out.push({ account: r.account, folder: '', uid: 0, duplicate: false, refused: true });
           continue;
         }
+        const folders = r.folders ?? [request.folder ?? INBOX];
+        const account = this.accountMeta(r.account);
+        if (account.quota && account.used! + request.body.length * folders.length > account.quota) {
+          out.push({ account: r.account, folder: '', uid: 0, duplicate: false, overQuota: true });
+          continue;
+        }
         let first: { folder: string; uid: number } | undefined;
-        for (const folder of r.folders ?? [request.folder ?? INBOX]) {
+        const threadId = folders.length ? this.threadOf(r.account, request.thread) : '';
+        for (const folder of folders) {
           if (!blob) blob = this.newBlob(request.body);
-          const box = this.mailbox(r.account, folder, request.receivedAt);
-          const uid = box.nextUid;
-          this.set('mailboxes', [r.account, folder], { ...box, nextUid: uid + 1 });
-          this.set('index', [r.account, folder, uid], { size: request.body.length, receivedAt: request.receivedAt, blob, flags: [] });
+          const uid = this.put(r.account, account, folder, { size: request.body.length, receivedAt: request.receivedAt, blob, flags: request.flags ?? [], emailId, threadId }, changes);
           first ??= { folder, uid };
           refs++;
         }
+        this.setAccount(r.account, account);
         first ??= { folder: '', uid: 0 };
         if (r.vacation) this.set('vacation', [r.account, r.vacation.sender.toLowerCase()], r.vacation.until);
         this.set('dedupe', r.idempotencyKey, { account: r.account, ...first, at: request.receivedAt });
@@ -121,47 +189,382 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       if (refs > 1) this.set('refs', blob, refs);
       return out;
     });
+    this.announce(changes);
     return results;
   }
 
   /**
-   * A folder's record; a new one's UIDVALIDITY is the time it is made in seconds (a folder
-   * made again after it was removed gets a newer one). Records written before UIDVALIDITY
-   * existed read as 1: their uids were never reused either.
+   * Inside a write: one new message in a folder (made on first use) under its next uid, at
+   * the account's next mod-sequence; counted in `account.used` (written by the caller).
    */
-  private mailbox(account: string, folder: string, now = Date.now()): Mailbox {
+  private put(account: string, meta: AccountMeta, folder: string, entry: Omit<IndexEntry, 'modseq'>, changes: MailboxChange[]): number {
+    const box = this.mailbox(account, folder, meta);
+    const uid = box.nextUid;
+    const modseq = this.nextModseq(meta);
+    this.set('mailboxes', [account, folder], { ...box, nextUid: uid + 1, modseq });
+    this.set('index', [account, folder, uid], { ...entry, modseq });
+    meta.used! += entry.size;
+    changes.push({ account, folder, modseq, appended: [uid] });
+    return uid;
+  }
+
+  /** The account's counters, its usage counted once if an older version never did. */
+  private accountMeta(account: string): AccountMeta {
+    const meta = { ...(this.accounts.get(account) ?? { modseq: 0 }) };
+    if (meta.used === undefined) {
+      meta.used = 0;
+      for (const { value } of this.ofAccount(this.index, account)) meta.used += value.size;
+    }
+    return meta;
+  }
+
+  private setAccount(account: string, meta: AccountMeta): void {
+    this.set('accounts', account, meta);
+  }
+
+  /** The next mod-sequence of an account (inside its write; the caller writes `meta`). */
+  private nextModseq(meta: AccountMeta): number {
+    return ++meta.modseq;
+  }
+
+  /**
+   * The THREADID of a message with these keys: that of a message it answers, or of an
+   * earlier copy of itself, else a new one; its keys are remembered for the replies to come.
+   */
+  private threadOf(account: string, keys: ThreadKeys | undefined): string {
+    const ids = [keys?.messageId, ...(keys?.parents ?? [])].filter((k): k is string => Boolean(k)).map((k) => k.toLowerCase());
+    let thread: string | undefined;
+    for (const id of ids) if ((thread = this.threads.get([account, id]))) break;
+    thread ??= newId('T');
+    for (const id of ids) if (!this.threads.get([account, id])) this.set('threads', [account, id], thread);
+    return thread;
+  }
+
+  /**
+   * A folder's record; a new one's UIDVALIDITY is the time it is made in seconds, and never
+   * one the account gave before (a folder made again at once still gets a newer one).
+   * Records written before UIDVALIDITY existed read as 1: their uids were never reused either.
+   */
+  private mailbox(account: string, folder: string, meta?: AccountMeta, now = Date.now()): Mailbox {
     const box = this.mailboxes.get([account, folder]);
-    return box ? { nextUid: box.nextUid, uidValidity: box.uidValidity ?? 1 } : { nextUid: 1, uidValidity: Math.floor(now / 1000) };
+    if (box) return { nextUid: box.nextUid, uidValidity: box.uidValidity ?? 1, modseq: box.modseq ?? 1, id: box.id ?? `F${account}/${folder}`, specialUse: box.specialUse };
+    const uidValidity = Math.max(Math.floor(now / 1000), (meta?.uidValidity ?? 0) + 1);
+    if (meta) meta.uidValidity = uidValidity;
+    return { nextUid: 1, uidValidity, modseq: 0, id: newId('F'), specialUse: DEFAULT_MAILBOXES.find((d) => d.name === folder)?.specialUse };
   }
 
   folders(account: string): FolderInfo[] {
     const out: FolderInfo[] = [];
-    for (const { key, value } of this.ofAccount(this.mailboxes, account)) {
-      let messages = 0;
-      let unseen = 0;
-      for (const m of this.index.getRange({ start: [account, key[1], 0], end: [account, key[1], Number.MAX_SAFE_INTEGER] })) {
-        messages++;
-        if (!m.value.flags.includes(SEEN)) unseen++;
-      }
-      out.push({ name: key[1], uidValidity: value.uidValidity ?? 1, uidNext: value.nextUid, messages, unseen });
-    }
-    if (!out.some((f) => f.name === INBOX)) out.unshift({ name: INBOX, ...this.folderIds(account, INBOX), messages: 0, unseen: 0 });
+    for (const { key } of this.ofAccount(this.mailboxes, account)) out.push(this.folderInfo(account, key[1]));
+    if (!out.some((f) => f.name === INBOX)) out.unshift(this.folderInfo(account, INBOX));
     return out;
+  }
+
+  /** A folder's figures (counted from its messages); of one not made yet, what it will start with. */
+  folderInfo(account: string, folder: string): FolderInfo {
+    const box = this.mailbox(account, folder, this.accounts.get(account));
+    let messages = 0;
+    let unseen = 0;
+    let deleted = 0;
+    let size = 0;
+    for (const m of this.index.getRange({ start: [account, folder, 0], end: [account, folder, Number.MAX_SAFE_INTEGER] })) {
+      messages++;
+      size += m.value.size;
+      if (!m.value.flags.includes(SEEN)) unseen++;
+      if (m.value.flags.includes(DELETED)) deleted++;
+    }
+    return {
+      name: folder,
+      uidValidity: box.uidValidity,
+      uidNext: box.nextUid,
+      messages,
+      unseen,
+      deleted,
+      size,
+      highestModseq: box.modseq,
+      id: box.id,
+      specialUse: box.specialUse ?? '',
+      exists: this.mailboxes.get([account, folder]) !== undefined || folder === INBOX,
+      subscribed: this.subscriptions.get([account, folder]) === true,
+    };
   }
 
   /** UIDVALIDITY and UIDNEXT of a folder (of one not made yet: what it will get; not written by a read). */
   folderIds(account: string, folder = INBOX): { uidValidity: number; uidNext: number } {
-    const box = this.mailbox(account, folder);
+    const box = this.mailbox(account, folder, this.accounts.get(account));
     return { uidValidity: box.uidValidity, uidNext: box.nextUid };
   }
 
   async setFlags(account: string, folder: string, uids: number[], add: string[], remove: string[]): Promise<number> {
-    return this.eachMessage(account, folder, uids, (key, entry) => {
-      const flags = [...new Set([...entry.flags.filter((f) => !remove.includes(f)), ...add])];
-      if (flags.length === entry.flags.length && flags.every((f) => entry.flags.includes(f))) return false;
-      this.set('index', key, { ...entry, flags });
-      return true;
+    const changed = new Set<number>();
+    if (add.length) for (const c of (await this.storeFlags(account, folder, uids, 'add', add)).changed) changed.add(c.uid);
+    if (remove.length) for (const c of (await this.storeFlags(account, folder, uids, 'remove', remove)).changed) changed.add(c.uid);
+    return changed.size;
+  }
+
+  // --- IMAP: folders, flags with mod-sequences, expunge, copy and move, append ------------
+
+  /** Makes the account's default folders (INBOX and the special-use ones) that are missing; true if it made any. */
+  async ensureMailboxes(account: string): Promise<boolean> {
+    if (DEFAULT_MAILBOXES.every((d) => this.mailboxes.get([account, d.name]))) return false;
+    const changes: MailboxChange[] = [];
+    const made = await this.write(() => {
+      this.mustTake(account);
+      const meta = this.accountMeta(account);
+      let any = false;
+      for (const d of DEFAULT_MAILBOXES) {
+        if (this.mailboxes.get([account, d.name])) continue;
+        this.set('mailboxes', [account, d.name], this.mailbox(account, d.name, meta));
+        any = true;
+      }
+      if (any) this.setAccount(account, meta);
+      return any;
     });
+    if (made) changes.push({ account, folder: '', modseq: 0, mailboxes: true });
+    this.announce(changes);
+    return made;
+  }
+
+  async createMailbox(account: string, folder: string, specialUse?: string): Promise<FolderInfo> {
+    await this.write(() => {
+      this.mustTake(account);
+      if (folder === INBOX || this.mailboxes.get([account, folder])) throw Replies.mailboxExists(folder);
+      const meta = this.accountMeta(account);
+      this.set('mailboxes', [account, folder], { ...this.mailbox(account, folder, meta), ...(specialUse ? { specialUse } : {}) });
+      this.setAccount(account, meta);
+    });
+    this.announce([{ account, folder, modseq: 0, mailboxes: true }]);
+    return this.folderInfo(account, folder);
+  }
+
+  /** Removes a folder with its messages (INBOX cannot go); its name may be made again, with a newer UIDVALIDITY. */
+  async deleteMailbox(account: string, folder: string): Promise<void> {
+    await this.write(() => {
+      this.mustTake(account);
+      if (folder === INBOX) throw Replies.mailboxRefused('INBOX cannot be deleted');
+      if (!this.mailboxes.get([account, folder])) throw Replies.noSuchMailbox(folder);
+      const meta = this.accountMeta(account);
+      for (const { key, value } of this.ofFolder(this.index, account, folder)) {
+        this.removeMessage(key, value);
+        meta.used! -= value.size;
+      }
+      for (const { key } of this.ofFolder(this.vanished, account, folder)) this.unset('vanished', key);
+      this.unset('mailboxes', [account, folder]);
+      this.setAccount(account, meta);
+    });
+    this.announce([{ account, folder, modseq: 0, mailboxes: true }]);
+  }
+
+  /**
+   * Renames a folder and those under it (`/`), keeping their UIDVALIDITY, uids and
+   * mod-sequences. INBOX is special (RFC 9051 §6.3.6): its messages move to the new
+   * folder and INBOX stays, empty, with its uids going on.
+   */
+  async renameMailbox(account: string, from: string, to: string): Promise<void> {
+    await this.write(() => {
+      this.mustTake(account);
+      if (!this.mailboxes.get([account, from]) && from !== INBOX) throw Replies.noSuchMailbox(from);
+      if (to === INBOX || this.mailboxes.get([account, to])) throw Replies.mailboxExists(to);
+      const meta = this.accountMeta(account);
+      const moves = from === INBOX ? [[INBOX, to]] : this.ofAccount(this.mailboxes, account).map((e) => e.key[1]).filter((n) => n === from || n.startsWith(`${from}/`)).map((n) => [n, to + n.slice(from.length)]);
+      for (const [old, now] of moves) {
+        if (this.mailboxes.get([account, now])) throw Replies.mailboxExists(now);
+        const box = this.mailbox(account, old, meta);
+        const moved = old === INBOX ? { ...this.mailbox(account, now, meta), nextUid: box.nextUid, modseq: box.modseq } : box;
+        for (const { key, value } of this.ofFolder(this.index, account, old)) {
+          this.unset('index', key);
+          this.set('index', [account, now, key[2]], value);
+        }
+        for (const { key, value } of this.ofFolder(this.vanished, account, old)) {
+          this.unset('vanished', key);
+          if (old !== INBOX) this.set('vanished', [account, now, key[2]], value);
+        }
+        this.set('mailboxes', [account, now], moved);
+        if (old === INBOX) this.set('mailboxes', [account, INBOX], { ...box, modseq: this.nextModseq(meta) });
+        else this.unset('mailboxes', [account, old]);
+      }
+      this.setAccount(account, meta);
+    });
+    this.announce([{ account, folder: '', modseq: 0, mailboxes: true }]);
+  }
+
+  async subscribe(account: string, folder: string, on: boolean): Promise<void> {
+    await this.write(() => {
+      this.mustTake(account);
+      if (on) this.set('subscriptions', [account, folder], true);
+      else if (this.subscriptions.get([account, folder])) this.unset('subscriptions', [account, folder]);
+    });
+  }
+
+  /** The names an account subscribed to (some may not exist). */
+  subscribed(account: string): string[] {
+    return this.ofAccount(this.subscriptions, account).map((e) => e.key[1]);
+  }
+
+  /**
+   * STORE (RFC 9051, with CONDSTORE's UNCHANGEDSINCE): flags added, removed or replaced on
+   * each of `uids` that exists. A message whose mod-sequence is past `unchangedSince` is
+   * left as it is and named in `modified`; one whose flags change gets the account's next
+   * mod-sequence (one for the whole command).
+   */
+  async storeFlags(account: string, folder: string, uids: number[], op: 'add' | 'remove' | 'replace', flags: string[], unchangedSince?: number): Promise<StoreFlagsResult> {
+    const result: StoreFlagsResult = { changed: [], modified: [] };
+    await this.write(() => {
+      this.mustTake(account);
+      this.mustExist(account, folder);
+      const meta = this.accountMeta(account);
+      let modseq = 0;
+      for (const uid of uids) {
+        const key: IndexKey = [account, folder, uid];
+        const entry = this.index.get(key);
+        if (!entry) continue;
+        if (unchangedSince !== undefined && (entry.modseq ?? 1) > unchangedSince) {
+          result.modified.push(uid);
+          continue;
+        }
+        const next = op === 'replace' ? [...new Set(flags)] : op === 'add' ? [...new Set([...entry.flags, ...flags])] : entry.flags.filter((f) => !flags.includes(f));
+        if (next.length === entry.flags.length && next.every((f) => entry.flags.includes(f))) continue;
+        modseq ||= this.nextModseq(meta);
+        this.set('index', key, { ...entry, flags: next, modseq });
+        result.changed.push({ uid, flags: next, modseq });
+      }
+      if (modseq) {
+        this.set('mailboxes', [account, folder], { ...this.mailbox(account, folder, meta), modseq });
+        this.setAccount(account, meta);
+      }
+    });
+    if (result.changed.length) this.announce([{ account, folder, modseq: result.changed[0].modseq, flags: result.changed }]);
+    return result;
+  }
+
+  /** Expunges the messages flagged \Deleted (of `uids` only, when given: UID EXPUNGE); returns their uids. */
+  async expunge(account: string, folder: string, uids?: number[]): Promise<number[]> {
+    const changes: MailboxChange[] = [];
+    const gone = await this.write(() => {
+      this.mustTake(account);
+      this.mustExist(account, folder);
+      const only = uids && new Set(uids);
+      const doomed = this.ofFolder(this.index, account, folder).filter((e) => e.value.flags.includes(DELETED) && (!only || only.has(e.key[2])));
+      return this.removeFrom(account, folder, doomed, changes);
+    });
+    this.announce(changes);
+    return gone;
+  }
+
+  /** Inside a write: messages leave a folder, each remembered as vanished at one new mod-sequence. */
+  private removeFrom(account: string, folder: string, entries: { key: IndexKey; value: IndexEntry }[], changes: MailboxChange[]): number[] {
+    if (!entries.length) return [];
+    const meta = this.accountMeta(account);
+    const modseq = this.nextModseq(meta);
+    for (const { key, value } of entries) {
+      this.removeMessage(key, value);
+      this.set('vanished', key, modseq);
+      meta.used! -= value.size;
+    }
+    this.set('mailboxes', [account, folder], { ...this.mailbox(account, folder, meta), modseq });
+    this.setAccount(account, meta);
+    const gone = entries.map((e) => e.key[2]);
+    changes.push({ account, folder, modseq, expunged: gone });
+    return gone;
+  }
+
+  /**
+   * COPY or MOVE (RFC 6851) of `uids` to another folder of the account, in one write: each
+   * copy shares its body, keeps its flags, EMAILID and THREADID and gets the next uid there;
+   * a move expunges the originals. Returns the pairs of uids (UIDPLUS's COPYUID) and the
+   * target's UIDVALIDITY. A copy that would go over the quota is refused whole.
+   */
+  async copyMessages(account: string, from: string, to: string, uids: number[], move: boolean): Promise<{ uidValidity: number; pairs: [number, number][] }> {
+    const changes: MailboxChange[] = [];
+    const out = await this.write(() => {
+      this.mustTake(account);
+      this.mustExist(account, from);
+      this.mustExist(account, to);
+      const meta = this.accountMeta(account);
+      const entries = [...new Set(uids)].sort((a, b) => a - b).flatMap((uid) => {
+        const value = this.index.get([account, from, uid]);
+        return value ? [{ key: [account, from, uid] as IndexKey, value }] : [];
+      });
+      const adds = move ? 0 : entries.reduce((n, e) => n + e.value.size, 0);
+      if (meta.quota && meta.used! + adds > meta.quota) throw Replies.overQuota(account);
+      const pairs: [number, number][] = [];
+      for (const { key, value } of entries) {
+        this.set('refs', value.blob, (this.refs.get(value.blob) ?? 1) + 1);
+        pairs.push([key[2], this.put(account, meta, to, { ...value, emailId: value.emailId ?? `B${value.blob}`, threadId: value.threadId ?? `B${value.blob}` }, changes)]);
+      }
+      this.setAccount(account, meta);
+      if (move) this.removeFrom(account, from, entries, changes);
+      return { uidValidity: this.mailbox(account, to, meta).uidValidity, pairs };
+    });
+    this.announce(changes);
+    return out;
+  }
+
+  /** APPEND: a message into a folder that exists, with its flags and date; refused over the quota (`[OVERQUOTA]`). */
+  async appendMessage(account: string, folder: string, body: Buffer, flags: string[], receivedAt: number, thread?: ThreadKeys): Promise<{ uid: number; uidValidity: number }> {
+    const changes: MailboxChange[] = [];
+    const out = await this.write(() => {
+      this.mustTake(account);
+      this.mustExist(account, folder);
+      const meta = this.accountMeta(account);
+      if (meta.quota && meta.used! + body.length > meta.quota) throw Replies.overQuota(account);
+      const uid = this.put(account, meta, folder, { size: body.length, receivedAt, blob: this.newBlob(body), flags, emailId: newId('M'), threadId: this.threadOf(account, thread) }, changes);
+      this.setAccount(account, meta);
+      return { uid, uidValidity: this.mailbox(account, folder, meta).uidValidity };
+    });
+    this.announce(changes);
+    return out;
+  }
+
+  /** The account's quota (bytes, 0: none) and what it uses. */
+  quota(account: string): { limit: number; used: number } {
+    const meta = this.accountMeta(account);
+    return { limit: meta.quota ?? 0, used: meta.used! };
+  }
+
+  async setQuota(account: string, limit: number): Promise<void> {
+    await this.write(() => {
+      this.mustTake(account);
+      const meta = this.accountMeta(account);
+      this.setAccount(account, { ...meta, quota: limit });
+    });
+  }
+
+  /**
+   * What changed in a folder after mod-sequence `since` (CONDSTORE's CHANGEDSINCE, QRESYNC's
+   * resync): messages with a newer mod-sequence, and uids expunged after it.
+   */
+  changedSince(account: string, folder: string, since: number): { changed: MessageInfo[]; vanished: number[] } {
+    const changed = this.ofFolder(this.index, account, folder).filter((e) => (e.value.modseq ?? 1) > since).map((e) => info(e.key, e.value));
+    const vanished = this.ofFolder(this.vanished, account, folder).filter((e) => e.value > since).map((e) => e.key[2]);
+    return { changed, vanished };
+  }
+
+  /** The account's mod-sequence now (the change feed resumes from one). */
+  modseq(account: string): number {
+    return this.accounts.get(account)?.modseq ?? 0;
+  }
+
+  /** Inside a write: an IMAP command on a folder that is not there is refused (`[NONEXISTENT]`). */
+  private mustExist(account: string, folder: string): void {
+    if (folder !== INBOX && !this.mailboxes.get([account, folder])) throw Replies.noSuchMailbox(folder);
+  }
+
+  /** Changes are announced once written and durable: a session never sees what a failover could undo. */
+  private announce(changes: MailboxChange[]): void {
+    for (const c of changes) this.emit('change', c);
+  }
+
+  /**
+   * A read of what is durable: `read` runs on one snapshot, and its answer waits until the
+   * log's end at that snapshot is on the in-sync replicas, so a client never sees a uid or
+   * mod-sequence that a failover could take back (and hand out again).
+   */
+  async readDurable<T>(read: () => T): Promise<T> {
+    const out = read();
+    const seq = this.position().seq;
+    await this.durableUpTo(seq);
+    return out;
   }
 
   passwordHash(account: string): { hash: string; at: number } | undefined {
@@ -248,25 +651,19 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     return { info: info([account, folder, uid], entry), body };
   }
 
+  /** Removes messages at once, whatever their flags (POP3's QUIT, the CLI); how many were there. */
   async delete(account: string, folder: string, uids: number[]): Promise<number> {
-    return this.eachMessage(account, folder, uids, (key, entry) => {
-      this.removeMessage(key, entry);
-      return true;
-    });
-  }
-
-  /** One write over the messages of `uids` that exist (of an account taken here); how many `change` changed. */
-  private eachMessage(account: string, folder: string, uids: number[], change: (key: IndexKey, entry: IndexEntry) => boolean): Promise<number> {
-    return this.write(() => {
+    const changes: MailboxChange[] = [];
+    const n = await this.write(() => {
       this.mustTake(account);
-      let n = 0;
-      for (const uid of uids) {
-        const key: IndexKey = [account, folder, uid];
-        const entry = this.index.get(key);
-        if (entry && change(key, entry)) n++;
-      }
-      return n;
+      const entries = uids.flatMap((uid) => {
+        const value = this.index.get([account, folder, uid]);
+        return value ? [{ key: [account, folder, uid] as IndexKey, value }] : [];
+      });
+      return this.removeFrom(account, folder, entries, changes).length;
     });
+    this.announce(changes);
+    return n;
   }
 
   /** Inside a write: one index entry goes, and its blob with the last entry that points at it. */
@@ -281,6 +678,11 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   }
 
   // --- account moves ----------------------------------------------------------------------
+
+  /** The entries of one folder of a table keyed [account, folder, uid]. */
+  private ofFolder<V>(db: Database<V, IndexKey>, account: string, folder: string): { key: IndexKey; value: V }[] {
+    return [...db.getRange({ start: [account, folder, 0], end: [account, folder, Number.MAX_SAFE_INTEGER] })];
+  }
 
   /** The keys of a table that start with `account` (array keys sort by their first element). */
   private ofAccount<K extends [string, ...Key[]], V>(db: Database<V, K>, account: string): { key: K; value: V }[] {
@@ -318,7 +720,15 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       batch = [];
       bytes = 0;
     }
-    for (const { key, value } of this.ofAccount(this.mailboxes, account)) yield* add({ kind: 'mailbox', folder: key[1], nextUid: value.nextUid, uidValidity: value.uidValidity });
+    const meta = this.accounts.get(account);
+    if (meta) yield* add({ kind: 'account', modseq: meta.modseq, quota: meta.quota });
+    for (const { key } of this.ofAccount(this.mailboxes, account)) {
+      const box = this.mailbox(account, key[1]);
+      yield* add({ kind: 'mailbox', folder: key[1], nextUid: box.nextUid, uidValidity: box.uidValidity, modseq: box.modseq, id: box.id, specialUse: box.specialUse });
+    }
+    for (const { key } of this.ofAccount(this.subscriptions, account)) yield* add({ kind: 'subscription', folder: key[1] });
+    for (const { key, value } of this.ofAccount(this.vanished, account)) yield* add({ kind: 'vanished', folder: key[1], uid: key[2], modseq: value });
+    for (const { key, value } of this.ofAccount(this.threads, account)) yield* add({ kind: 'thread', messageId: key[1], threadId: value });
     const password = this.passwords.get(account);
     if (password) yield* add({ kind: 'password', hash: password.hash, at: password.at });
     for (const { key, value } of this.ofAccount(this.index, account)) {
@@ -332,7 +742,8 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
           yield* add({ kind: 'part', blob: value.blob, chunk: body.subarray(at, at + batchBytes) }, batchBytes);
         if (body.length > batchBytes) body = undefined;
       }
-      yield* add({ kind: 'message', folder: key[1], uid: key[2], size: value.size, receivedAt: value.receivedAt, flags: value.flags, blob: value.blob, body }, 64 + (body?.length ?? 0));
+      const m = info(key, value);
+      yield* add({ kind: 'message', folder: key[1], uid: key[2], size: value.size, receivedAt: value.receivedAt, flags: value.flags, blob: value.blob, body, modseq: m.modseq, emailId: m.emailId, threadId: m.threadId }, 64 + (body?.length ?? 0));
     }
     const rules = this.rulesDb.get(account);
     if (rules) yield* add({ kind: 'rules', source: rules.source, at: rules.at });
@@ -356,7 +767,12 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for await (const batch of batches) {
       await this.write(() => {
         for (const r of batch) {
-          if (r.kind === 'mailbox') this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid, uidValidity: r.uidValidity ?? 1 });
+          if (r.kind === 'account') this.set('accounts', account, { modseq: r.modseq, ...(r.quota ? { quota: r.quota } : {}) });
+          else if (r.kind === 'mailbox')
+            this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid, uidValidity: r.uidValidity ?? 1, modseq: r.modseq ?? 1, id: r.id ?? `F${account}/${r.folder}`, ...(r.specialUse ? { specialUse: r.specialUse } : {}) });
+          else if (r.kind === 'subscription') this.set('subscriptions', [account, r.folder], true);
+          else if (r.kind === 'vanished') this.set('vanished', [account, r.folder, r.uid], r.modseq);
+          else if (r.kind === 'thread') this.set('threads', [account, r.messageId], r.threadId);
           else if (r.kind === 'password') this.set('passwords', account, { hash: r.hash, at: r.at });
           else if (r.kind === 'part') parts.set(r.blob, [...(parts.get(r.blob) ?? []), r.chunk]);
           else if (r.kind === 'message') {
@@ -369,7 +785,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
               bytes += body.length;
             }
             if (++b.refs > 1) this.set('refs', b.id, b.refs);
-            this.set('index', [account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags });
+            this.set('index', [account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags, modseq: r.modseq ?? 1, emailId: r.emailId ?? `B${r.blob}`, threadId: r.threadId ?? `B${r.blob}` });
             messages++;
           } else if (r.kind === 'rules') this.set('rules', account, { source: r.source, at: r.at });
           else if (r.kind === 'vacation') this.set('vacation', [account, r.sender], r.until);
@@ -391,6 +807,10 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for (const { key, value } of messages) this.removeMessage(key, value);
     for (const { key } of this.ofAccount(this.mailboxes, account)) this.unset('mailboxes', key);
     for (const { key } of this.ofAccount(this.vacation, account)) this.unset('vacation', key);
+    for (const { key } of this.ofAccount(this.vanished, account)) this.unset('vanished', key);
+    for (const { key } of this.ofAccount(this.threads, account)) this.unset('threads', key);
+    for (const { key } of this.ofAccount(this.subscriptions, account)) this.unset('subscriptions', key);
+    if (this.accounts.get(account)) this.unset('accounts', account);
     if (this.rulesDb.get(account)) this.unset('rules', account);
     if (this.passwords.get(account)) this.unset('passwords', account);
     for (const key of dedupeKeys) this.unset('dedupe', key);
@@ -398,8 +818,17 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   }
 }
 
+/**
+ * A message as callers see it; entries written before mod-sequences and object ids existed
+ * read as mod-sequence 1 and ids from their blob (kept as they are by a move).
+ */
 function info([, folder, uid]: IndexKey, e: IndexEntry): MessageInfo {
-  return { folder, uid, size: e.size, receivedAt: e.receivedAt, flags: e.flags };
+  return { folder, uid, size: e.size, receivedAt: e.receivedAt, flags: e.flags, modseq: e.modseq ?? 1, emailId: e.emailId ?? `B${e.blob}`, threadId: e.threadId ?? `B${e.blob}` };
+}
+
+/** A new object id (RFC 8474: letters, digits, `-`, `_`): a prefix and 96 random bits. */
+function newId(prefix: string): string {
+  return prefix + randomBytes(12).toString('base64url');
 }
 
 /**

@@ -109,7 +109,7 @@ export class LoggedLmdb extends EventEmitter {
    */
   protected async write<T>(work: () => T): Promise<T> {
     const [out, seq] = await this.commitLogged(work);
-    await this.durableAt(seq);
+    await this.durableUpTo(seq);
     return out;
   }
 
@@ -140,10 +140,11 @@ export class LoggedLmdb extends EventEmitter {
 
   /** Resolves once everything committed so far is on disk here and wherever `durable` says. */
   flushed(): Promise<void> {
-    return this.durableAt(this.position().seq);
+    return this.durableUpTo(this.position().seq);
   }
 
-  private async durableAt(seq: number): Promise<void> {
+  /** Resolves once the log up to `seq` is on disk here and wherever `durable` says. */
+  protected async durableUpTo(seq: number): Promise<void> {
     await flushed(this.root);
     if (seq) await this.logged.durable?.(seq);
   }

@@ -5,15 +5,50 @@ export interface MessageInfo {
   size: number;
   receivedAt: number;
   flags: string[];
+  /** The account's mod-sequence of its last change (RFC 7162; one counter per account, so the change feed has one order). */
+  modseq: number;
+  /** RFC 8474's EMAILID and THREADID: made at its first append, kept by copies, moves and account moves. */
+  emailId: string;
+  threadId: string;
 }
 
-/** A folder as IMAP sees it (RFC 3501): uids are never given twice within one UIDVALIDITY. */
+/** A folder as IMAP sees it (RFC 9051): uids are never given twice within one UIDVALIDITY. */
 export interface FolderInfo {
   name: string;
   uidValidity: number;
   uidNext: number;
   messages: number;
   unseen: number;
+  /** Messages flagged \Deleted (STATUS DELETED), and the bytes of them all (STATUS SIZE). */
+  deleted: number;
+  size: number;
+  highestModseq: number;
+  /** RFC 8474 MAILBOXID. */
+  id: string;
+  /** RFC 6154 special use, '' for none. */
+  specialUse: string;
+  /** Made already (INBOX always is): a name that is only subscribed is not. */
+  exists: boolean;
+  subscribed: boolean;
+}
+
+/** A change to an account's mail, announced once durable: the access sessions' notifications. */
+export interface MailboxChange {
+  account: string;
+  folder: string;
+  /** The mod-sequence it was made at (0 for a change of the folder list). */
+  modseq: number;
+  appended?: number[];
+  flags?: { uid: number; flags: string[]; modseq: number }[];
+  expunged?: number[];
+  /** Folders were made, removed or renamed. */
+  mailboxes?: boolean;
+}
+
+/** What STORE did: the messages whose flags changed, and those left alone because they changed after UNCHANGEDSINCE. */
+export interface StoreFlagsResult {
+  changed: { uid: number; flags: string[]; modseq: number }[];
+  modified: number[];
 }
 
 export interface AppendRecipient {
@@ -35,6 +70,15 @@ export interface AppendRequest {
   receivedAt: number;
   recipients: AppendRecipient[];
   folder?: string;
+  /** Flags the message is stored with (IMAP APPEND); none for a delivery. */
+  flags?: string[];
+  /** What threads it: its Message-ID and those of the messages it answers (In-Reply-To, References). */
+  thread?: ThreadKeys;
+}
+
+export interface ThreadKeys {
+  messageId?: string;
+  parents: string[];
 }
 
 export interface AppendResult {
@@ -46,6 +90,8 @@ export interface AppendResult {
   duplicate: boolean;
   /** Nothing was written: the account is not taken here now (it is being moved, or has moved). */
   refused?: boolean;
+  /** Nothing was written: it would take the account over its quota. */
+  overQuota?: boolean;
 }
 
 /**
@@ -109,10 +155,14 @@ export interface LogPosition {
  * still recognised).
  */
 export type AccountRecord =
-  | { kind: 'mailbox'; folder: string; nextUid: number; uidValidity?: number }
+  | { kind: 'account'; modseq: number; quota?: number }
+  | { kind: 'mailbox'; folder: string; nextUid: number; uidValidity?: number; modseq?: number; id?: string; specialUse?: string }
+  | { kind: 'subscription'; folder: string }
+  | { kind: 'vanished'; folder: string; uid: number; modseq: number }
+  | { kind: 'thread'; messageId: string; threadId: string }
   | { kind: 'password'; hash: string; at: number }
   /** `body` is absent when an earlier message of the account carried that blob, or `part`s did. */
-  | { kind: 'message'; folder: string; uid: number; size: number; receivedAt: number; flags: string[]; blob: number; body?: Buffer }
+  | { kind: 'message'; folder: string; uid: number; size: number; receivedAt: number; flags: string[]; blob: number; body?: Buffer; modseq?: number; emailId?: string; threadId?: string }
   | { kind: 'part'; blob: number; chunk: Buffer }
   | { kind: 'rules'; source: string; at: number }
   | { kind: 'vacation'; sender: string; until: number }

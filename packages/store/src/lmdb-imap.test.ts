@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DEFAULT_MAILBOXES, LmdbMailStore } from './lmdb-store.js';
+import type { AccountRecord, MailboxChange } from './store.js';
+
+const A = 'imap@x.test';
+const msg = (subject: string) => Buffer.from(`Subject: ${subject}\r\n\r\nbody of ${subject}\r\n`);
+
+describe('LmdbMailStore for IMAP', () => {
+  let dir: string;
+  let store: LmdbMailStore;
+  const changes: MailboxChange[] = [];
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mailgrid-imap-store-'));
+    store = new LmdbMailStore(dir);
+    store.on('change', (c: MailboxChange) => changes.push(c));
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes the default folders with their special use once, and a folder made again gets a newer UIDVALIDITY', async () => {
+    assert.equal(await store.ensureMailboxes(A), true);
+    assert.equal(await store.ensureMailboxes(A), false, 'nothing to make the second time');
+    const folders = store.folders(A);
+    assert.deepEqual(folders.map((f) => [f.name, f.specialUse]).sort(), DEFAULT_MAILBOXES.map((d) => [d.name, d.specialUse ?? '']).sort());
+    assert.ok(folders.every((f) => f.id.startsWith('F') && f.exists));
+    const made = await store.createMailbox(A, 'Projects/2026');
+    await store.deleteMailbox(A, 'Projects/2026');
+    const again = await store.createMailbox(A, 'Projects/2026');
+    assert.ok(again.uidValidity > made.uidValidity, `${again.uidValidity} after ${made.uidValidity}`);
+    assert.notEqual(again.id, made.id);
+    await assert.rejects(store.createMailbox(A, 'Projects/2026'), (e: { code?: string }) => e.code === 'ALREADY_EXISTS');
+    await assert.rejects(store.deleteMailbox(A, 'INBOX'), (e: { code?: string }) => e.code === 'FAILED_PRECONDITION');
+  });
+
+  it('gives every change the account\'s next mod-sequence; STORE honours UNCHANGEDSINCE; HIGHESTMODSEQ follows', async () => {
+    const [a] = await store.append({ body: msg('one'), receivedAt: 1, recipients: [{ account: A, idempotencyKey: 'i1' }] });
+    const [b] = await store.append({ body: msg('two'), receivedAt: 2, recipients: [{ account: A, idempotencyKey: 'i2' }] });
+    const [m1, m2] = store.list(A);
+    assert.ok(m2.modseq > m1.modseq);
+    assert.match(m1.emailId, /^M[A-Za-z0-9_-]+$/);
+    const seen = await store.storeFlags(A, 'INBOX', [a.uid, b.uid], 'add', ['\\Seen']);
+    assert.equal(seen.changed.length, 2);
+    assert.equal(seen.changed[0].modseq, seen.changed[1].modseq, 'one mod-sequence for the command');
+    assert.ok(seen.changed[0].modseq > m2.modseq);
+    // Changed since the client looked: left alone, and named.
+    const stale = await store.storeFlags(A, 'INBOX', [a.uid, b.uid], 'add', ['$Important'], m2.modseq);
+    assert.deepEqual(stale, { changed: [], modified: [a.uid, b.uid] });
+    const replaced = await store.storeFlags(A, 'INBOX', [a.uid], 'replace', ['\\Flagged'], seen.changed[0].modseq);
+    assert.deepEqual(replaced.changed.map((c) => c.flags), [['\\Flagged']]);
+    assert.equal(store.folderInfo(A, 'INBOX').highestModseq, replaced.changed[0].modseq);
+    assert.equal(store.modseq(A), replaced.changed[0].modseq);
+  });
+
+  it('expunges what is \\Deleted, remembers the uids as vanished at their mod-sequence, and says what changed since a point', async () => {
+    const before = store.modseq(A);
+    const [c] = await store.append({ body: msg('three'), receivedAt: 3, recipients: [{ account: A, idempotencyKey: 'i3' }] });
+    await store.storeFlags(A, 'INBOX', [1, c.uid], 'add', ['\\Deleted']);
+    assert.deepEqual(await store.expunge(A, 'INBOX', [c.uid]), [c.uid], 'UID EXPUNGE: only the ones named');
+    assert.deepEqual(await store.expunge(A, 'INBOX'), [1]);
+    const since = store.changedSince(A, 'INBOX', before);
+    assert.deepEqual(since.vanished.sort(), [1, c.uid]);
+    assert.deepEqual(since.changed.map((m) => m.uid), [], 'message 2 has not changed since');
+    assert.equal(store.folderIds(A).uidNext, c.uid + 1, 'no uid given twice');
+    assert.ok(changes.some((ch) => ch.expunged?.includes(1)));
+  });
+
+  it('copies and moves with COPYUID pairs, keeping EMAILID, THREADID and flags; a copy over the quota is refused whole', async () => {
+    const [src] = store.list(A);
+    const copy = await store.copyMessages(A, 'INBOX', 'Archive', [src.uid, 999], false);
+    assert.equal(copy.pairs.length, 1);
+    const archived = store.list(A, 'Archive').find((m) => m.uid === copy.pairs[0][1])!;
+    assert.deepEqual([archived.emailId, archived.threadId, archived.flags], [src.emailId, src.threadId, src.flags]);
+    assert.equal(copy.uidValidity, store.folderIds(A, 'Archive').uidValidity);
+    const moved = await store.copyMessages(A, 'Archive', 'Trash', [archived.uid], true);
+    assert.equal(store.list(A, 'Archive').length, 0);
+    assert.equal(store.list(A, 'Trash')[0].emailId, src.emailId);
+    assert.ok(store.changedSince(A, 'Archive', 0).vanished.includes(archived.uid));
+    const { used } = store.quota(A);
+    await store.setQuota(A, used + 10);
+    await assert.rejects(store.copyMessages(A, 'INBOX', 'Archive', [src.uid], false), (e: { code?: string }) => e.code === 'OVER_QUOTA');
+    await assert.rejects(store.appendMessage(A, 'INBOX', msg('too big'), [], 4), (e: { code?: string }) => e.code === 'OVER_QUOTA');
+    const [refused] = await store.append({ body: msg('delivered over quota'), receivedAt: 5, recipients: [{ account: A, idempotencyKey: 'i5' }] });
+    assert.equal(refused.overQuota, true);
+    assert.equal(store.quota(A).used, used, 'nothing was written');
+    await store.setQuota(A, 0);
+    assert.ok(moved.pairs.length === 1);
+  });
+
+  it('threads a reply with what it answers, by Message-ID, In-Reply-To and References', async () => {
+    const root = await store.appendMessage(A, 'Sent', msg('root'), ['\\Seen'], 6, { messageId: '<Root@x>', parents: [] });
+    const reply = await store.appendMessage(A, 'INBOX', msg('Re: root'), [], 7, { messageId: '<reply@y>', parents: ['<root@x>'] });
+    const other = await store.appendMessage(A, 'INBOX', msg('other'), [], 8, { messageId: '<other@z>', parents: [] });
+    const thread = (folder: string, uid: number) => store.list(A, folder).find((m) => m.uid === uid)!.threadId;
+    assert.equal(thread('INBOX', reply.uid), thread('Sent', root.uid));
+    assert.notEqual(thread('INBOX', other.uid), thread('Sent', root.uid));
+    assert.deepEqual(store.list(A, 'Sent').find((m) => m.uid === root.uid)!.flags, ['\\Seen']);
+  });
+
+  it('renames a folder with those under it keeping their ids; renaming INBOX moves its messages and leaves it empty with its uids going on', async () => {
+    await store.createMailbox(A, 'Old');
+    await store.createMailbox(A, 'Old/Sub');
+    await store.appendMessage(A, 'Old/Sub', msg('in sub'), [], 9);
+    const sub = store.folderInfo(A, 'Old/Sub');
+    await store.renameMailbox(A, 'Old', 'New');
+    const moved = store.folderInfo(A, 'New/Sub');
+    assert.deepEqual([moved.uidValidity, moved.id, moved.messages], [sub.uidValidity, sub.id, 1]);
+    assert.equal(store.folderInfo(A, 'Old/Sub').exists, false);
+    const inbox = store.folderInfo(A, 'INBOX');
+    await store.renameMailbox(A, 'INBOX', 'Saved');
+    assert.equal(store.folderInfo(A, 'Saved').messages, inbox.messages);
+    const after = store.folderInfo(A, 'INBOX');
+    assert.deepEqual([after.messages, after.uidNext, after.uidValidity], [0, inbox.uidNext, inbox.uidValidity]);
+  });
+
+  it('moves with the account: UIDVALIDITY, uids, mod-sequences, ids, vanished uids, threads, subscriptions and quota', async () => {
+    await store.subscribe(A, 'Saved', true);
+    await store.setQuota(A, 1 << 30);
+    const other = new LmdbMailStore(join(dir, 'other'));
+    try {
+      const records: AccountRecord[][] = [...store.exportAccount(A)];
+      await other.importAccount(A, (async function* () {
+        yield* records;
+      })());
+      for (const f of store.folders(A)) {
+        const g = other.folderInfo(A, f.name);
+        assert.deepEqual([g.uidValidity, g.uidNext, g.highestModseq, g.id, g.specialUse, g.messages], [f.uidValidity, f.uidNext, f.highestModseq, f.id, f.specialUse, f.messages], f.name);
+        assert.deepEqual(other.list(A, f.name), store.list(A, f.name));
+        assert.deepEqual(other.changedSince(A, f.name, 0).vanished, store.changedSince(A, f.name, 0).vanished);
+      }
+      assert.equal(other.modseq(A), store.modseq(A));
+      assert.deepEqual(other.subscribed(A), ['Saved']);
+      assert.deepEqual(other.quota(A), store.quota(A));
+      // A reply arriving after the move still joins its thread.
+      const reply = await other.appendMessage(A, 'INBOX', msg('Re: root again'), [], 10, { messageId: '<r2@y>', parents: ['<root@x>'] });
+      assert.equal(other.list(A).find((m) => m.uid === reply.uid)!.threadId, store.list(A, 'Sent')[0].threadId);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('answers a durable read only once the log it saw is durable', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = new LmdbMailStore(join(dir, 'held'), { durable: () => gate });
+    try {
+      const appended = held.append({ body: msg('x'), receivedAt: 1, recipients: [{ account: A, idempotencyKey: 'd1' }] });
+      await held.barrier();
+      let answered = false;
+      const read = held.readDurable(() => held.list(A).length).then((n) => ((answered = true), n));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(answered, false, 'not before the replicas have it');
+      release();
+      assert.equal(await read, 1);
+      await appended;
+    } finally {
+      await held.close();
+    }
+  });
+});
