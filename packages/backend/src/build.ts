@@ -74,7 +74,20 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
     services: [closer('store', () => (unobserve(), store.close())), dedupePruner(store, () => config.queue.lifetimeMs + DEDUPE_MARGIN_MS, primary, log), logTrimmer(store, trimPoint, log)],
     grpc: [
       deliveryService(deliver, { maxMessageBytes, log: deliveryLog }),
-      mailboxService({ group, router, store, chunkBytes: config.delivery.chunkBytes, epoch: deps.epoch, cacheMs: () => current.auth.cacheMs, holds, log }),
+      mailboxService({
+        group,
+        router,
+        store,
+        chunkBytes: config.delivery.chunkBytes,
+        maxMessageBytes,
+        search: async () => {
+          throw Replies.unimplemented('SEARCH');
+        },
+        epoch: deps.epoch,
+        cacheMs: () => current.auth.cacheMs,
+        holds,
+        log,
+      }),
       rulesService({ group, router, store, epoch: deps.epoch }),
       ...(deps.directoryAdmin ? [adminService(deps.directoryAdmin, group)] : []),
       backupService({ store, directory: deps.directoryAdmin, node: config.nodeId, group, log }),

@@ -3,13 +3,16 @@ import { AdminError, hashPassword, normalizeHash, Replies, verifyPassword, type 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Router } from '@mailgrid/mailflow';
 import { proto, toServiceError, traceFromMetadata, type GrpcService, type MailboxHandlers } from '@mailgrid/protocol';
-import { INBOX, type MailStore, type MessageInfo } from '@mailgrid/store';
+import { INBOX, type LmdbMailStore, type MessageInfo } from '@mailgrid/store';
+import { imapHandlers, type ImapHandlersDeps } from './imap-handlers.js';
 
 export interface MailboxServiceDeps {
   group: string;
   router: Router;
-  store: MailStore;
+  store: LmdbMailStore;
   chunkBytes: number;
+  maxMessageBytes: () => number;
+  search: ImapHandlersDeps['search'];
   /** The epoch while this member is its group's primary (a cluster member); absent: not fenced. */
   epoch?: () => number | undefined;
   /** How long a verified password is trusted without hashing it again (0: never). */
@@ -46,13 +49,14 @@ export function ownedAccount(router: Router, group: string, epoch?: () => number
   };
 }
 
-/** An account's mail and credentials (the CLI, POP3 and SMTP AUTH on the frontends, IMAP later). */
+/** An account's mail and credentials (the CLI; POP3, IMAP and SMTP AUTH on the frontends). */
 export function mailboxService(deps: MailboxServiceDeps): GrpcService {
   const account = ownedAccount(deps.router, deps.group, deps.epoch);
-  const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags });
+  const wire = (m: MessageInfo) => ({ folder: m.folder, uid: m.uid, size: m.size, receivedAtMs: m.receivedAt, flags: m.flags, modseq: m.modseq, emailId: m.emailId, threadId: m.threadId });
   const credentials = new CredentialCache(deps.cacheMs);
 
   const handlers: MailboxHandlers = {
+    ...imapHandlers({ store: deps.store, account, maxMessageBytes: deps.maxMessageBytes, search: deps.search, track: (call) => deps.holds.track(call), log: deps.log }),
     List(call, callback) {
       account(call.request.account)
         .then((acct) => {
@@ -120,14 +124,28 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
         .catch((err) => call.emit('error', toServiceError(err)));
     },
 
+    /**
+     * One message, or several (`uids`: each as its info then its chunks; one gone since is
+     * left out), whole or only its header block.
+     */
     Fetch(call: grpc.ServerWritableStream<any, any>) {
-      const { folder, uid } = call.request;
+      const { folder, uid, uids, headerOnly } = call.request as { folder: string; uid: number; uids: number[]; headerOnly: boolean };
       account(call.request.account)
-        .then((acct) => {
-          const found = deps.store.fetch(acct, folder || INBOX, uid);
-          if (!found) throw Replies.noSuchMessage(acct, folder || INBOX, uid);
-          call.write({ info: wire(found.info) });
-          for (let i = 0; i < found.body.length; i += deps.chunkBytes) call.write({ chunk: found.body.subarray(i, i + deps.chunkBytes) });
+        .then(async (acct) => {
+          const many = uids.length > 0;
+          for (const u of many ? uids : [uid]) {
+            const found = deps.store.fetch(acct, folder || INBOX, u);
+            if (!found) {
+              if (many) continue;
+              throw Replies.noSuchMessage(acct, folder || INBOX, u);
+            }
+            const body = headerOnly ? headerBlock(found.body) : found.body;
+            call.write({ info: wire(found.info) });
+            for (let i = 0; i < body.length; i += deps.chunkBytes) {
+              // A large answer waits for the client to read what was written.
+              if (!call.write({ chunk: body.subarray(i, i + deps.chunkBytes) })) await new Promise((r) => call.once('drain', r));
+            }
+          }
           call.end();
         })
         .catch((err) => call.emit('error', toServiceError(err)));
@@ -141,6 +159,12 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
     },
   };
   return { name: 'Mailbox', definition: proto.Mailbox.service, handlers: handlers as never };
+}
+
+/** A message's header block, with the blank line that ends it (all of it when there is none). */
+function headerBlock(body: Buffer): Buffer {
+  const end = body.indexOf('\r\n\r\n');
+  return end < 0 ? body : body.subarray(0, end + 4);
 }
 
 /**
@@ -187,6 +211,8 @@ export class MailboxHolds implements Service {
   private _state: ServiceState = 'new';
   /** Per account: its holders by name. */
   private readonly held = new Map<string, Map<string, Hold>>();
+  /** Change feeds (Watch), ended like the holds: they live in one epoch. */
+  private readonly watches = new Map<grpc.ServerWritableStream<any, any>, number | undefined>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -223,6 +249,16 @@ export class MailboxHolds implements Service {
     call.write({ held: true });
   }
 
+  /** A change feed, ended when this member stops being the primary of this epoch, or stops. */
+  track(call: grpc.ServerWritableStream<any, any>): void {
+    if (this._state !== 'running') throw Replies.notPrimary('');
+    this.watches.set(call, this.epoch?.());
+    const forget = () => this.watches.delete(call);
+    call.on('cancelled', forget);
+    call.on('close', forget);
+    call.on('error', forget);
+  }
+
   private forget(account: string, holder: string, call: grpc.ServerWritableStream<any, any>): void {
     const holders = this.held.get(account);
     if (holders?.get(holder)?.call !== call) return;
@@ -234,8 +270,13 @@ export class MailboxHolds implements Service {
     this._state = 'running';
     // A hold lives in one epoch: a member deposed (even if elected again since) lets go of it.
     this.timer = setInterval(() => {
-      if (!this.epoch || !this.held.size) return;
+      if (!this.epoch || (!this.held.size && !this.watches.size)) return;
       const now = this.epoch();
+      for (const [call, epoch] of this.watches) {
+        if (epoch === now) continue;
+        this.watches.delete(call);
+        call.end();
+      }
       for (const [account, holders] of this.held)
         for (const [holder, h] of holders) {
           if (h.epoch === now) continue;
@@ -254,7 +295,8 @@ export class MailboxHolds implements Service {
     const calls = [...this.held.values()].flatMap((holders) => [...holders.values()].map((h) => h.call));
     if (calls.length) this.log.info({ event: 'mailbox.holds-ended', holds: calls.length, why: 'stopping' }, 'access sessions let go');
     this.held.clear();
-    for (const call of calls) call.end();
+    for (const call of [...calls, ...this.watches.keys()]) call.end();
+    this.watches.clear();
   }
 }
 
