@@ -5,3 +5,4 @@ export * from './authenticator.js';
 export * from './mailbox-session.js';
 export * from './tls-source.js';
 export * from './proxy-header.js';
+export * from './change-feeds.js';

@@ -2,6 +2,7 @@ import { Replies, type Logger } from '@mailgrid/core';
 import type { HostingGroups } from '@mailgrid/directory';
 import type { Router } from '@mailgrid/mailflow';
 import { ClientPool, createMailboxClient, MailboxCalls, type ListResponse__Output, type MailboxClient, type MailboxHold, type Trace } from '@mailgrid/protocol';
+import { ChangeFeeds, type ChangeListener } from './change-feeds.js';
 
 /** POP3's maildrop is the session's alone (RFC 1939: `[IN-USE]`); IMAP sessions share a mailbox. */
 export type HoldMode = 'exclusive' | 'shared';
@@ -12,6 +13,7 @@ export type HoldMode = 'exclusive' | 'shared';
  */
 export class MailboxAccess {
   private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
+  private readonly feeds: ChangeFeeds;
 
   constructor(
     private readonly deps: {
@@ -20,8 +22,12 @@ export class MailboxAccess {
       /** The deadline of one call. */
       timeoutMs: () => number;
       node: string;
+      log: Logger;
     },
-  ) {}
+  ) {
+    // A minute without a session before an account's feed goes: clients that poll come back sooner.
+    this.feeds = new ChangeFeeds({ lingerMs: 60_000, log: deps.log });
+  }
 
   /** Calls to the Mailbox service of a group's primary now. */
   async calls(group: string, trace: Trace = {}): Promise<MailboxCalls> {
@@ -40,10 +46,11 @@ export class MailboxAccess {
     if (route.kind !== 'local') throw Replies.backendUnavailable(new Error(`${account} is not an account here now`));
     const calls = await this.calls(route.group, { session: options.session });
     const hold = await calls.hold(route.account, `${this.deps.node}/${options.session}`, options.mode === 'shared');
-    return new MailboxSession(route.account, route.group, calls, hold, options.log);
+    return new MailboxSession(route.account, route.group, calls, hold, options.log, this.feeds);
   }
 
   close(): void {
+    this.feeds.close();
     this.clients.close();
   }
 }
@@ -63,9 +70,11 @@ export class MailboxSession {
   constructor(
     readonly account: string,
     readonly group: string,
-    private readonly calls: MailboxCalls,
+    /** The primary's Mailbox service for this account, every call fenced by its epoch. */
+    readonly calls: MailboxCalls,
     private readonly hold: MailboxHold,
     private readonly log: Logger,
+    private readonly feeds: ChangeFeeds,
   ) {
     this.lost = hold.lost.then(() => {
       if (!this.closed) this.log.info({ event: 'mailbox.hold-lost', account, group }, 'the primary that served this mailbox changed or stopped');
@@ -88,6 +97,11 @@ export class MailboxSession {
   /** Removes messages (flushed and replicated before it resolves); how many were there. */
   delete(uids: number[], folder = ''): Promise<number> {
     return this.calls.delete(this.account, uids, folder);
+  }
+
+  /** Hears the account's changes after `fromModseq` (from the frontend's one feed of it); returns the way to stop. */
+  listen(fromModseq: number, listener: ChangeListener): () => void {
+    return this.feeds.listen(this.account, this.calls, fromModseq, listener);
   }
 
   /** Lets go of the mailbox; resolves once the primary has (the next session finds it free). */

@@ -42,7 +42,7 @@ export function buildFrontend(deps: FrontendDeps): FrontendParts {
   const config = () => current;
   const flow = createMailFlow({ ...deps, current: config, place: deps.takers ? 'frontend' : 'single' });
   const tls = new TlsSource(deps.config, deps.log);
-  const mailboxes = new MailboxAccess({ router: flow.router, groups: deps.groups, timeoutMs: () => current.delivery.timeoutMs, node: deps.config.nodeId });
+  const mailboxes = new MailboxAccess({ router: flow.router, groups: deps.groups, timeoutMs: () => current.delivery.timeoutMs, node: deps.config.nodeId, log: deps.log.child({ component: 'mailboxes' }) });
   const auth = new Authenticator({ router: flow.router, mailboxes, ledger: deps.ledger ?? new MemoryLedger(), current: config, log: deps.log.child({ component: 'auth' }) });
   const smtp = new SmtpProtocol({ config: deps.config, router: flow.router, intake: flow.intake, tls, auth, log: deps.log });
   // Every protocol of the registry has its session here; a new one is an entry in core and a line in this table.

@@ -29,3 +29,8 @@ export type { BackupClient, BackupHandlers } from './generated/mailgrid/v1/Backu
 export type { BackupResponse__Output } from './generated/mailgrid/v1/BackupResponse.js';
 export type { ImportRequest, ImportRequest__Output } from './generated/mailgrid/v1/ImportRequest.js';
 export type { AccountBatch__Output } from './generated/mailgrid/v1/AccountBatch.js';
+export type { MailboxChange__Output } from './generated/mailgrid/v1/MailboxChange.js';
+export type { MessageState__Output } from './generated/mailgrid/v1/MessageState.js';
+export type { FolderInfo__Output } from './generated/mailgrid/v1/FolderInfo.js';
+export type { SelectResponse__Output } from './generated/mailgrid/v1/SelectResponse.js';
+export type { MailboxesResponse__Output } from './generated/mailgrid/v1/MailboxesResponse.js';
