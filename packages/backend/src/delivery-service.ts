@@ -126,6 +126,14 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
     for (const r of toStore) fail(r.address, full);
     toStore.length = 0;
   }
+  // Over its quota: refused for good (a DSN), before its rules make any mail; the store asks again inside its write.
+  for (const r of [...toStore]) {
+    const q = deps.store.quota(r.account);
+    if (q.limit && q.used + returnPath.length + body.length > q.limit) {
+      fail(r.address, Replies.overQuota(r.account));
+      toStore.splice(toStore.indexOf(r), 1);
+    }
+  }
   await applyRules(deps, envelope, body, toStore, fail);
   body = Buffer.concat([returnPath, body]);
   if (toStore.length) {
@@ -134,6 +142,7 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
       stored.forEach((s, i) => {
         const { address, actions } = toStore[i];
         if (s.refused) return fail(address, Replies.accountMoving(s.account));
+        if (s.overQuota) return fail(address, Replies.overQuota(s.account));
         const reply = s.uid ? Replies.storedAs(s.folder, s.uid) : Replies.disposedByRules(s.duplicate ? 'earlier' : actions?.join(' ') || 'not stored');
         results.set(address, { address, outcome: 'STORED', reply, folder: s.folder, uid: s.uid, duplicate: s.duplicate });
       });

@@ -29,6 +29,8 @@ export interface AccessListenerSpec {
 export interface AccessProtocolSpec {
   /** The protocol's name, which is also its config section's. */
   readonly name: string;
+  /** The setting of how long a client may say nothing (a balancer in front must wait longer). */
+  readonly idleKey: string;
   /** Its section has `host`, `proxyFrom` and `maxClients` of its own (empty, 0: the `listen` ones). */
   readonly overrides: boolean;
   readonly listeners: readonly AccessListenerSpec[];
@@ -37,10 +39,11 @@ export interface AccessProtocolSpec {
 export const ACCESS_PROTOCOLS = [
   // The MX port. Its section keeps no overrides: smtp.host, smtp.proxyFrom and smtp.maxClients
   // were the shared settings before `listen` and still name them (deprecated).
-  { name: 'smtp', overrides: false, listeners: [{ name: 'smtp', portKey: 'port', tls: 'starttls', wellKnown: 25, alwaysOn: true }] },
+  { name: 'smtp', idleKey: 'smtp.idleTimeoutMs', overrides: false, listeners: [{ name: 'smtp', portKey: 'port', tls: 'starttls', wellKnown: 25, alwaysOn: true }] },
   // RFC 6409 submission (STARTTLS, AUTH, then mail) and over implicit TLS.
   {
     name: 'submission',
+    idleKey: 'smtp.idleTimeoutMs',
     overrides: true,
     listeners: [
       { name: 'submission', portKey: 'port', tls: 'starttls', wellKnown: 587 },
@@ -49,10 +52,20 @@ export const ACCESS_PROTOCOLS = [
   },
   {
     name: 'pop3',
+    idleKey: 'pop3.idleTimeoutMs',
     overrides: true,
     listeners: [
       { name: 'pop3', portKey: 'port', tls: 'starttls', wellKnown: 110 },
       { name: 'pop3s', portKey: 'tlsPort', tls: 'implicit', wellKnown: 995 },
+    ],
+  },
+  {
+    name: 'imap',
+    idleKey: 'imap.idleTimeoutMs',
+    overrides: true,
+    listeners: [
+      { name: 'imap', portKey: 'port', tls: 'starttls', wellKnown: 143 },
+      { name: 'imaps', portKey: 'tlsPort', tls: 'implicit', wellKnown: 993 },
     ],
   },
 ] as const satisfies readonly AccessProtocolSpec[];

@@ -93,6 +93,12 @@ export const configSchema = z.strictObject({
   /** POP3 (STLS before any login) on `port`, and over implicit TLS on `tlsPort`; 0 disables one. */
   pop3: z.strictObject({ port, tlsPort: port, idleTimeoutMs: positive, ...listenerOverrides }),
   /**
+   * IMAP4rev2 and rev1 (STARTTLS before any login) on `port`, and over implicit TLS on
+   * `tlsPort`; 0 disables one. A client idle past `idleTimeoutMs` is logged out (RFC 9051
+   * wants at least 30 minutes: IDLE clients renew every 29).
+   */
+  imap: z.strictObject({ port, tlsPort: port, idleTimeoutMs: z.number().int().min(60_000), ...listenerOverrides }),
+  /**
    * The certificate of SMTP, submission and POP3, reloaded when the files change. Empty:
    * a self-signed one is made in the data folder (and the log says so); STARTTLS on the MX
    * port is offered only with a configured one.
@@ -247,6 +253,7 @@ export function defaults(): Config {
     },
     submission: { port: 2587, tlsPort: 2465, host: '', proxyFrom: '', maxClients: 0 },
     pop3: { port: 2110, tlsPort: 2995, idleTimeoutMs: 600_000, host: '', proxyFrom: '', maxClients: 0 },
+    imap: { port: 2143, tlsPort: 2993, idleTimeoutMs: 1_800_000, host: '', proxyFrom: '', maxClients: 0 },
     tls: { keyFile: '', certFile: '' },
     auth: { failDelayMs: 2_000, maxFailures: 5, lockoutMs: 300_000, cacheMs: 600_000 },
     queue: {
@@ -447,6 +454,7 @@ export const LIVE_SETTINGS = [
   'listen.maxClients',
   'submission.maxClients',
   'pop3.maxClients',
+  'imap.maxClients',
   'smtp.idleTimeoutMs',
   'smtp.greetingDelayMs',
   'auth.failDelayMs',

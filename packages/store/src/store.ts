@@ -115,6 +115,8 @@ export interface MailStore {
   folderIds(account: string, folder?: string): { uidValidity: number; uidNext: number };
   /** Adds and removes flags of messages; resolves with how many changed, once on disk. */
   setFlags(account: string, folder: string, uids: number[], add: string[], remove: string[]): Promise<number>;
+  /** The account's storage quota (bytes, 0: none) and what it uses. */
+  quota(account: string): { limit: number; used: number };
   /** The account's password hash (kept with its mail: it replicates and moves with it). */
   passwordHash(account: string): { hash: string; at: number } | undefined;
   setPasswordHash(account: string, hash: string): Promise<void>;

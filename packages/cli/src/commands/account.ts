@@ -68,6 +68,25 @@ account
     }),
   );
 account
+  .command('set <address> <setting> <value>')
+  .description("set an account's own setting, kept with its mail in its group: quota <bytes> (its storage limit, with k, M, G; 0 for none)")
+  .action((address: string, setting: string, value: string) =>
+    withBackendOf(address, (p) => new MailboxReader(p), async (mb, key) => {
+      if (setting !== 'quota') throw new CliError(`no account setting ${setting}; there is: quota`);
+      const q = await mb.setQuota(key, bytes(value));
+      done(q.limit ? `quota of ${key} set to ${q.limit} bytes (${q.used} used)` : `quota of ${key} removed (${q.used} bytes used)`);
+    }),
+  );
+account
+  .command('show <address>')
+  .description("an account's group and quota (what it uses of it)")
+  .action((address: string) =>
+    withBackendOf(address, (p) => new MailboxReader(p), async (mb, key) => {
+      const q = await mb.quota(key);
+      print([{ address: key, quota: q.limit || 'none', used: q.used }], ['address', 'quota', 'used'], { address: key, quota: Number(q.limit), used: Number(q.used) });
+    }),
+  );
+account
   .command('remove <address>')
   .description('remove an account (its stored mail stays on the backend)')
   .action((address: string) =>
@@ -86,6 +105,13 @@ account
       print(accounts as unknown as Record<string, unknown>[], accounts.some((a) => a.move) ? ['address', 'group', 'move'] : ['address', 'group']);
     }),
   );
+
+/** `10M`, `2G`, `500000` as bytes. */
+function bytes(text: string): number {
+  const m = /^(\d+)\s*([kKmMgGtT]?)[bB]?$/.exec(text.trim());
+  if (!m) throw new CliError(`not a size: ${text} (bytes, or with k, M, G)`);
+  return Number(m[1]) * 1024 ** ' kmgt'.indexOf(m[2].toLowerCase() || ' ');
+}
 
 /** The new password: a terminal is asked twice without echo; anything else gives its first line. */
 async function readPassword(): Promise<string> {

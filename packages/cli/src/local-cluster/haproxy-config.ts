@@ -1,5 +1,4 @@
-import type { AccessListenerName } from '@mailgrid/core';
-import { ACCESS_SERVICES } from './topology.js';
+import { ACCESS_LISTENERS, accessProtocol, defaults, type AccessListenerName } from '@mailgrid/core';
 
 /**
  * HAProxy in front of the frontends: TCP mode, the PROXY protocol to each frontend (so it
@@ -32,19 +31,23 @@ export interface HaproxyOptions {
 /** One HAProxy frontend and backend per access listener of the registry, each balancing over every frontend (TLS passes through: the frontends terminate it). */
 export function haproxyConfig(binds: Record<AccessListenerName, string>, frontends: HaproxyFrontend[], options: HaproxyOptions = {}): string {
   const resolve = options.dns ? ' resolvers dns init-addr libc,none' : '';
-  const sections = ACCESS_SERVICES.map(
-    (service) => `frontend ${service}
+  const sections = ACCESS_LISTENERS.map(({ name: service, protocol }) => {
+    // Longer than the protocol lets a client think (its default idle timeout): the frontend, not HAProxy, ends an idle session.
+    const idle = `${Math.ceil(idleMs(accessProtocol(protocol).idleKey) / 1000) + 10}s`;
+    return `frontend ${service}
     bind ${binds[service]}
+    timeout client ${idle}
     default_backend ${service}_frontends
 
 backend ${service}_frontends
+    timeout server ${idle}
     balance leastconn
     option httpchk GET /readyz
     http-check expect status 200
     default-server inter 500ms fall 2 rise 2 send-proxy${resolve}
 ${frontends.map((f) => `    server ${f.id} ${f.host}:${f.ports[service]} check port ${f.httpPort}`).join('\n')}
-`,
-  );
+`;
+  });
   const threads = options.nbthread ? `    nbthread ${options.nbthread}\n` : '';
   const dns = options.dns
     ? `resolvers dns
@@ -61,7 +64,7 @@ ${threads}
 ${dns}defaults
     mode tcp
     timeout connect 5s
-    # a client may think for minutes between commands: SMTP 300 s (smtp.idleTimeoutMs), POP3 10 minutes (pop3.idleTimeoutMs)
+    # each access listener waits a little longer than its protocol's idle timeout (below)
     timeout client 610s
     timeout server 610s
     timeout check 2s
@@ -70,4 +73,9 @@ ${dns}defaults
     option redispatch
 
 ${sections.join('\n')}`;
+}
+
+/** A setting's default (`imap.idleTimeoutMs`), in ms. */
+function idleMs(key: string): number {
+  return key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], defaults()) as number;
 }
