@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import compileCommand from 'imapflow/lib/handler/imap-compiler.js';
+import { searchCompiler } from 'imapflow/lib/search-compiler.js';
 import { ImapParseError, parseDateTime, parseSequenceSet, readCommand, type ParseErrorCode, type ParseOptions } from './parser.js';
 import { BufferInput, EndOfInput, testOptions } from './test-input.js';
 import type { Command, FetchItem, SearchKey, SequenceSet } from './types.js';
@@ -398,6 +400,86 @@ describe('readCommand: SEARCH keys', () => {
   it('takes OR chains 100 deep', async () => {
     const { command } = await parse(`a SEARCH ${'OR SEEN '.repeat(100)}ALL\r\n`);
     assert.equal(command.name, 'SEARCH');
+  });
+});
+
+describe('readCommand: commands as an independent client (imapflow) writes them', () => {
+  type Connection = Parameters<typeof searchCompiler>[0];
+  const connection = { capabilities: new Map([['CONDSTORE', true], ['OBJECTID', true]]), enabled: new Set<string>() } as unknown as Connection;
+  const wire = (command: Parameters<typeof compileCommand>[0]) => Buffer.concat([compileCommand(command, { literalPlus: true }), Buffer.from('\r\n')]);
+
+  it('SEARCH from its search compiler', async () => {
+    const attributes = searchCompiler(connection, {
+      or: [{ from: 'alice' }, { subject: 'hi "there"' }],
+      seen: false,
+      uid: '1:*',
+      larger: 100,
+      body: 'smörgåsbord',
+      modseq: 5,
+      emailId: 'M1a2',
+      header: { 'X-Foo': 'bar' },
+      keyword: '$Fwd',
+      not: { deleted: true },
+    });
+    const { command } = await parse(wire({ tag: 'A1', command: 'UID SEARCH', attributes }), { literalPlus: true });
+    assert.deepEqual(command, {
+      name: 'SEARCH',
+      uid: true,
+      return: undefined,
+      charset: 'UTF-8',
+      key: {
+        kind: 'AND',
+        keys: [
+          { kind: 'OR', a: { kind: 'HEADER', name: 'FROM', value: 'alice' }, b: { kind: 'HEADER', name: 'SUBJECT', value: 'hi "there"' } },
+          flag('\\Seen', false),
+          { kind: 'UID', set: set([1, Infinity]) },
+          { kind: 'SIZE', op: 'larger', size: 100 },
+          { kind: 'BODY', value: 'smörgåsbord' },
+          { kind: 'MODSEQ', modseq: 5n },
+          { kind: 'EMAILID', id: 'M1a2' },
+          { kind: 'HEADER', name: 'X-FOO', value: 'bar' },
+          flag('$Fwd'),
+          { kind: 'NOT', key: flag('\\Deleted') },
+        ],
+      },
+    });
+  });
+
+  it('APPEND with a literal, FETCH with sections and partials, STORE', async () => {
+    const append = await parse(
+      wire({ tag: 'A2', command: 'APPEND', attributes: [{ type: 'ATOM', value: 'Entw&APw-rfe' }, [{ type: 'ATOM', value: '\\Seen' }], { type: 'LITERAL', value: Buffer.from('Subject: x\r\n\r\nhi') }] }),
+      { literalPlus: true },
+    );
+    assert.deepEqual(append.command, { name: 'APPEND', mailbox: 'Entwürfe', messages: [{ flags: ['\\Seen'], message: Buffer.from('Subject: x\r\n\r\nhi'), binary: false }] });
+    const fetch = await parse(
+      wire({
+        tag: 'A3',
+        command: 'UID FETCH',
+        attributes: [
+          { type: 'SEQUENCE', value: '1:*' },
+          [
+            { type: 'ATOM', value: 'UID' },
+            { type: 'ATOM', value: 'BODY.PEEK', section: [{ type: 'ATOM', value: 'HEADER.FIELDS' }, [{ type: 'ATOM', value: 'Subject' }, { type: 'ATOM', value: 'Date' }]] },
+            { type: 'ATOM', value: 'BINARY.PEEK', section: [{ type: 'ATOM', value: '1' }], partial: [0, 1024] },
+          ],
+        ],
+      }),
+    );
+    assert.deepEqual(fetch.command, {
+      name: 'FETCH',
+      uid: true,
+      set: set([1, Infinity]),
+      items: [
+        { kind: 'UID' },
+        { kind: 'BODY[]', section: { part: [], specifier: 'HEADER.FIELDS', fields: ['SUBJECT', 'DATE'] }, peek: true },
+        { kind: 'BINARY[]', section: { part: [1] }, partial: { start: 0, length: 1024 }, peek: true },
+      ],
+      vanished: false,
+    });
+    const store = await parse(
+      wire({ tag: 'A4', command: 'UID STORE', attributes: [{ type: 'SEQUENCE', value: '7' }, { type: 'ATOM', value: '+FLAGS.SILENT' }, [{ type: 'ATOM', value: '\\Flagged' }]] }),
+    );
+    assert.deepEqual(store.command, { name: 'STORE', uid: true, set: one(7), op: 'add', silent: true, flags: ['\\Flagged'] });
   });
 });
 
