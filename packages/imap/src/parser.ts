@@ -241,11 +241,14 @@ class Reader {
   }
 
   maxLiteral(command: string): number {
+    let limit: number;
     try {
-      return this.options.maxLiteral(command);
+      limit = this.options.maxLiteral(command);
     } catch (err) {
       throw new SessionFailed(err);
     }
+    // NaN would let every size through.
+    return limit >= 0 ? limit : 0;
   }
 
   async nextLine(): Promise<void> {
