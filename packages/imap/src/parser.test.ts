@@ -107,6 +107,7 @@ const commands: [string, Command][] = [
     { name: 'LIST', select: ['SPECIAL-USE', 'REMOTE'], reference: '', patterns: ['*'], return: { options: ['SPECIAL-USE', 'SUBSCRIBED'] } },
   ],
   ['a LIST "" {1}\r\n*', { name: 'LIST', select: [], reference: '', patterns: ['*'], return: { options: [] } }],
+  ['a LIST "" ""', { name: 'LIST', select: [], reference: '', patterns: [''], return: { options: [] } }],
   ['a LSUB "" "news.*"', { name: 'LSUB', reference: '', pattern: 'news.*' }],
   // STATUS
   [
@@ -694,6 +695,11 @@ describe('readCommand: literals', () => {
     assert.equal(err.code, 'TOOBIG');
     assert.equal(options.continuations.length, 1);
     assert.equal((await readCommand(input, testOptions())).tag, 'Z9');
+  });
+
+  it('reads a maxLiteral that is not a number as 0, not as no limit', async () => {
+    const { err } = await parseError('A1 LOGIN {5}\r\n', { maxLiteral: () => NaN });
+    assert.equal(err.code, 'TOOBIG');
   });
 
   it('bounds the messages of one MULTIAPPEND together', async () => {
