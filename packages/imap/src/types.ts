@@ -67,7 +67,8 @@ export type SearchKey =
   /** BCC/CC/FROM/SUBJECT/TO/HEADER name value; the name upper-cased; substring, case-insensitive. */
   | { kind: 'HEADER'; name: string; value: string }
   | { kind: 'BODY' | 'TEXT'; value: string }
-  | { kind: 'MODSEQ'; modseq: bigint }
+  /** MODSEQ [entry type] n (RFC 7162): `entry` narrows it to one flag's metadata item (`"/flags/\\Seen" priv`). */
+  | { kind: 'MODSEQ'; modseq: bigint; entry?: { flag: Flag; type: 'priv' | 'shared' | 'all' } }
   | { kind: 'EMAILID' | 'THREADID'; id: string };
 
 /** ESEARCH's RETURN options (RFC 4731, with SEARCHRES's SAVE). Empty: the plain SEARCH response. */
@@ -82,7 +83,8 @@ export interface SortKey {
 // ---- commands ---------------------------------------------------------------------------
 
 export interface StatusItems {
-  items: ('MESSAGES' | 'UIDNEXT' | 'UIDVALIDITY' | 'UNSEEN' | 'DELETED' | 'SIZE' | 'HIGHESTMODSEQ' | 'RECENT' | 'MAILBOXID')[];
+  /** APPENDLIMIT is RFC 7889's per-mailbox limit. */
+  items: ('MESSAGES' | 'UIDNEXT' | 'UIDVALIDITY' | 'UNSEEN' | 'DELETED' | 'SIZE' | 'HIGHESTMODSEQ' | 'RECENT' | 'MAILBOXID' | 'APPENDLIMIT')[];
 }
 
 /** SELECT/EXAMINE's QRESYNC parameter (RFC 7162 §3.2.5). */
@@ -108,6 +110,7 @@ export interface AppendMessage {
 export type Command =
   | { name: 'CAPABILITY' | 'NOOP' | 'LOGOUT' | 'STARTTLS' | 'NAMESPACE' | 'CHECK' | 'CLOSE' | 'UNSELECT' | 'IDLE' }
   | { name: 'LOGIN'; user: string; password: string }
+  /** `initial`: SASL-IR's initial response, base64 as sent (`=`, the empty response, is ''). */
   | { name: 'AUTHENTICATE'; mechanism: string; initial?: string }
   | { name: 'ENABLE'; capabilities: string[] }
   | { name: 'ID'; params: Record<string, string | null> | null }
@@ -121,7 +124,7 @@ export type Command =
       select: string[];
       reference: MailboxName;
       patterns: MailboxName[];
-      /** RETURN options: SUBSCRIBED, CHILDREN, SPECIAL-USE, and STATUS (LIST-STATUS) with its items. */
+      /** RETURN options: SUBSCRIBED, CHILDREN, SPECIAL-USE in `options`; STATUS (LIST-STATUS) as `status`, with its items. */
       return: { options: string[]; status?: StatusItems };
     }
   | { name: 'LSUB'; reference: MailboxName; pattern: MailboxName }

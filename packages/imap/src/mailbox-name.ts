@@ -1,0 +1,65 @@
+/**
+ * Mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) until the client enables
+ * UTF8=ACCEPT (or IMAP4rev2), UTF-8 after. INBOX is case-insensitive.
+ */
+import utf7 from 'utf7';
+
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+
+/** Why a name could not be decoded. */
+export class MailboxNameError extends Error {
+  override readonly name = 'MailboxNameError';
+}
+
+/**
+ * A mailbox name as the client wrote it, decoded. With `utf8` the bytes are UTF-8 and `&`
+ * is itself; without, modified UTF-7 is decoded, and 8-bit bytes are still read as UTF-8
+ * (clients that never learnt modified UTF-7 send that, and it is not ambiguous).
+ */
+export function decodeMailboxName(raw: Buffer, utf8: boolean): string {
+  let name: string;
+  if (utf8 || raw.some((b) => b >= 0x80)) {
+    try {
+      name = utf8Strict.decode(raw);
+    } catch {
+      throw new MailboxNameError('Mailbox name is not UTF-8');
+    }
+  } else {
+    const text = raw.toString('latin1');
+    name = text.includes('&') ? decodeUtf7(text) : text;
+  }
+  return isInbox(name) ? 'INBOX' : name;
+}
+
+/** A list pattern or LIST reference: decoded like a name, but INBOX is left as written (the matcher folds its case). */
+export function decodeMailboxPattern(raw: Buffer, utf8: boolean): string {
+  if (utf8 || raw.some((b) => b >= 0x80)) {
+    try {
+      return utf8Strict.decode(raw);
+    } catch {
+      throw new MailboxNameError('Mailbox name is not UTF-8');
+    }
+  }
+  const text = raw.toString('latin1');
+  return text.includes('&') ? decodeUtf7(text) : text;
+}
+
+/** A name as it goes on the wire, unquoted: modified UTF-7 unless `utf8`. */
+export function encodeMailboxName(name: string, utf8: boolean): string {
+  if (utf8) return name;
+  return /[^\x20-\x25\x27-\x7e]/.test(name) ? utf7.imap.encode(name) : name;
+}
+
+export function isInbox(name: string): boolean {
+  return name.length === 5 && name.toUpperCase() === 'INBOX';
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function decodeUtf7(text: string): string {
+  const name = utf7.imap.decode(text);
+  // The library decodes leniently; only the one canonical spelling of a name is taken, so
+  // two spellings can never name two mailboxes that look alike.
+  if (LONE_SURROGATE.test(name) || utf7.imap.encode(name) !== text) throw new MailboxNameError('Mailbox name is not valid modified UTF-7');
+  return name;
+}
