@@ -1,1 +1,3 @@
 export type * from './types.js';
+export * from './mime.js';
+export * from './subject.js';
