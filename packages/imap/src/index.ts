@@ -1,3 +1,5 @@
 export type * from './types.js';
 export * from './mime.js';
 export * from './subject.js';
+export * from './collation.js';
+export * from './search.js';
