@@ -3,3 +3,5 @@ export * from './mime.js';
 export * from './subject.js';
 export * from './collation.js';
 export * from './search.js';
+export * from './sort.js';
+export * from './thread.js';
