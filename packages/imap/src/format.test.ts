@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import imapResponse from 'imapflow/lib/handler/imap-parser.js';
 import { parseBodystructure, parseEnvelope } from 'imapflow/lib/tools.js';
-import { astring, bodyStructure, dateTime, envelope, flagList, list, literal, mailboxName, nstring, quoted, sequenceSet, sequenceSetText } from './format.js';
+import { astring, formatBodyStructure, dateTime, formatEnvelope, flagList, list, literal, mailboxName, nstring, quoted, sequenceSet, sequenceSetText } from './format.js';
 import { parseSequenceSet, readCommand } from './parser.js';
 import { BufferInput, testOptions } from './test-input.js';
 import type { BodyStructure, Envelope } from './types.js';
@@ -177,7 +177,7 @@ const rfcMultipart = part({
 describe('envelope', () => {
   it("writes RFC 9051 §8's example exactly", () => {
     assert.equal(
-      envelope(rfcEnvelope),
+      formatEnvelope(rfcEnvelope),
       '("Wed, 17 Jul 1996 02:23:25 -0700 (PDT)" "IMAP4rev2 WG mtg summary and minutes" ' +
         '(("Terry Gray" NIL "gray" "cac.washington.edu")) (("Terry Gray" NIL "gray" "cac.washington.edu")) ' +
         '(("Terry Gray" NIL "gray" "cac.washington.edu")) ((NIL NIL "imap" "cac.washington.edu")) ' +
@@ -195,11 +195,11 @@ describe('envelope', () => {
       ],
       cc: [],
     };
-    assert.match(envelope(env), / \(\(NIL NIL "undisclosed-recipients" NIL\)\(NIL NIL NIL NIL\)\) NIL NIL NIL "</);
+    assert.match(formatEnvelope(env), / \(\(NIL NIL "undisclosed-recipients" NIL\)\(NIL NIL NIL NIL\)\) NIL NIL NIL "</);
   });
 
   it('is read back by an independent client (imapflow)', async () => {
-    const response = await imapResponse(`* 12 FETCH (ENVELOPE ${envelope(rfcEnvelope)})`);
+    const response = await imapResponse(`* 12 FETCH (ENVELOPE ${formatEnvelope(rfcEnvelope)})`);
     const parsed = parseEnvelope((response.attributes?.[1] as unknown[])[1] as Parameters<typeof parseEnvelope>[0]);
     assert.equal(parsed.subject, rfcEnvelope.subject);
     assert.deepEqual(parsed.from, [{ name: 'Terry Gray', address: 'gray@cac.washington.edu' }]);
@@ -213,12 +213,12 @@ describe('envelope', () => {
 
 describe('bodyStructure', () => {
   it("writes RFC 9051 §8's text/plain BODY exactly", () => {
-    assert.equal(bodyStructure(part({ params: { charset: 'US-ASCII' }, size: 3028, lines: 92 }), false), '("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3028 92)');
+    assert.equal(formatBodyStructure(part({ params: { charset: 'US-ASCII' }, size: 3028, lines: 92 }), false), '("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 3028 92)');
   });
 
   it("writes RFC 3501 §7.4.2's multipart BODY exactly", () => {
     assert.equal(
-      bodyStructure(rfcMultipart, false),
+      formatBodyStructure(rfcMultipart, false),
       '(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 1152 23)("TEXT" "PLAIN" ("CHARSET" "US-ASCII" "NAME" "cc.diff") ' +
         '"<960723163407.20117h@cac.washington.edu>" "Compiler diff" "BASE64" 4554 73) "MIXED")',
     );
@@ -226,7 +226,7 @@ describe('bodyStructure', () => {
 
   it('adds the extension data for BODYSTRUCTURE', () => {
     assert.equal(
-      bodyStructure(rfcMultipart, true),
+      formatBodyStructure(rfcMultipart, true),
       '(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 1152 23 NIL NIL NIL NIL)("TEXT" "PLAIN" ("CHARSET" "US-ASCII" "NAME" "cc.diff") ' +
         '"<960723163407.20117h@cac.washington.edu>" "Compiler diff" "BASE64" 4554 73 NIL NIL NIL NIL) "MIXED" ("BOUNDARY" "----=_Part_1") NIL NIL NIL)',
     );
@@ -254,26 +254,26 @@ describe('bodyStructure', () => {
 
   it('writes a single part with every extension field', () => {
     assert.equal(
-      bodyStructure(attachment, true),
+      formatBodyStructure(attachment, true),
       '("APPLICATION" "PDF" ("NAME" "report.pdf") NIL NIL "BASE64" 1000 "Q2hlY2sgSW50ZWdyaXR5IQ==" ' + '("ATTACHMENT" ("FILENAME" "report.pdf")) ("en" "de") "http://example.test/report.pdf")',
     );
-    assert.equal(bodyStructure(attachment, false), '("APPLICATION" "PDF" ("NAME" "report.pdf") NIL NIL "BASE64" 1000)');
+    assert.equal(formatBodyStructure(attachment, false), '("APPLICATION" "PDF" ("NAME" "report.pdf") NIL NIL "BASE64" 1000)');
   });
 
   it('writes message/rfc822 with its envelope, body and lines', () => {
     assert.equal(
-      bodyStructure(forwarded, true),
-      `("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 342 ${envelope(rfcEnvelope)} ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 20 1 NIL NIL "en" NIL) 10 NIL NIL NIL NIL)`,
+      formatBodyStructure(forwarded, true),
+      `("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 342 ${formatEnvelope(rfcEnvelope)} ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 20 1 NIL NIL "en" NIL) 10 NIL NIL NIL NIL)`,
     );
   });
 
   it('writes a multipart without parts as one empty text part', () => {
-    assert.equal(bodyStructure(part({ type: 'multipart', subtype: 'mixed', parts: [] }), false), '(("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0) "MIXED")');
+    assert.equal(formatBodyStructure(part({ type: 'multipart', subtype: 'mixed', parts: [] }), false), '(("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0) "MIXED")');
   });
 
   it('is read back by an independent client (imapflow)', async () => {
     const tree = part({ type: 'multipart', subtype: 'mixed', params: { boundary: 'b1' }, parts: [rfcMultipart, attachment, forwarded] });
-    const response = await imapResponse(`* 1 FETCH (BODYSTRUCTURE ${bodyStructure(tree, true)})`);
+    const response = await imapResponse(`* 1 FETCH (BODYSTRUCTURE ${formatBodyStructure(tree, true)})`);
     const parsed = parseBodystructure((response.attributes?.[1] as unknown[])[1] as Parameters<typeof parseBodystructure>[0]);
     assert.equal(parsed.type, 'multipart/mixed');
     const [inner, pdf, message] = parsed.childNodes ?? [];

@@ -97,7 +97,7 @@ function addresses(list: EnvelopeAddress[] | null, utf8: boolean): string {
 }
 
 /** ENVELOPE's value (RFC 9051 §7.5.2): date, subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id. */
-export function envelope(env: Envelope, utf8 = false): string {
+export function formatEnvelope(env: Envelope, utf8 = false): string {
   const fields = [
     nstring(env.date, utf8),
     nstring(env.subject, utf8),
@@ -144,7 +144,7 @@ function body(b: BodyStructure, extensible: boolean, utf8: boolean): string {
     `(${quoted(type.toUpperCase(), utf8)} ${quoted(b.subtype.toUpperCase(), utf8)} ${params(b.params, utf8)}` +
     ` ${nstring(b.id, utf8)} ${nstring(b.description, utf8)} ${quoted((b.encoding || '7bit').toUpperCase(), utf8)} ${b.size}`;
   if (type === 'message' && (subtype === 'rfc822' || subtype === 'global') && b.envelope && b.body) {
-    out += ` ${envelope(b.envelope, utf8)} ${body(b.body, extensible, utf8)} ${b.lines ?? 0}`;
+    out += ` ${formatEnvelope(b.envelope, utf8)} ${body(b.body, extensible, utf8)} ${b.lines ?? 0}`;
   } else if (type === 'text') out += ` ${b.lines ?? 0}`;
   if (extensible) out += ` ${nstring(b.md5, utf8)} ${disposition(b.disposition, utf8)} ${language(b.language, utf8)} ${nstring(b.location, utf8)}`;
   return out + ')';
@@ -155,7 +155,7 @@ function body(b: BodyStructure, extensible: boolean, utf8: boolean): string {
  * §7.5.2. Types, subtypes, encodings and parameter names are written upper-case, as the
  * RFC's examples have them.
  */
-export function bodyStructure(structure: BodyStructure, extensible: boolean, utf8 = false): string {
+export function formatBodyStructure(structure: BodyStructure, extensible: boolean, utf8 = false): string {
   return body(structure, extensible, utf8);
 }
 

@@ -166,6 +166,7 @@ export interface EnvelopeAddress {
   host: string | null;
 }
 
+/** Date, Message-ID and In-Reply-To as written; the subject and display names decoded to UTF-8. */
 export interface Envelope {
   date: string | null;
   subject: string | null;
@@ -209,6 +210,8 @@ export interface BodyStructure {
 export interface MessageHeaders {
   /** Date: as a time (ms), when it parses. */
   sent?: number;
+  /** The zone Date: was written in, minutes east of UTC: SENTBEFORE/SENTON/SENTSINCE compare the date as written there. */
+  sentZone?: number;
   subject: string;
   /** RFC 5256 base subject: re:/fwd: and [blob]s taken off, whitespace folded. */
   baseSubject: string;
