@@ -1,5 +1,7 @@
 import { Replies, toCodedError, type CodedError, type Logger } from '@mailgrid/core';
 import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { constants as zlib, createDeflateRaw, createInflateRaw, type DeflateRaw } from 'node:zlib';
 import type { AccessConnection, AccessSession } from './connection.js';
 import { serverTls, type TlsSource } from './tls-source.js';
 
@@ -30,11 +32,16 @@ export abstract class LineSession implements AccessSession {
   protected readonly log: Logger;
   protected socket: Socket;
   protected secure: boolean;
+  /** What is read and written: the socket, or the (de)compressors over it after COMPRESS. */
+  private input: Readable;
+  private output: Writable;
+  private deflate: DeflateRaw | undefined;
+  private flushQueued = false;
   private finish!: () => void;
   private chunks: Buffer[] = [];
   private size = 0;
   private want: Want | undefined;
-  private idle: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private busy = false;
   private draining = false;
   private closed = false;
@@ -49,6 +56,7 @@ export abstract class LineSession implements AccessSession {
     this.log = conn.log;
     this.secure = conn.secure;
     this.socket = conn.socket;
+    this.input = this.output = conn.socket;
     this.done = new Promise((r) => (this.finish = r));
     this.attach(conn.socket);
     conn.socket.once('close', () => this.end());
@@ -109,21 +117,22 @@ export abstract class LineSession implements AccessSession {
     this.want = want;
     if (this.satisfy()) return;
     // Only now is more read; the client's idle time starts.
-    this.socket.resume();
-    clearTimeout(this.idle);
-    this.idle = setTimeout(() => this.hangUp(this.reply(Replies.idleTimeout())), this.options.idleTimeoutMs());
-    this.idle.unref();
+    this.input.resume();
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.hangUp(this.reply(Replies.idleTimeout())), this.options.idleTimeoutMs());
+    this.idleTimer.unref();
   }
 
-  private attach(socket: Socket): void {
-    socket.on('data', (chunk: Buffer) => {
+  private attach(input: Readable): void {
+    this.input = input;
+    input.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
       this.size += chunk.length;
       if (this.satisfy()) return;
       const limit = MAX_PENDING_INPUT + (this.want?.kind === 'bytes' ? this.want.n : 0);
       if (this.size > limit) this.hangUp(this.reply(Replies.tooMuchInput()));
     });
-    socket.pause();
+    input.pause();
   }
 
   /** Hands the waiting read what it asked for, if it is here; nothing more is read until the next ask. */
@@ -145,8 +154,8 @@ export abstract class LineSession implements AccessSession {
     this.chunks = rest.length ? [rest] : [];
     this.size = rest.length;
     this.want = undefined;
-    clearTimeout(this.idle);
-    this.socket.pause();
+    clearTimeout(this.idleTimer);
+    this.input.pause();
     if (want.kind === 'bytes') want.resolve(taken);
     else want.resolve(taken.subarray(0, taken.length - (taken.length > 1 && taken[taken.length - 2] === 0x0d ? 2 : 1)));
     return true;
@@ -165,25 +174,66 @@ export abstract class LineSession implements AccessSession {
   // ---- output -------------------------------------------------------------------------
 
   protected send(line: string): void {
-    if (!this.closed) this.socket.write(line + '\r\n');
+    this.write(Buffer.from(line + '\r\n'));
   }
 
   protected write(data: Buffer): void {
-    if (!this.closed) this.socket.write(data);
+    if (this.closed) return;
+    this.output.write(data);
+    // Compressed output goes out at the end of what this turn writes (a sync flush each turn, not each line).
+    if (this.deflate && !this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => {
+        this.flushQueued = false;
+        if (!this.closed) this.deflate?.flush(zlib.Z_SYNC_FLUSH);
+      });
+    }
   }
 
-  /** Resolves once what was written has gone out (or the connection is gone). */
-  private flushed(): Promise<void> {
-    if (this.closed || !this.socket.writableNeedDrain) return Promise.resolve();
+  /** Resolves once what was written has gone out (or the connection is gone): a long answer waits on a slow reader. */
+  protected flushed(): Promise<void> {
+    const out = this.output;
+    if (this.closed || !out.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
-        this.socket.off('drain', done);
+        out.off('drain', done);
         this.socket.off('close', done);
         resolve();
       };
-      this.socket.once('drain', done);
+      out.once('drain', done);
       this.socket.once('close', done);
     });
+  }
+
+  /**
+   * COMPRESS=DEFLATE (RFC 4978): after the protocol's OK, both directions are raw DEFLATE.
+   * Input still waiting here came after the command, so it is compressed already.
+   */
+  protected compress(): void {
+    const waiting = this.chunks.length ? Buffer.concat(this.chunks, this.size) : undefined;
+    this.chunks = [];
+    this.size = 0;
+    this.input.removeAllListeners('data');
+    this.input.pause();
+    const inflate = createInflateRaw();
+    const deflate = createDeflateRaw();
+    const broken = (err: Error) => {
+      this.log.debug({ event: 'session.compress-error', err: err.message }, 'compressed stream broken');
+      this.closed = true;
+      this.socket.destroy();
+    };
+    inflate.on('error', broken);
+    deflate.on('error', broken);
+    this.input.pipe(inflate);
+    deflate.pipe(this.socket);
+    if (waiting) inflate.write(waiting);
+    this.output = this.deflate = deflate;
+    this.attach(inflate);
+  }
+
+  /** Whether COMPRESS is on. */
+  protected get compressed(): boolean {
+    return !!this.deflate;
   }
 
   // ---- TLS ----------------------------------------------------------------------------
@@ -200,6 +250,7 @@ export abstract class LineSession implements AccessSession {
     plain.pause();
     this.secure = true;
     this.socket = serverTls(plain, this.options.tls.context, (err) => this.log.debug({ event: 'session.tls-error', err: err.message }, 'TLS error'));
+    this.output = this.socket;
     this.attach(this.socket);
     // The plain socket's handle is the TLS socket's now: its close is the one that comes.
     this.socket.once('close', () => this.end());
@@ -223,7 +274,8 @@ export abstract class LineSession implements AccessSession {
     if (this.closed) return;
     if (last) this.send(last);
     this.closed = true;
-    this.socket.end();
+    // The compressor ends the socket after its last bytes.
+    this.output.end();
     setTimeout(() => this.socket.destroy(), 1_000).unref();
     this.end();
   }
@@ -232,7 +284,7 @@ export abstract class LineSession implements AccessSession {
     if (this.ended_) return;
     this.ended_ = true;
     this.closed = true;
-    clearTimeout(this.idle);
+    clearTimeout(this.idleTimer);
     this.want?.reject(new SessionClosed('session closed'));
     this.want = undefined;
     this.ended();

@@ -1,3 +1,4 @@
+import { searchFolder } from './imap-search.js';
 import { closer, DiskGuard, metrics, Replies, upkeep, type Config, type Logger, type Service } from '@mailgrid/core';
 import type { Directory, DirectoryAdmin } from '@mailgrid/directory';
 import { Router, type Accepted, type Submission } from '@mailgrid/mailflow';
@@ -80,9 +81,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
         store,
         chunkBytes: config.delivery.chunkBytes,
         maxMessageBytes,
-        search: async () => {
-          throw Replies.unimplemented('SEARCH');
-        },
+        search: (account, folder, req) => searchFolder(store, account, folder, req),
         epoch: deps.epoch,
         cacheMs: () => current.auth.cacheMs,
         holds,

@@ -1,3 +1,4 @@
+import { threadKeys } from './thread-keys.js';
 import type * as grpc from '@grpc/grpc-js';
 import { MailError, Replies, toMailError, type DiskGuard, type Logger } from '@mailgrid/core';
 import { MessageView } from '@mailgrid/rules';
@@ -138,7 +139,7 @@ async function deliver(deps: DeliveryServiceDeps, envelope: Envelope__Output, bo
   body = Buffer.concat([returnPath, body]);
   if (toStore.length) {
     try {
-      const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore });
+      const stored = await deps.store.append({ body, receivedAt: Number(envelope.receivedAtMs) || Date.now(), recipients: toStore, thread: threadKeys(body) });
       stored.forEach((s, i) => {
         const { address, actions } = toStore[i];
         if (s.refused) return fail(address, Replies.accountMoving(s.account));

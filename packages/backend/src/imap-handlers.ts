@@ -1,3 +1,4 @@
+import { threadKeys } from './thread-keys.js';
 import type * as grpc from '@grpc/grpc-js';
 import { Replies, type Logger } from '@mailgrid/core';
 import { toServiceError, type MailboxHandlers } from '@mailgrid/protocol';
@@ -102,7 +103,10 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
         const f = first;
         deps
           .account(f.account, call)
-          .then((acct) => store.appendMessage(acct, f.folder, Buffer.concat(chunks, bytes), f.flags, f.receivedAtMs || Date.now()))
+          .then((acct) => {
+            const body = Buffer.concat(chunks, bytes);
+            return store.appendMessage(acct, f.folder, body, f.flags, f.receivedAtMs || Date.now(), threadKeys(body));
+          })
           .then((r) => callback(null, r))
           .catch(fail);
       });
@@ -132,7 +136,7 @@ async function watch(call: grpc.ServerWritableStream<{ account: string; fromMods
   const { store } = deps;
   const pending: MailboxChange[] = [];
   let live = false;
-  const send = (c: MailboxChange) => call.write(changeWire(c));
+  const send = (c: MailboxChange) => call.write({ ...changeWire(c), atMs: live ? Date.now() : 0 });
   const onChange = (c: MailboxChange) => {
     if (c.account !== acct) return;
     if (live) send(c);

@@ -130,6 +130,16 @@ export const metrics = {
   /** Failed logins a frontend answered (every access protocol), and logins refused because the client address was locked out. */
   authFailures: counter('mailgrid_auth_failures_total', 'Failed logins (wrong user or password), and refusals while the client address is locked out', ['protocol', 'reason']),
 
+  /** IMAP commands answered, by command and tagged result (ok, no, bad, bye); unparseable ones as BAD. */
+  imapCommands: counter('mailgrid_imap_commands_total', 'IMAP commands answered, by command and result (ok, no, bad, bye)', ['command', 'result']),
+  imapIdle: new Gauge({ name: 'mailgrid_imap_idle_sessions', help: 'IMAP sessions in IDLE now' }),
+  /** From a change's durable commit at the primary to its untagged answer to an idling client. */
+  imapNotifySeconds: new Histogram({
+    name: 'mailgrid_imap_notify_seconds',
+    help: "Time from a change's commit at the primary to an idling IMAP client being told",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+  }),
+
   nodeInfo: new Gauge({ name: 'mailgrid_node_info', help: 'Always 1; labels name the node, its role and site', labelNames: ['node', 'role', 'site'] }),
 
   /** Where a role's state gauges read from: each registered function is called at every scrape, until the returned remover is called. */

@@ -3,6 +3,7 @@ import { closer, type AccessProtocolName, type Config, type Logger } from '@mail
 import type { Directory, HostingGroups } from '@mailgrid/directory';
 import { createMailFlow, type MailFlow, type QueueProtection, type QueueStatus, type QueueTakers } from '@mailgrid/mailflow';
 import type { DeliveryTransport, RoleParts } from '@mailgrid/protocol';
+import { imapProtocol } from './imap/session.js';
 import { pop3Protocol } from './pop3/session.js';
 import { SmtpProtocol } from './smtp/protocol.js';
 
@@ -35,7 +36,7 @@ export interface FrontendParts extends RoleParts {
  * (Intake, queue and runner, delivery channel to the hosting groups, relay, the submit
  * channel) with the Queue and Submit services for the node's gRPC host, and every access
  * protocol of the registry on the access layer: SMTP in (MX and authenticated submission),
- * POP3 out. Logins are checked by the accounts' groups.
+ * POP3 and IMAP out. Logins are checked by the accounts' groups.
  */
 export function buildFrontend(deps: FrontendDeps): FrontendParts {
   let current = deps.config;
@@ -50,6 +51,7 @@ export function buildFrontend(deps: FrontendDeps): FrontendParts {
     smtp: smtp.handler(),
     submission: smtp.handler(),
     pop3: pop3Protocol({ config, tls, auth, mailboxes }),
+    imap: imapProtocol({ config, tls, auth, mailboxes }),
   };
   const access = new AccessListener({ config: deps.config, tls, log: deps.log, handlers });
   return {

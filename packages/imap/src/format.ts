@@ -4,6 +4,7 @@
  * JavaScript strings the session writes as UTF-8 (a literal's count is of those bytes);
  * message data as Buffers, through `literal`.
  */
+import libmime from 'libmime';
 import { encodeMailboxName } from './mailbox-name.js';
 import type { BodyStructure, Envelope, EnvelopeAddress, Flag, MailboxName, SequenceSet } from './types.js';
 
@@ -90,17 +91,22 @@ export function sequenceSetText(set: SequenceSet): string {
 
 // ---- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------
 
+/** Decoded header text for a client without UTF8=ACCEPT: non-ASCII goes back into encoded-words (RFC 2047), as the header had it. */
+function headerText(text: string | null, utf8: boolean): string | null {
+  return text === null || utf8 || !NON_ASCII.test(text) ? text : libmime.encodeWords(text, 'B');
+}
+
 function addresses(list: EnvelopeAddress[] | null, utf8: boolean): string {
   if (!list || list.length === 0) return 'NIL';
   // No space between addresses: `"(" 1*address ")"`.
-  return `(${list.map((a) => `(${nstring(a.name, utf8)} ${nstring(a.adl, utf8)} ${nstring(a.mailbox, utf8)} ${nstring(a.host, utf8)})`).join('')})`;
+  return `(${list.map((a) => `(${nstring(headerText(a.name, utf8), utf8)} ${nstring(a.adl, utf8)} ${nstring(a.mailbox, utf8)} ${nstring(a.host, utf8)})`).join('')})`;
 }
 
 /** ENVELOPE's value (RFC 9051 §7.5.2): date, subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id. */
 export function formatEnvelope(env: Envelope, utf8 = false): string {
   const fields = [
     nstring(env.date, utf8),
-    nstring(env.subject, utf8),
+    nstring(headerText(env.subject, utf8), utf8),
     addresses(env.from, utf8),
     addresses(env.sender, utf8),
     addresses(env.replyTo, utf8),

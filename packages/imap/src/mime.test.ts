@@ -623,7 +623,10 @@ describe('fetchNeeds', () => {
     ['FLAGS UID RFC822.SIZE', [{ kind: 'FLAGS' }, { kind: 'UID' }, { kind: 'RFC822.SIZE' }], { header: false, message: false, tree: false }],
     ['ENVELOPE', [{ kind: 'ENVELOPE' }], { header: true, message: false, tree: false }],
     ['BODYSTRUCTURE', [{ kind: 'BODYSTRUCTURE' }], { header: false, message: false, tree: true }],
-    ['BODY.PEEK[HEADER]', [body([], 'HEADER')], { header: false, message: true, tree: false }],
+    ['BODY.PEEK[HEADER]', [body([], 'HEADER')], { header: true, message: false, tree: false }],
+    ['BODY.PEEK[HEADER.FIELDS (Subject)]', [{ kind: 'BODY[]', section: { part: [], specifier: 'HEADER.FIELDS', fields: ['SUBJECT'] }, peek: true }], { header: true, message: false, tree: false }],
+    ['BODY.PEEK[TEXT]', [body([], 'TEXT')], { header: false, message: true, tree: false }],
+    ['BODY[2.HEADER]', [body([2], 'HEADER')], { header: false, message: true, tree: true }],
     ['BODY[1.2]', [body([1, 2])], { header: false, message: true, tree: true }],
     ['BINARY.SIZE[1]', [{ kind: 'BINARY.SIZE', section: { part: [1] } }], { header: false, message: true, tree: true }],
   ];

@@ -698,14 +698,16 @@ export function bodyText(message: Buffer, tree: MimeTree): string {
 
 /**
  * What a FETCH's items need of each message, so the caller loads no more than that: `header`
- * (ENVELOPE: the header block, or a cached tree's root), `message` (the bytes), `tree` (the
- * MIME tree: from MimeCache, or parsed from the bytes).
+ * (the header block is enough: ENVELOPE, and the header sections of the whole message, which
+ * mail clients list folders with), `message` (the bytes), `tree` (the MIME tree: from
+ * MimeCache, or parsed from the bytes).
  */
 export function fetchNeeds(items: readonly FetchItem[]): { header: boolean; message: boolean; tree: boolean } {
   const needs = { header: false, message: false, tree: false };
   for (const item of items) {
     switch (item.kind) {
       case 'ENVELOPE':
+      case 'RFC822.HEADER':
         needs.header = true;
         break;
       case 'BODYSTRUCTURE':
@@ -713,11 +715,17 @@ export function fetchNeeds(items: readonly FetchItem[]): { header: boolean; mess
         needs.tree = true;
         break;
       case 'RFC822':
-      case 'RFC822.HEADER':
       case 'RFC822.TEXT':
         needs.message = true;
         break;
       case 'BODY[]':
+        if (!item.section.part.length && item.section.specifier?.startsWith('HEADER')) {
+          needs.header = true;
+          break;
+        }
+        needs.message = true;
+        if (item.section.part.length) needs.tree = true;
+        break;
       case 'BINARY[]':
       case 'BINARY.SIZE':
         needs.message = true;

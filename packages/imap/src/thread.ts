@@ -197,3 +197,16 @@ export function formatThreads<T>(threads: readonly ThreadNode<T>[], id: (message
   }
   return out.join('');
 }
+
+/** Threads as plain data, `[id, ...replies]` with 0 for a dummy: how a primary sends THREAD's result to the frontend that formats it. */
+export type ThreadData = [number, ...ThreadData[]];
+
+export function toThreadData<T>(threads: readonly ThreadNode<T>[], id: (message: T) => number): ThreadData[] {
+  const one = (node: ThreadNode<T>): ThreadData => [node.message === undefined ? 0 : id(node.message), ...node.children.map(one)];
+  return threads.map(one);
+}
+
+export function fromThreadData(data: readonly ThreadData[]): ThreadNode<number>[] {
+  const one = ([id, ...replies]: ThreadData): ThreadNode<number> => ({ ...(id ? { message: id } : {}), children: replies.map(one) });
+  return data.map(one);
+}
