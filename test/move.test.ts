@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
-import { eventually, MailboxProbe, runCli, sendMail, SmtpLoad, clusterFolder } from '@mailgrid/testing';
+import { eventually, ImapTranscript, MailboxProbe, runCli, sendMail, SmtpLoad, clusterFolder } from '@mailgrid/testing';
 
 // Account and domain moves between hosting groups, in a cluster of real processes (etcd,
 // HAProxy, a frontend, two groups of a primary and a replica): a move under SMTP load, a
@@ -105,6 +105,68 @@ describe('account moves between hosting groups', () => {
     assert.deepEqual(await withStore('be-1', (s) => [...s.list('mover@example.test'), ...s.list('mover@example.test', 'Pre')]), []);
     const atPrimary = await withStore('be-2', (s) => s.list('mover@example.test').length);
     assert.equal(await withStore('be-2-r1', (s) => s.list('mover@example.test').length), atPrimary);
+  });
+
+  it('an IMAP session across a move: writes get [UNAVAILABLE] while it moves and the session ends after; at the new group the same UIDVALIDITY, uids and mod-sequences, VANISHED exact', async () => {
+    // 'secret', hashed by Dovecot (`doveadm pw -s BLF-CRYPT`): logins are checked by the account's group.
+    const file = join(cwd, 'reader.jsonl');
+    writeFileSync(file, JSON.stringify({ address: 'reader@example.test', group: 'g1', passwordHash: '{BLF-CRYPT}$2y$05$ssvANxgzi6kxrnAT.LlkPOGtamuH6VkzZecX6nHX8UZCW04/JIn8u' }) + '\n');
+    await ok('account', 'import', file);
+    for (const id of ['r1', 'r2', 'r3']) await send('reader@example.test', id);
+    const imaps = () => state().processes.find((p) => p.role === 'haproxy')!.ports.imaps;
+    /** A session through the balancer, logged in with QRESYNC on. */
+    const session = async () => {
+      const s = await ImapTranscript.open(imaps(), { tls: true });
+      await s.line();
+      const login = await s.command('LOGIN reader@example.test secret');
+      if (!login.tagged.startsWith('OK')) {
+        s.close();
+        return undefined;
+      }
+      await s.ok('ENABLE QRESYNC');
+      return s;
+    };
+    const first = await eventually('a login with the imported hash', session, 30_000);
+    const selected = (await first.ok('SELECT INBOX')).join('\n');
+    const uidValidity = Number(/UIDVALIDITY (\d+)/.exec(selected)![1]);
+    const before = Number(/HIGHESTMODSEQ (\d+)/.exec(selected)![1]);
+    assert.match((await first.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 1 2 3$/m, 'the three messages, delivered by SMTP');
+    await first.ok('UID STORE 1 +FLAGS.SILENT (\\Deleted)');
+    assert.ok((await first.ok('UID EXPUNGE 1')).includes('* VANISHED 1'));
+    const expunged = Number(/HIGHESTMODSEQ (\d+)/.exec((await first.ok('STATUS INBOX (HIGHESTMODSEQ)')).join())![1]);
+    assert.ok(expunged > before);
+
+    // Marked as moving: reads go on, writes are refused for now.
+    await markMoving('reader@example.test', 'g1', 'g2');
+    const refused = await eventually('a write refused while the account moves', async () => {
+      const r = await first.command('UID STORE 2 +FLAGS (\\Flagged)');
+      return r.tagged.startsWith('NO') ? r.tagged : undefined;
+    });
+    assert.match(refused, /^NO \[UNAVAILABLE\]/);
+    assert.match((await first.ok('UID FETCH 2 (FLAGS)')).join('\n'), /UID 2 FLAGS \(\)/);
+
+    assert.equal(JSON.parse((await ok('account', 'move', 'reader@example.test', '--resume', '--json')).stdout).done, 'resumed');
+    // The old group lets the session go: it is told, and closed.
+    await eventually('the session told to go', async () => {
+      try {
+        return /^\* BYE /.test(await first.line(1_000)) ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    await first.closed();
+
+    const next = (await eventually('a session at the new group', session, 30_000))!;
+    const again = (await next.ok(`SELECT INBOX (QRESYNC (${uidValidity} ${before}))`)).join('\n');
+    assert.equal(Number(/UIDVALIDITY (\d+)/.exec(again)![1]), uidValidity, 'UIDVALIDITY kept');
+    assert.ok(Number(/HIGHESTMODSEQ (\d+)/.exec(again)![1]) >= expunged, 'HIGHESTMODSEQ never lower');
+    assert.match(again, /^\* VANISHED \(EARLIER\) 1$/m, 'the expunge told exactly');
+    assert.match((await next.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 2 3$/m);
+    await send('reader@example.test', 'r4');
+    await eventually('the new message seen', async () => ((await next.ok('NOOP')).some((l) => /^\* 3 EXISTS$/.test(l)) ? true : undefined));
+    assert.match((await next.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 2 3 4$/m, 'no uid given twice');
+    await next.ok('LOGOUT');
+    next.close();
   });
 
   it('an interrupted move defers the mail and says so; --resume finishes it and the waiting mail lands once in the new group', async () => {

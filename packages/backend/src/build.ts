@@ -65,7 +65,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
   const deliveryLog = deps.log.child({ component: 'delivery', group });
   const rules = new AccountRules({ store, submit: deps.submit, hostname: config.smtp.hostname, log: deps.log.child({ component: 'rules', group }) });
   // Ended before the gRPC host drains (each is an open stream), and whenever this member stops being the primary.
-  const holds = new MailboxHolds(deps.epoch, log);
+  const holds = new MailboxHolds(deps.epoch, log, (account) => !home || home(account)?.group === group);
   const deliver = deliveryHandler({ group, router, store, disk, maxMessageBytes, epoch: deps.epoch, accepts, rules, log: deliveryLog });
   return {
     apply: (next: Config) => (current = next),

@@ -13,7 +13,7 @@ export interface ImapHandlersDeps {
   /** SEARCH, SORT and THREAD over a folder (the IMAP library's evaluation, on this member's copy). */
   search: (account: string, folder: string, request: { key: string; sort: string; thread: string; scope: number[]; saved: number[] }) => Promise<{ uids: number[]; threads: string; modseq: number }>;
   /** Ends a change feed with the epoch it began in (see MailboxHolds). */
-  track: (call: grpc.ServerWritableStream<any, any>) => void;
+  track: (call: grpc.ServerWritableStream<any, any>, account: string) => void;
   log: Logger;
 }
 
@@ -131,7 +131,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
  */
 async function watch(call: grpc.ServerWritableStream<{ account: string; fromModseq: number }, unknown>, deps: ImapHandlersDeps): Promise<void> {
   const acct = await deps.account(call.request.account, call);
-  deps.track(call);
+  deps.track(call, acct);
   const from = Number(call.request.fromModseq);
   const { store } = deps;
   const pending: MailboxChange[] = [];

@@ -56,7 +56,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
   const credentials = new CredentialCache(deps.cacheMs);
 
   const handlers: MailboxHandlers = {
-    ...imapHandlers({ store: deps.store, account, maxMessageBytes: deps.maxMessageBytes, search: deps.search, track: (call) => deps.holds.track(call), log: deps.log }),
+    ...imapHandlers({ store: deps.store, account, maxMessageBytes: deps.maxMessageBytes, search: deps.search, track: (call, acct) => deps.holds.track(call, acct), log: deps.log }),
     List(call, callback) {
       account(call.request.account)
         .then((acct) => {
@@ -211,14 +211,16 @@ export class MailboxHolds implements Service {
   private _state: ServiceState = 'new';
   /** Per account: its holders by name. */
   private readonly held = new Map<string, Map<string, Hold>>();
-  /** Change feeds (Watch), ended like the holds: they live in one epoch. */
-  private readonly watches = new Map<grpc.ServerWritableStream<any, any>, number | undefined>();
+  /** Change feeds (Watch), ended like the holds: they live in one epoch, for an account of this group. */
+  private readonly watches = new Map<grpc.ServerWritableStream<any, any>, { epoch: number | undefined; account: string }>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     /** The epoch while this member is its group's primary (absent: the single node, never fenced). */
     private readonly epoch: (() => number | undefined) | undefined,
     private readonly log: Logger,
+    /** Whether an account is still this group's (false once it has moved away): its sessions then end, and the next go to its new group. */
+    private readonly owns: (account: string) => boolean = () => true,
   ) {}
 
   get state(): ServiceState {
@@ -250,9 +252,9 @@ export class MailboxHolds implements Service {
   }
 
   /** A change feed, ended when this member stops being the primary of this epoch, or stops. */
-  track(call: grpc.ServerWritableStream<any, any>): void {
+  track(call: grpc.ServerWritableStream<any, any>, account: string): void {
     if (this._state !== 'running') throw Replies.notPrimary('');
-    this.watches.set(call, this.epoch?.());
+    this.watches.set(call, { epoch: this.epoch?.(), account });
     const forget = () => this.watches.delete(call);
     call.on('cancelled', forget);
     call.on('close', forget);
@@ -268,22 +270,25 @@ export class MailboxHolds implements Service {
 
   async start(): Promise<void> {
     this._state = 'running';
-    // A hold lives in one epoch: a member deposed (even if elected again since) lets go of it.
+    // A hold lives in one epoch (a member deposed, even if elected again since, lets go of
+    // it) and while its account is the group's (after a move the sessions go to the new one).
     this.timer = setInterval(() => {
-      if (!this.epoch || (!this.held.size && !this.watches.size)) return;
-      const now = this.epoch();
-      for (const [call, epoch] of this.watches) {
-        if (epoch === now) continue;
+      if (!this.held.size && !this.watches.size) return;
+      const now = this.epoch?.();
+      for (const [call, w] of this.watches) {
+        if (w.epoch === now && this.owns(w.account)) continue;
         this.watches.delete(call);
         call.end();
       }
-      for (const [account, holders] of this.held)
+      for (const [account, holders] of this.held) {
+        const owned = this.owns(account);
         for (const [holder, h] of holders) {
-          if (h.epoch === now) continue;
+          if (h.epoch === now && owned) continue;
           this.forget(account, holder, h.call);
           h.call.end();
-          this.log.info({ event: 'mailbox.hold-ended', account, holder, why: 'epoch changed' }, 'access session let go');
+          this.log.info({ event: 'mailbox.hold-ended', account, holder, why: owned ? 'epoch changed' : 'account moved' }, 'access session let go');
         }
+      }
     }, 250);
     this.timer.unref();
   }

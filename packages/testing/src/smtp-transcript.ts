@@ -186,3 +186,34 @@ export class Pop3Transcript extends Transcript {
     return this.send(`PASS ${password}`, expected);
   }
 }
+
+/**
+ * IMAP: commands get a tag of their own (`a1`, `a2`, ...); `command` reads every untagged
+ * line up to the tagged one (literals in answers come as the lines they hold).
+ */
+export class ImapTranscript extends Transcript {
+  private tags = 0;
+
+  static async open(port: number, options: TranscriptOptions = {}): Promise<ImapTranscript> {
+    return new ImapTranscript(await Transcript.connect(port, options));
+  }
+
+  /** Sends `text` with the next tag; the untagged lines, and the tagged one without its tag. */
+  async command(text: string, timeoutMs = 10_000): Promise<{ untagged: string[]; tagged: string }> {
+    const tag = `a${++this.tags}`;
+    this.write(`${tag} ${text}\r\n`);
+    const untagged: string[] = [];
+    for (;;) {
+      const line = await this.line(timeoutMs);
+      if (line.startsWith(`${tag} `)) return { untagged, tagged: line.slice(tag.length + 1) };
+      untagged.push(line);
+    }
+  }
+
+  /** A command that must end `OK`: its untagged lines. */
+  async ok(text: string): Promise<string[]> {
+    const r = await this.command(text);
+    if (!r.tagged.startsWith('OK')) throw new Error(`${text}: ${r.tagged}\n${r.untagged.join('\n')}`);
+    return r.untagged;
+  }
+}
