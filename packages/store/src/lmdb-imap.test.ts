@@ -70,6 +70,24 @@ describe('LmdbMailStore for IMAP', () => {
     assert.ok(changes.some((ch) => ch.expunged?.includes(1)));
   });
 
+  it('says what changed after a mod-sequence from that point on: a flag change moves a message there, an expunge leaves its uid, a renamed folder keeps both', async () => {
+    await store.createMailbox(A, 'Big');
+    for (let i = 0; i < 50; i++) await store.appendMessage(A, 'Big', msg(`big ${i}`), [], i);
+    const point = store.modseq(A);
+    assert.deepEqual(store.changedSince(A, 'Big', point), { changed: [], vanished: [] });
+    await store.storeFlags(A, 'Big', [7, 9], 'add', ['\\Seen']);
+    await store.storeFlags(A, 'Big', [9, 11], 'add', ['\\Deleted']);
+    await store.expunge(A, 'Big');
+    const since = store.changedSince(A, 'Big', point);
+    assert.deepEqual(since.changed.map((m) => [m.uid, m.flags]), [[7, ['\\Seen']]], 'once, with its flags now');
+    assert.deepEqual(since.vanished, [9, 11]);
+    assert.deepEqual(store.changedSince(A, 'Big', since.changed[0].modseq).changed, [], 'nothing after its own change');
+    await store.renameMailbox(A, 'Big', 'Bigger');
+    const renamed = store.changedSince(A, 'Bigger', point);
+    assert.deepEqual([renamed.changed.map((m) => [m.uid, m.modseq]), renamed.vanished], [since.changed.map((m) => [m.uid, m.modseq]), since.vanished]);
+    assert.equal(store.changedSince(A, 'Bigger', 0).changed.length, 48);
+  });
+
   it('copies and moves with COPYUID pairs, keeping EMAILID, THREADID and flags; a copy over the quota is refused whole', async () => {
     const [src] = store.list(A);
     const copy = await store.copyMessages(A, 'INBOX', 'Archive', [src.uid, 999], false);

@@ -62,6 +62,7 @@ interface IndexEntry {
 }
 
 type IndexKey = [account: string, folder: string, uid: number];
+type ModseqKey = [account: string, folder: string, modseq: number, uid: number];
 
 /**
  * The mailbox store on LMDB, one environment per node:
@@ -75,8 +76,10 @@ type IndexKey = [account: string, folder: string, uid: number];
  *               replicates with it)
  * - `vacation`  [account, sender] → until when no other vacation reply goes to that sender
  * - `accounts`  account → its mod-sequence counter, quota and usage, last UIDVALIDITY
- * - `vanished`  [account, folder, uid] → the mod-sequence it was expunged at (QRESYNC's
- *               VANISHED (EARLIER) is exact: kept until the folder goes)
+ * - `modseqs`   [account, folder, mod-sequence, uid] → 1 for a message there now (its
+ *               last change), 0 for one expunged then: what changed after a mod-sequence is
+ *               a range read, however large the folder (QRESYNC, the change feed, every
+ *               session's look), and VANISHED (EARLIER) is exact (kept until the folder goes)
  * - `threads`   [account, message-id] → THREADID, so replies join their thread
  * - `subscriptions` [account, folder] → true (a name may be subscribed before it exists)
  * - `dedupe`    idempotency key → where it was stored, and when the message arrived (old
@@ -107,7 +110,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private readonly rulesDb: Database<{ source: string; at: number }, string>;
   private readonly vacation: Database<number, [string, string]>;
   private readonly accounts: Database<AccountMeta, string>;
-  private readonly vanished: Database<number, IndexKey>;
+  private readonly modseqs: Database<0 | 1, ModseqKey>;
   private readonly threads: Database<string, [string, string]>;
   private readonly subscriptions: Database<true, [string, string]>;
 
@@ -128,7 +131,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         { name: 'vacation' },
         { name: 'passwords' },
         { name: 'accounts' },
-        { name: 'vanished' },
+        { name: 'modseqs' },
         { name: 'threads' },
         { name: 'subscriptions' },
       ],
@@ -144,7 +147,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     this.vacation = this.table('vacation');
     this.passwords = this.table('passwords');
     this.accounts = this.table('accounts');
-    this.vanished = this.table('vanished');
+    this.modseqs = this.table('modseqs');
     this.threads = this.table('threads');
     this.subscriptions = this.table('subscriptions');
   }
@@ -203,6 +206,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     const modseq = this.nextModseq(meta);
     this.set('mailboxes', [account, folder], { ...box, nextUid: uid + 1, modseq });
     this.set('index', [account, folder, uid], { ...entry, modseq });
+    this.changedAt(account, folder, uid, modseq, 1);
     meta.used! += entry.size;
     changes.push({ account, folder, modseq, appended: [uid] });
     return uid;
@@ -225,6 +229,17 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   /** The next mod-sequence of an account (inside its write; the caller writes `meta`). */
   private nextModseq(meta: AccountMeta): number {
     return ++meta.modseq;
+  }
+
+  /** Inside a write: a message's last change is at `modseq` now (1: it is there, 0: expunged); its entry at `before` goes. */
+  private changedAt(account: string, folder: string, uid: number, modseq: number, live: 0 | 1, before?: number): void {
+    if (before !== undefined && this.modseqs.get([account, folder, before, uid]) !== undefined) this.unset('modseqs', [account, folder, before, uid]);
+    this.set('modseqs', [account, folder, modseq, uid], live);
+  }
+
+  /** The `modseqs` entries of a folder, or of those after a mod-sequence. */
+  private modseqsOf(account: string, folder: string, after = -1): { key: ModseqKey; value: 0 | 1 }[] {
+    return [...this.modseqs.getRange({ start: [account, folder, after + 1, 0], end: [account, folder, Number.MAX_SAFE_INTEGER, 0] })];
   }
 
   /**
@@ -348,7 +363,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         this.removeMessage(key, value);
         meta.used! -= value.size;
       }
-      for (const { key } of this.ofFolder(this.vanished, account, folder)) this.unset('vanished', key);
+      for (const { key } of this.modseqsOf(account, folder)) this.unset('modseqs', key);
       this.unset('mailboxes', [account, folder]);
       this.setAccount(account, meta);
     });
@@ -375,9 +390,10 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
           this.unset('index', key);
           this.set('index', [account, now, key[2]], value);
         }
-        for (const { key, value } of this.ofFolder(this.vanished, account, old)) {
-          this.unset('vanished', key);
-          if (old !== INBOX) this.set('vanished', [account, now, key[2]], value);
+        for (const { key, value } of this.modseqsOf(account, old)) {
+          this.unset('modseqs', key);
+          // INBOX starts again empty: its messages went with the rename, its expunges stay behind with nobody to tell.
+          if (old !== INBOX || value === 1) this.set('modseqs', [account, now, key[2], key[3]], value);
         }
         this.set('mailboxes', [account, now], moved);
         if (old === INBOX) this.set('mailboxes', [account, INBOX], { ...box, modseq: this.nextModseq(meta) });
@@ -426,6 +442,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         if (next.length === entry.flags.length && next.every((f) => entry.flags.includes(f))) continue;
         modseq ||= this.nextModseq(meta);
         this.set('index', key, { ...entry, flags: next, modseq });
+        this.changedAt(account, folder, uid, modseq, 1, entry.modseq);
         result.changed.push({ uid, flags: next, modseq });
       }
       if (modseq) {
@@ -458,7 +475,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     const modseq = this.nextModseq(meta);
     for (const { key, value } of entries) {
       this.removeMessage(key, value);
-      this.set('vanished', key, modseq);
+      this.changedAt(account, folder, key[2], modseq, 0, value.modseq);
       meta.used! -= value.size;
     }
     this.set('mailboxes', [account, folder], { ...this.mailbox(account, folder, meta), modseq });
@@ -535,8 +552,19 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
    * resync): messages with a newer mod-sequence, and uids expunged after it.
    */
   changedSince(account: string, folder: string, since: number): { changed: MessageInfo[]; vanished: number[] } {
-    const changed = this.ofFolder(this.index, account, folder).filter((e) => (e.value.modseq ?? 1) > since).map((e) => info(e.key, e.value));
-    const vanished = this.ofFolder(this.vanished, account, folder).filter((e) => e.value > since).map((e) => e.key[2]);
+    const changed: MessageInfo[] = [];
+    const vanished: number[] = [];
+    for (const { key, value } of this.modseqsOf(account, folder, since)) {
+      const uid = key[3];
+      if (value === 0) {
+        vanished.push(uid);
+        continue;
+      }
+      const entry = this.index.get([account, folder, uid]);
+      if (entry) changed.push(info([account, folder, uid], entry));
+    }
+    changed.sort((a, b) => a.uid - b.uid);
+    vanished.sort((a, b) => a - b);
     return { changed, vanished };
   }
 
@@ -727,7 +755,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       yield* add({ kind: 'mailbox', folder: key[1], nextUid: box.nextUid, uidValidity: box.uidValidity, modseq: box.modseq, id: box.id, specialUse: box.specialUse });
     }
     for (const { key } of this.ofAccount(this.subscriptions, account)) yield* add({ kind: 'subscription', folder: key[1] });
-    for (const { key, value } of this.ofAccount(this.vanished, account)) yield* add({ kind: 'vanished', folder: key[1], uid: key[2], modseq: value });
+    for (const { key, value } of this.ofAccount(this.modseqs, account)) if (value === 0) yield* add({ kind: 'vanished', folder: key[1], uid: key[3], modseq: key[2] });
     for (const { key, value } of this.ofAccount(this.threads, account)) yield* add({ kind: 'thread', messageId: key[1], threadId: value });
     const password = this.passwords.get(account);
     if (password) yield* add({ kind: 'password', hash: password.hash, at: password.at });
@@ -771,7 +799,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
           else if (r.kind === 'mailbox')
             this.set('mailboxes', [account, r.folder], { nextUid: r.nextUid, uidValidity: r.uidValidity ?? 1, modseq: r.modseq ?? 1, id: r.id ?? `F${account}/${r.folder}`, ...(r.specialUse ? { specialUse: r.specialUse } : {}) });
           else if (r.kind === 'subscription') this.set('subscriptions', [account, r.folder], true);
-          else if (r.kind === 'vanished') this.set('vanished', [account, r.folder, r.uid], r.modseq);
+          else if (r.kind === 'vanished') this.set('modseqs', [account, r.folder, r.modseq, r.uid], 0);
           else if (r.kind === 'thread') this.set('threads', [account, r.messageId], r.threadId);
           else if (r.kind === 'password') this.set('passwords', account, { hash: r.hash, at: r.at });
           else if (r.kind === 'part') parts.set(r.blob, [...(parts.get(r.blob) ?? []), r.chunk]);
@@ -786,6 +814,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
             }
             if (++b.refs > 1) this.set('refs', b.id, b.refs);
             this.set('index', [account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags, modseq: r.modseq ?? 1, emailId: r.emailId ?? `B${r.blob}`, threadId: r.threadId ?? `B${r.blob}` });
+            this.set('modseqs', [account, r.folder, r.modseq ?? 1, r.uid], 1);
             messages++;
           } else if (r.kind === 'rules') this.set('rules', account, { source: r.source, at: r.at });
           else if (r.kind === 'vacation') this.set('vacation', [account, r.sender], r.until);
@@ -807,7 +836,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for (const { key, value } of messages) this.removeMessage(key, value);
     for (const { key } of this.ofAccount(this.mailboxes, account)) this.unset('mailboxes', key);
     for (const { key } of this.ofAccount(this.vacation, account)) this.unset('vacation', key);
-    for (const { key } of this.ofAccount(this.vanished, account)) this.unset('vanished', key);
+    for (const { key } of this.ofAccount(this.modseqs, account)) this.unset('modseqs', key);
     for (const { key } of this.ofAccount(this.threads, account)) this.unset('threads', key);
     for (const { key } of this.ofAccount(this.subscriptions, account)) this.unset('subscriptions', key);
     if (this.accounts.get(account)) this.unset('accounts', account);
