@@ -75,7 +75,6 @@ export class ImapSession extends LineSession {
   private idling: { wake(atMs: number): void } | undefined;
   private unlisten: (() => void) | undefined;
   private refreshing: Promise<void> | undefined;
-  private readonly handlers: Handlers;
 
   constructor(
     conn: AccessConnection,
@@ -83,7 +82,6 @@ export class ImapSession extends LineSession {
   ) {
     super(conn, { tls: deps.tls, idleTimeoutMs: () => deps.config().imap.idleTimeoutMs });
     this.login = deps.auth.forSession({ ip: conn.client, protocol: 'imap', session: conn.id });
-    this.handlers = { ...sessionCommands, ...mailboxCommands, ...selectCommands, ...messageCommands } as Handlers;
   }
 
   get qresync(): boolean {
@@ -182,7 +180,7 @@ export class ImapSession extends LineSession {
       this.send(`${tag} BAD ${this.state === 'not-authenticated' ? 'Log in first' : this.state === 'authenticated' && SELECTED_ONLY.has(name) ? 'Select a mailbox first' : 'Already logged in'}`);
       return 'bad';
     }
-    const handler = this.handlers[name] as Handler | undefined;
+    const handler = handlers()[name] as Handler | undefined;
     if (!handler) {
       this.send(`${tag} BAD Command not supported`);
       return 'bad';
@@ -377,6 +375,10 @@ export class ImapSession extends LineSession {
     if (done.toString('latin1').trim().toUpperCase() !== 'DONE') throw new Tagged('BAD', 'Expected DONE');
   }
 }
+
+/** Every command's handler, by name (made once: the groups' modules import this one). */
+let table: Handlers | undefined;
+const handlers = () => (table ??= { ...sessionCommands, ...mailboxCommands, ...selectCommands, ...messageCommands });
 
 /** The commands of any state, and the login. */
 const sessionCommands: Handlers = {
