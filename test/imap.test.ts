@@ -1,0 +1,389 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ImapFlow, type FetchMessageObject, type MessageStructureObject } from 'imapflow';
+import { simpleParser, type AddressObject } from 'mailparser';
+import MailComposer from 'nodemailer/lib/mail-composer/index.js';
+import type Mail from 'nodemailer/lib/mailer/index.js';
+import { eventually, ImapTranscript, pyClient, repoRoot, sendMail, startNode, utf8, type ImapReply, type NodeHandle } from '@mailgrid/testing';
+
+// IMAP4rev2 and its extensions on a single node, end to end: imapflow and Python's imaplib as
+// independent clients, raw transcripts where no library can say it (before TLS, IDLE before
+// SELECT, literals, malformed input, COMPRESS by hand). Messages are made by nodemailer and
+// read back by mailparser, so the MIME on both sides is someone else's.
+
+const PASSWORD = 'correct horse';
+const DOMAIN = 'imap.test';
+const CRLF = '\r\n';
+
+/** A message built by nodemailer's composer (CRLF line ends), as bytes. */
+function compose(options: Mail.Options): Promise<Buffer> {
+  return new Promise((resolve, reject) => new MailComposer({ ...options, text: options.text && String(options.text).replace(/\r?\n/g, CRLF) }).compile().build((err, m) => (err ? reject(err) : resolve(m))));
+}
+
+/** A small message of our own (headers and a body), CRLF line ends. */
+function plainMessage(h: { subject: string; from?: string; to?: string; messageId?: string; inReplyTo?: string; references?: string; date?: string; extra?: string[] }, body = 'body\r\n'): string {
+  const lines = [
+    `From: ${h.from ?? `sender@sender.test`}`,
+    `To: ${h.to ?? `alice@${DOMAIN}`}`,
+    `Subject: ${h.subject}`,
+    `Date: ${h.date ?? new Date().toUTCString().replace('GMT', '+0000')}`,
+    `Message-ID: <${h.messageId ?? `${Math.random().toString(36).slice(2)}@sender.test`}>`,
+    ...(h.inReplyTo ? [`In-Reply-To: <${h.inReplyTo}>`] : []),
+    ...(h.references ? [`References: ${h.references}`] : []),
+    ...(h.extra ?? []),
+  ];
+  return lines.join(CRLF) + CRLF + CRLF + body;
+}
+
+/** The trace fields the server puts on top of what it received (RFC 5321 §4.4). */
+const TRACE = /^(?:(?:Return-Path|Received):[^\r]*\r\n(?:[ \t][^\r]*\r\n)*)+/;
+
+/** The tagged text without the status (for response codes). */
+const codeOf = (r: ImapReply) => /^\w+ (\[[^\]]*\])?/.exec(r.tagged)?.[1];
+
+/** The literal's bytes of an untagged response (`... {n}\r\n<bytes>...`). */
+function literalOf(response: string): Buffer {
+  const m = /\{(\d+)\}\r\n/.exec(response)!;
+  const start = m.index + m[0].length;
+  return Buffer.from(response.slice(start, start + Number(m[1])), 'latin1');
+}
+
+describe('IMAP on a single node', () => {
+  let node: NodeHandle;
+  const flows: ImapFlow[] = [];
+  const raws: ImapTranscript[] = [];
+  /** Accounts, one per concern, so the tests do not see each other's mail. */
+  const who = (name: string) => `${name}@${DOMAIN}`;
+  const ACCOUNTS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy', 'mallory', 'olivia', 'peggy'];
+
+  /** `mailgrid account passwd`, the password on standard input. */
+  const passwd = (address: string) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      const child = execFile(process.execPath, [join(repoRoot, 'packages/cli/bin/mailgrid.js'), 'account', 'passwd', address], { env: { ...process.env, ...node.env } }, (err, _out, stderr) => resolve({ code: err ? 1 : 0, stderr }));
+      child.stdin!.end(`${PASSWORD}\n`);
+    });
+
+  /** An imapflow client, logged in over IMAPS (or STARTTLS on the plain port with `secure: false`). */
+  async function flow(user: string, options: { secure?: boolean; qresync?: boolean; disableCompression?: boolean } = {}): Promise<ImapFlow> {
+    const secure = options.secure ?? true;
+    const client = new ImapFlow({
+      host: '127.0.0.1',
+      port: secure ? node.ports.imaps : node.ports.imap,
+      secure,
+      auth: { user: who(user), pass: PASSWORD },
+      tls: { rejectUnauthorized: false },
+      logger: false,
+      qresync: options.qresync,
+      disableCompression: options.disableCompression,
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    flows.push(client);
+    return client;
+  }
+
+  /** A raw session over IMAPS, logged in as `user` unless null. */
+  async function raw(user: string | null): Promise<ImapTranscript> {
+    const t = await ImapTranscript.open(node.ports.imaps, { tls: true });
+    raws.push(t);
+    if (user) await t.login(who(user), PASSWORD);
+    return t;
+  }
+
+  /** A message by SMTP to `user`'s INBOX: 250 asserted. */
+  async function deliver(user: string, data: string | Buffer): Promise<void> {
+    const text = Buffer.isBuffer(data) ? data.toString('latin1') : data;
+    const reply = await sendMail(node.smtpPort, { to: [who(user)], data: text });
+    assert.match(reply, /^250 /, reply);
+  }
+
+  /** Waits until `user`'s INBOX holds `n` messages (by STATUS). */
+  async function inboxHolds(user: string, n: number): Promise<void> {
+    const t = await raw(user);
+    try {
+      await eventually(`${user}'s INBOX holds ${n}`, async () => {
+        const r = await t.run('STATUS INBOX (MESSAGES)');
+        return r.untagged[0].endsWith(`(MESSAGES ${n})`) ? true : undefined;
+      });
+    } finally {
+      t.close();
+    }
+  }
+
+  /** The stored bytes of a message, as the CLI reads them. */
+  async function stored(user: string, uid: number, folder?: string): Promise<Buffer> {
+    const r = await node.cli('mailbox', 'get', who(user), String(uid), ...(folder ? ['--folder', folder] : []));
+    assert.equal(r.code, 0, r.stderr);
+    return Buffer.from(r.stdout, 'latin1');
+  }
+
+  before(async () => {
+    node = await startNode({ env: { MAILGRID_AUTH_FAIL_DELAY_MS: '10', MAILGRID_SMTP_MAX_MESSAGE_BYTES: String(2 * 1024 * 1024) } });
+    const ok = (r: { code: number; stderr: string }) => assert.equal(r.code, 0, r.stderr);
+    ok(await node.cli('domain', 'add', DOMAIN));
+    // Two at a time (two cores): each is a CLI process.
+    for (let i = 0; i < ACCOUNTS.length; i += 2) await Promise.all(ACCOUNTS.slice(i, i + 2).map(async (a) => ok(await node.cli('account', 'add', who(a)))));
+    for (let i = 0; i < ACCOUNTS.length; i += 2) await Promise.all(ACCOUNTS.slice(i, i + 2).map(async (a) => ok(await passwd(who(a)))));
+  });
+
+  after(async () => {
+    for (const t of raws) t.close();
+    await Promise.all(flows.map((f) => (f.usable ? f.logout().catch(() => f.close()) : undefined)));
+    const code = await node?.stop();
+    assert.equal(code, 0, 'the node stopped cleanly');
+  });
+
+  // ---- 1. bytes, BODYSTRUCTURE and ENVELOPE ----------------------------------------------
+
+  it('a message delivered by SMTP is fetched byte for byte; BODYSTRUCTURE, BINARY and ENVELOPE agree with mailparser', async () => {
+    const attachment = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff));
+    const mixed = await compose({
+      from: 'Änne Sender <sender@sender.test>',
+      to: [`Alice <${who('alice')}>`, 'other@sender.test'],
+      cc: 'Carbon <cc@sender.test>',
+      replyTo: 'replies@sender.test',
+      subject: 'Mixed: Grüße with an attachment',
+      text: 'Hello,\nthe attachment is here.\nÜber alles.\n',
+      attachments: [
+        { filename: 'data.bin', content: attachment, contentType: 'application/octet-stream' },
+        { filename: 'notes.txt', content: Buffer.from('caf\xe9 notes\r\n', 'latin1'), contentType: 'text/plain; charset=iso-8859-1' },
+      ],
+    });
+    const alternative = await compose({ from: 'sender@sender.test', to: who('alice'), subject: 'Alternative', text: 'plain text\n', html: '<p>html <b>text</b></p>' });
+    const inner = await compose({ from: 'Inner <inner@sender.test>', to: 'x@sender.test', subject: 'The inner one', text: 'inner body\n', attachments: [{ filename: 'inner.txt', content: 'abc' }] });
+    const forwarded = await compose({
+      from: 'fwd@sender.test',
+      to: who('alice'),
+      subject: 'Fwd: The inner one',
+      inReplyTo: '<orig@sender.test>',
+      references: ['<root@sender.test>', '<orig@sender.test>'],
+      text: 'see below\n',
+      attachments: [{ filename: 'forwarded.eml', content: inner, contentType: 'message/rfc822' }],
+    });
+    const sent = [mixed, alternative, forwarded];
+    for (const m of sent) await deliver('alice', m);
+    await inboxHolds('alice', 3);
+
+    const client = await flow('alice');
+    await client.mailboxOpen('INBOX');
+    const fetched = await client.fetchAll('1:3', { uid: true, source: true, bodyStructure: true, envelope: true, size: true });
+    const t = await raw('alice');
+    await t.run('EXAMINE INBOX');
+    assert.equal(fetched.length, 3);
+    for (const [i, m] of fetched.entries()) {
+      const db = await stored('alice', m.uid);
+      assert.ok(m.source!.equals(db), `BODY[] of ${m.uid} is what the store holds`);
+      assert.equal(m.size, db.length, 'RFC822.SIZE');
+      const received = db.toString('latin1').match(TRACE)?.[0] ?? '';
+      assert.match(received, /^Return-Path: <sender@sender\.test>\r\nReceived: from /, 'trace fields on top');
+      assert.ok(db.subarray(Buffer.byteLength(received, 'latin1')).equals(sent[i]), `message ${i + 1} is the bytes sent, after the trace fields`);
+      await agreesWithMailparser(t, m);
+    }
+    // The structures themselves, as a reader would expect them.
+    const [mixedS, altS, fwdS] = fetched.map((m) => m.bodyStructure!);
+    assert.deepEqual(shape(mixedS), ['multipart/mixed', ['1 text/plain utf-8', '2 application/octet-stream data.bin', '3 text/plain iso-8859-1 notes.txt']]);
+    assert.deepEqual(shape(altS), ['multipart/alternative', ['1 text/plain utf-8', '2 text/html utf-8']]);
+    assert.deepEqual(shape(fwdS), ['multipart/mixed', ['1 text/plain utf-8', ['2 message/rfc822', ['multipart/mixed', ['2.1 text/plain utf-8', '2.2 text/plain us-ascii inner.txt']]]]]);
+    const rfc822 = fwdS.childNodes![1];
+    assert.equal(rfc822.envelope?.subject, 'The inner one');
+    assert.deepEqual(rfc822.envelope?.from, [{ name: 'Inner', address: 'inner@sender.test' }]);
+    assert.ok(rfc822.lineCount! > 5, 'message/rfc822 has its line count');
+  });
+
+  // ---- 2. logins --------------------------------------------------------------------------
+
+  it('before TLS: STARTTLS and LOGINDISABLED, logins refused with PRIVACYREQUIRED; after STARTTLS, LOGIN and AUTHENTICATE PLAIN (with and without SASL-IR) and LOGIN work', async () => {
+    const plain = await ImapTranscript.open(node.ports.imap);
+    raws.push(plain);
+    assert.match(plain.greeting, /^\* OK \[CAPABILITY [^\]]*\bSTARTTLS\b[^\]]*\]/);
+    const caps = (await plain.run('CAPABILITY')).untagged[0];
+    assert.match(caps, /\bSTARTTLS\b/);
+    assert.match(caps, /\bLOGINDISABLED\b/);
+    assert.doesNotMatch(caps, /AUTH=/, 'no mechanism offered in the clear');
+    await plain.login(who('bob'), PASSWORD, 'NO [PRIVACYREQUIRED]');
+    await plain.run(`AUTHENTICATE PLAIN ${Buffer.from(`\0${who('bob')}\0${PASSWORD}`).toString('base64')}`, 'NO [PRIVACYREQUIRED]');
+    await plain.run('SELECT INBOX', 'BAD');
+    await plain.starttls();
+    const tlsCaps = (await plain.run('CAPABILITY')).untagged[0];
+    assert.match(tlsCaps, /\bAUTH=PLAIN\b/);
+    assert.doesNotMatch(tlsCaps, /LOGINDISABLED|STARTTLS/);
+    const login = await plain.login(who('bob'), PASSWORD);
+    assert.match(login.tagged, /^OK \[CAPABILITY [^\]]*\bIMAP4rev2\b/, 'the capabilities after login come with the OK');
+    await plain.run('STARTTLS', 'BAD');
+    await plain.run('LOGOUT');
+
+    // AUTHENTICATE PLAIN with the response on the command line (SASL-IR), and after an empty challenge.
+    const plainResponse = Buffer.from(`\0${who('bob')}\0${PASSWORD}`).toString('base64');
+    const ir = await raw(null);
+    await ir.run(`AUTHENTICATE PLAIN ${plainResponse}`, 'OK');
+    await ir.run('SELECT INBOX');
+    const noIr = await raw(null);
+    noIr.write(`A1 AUTHENTICATE PLAIN\r\n`);
+    assert.equal(await noIr.response(), '+ ');
+    noIr.write(`${plainResponse}\r\n`);
+    assert.match((await noIr.until('A1')).tagged, /^OK /);
+    // AUTHENTICATE LOGIN: "Username:" and "Password:", base64.
+    const viaLogin = await raw(null);
+    viaLogin.write(`A1 AUTHENTICATE LOGIN\r\n`);
+    assert.equal(await viaLogin.response(), `+ ${Buffer.from('Username:').toString('base64')}`);
+    viaLogin.write(`${Buffer.from(who('bob')).toString('base64')}\r\n`);
+    assert.equal(await viaLogin.response(), `+ ${Buffer.from('Password:').toString('base64')}`);
+    viaLogin.write(`${Buffer.from(PASSWORD).toString('base64')}\r\n`);
+    assert.match((await viaLogin.until('A1')).tagged, /^OK /);
+    // A cancelled exchange, a wrong password, an unknown mechanism (from another address: failures count per address).
+    const other = await ImapTranscript.open(node.ports.imaps, { tls: true, localAddress: '127.0.0.21' });
+    raws.push(other);
+    other.write(`A1 AUTHENTICATE PLAIN\r\n`);
+    await other.response();
+    other.write('*\r\n');
+    assert.match((await other.until('A1')).tagged, /^BAD /);
+    await other.run(`AUTHENTICATE PLAIN ${Buffer.from(`\0${who('bob')}\0wrong`).toString('base64')}`, 'NO [AUTHENTICATIONFAILED]');
+    await other.login(who('bob'), 'wrong', 'NO [AUTHENTICATIONFAILED]');
+    await other.run('AUTHENTICATE CRAM-MD5', 'NO');
+    await other.login(who('bob'), PASSWORD, 'OK');
+
+    // imapflow on the plain port does STARTTLS by itself; imaplib's starttls() too.
+    const client = await flow('bob', { secure: false });
+    assert.ok(client.secureConnection, 'imapflow upgraded to TLS');
+    assert.equal((await client.mailboxOpen('INBOX')).path, 'INBOX');
+    const py = await pyClient([
+      ['caps', 'imap', node.ports.imap, 'starttls'],
+      ['login', 'imap_login', who('bob'), PASSWORD],
+      ['select', 'imap_select', 'INBOX'],
+      ['logout', 'imap_logout'],
+    ]);
+    assert.ok(py.caps.includes('AUTH=PLAIN') && !py.caps.includes('LOGINDISABLED'), String(py.caps));
+    assert.ok(!py.login.error, String(py.login.error));
+    assert.equal(py.select, 0);
+    assert.equal(py.logout, 'BYE');
+  });
+
+  // ---- 3. IDLE --------------------------------------------------------------------------------
+
+  it('IDLE before SELECT; with INBOX selected, a delivery wakes an idling imapflow with EXISTS; NOOP brings in another session\'s flag change', async () => {
+    const t = await raw('carol');
+    t.write('I1 IDLE\r\n');
+    assert.match(await t.response(), /^\+ /);
+    t.write('DONE\r\n');
+    assert.match((await t.until('I1')).tagged, /^OK /);
+
+    const client = await flow('carol');
+    await client.mailboxOpen('INBOX');
+    const counts: number[] = [];
+    client.on('exists', (e) => counts.push(e.count));
+    // imapflow idles by itself when it has nothing to do: make sure it does now.
+    void client.idle();
+    await eventually('imapflow is idling', async () => (client.idling ? true : undefined));
+    await deliver('carol', plainMessage({ subject: 'wake up', to: who('carol') }));
+    await eventually('EXISTS reached the idling client', async () => (counts.includes(1) ? true : undefined));
+
+    // Another session flags it; a NOOP tells this one.
+    await t.run('SELECT INBOX');
+    const other = await raw('carol');
+    await other.run('SELECT INBOX');
+    await other.run('STORE 1 +FLAGS (\\Flagged)');
+    const noop = await t.run('NOOP');
+    assert.deepEqual(ImapTranscript.pick(noop, /^1 FETCH/), [`1 FETCH (UID 1 FLAGS (\\Flagged))`]);
+    assert.deepEqual((await t.run('NOOP')).untagged, [], 'told once');
+  });
+
+  // ---- 15. Python's imaplib ---------------------------------------------------------------------
+
+  it("imaplib end to end over IMAPS: login, select, search, fetch RFC822 (the stored bytes), store \\Deleted, expunge, logout", async () => {
+    const bodies = ['first', 'second', 'third'].map((w) => plainMessage({ subject: `py ${w}`, to: who('dave') }, `the ${w} one\r\n`));
+    for (const b of bodies) await deliver('dave', b);
+    await inboxHolds('dave', 3);
+    const second = await stored('dave', 2);
+    const r = await pyClient([
+      ['caps', 'imap', node.ports.imaps, 'implicit'],
+      ['login', 'imap_login', who('dave'), PASSWORD],
+      ['select', 'imap_select', 'INBOX'],
+      ['all', 'imap_search', 'ALL'],
+      ['second', 'imap_search', 'SUBJECT "py second"'],
+      ['fetch', 'imap_fetch', '2', '(RFC822)'],
+      ['store', 'imap_store', '2', '+FLAGS', '(\\Deleted)'],
+      ['expunge', 'imap_expunge'],
+      ['after', 'imap_search', 'ALL'],
+      ['logout', 'imap_logout'],
+    ]);
+    assert.ok(r.caps.includes('IMAP4REV2') || r.caps.includes('IMAP4rev2'), String(r.caps));
+    assert.equal(r.select, 3);
+    assert.deepEqual(r.all, [1, 2, 3]);
+    assert.deepEqual(r.second, [2]);
+    const fetched = Buffer.from(r.fetch[0], 'base64');
+    assert.ok(fetched.equals(second), 'RFC822 is the stored message');
+    assert.equal(fetched.toString('latin1').replace(TRACE, ''), bodies[1]);
+    assert.match(r.store[0], /^2 \(FLAGS \(.*\\Deleted.*\)\)$/);
+    assert.deepEqual(r.expunge, [2]);
+    assert.deepEqual(r.after, [1, 2]);
+    assert.equal(r.logout, 'BYE');
+    // The \Seen that RFC822 set stays on the first message that is left with it.
+    const t = await raw('dave');
+    await t.run('EXAMINE INBOX');
+    const flags = await t.run('FETCH 1:* (FLAGS)');
+    assert.deepEqual(flags.untagged, ['1 FETCH (FLAGS ())', '2 FETCH (FLAGS ())'], 'the expunged one was the \\Seen one');
+  });
+
+  /** What a structure is, briefly: `part type/subtype charset filename`, nested. */
+  function shape(node: MessageStructureObject): unknown {
+    if (node.childNodes) {
+      const kids = node.childNodes.map(shape);
+      return node.type === 'message/rfc822' ? [`${node.part} ${node.type}`, kids[0]] : [node.type, kids];
+    }
+    const filename = node.dispositionParameters?.filename ?? node.parameters?.name;
+    return [node.part, node.type, node.parameters?.charset, filename].filter(Boolean).join(' ');
+  }
+
+  /** mailparser's reading of the bytes against the server's: envelope, text, html, each attachment by its part number (type, name, charset, decoded bytes and size). */
+  async function agreesWithMailparser(t: ImapTranscript, m: FetchMessageObject): Promise<void> {
+    const parsed = await simpleParser(m.source!);
+    const env = m.envelope!;
+    const addresses = (a: AddressObject | AddressObject[] | undefined) => (Array.isArray(a) ? a : a ? [a] : []).flatMap((x) => x.value).map((v) => ({ name: v.name || undefined, address: v.address }));
+    const strip = (list: { name?: string; address?: string }[] | undefined) => (list ?? []).map((v) => ({ name: v.name || undefined, address: v.address }));
+    assert.equal(env.subject, parsed.subject, 'ENVELOPE subject');
+    assert.equal(env.messageId, parsed.messageId, 'ENVELOPE message-id');
+    assert.equal(env.inReplyTo, parsed.inReplyTo, 'ENVELOPE in-reply-to');
+    assert.equal(new Date(env.date!).getTime(), parsed.date?.getTime(), 'ENVELOPE date');
+    assert.deepEqual(strip(env.from), addresses(parsed.from), 'ENVELOPE from');
+    assert.deepEqual(strip(env.to), addresses(parsed.to), 'ENVELOPE to');
+    assert.deepEqual(strip(env.cc), addresses(parsed.cc), 'ENVELOPE cc');
+    assert.deepEqual(strip(env.replyTo), parsed.replyTo ? addresses(parsed.replyTo) : strip(env.from), 'ENVELOPE reply-to (From when absent)');
+    const parts = new Map<string, MessageStructureObject>();
+    const walk = (n: MessageStructureObject) => {
+      if (n.part) parts.set(n.part, n);
+      n.childNodes?.forEach(walk);
+    };
+    walk(m.bodyStructure!);
+    // The text and HTML bodies: the first text parts, decoded by the server (BINARY) as mailparser decodes them.
+    const binary = async (part: string) => {
+      const r = await t.run(`UID FETCH ${m.uid} (BINARY.SIZE[${part}] BINARY.PEEK[${part}])`);
+      const size = Number(/BINARY\.SIZE\[[\d.]+\] (\d+)/.exec(r.untagged[0])?.[1]);
+      const data = literalOf(r.untagged[0].slice(r.untagged[0].indexOf('BINARY[')));
+      assert.equal(size, data.length, `BINARY.SIZE[${part}] is the length of BINARY[${part}]`);
+      return data;
+    };
+    const lf = (s: string) => s.replace(/\r\n/g, '\n').replace(/\n+$/, '');
+    const firstOf = (type: string) => [...parts.entries()].find(([p, n]) => n.type === type && !n.disposition && !p.includes('.'))?.[0];
+    for (const [type, want] of [['text/plain', parsed.text], ['text/html', parsed.html || undefined]] as const) {
+      if (!want) continue;
+      const part = firstOf(type);
+      assert.ok(part, `a ${type} part`);
+      assert.ok(lf(want).startsWith(lf((await binary(part)).toString('utf8'))), `${type} of ${m.uid}`);
+    }
+    for (const a of parsed.attachments) {
+      const n = parts.get(a.partId!);
+      assert.ok(n, `part ${a.partId} in BODYSTRUCTURE`);
+      assert.equal(n.type, a.contentType, `type of ${a.partId}`);
+      assert.equal(n.dispositionParameters?.filename ?? n.parameters?.name, a.filename, `filename of ${a.partId}`);
+      const ct = a.headers.get('content-type') as { params?: { charset?: string } } | undefined;
+      // A text part without a charset is US-ASCII (RFC 2045 §5.2), and says so.
+      const charset = ct?.params?.charset ?? (a.contentType.startsWith('text/') ? 'us-ascii' : undefined);
+      assert.equal(n.parameters?.charset?.toLowerCase(), charset?.toLowerCase(), `charset of ${a.partId}`);
+      const data = await binary(a.partId!);
+      assert.equal(data.length, a.size, `decoded size of ${a.partId}`);
+      assert.ok(data.equals(a.content), `decoded bytes of ${a.partId}`);
+    }
+  }
+});
