@@ -289,6 +289,192 @@ describe('IMAP on a single node', () => {
     assert.deepEqual((await t.run('NOOP')).untagged, [], 'told once');
   });
 
+  // ---- 4. CONDSTORE and QRESYNC --------------------------------------------------------------------
+
+  it('CONDSTORE: HIGHESTMODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE; QRESYNC: VANISHED (EARLIER) on SELECT and UID FETCH, VANISHED for expunges', async () => {
+    for (let i = 1; i <= 5; i++) await deliver('erin', plainMessage({ subject: `condstore ${i}`, to: who('erin') }));
+    await inboxHolds('erin', 5);
+    const a = await raw('erin');
+    const b = await raw('erin');
+    const modseqOf = (line: string) => Number(/MODSEQ \((\d+)\)/.exec(line)?.[1]);
+    // Without QRESYNC enabled, neither its SELECT parameter nor VANISHED.
+    await a.run('SELECT INBOX (QRESYNC (1 1))', 'BAD');
+    const sel = await a.run('SELECT INBOX (CONDSTORE)');
+    const h0 = Number(/HIGHESTMODSEQ (\d+)/.exec(sel.untagged.join('\n'))?.[1]);
+    const uidValidity = Number(/UIDVALIDITY (\d+)/.exec(sel.untagged.join('\n'))?.[1]);
+    assert.ok(h0 > 0, 'HIGHESTMODSEQ of a folder with mail');
+    await a.run('UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)', 'BAD');
+
+    const stored2 = await a.run('STORE 2 +FLAGS (\\Seen)');
+    const m2 = modseqOf(stored2.untagged[0]);
+    assert.ok(m2 > h0, 'a STORE raises the mod-sequence');
+    assert.deepEqual(stored2.untagged, [`2 FETCH (FLAGS (\\Seen) MODSEQ (${m2}))`]);
+    assert.deepEqual((await a.run(`FETCH 1:* (FLAGS) (CHANGEDSINCE ${h0})`)).untagged, [`2 FETCH (FLAGS (\\Seen) MODSEQ (${m2}))`], 'exactly the changed message');
+    assert.deepEqual((await a.run(`FETCH 1:* (UID) (CHANGEDSINCE ${m2})`)).untagged, [], 'nothing changed since');
+
+    // Another session changes message 3: a STORE conditional on the older mod-sequence fails for it, and only for it.
+    await b.run('SELECT INBOX');
+    await b.run('STORE 3 +FLAGS (\\Flagged)');
+    const cond = await a.run(`STORE 3:4 (UNCHANGEDSINCE ${m2}) +FLAGS (\\Answered)`);
+    assert.match(cond.tagged, /^OK \[MODIFIED 3\] /);
+    const fetch34 = await a.run('FETCH 3:4 (FLAGS)');
+    assert.deepEqual(
+      fetch34.untagged.map((l) => l.replace(/ MODSEQ \(\d+\)/, '')),
+      ['3 FETCH (FLAGS (\\Flagged))', '4 FETCH (FLAGS (\\Answered))'],
+      'message 3 kept its flags, message 4 was changed',
+    );
+    const uidCond = await a.run(`UID STORE 3 (UNCHANGEDSINCE 1) -FLAGS (\\Flagged)`);
+    assert.match(uidCond.tagged, /^OK \[MODIFIED 3\] /, 'UID STORE names the uid');
+
+    // QRESYNC: the state as the client last knew it, then another session's expunges and changes.
+    await a.run('ENABLE QRESYNC');
+    const status = await a.run('STATUS INBOX (HIGHESTMODSEQ)');
+    const h1 = Number(/HIGHESTMODSEQ (\d+)/.exec(status.untagged[0])?.[1]);
+    await a.run('UNSELECT');
+    await b.run('NOOP');
+    await b.run('STORE 1,4 +FLAGS.SILENT (\\Deleted)');
+    await b.run('EXPUNGE');
+    await b.run('UID STORE 3 +FLAGS.SILENT (\\Seen)');
+    const resync = await a.run(`SELECT INBOX (QRESYNC (${uidValidity} ${h1}))`);
+    assert.deepEqual(ImapTranscript.pick(resync, 'VANISHED'), ['VANISHED (EARLIER) 1,4']);
+    const changed = ImapTranscript.pick(resync, /^\d+ FETCH/);
+    assert.equal(changed.length, 1, changed.join('\n'));
+    assert.match(changed[0], /^2 FETCH \(UID 3 FLAGS \(\\Flagged \\Seen\) MODSEQ \(\d+\)\)$/);
+    const h2 = Number(/HIGHESTMODSEQ (\d+)/.exec(resync.untagged.join('\n'))?.[1]);
+    assert.ok(h2 > h1);
+    // A mod-sequence in the past with known uids: only those uids are told.
+    const known = await a.run(`SELECT INBOX (QRESYNC (${uidValidity} ${h1} 2:4))`);
+    assert.deepEqual(ImapTranscript.pick(known, 'VANISHED'), ['VANISHED (EARLIER) 4']);
+    assert.equal(ImapTranscript.pick(known, 'OK [CLOSED]').length, 1, 'the previous mailbox closed, said first');
+    assert.match(known.untagged[0], /^OK \[CLOSED\]/);
+    // A wrong UIDVALIDITY: a plain SELECT, nothing to catch up.
+    const stale = await a.run(`SELECT INBOX (QRESYNC (${uidValidity + 1} ${h1}))`);
+    assert.deepEqual(ImapTranscript.pick(stale, /VANISHED|FETCH/), []);
+    const uidFetch = await a.run(`UID FETCH 1:* (FLAGS) (CHANGEDSINCE ${h1} VANISHED)`);
+    assert.deepEqual(
+      uidFetch.untagged.map((l) => l.replace(/ MODSEQ \(\d+\)/, '')),
+      ['VANISHED (EARLIER) 1,4', '2 FETCH (UID 3 FLAGS (\\Flagged \\Seen))'],
+    );
+    // Expunges by another session now come as VANISHED, not EXPUNGE.
+    await b.run('UID STORE 2 +FLAGS.SILENT (\\Deleted)');
+    await b.run('UID EXPUNGE 2');
+    const noop = await a.run('NOOP');
+    assert.deepEqual(ImapTranscript.pick(noop, /VANISHED|EXPUNGE/), ['VANISHED 2']);
+    assert.deepEqual((await a.run('UID SEARCH ALL')).untagged, ['SEARCH 3 5']);
+  });
+
+  it('QRESYNC with imapflow: a mailbox opened with its last HIGHESTMODSEQ hears of expunges as VANISHED (EARLIER) and of changed flags', async () => {
+    for (let i = 1; i <= 4; i++) await deliver('frank', plainMessage({ subject: `qresync ${i}`, to: who('frank') }));
+    await inboxHolds('frank', 4);
+    const client = await flow('frank', { qresync: true });
+    const first = await client.mailboxOpen('INBOX');
+    assert.ok(client.enabled.has('QRESYNC'), 'imapflow enabled QRESYNC');
+    assert.ok(first.highestModseq && first.highestModseq > 0n);
+    assert.ok(first.mailboxId, 'MAILBOXID');
+    await client.mailboxClose();
+    const other = await flow('frank');
+    await other.mailboxOpen('INBOX');
+    await other.messageDelete('2', { uid: true });
+    await other.messageFlagsAdd('3', ['\\Flagged'], { uid: true });
+    const expunged: { uid?: number; vanished: boolean; earlier?: boolean }[] = [];
+    const flagged: { uid?: number; flags: string[] }[] = [];
+    client.on('expunge', (e) => expunged.push({ uid: e.uid, vanished: e.vanished, earlier: e.earlier }));
+    client.on('flags', (e) => flagged.push({ uid: e.uid, flags: [...e.flags] }));
+    const again = await client.mailboxOpen('INBOX', { changedSince: first.highestModseq, uidValidity: first.uidValidity });
+    assert.ok(again.highestModseq! > first.highestModseq!);
+    assert.deepEqual(expunged, [{ uid: 2, vanished: true, earlier: true }]);
+    assert.deepEqual(flagged, [{ uid: 3, flags: ['\\Flagged'] }]);
+    // Live: another session's expunge reaches it as VANISHED.
+    await other.messageDelete('4', { uid: true });
+    await client.noop();
+    await eventually('the live VANISHED', async () => (expunged.some((e) => e.uid === 4 && e.vanished && !e.earlier) ? true : undefined));
+    const left = await client.fetchAll('1:*', { uid: true });
+    assert.deepEqual(left.map((m) => m.uid), [1, 3]);
+  });
+
+  // ---- 5. UIDPLUS, MOVE, MULTIAPPEND, APPENDLIMIT -----------------------------------------------
+
+  it('UIDPLUS: APPENDUID, COPYUID, UID EXPUNGE of the named \\Deleted only; MOVE: COPYUID untagged, then EXPUNGE', async () => {
+    const client = await flow('grace');
+    const appended: { uid?: number; uidValidity?: bigint }[] = [];
+    for (let i = 1; i <= 4; i++) {
+      const r = await client.append('INBOX', plainMessage({ subject: `uidplus ${i}`, to: who('grace') }), ['\\Seen']);
+      assert.ok(r, 'APPEND answered');
+      appended.push(r);
+    }
+    const uidValidity = appended[0].uidValidity;
+    assert.deepEqual(appended.map((a) => a.uid), [1, 2, 3, 4], 'APPENDUID');
+    assert.ok(uidValidity && appended.every((a) => a.uidValidity === uidValidity));
+    await client.mailboxOpen('INBOX');
+    const copied = await client.messageCopy('1:2', 'Archive', { uid: true });
+    assert.ok(copied);
+    assert.deepEqual([...copied.uidMap!.entries()], [[1, 1], [2, 2]], 'COPYUID');
+    const archive = await client.status('Archive', { messages: true, uidValidity: true });
+    assert.ok(archive);
+    assert.equal(copied.uidValidity, archive.uidValidity, "COPYUID names the target's UIDVALIDITY");
+
+    const t = await raw('grace');
+    await t.run('SELECT INBOX');
+    await t.run('UID STORE 1:3 +FLAGS.SILENT (\\Deleted)');
+    const uidExpunge = await t.run('UID EXPUNGE 2:4');
+    assert.deepEqual(uidExpunge.untagged, ['3 EXPUNGE', '2 EXPUNGE'], 'only 2 and 3: 1 is not named, 4 is not \\Deleted');
+    assert.deepEqual((await t.run('UID SEARCH ALL')).untagged, ['SEARCH 1 4']);
+    const move = await t.run('UID MOVE 4 Trash');
+    assert.match(move.untagged[0], new RegExp(`^OK \\[COPYUID \\d+ 4 1\\] `), 'COPYUID first, untagged');
+    assert.deepEqual(move.untagged.slice(1), ['2 EXPUNGE']);
+    assert.match(move.tagged, /^OK /);
+    await t.run('MOVE 1 Nosuch', 'NO [TRYCREATE]');
+    await t.run('COPY 1 Nosuch', 'NO [TRYCREATE]');
+    await t.run('APPEND Nosuch {3+}\r\nabc', 'NO [TRYCREATE]');
+    await t.run('UID MOVE 99 Trash', 'OK');
+    // imapflow's MOVE agrees.
+    const moved = await client.messageMove('1', 'Trash', { uid: true });
+    assert.ok(moved);
+    assert.deepEqual([...moved.uidMap!.entries()], [[1, 2]]);
+    assert.equal((await client.status('INBOX', { messages: true }) || undefined)?.messages, 0);
+    assert.equal((await client.status('Trash', { messages: true }) || undefined)?.messages, 2);
+  });
+
+  it('MULTIAPPEND: two messages in one APPEND both appear; one bad one leaves none. APPENDLIMIT: over it NO [TOOBIG] without a "+", and the session goes on', async () => {
+    const t = await raw('grace');
+    const one = 'Subject: one\r\n\r\nbody one\r\n';
+    const two = 'Subject: two\r\n\r\nbody two\r\n';
+    await t.run('CREATE Multi');
+    t.write(`M1 APPEND Multi (\\Seen) {${one.length}}\r\n`);
+    assert.match(await t.response(), /^\+ /);
+    t.write(`${one} (\\Flagged) "01-Jan-2024 10:00:00 +0000" {${two.length}}\r\n`);
+    assert.match(await t.response(), /^\+ /);
+    t.write(`${two}\r\n`);
+    const multi = await t.until('M1');
+    assert.match(multi.tagged, /^OK \[APPENDUID \d+ 1:2\] /);
+    await t.run('EXAMINE Multi');
+    const both = await t.run('FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+    assert.equal(both.untagged.length, 2);
+    assert.match(both.untagged[0], /^1 FETCH \(FLAGS \(\\Seen\) INTERNALDATE "[^"]+" BODY\[HEADER\.FIELDS \(SUBJECT\)\] \{\d+\}\r\nSubject: one\r\n\r\n\)$/);
+    assert.match(both.untagged[1], /^2 FETCH \(FLAGS \(\\Flagged\) INTERNALDATE "( 1|01)-Jan-2024 10:00:00 \+0000" /);
+    await t.run('UNSELECT');
+    // The second one is bad (a bare LF; then a bad date): nothing of the APPEND is kept.
+    await t.run(`APPEND Multi {${one.length}+}\r\n${one} {9+}\r\nbare\nLF\r\n`, 'NO');
+    await t.run(`APPEND Multi {${one.length}+}\r\n${one} "31-Feb-2024 99:00:00 +0000" {${two.length}+}\r\n${two}`, 'BAD');
+    const status = await t.run('STATUS Multi (MESSAGES UIDNEXT)');
+    assert.deepEqual(status.untagged, ['STATUS Multi (MESSAGES 2 UIDNEXT 3)'], 'no message of a failed MULTIAPPEND was stored');
+
+    // APPENDLIMIT is the SMTP limit.
+    const caps = (await t.run('CAPABILITY')).untagged[0];
+    const limit = Number(/\bAPPENDLIMIT=(\d+)/.exec(caps)?.[1]);
+    assert.equal(limit, 2 * 1024 * 1024);
+    t.write(`L1 APPEND Multi {${limit + 1}}\r\n`);
+    const refused = await t.response();
+    assert.match(refused, /^L1 NO \[TOOBIG\] /, 'refused without a "+": the client sends nothing more');
+    await t.run('NOOP');
+    assert.deepEqual((await t.run('STATUS Multi (MESSAGES APPENDLIMIT)')).untagged, [`STATUS Multi (MESSAGES 2 APPENDLIMIT ${limit})`]);
+    // A non-synchronizing literal over it is coming anyway: NO [TOOBIG], then the connection ends (its bytes are not read).
+    t.write(`L2 APPEND Multi {${limit + 1}+}\r\n`);
+    assert.match(await t.response(), /^L2 NO \[TOOBIG\] /);
+    assert.match(await t.response(), /^\* BYE /);
+    await t.closed();
+  });
+
   // ---- 15. Python's imaplib ---------------------------------------------------------------------
 
   it("imaplib end to end over IMAPS: login, select, search, fetch RFC822 (the stored bytes), store \\Deleted, expunge, logout", async () => {
