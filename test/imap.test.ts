@@ -40,6 +40,12 @@ function plainMessage(h: { subject: string; from?: string; to?: string; messageI
 /** The trace fields the server puts on top of what it received (RFC 5321 §4.4). */
 const TRACE = /^(?:(?:Return-Path|Received):[^\r]*\r\n(?:[ \t][^\r]*\r\n)*)+/;
 
+/** LIST lines in the server's order: INBOX first, then by name. */
+const byName = (a: string, b: string) => {
+  const name = (l: string) => l.slice(l.lastIndexOf('"/" ') + 4);
+  return name(a) === 'INBOX' ? -1 : name(b) === 'INBOX' ? 1 : name(a) < name(b) ? -1 : name(a) > name(b) ? 1 : 0;
+};
+
 /** The tagged text without the status (for response codes). */
 const codeOf = (r: ImapReply) => /^\w+ (\[[^\]]*\])?/.exec(r.tagged)?.[1];
 
@@ -473,6 +479,155 @@ describe('IMAP on a single node', () => {
     assert.match(await t.response(), /^L2 NO \[TOOBIG\] /);
     assert.match(await t.response(), /^\* BYE /);
     await t.closed();
+  });
+
+  // ---- 6. mailboxes ---------------------------------------------------------------------------------
+
+  it('SPECIAL-USE folders for every account; CREATE-SPECIAL-USE; LIST-EXTENDED (SUBSCRIBED, RECURSIVEMATCH, SPECIAL-USE, RETURN options); LIST-STATUS; STATUS=SIZE; CHILDREN', async () => {
+    const t = await raw('heidi');
+    const list = async (args: string) => (await t.run(`LIST ${args}`)).untagged;
+    assert.deepEqual(await list('"" *'), [
+      'LIST (\\HasNoChildren) "/" INBOX',
+      'LIST (\\HasNoChildren \\Archive) "/" Archive',
+      'LIST (\\HasNoChildren \\Drafts) "/" Drafts',
+      'LIST (\\HasNoChildren \\Junk) "/" Junk',
+      'LIST (\\HasNoChildren \\Sent) "/" Sent',
+      'LIST (\\HasNoChildren \\Trash) "/" Trash',
+    ]);
+    // CREATE-SPECIAL-USE: a use the server has; an unknown one, two at once and \All (a virtual folder of everything) are refused.
+    const made = await t.run('CREATE Important (USE (\\Flagged))');
+    assert.match(made.tagged, /^OK \[MAILBOXID \([\w-]+\)\] /);
+    await t.run('CREATE Bogus (USE (\\Bogus))', 'NO [USEATTR]');
+    await t.run('CREATE Everything (USE (\\All))', 'NO [USEATTR]');
+    await t.run('CREATE Two (USE (\\Sent \\Archive))', 'NO [USEATTR]');
+    assert.deepEqual(await list('(SPECIAL-USE) "" *'), [
+      'LIST (\\HasNoChildren \\Archive) "/" Archive',
+      'LIST (\\HasNoChildren \\Drafts) "/" Drafts',
+      'LIST (\\HasNoChildren \\Flagged) "/" Important',
+      'LIST (\\HasNoChildren \\Junk) "/" Junk',
+      'LIST (\\HasNoChildren \\Sent) "/" Sent',
+      'LIST (\\HasNoChildren \\Trash) "/" Trash',
+    ]);
+    assert.equal((await list('"" Bogus')).length, 0, 'a refused CREATE made nothing');
+
+    // A hierarchy: Projects/2024/Q1 and Projects/2025, parents made on the way where they are not.
+    for (const name of ['Projects', 'Projects/2024', 'Projects/2024/Q1', 'Projects/2025', 'Lone/Child']) await t.run(`CREATE ${name}`);
+    assert.deepEqual(await list('"" Projects/%'), ['LIST (\\HasChildren) "/" Projects/2024', 'LIST (\\HasNoChildren) "/" Projects/2025']);
+    assert.deepEqual(await list('"Projects/" %'), ['LIST (\\HasChildren) "/" Projects/2024', 'LIST (\\HasNoChildren) "/" Projects/2025'], 'reference and pattern');
+    // A child whose parent is not a mailbox: the parent is \NonExistent (and has children).
+    assert.deepEqual(await list('"" Lone* RETURN (CHILDREN)'), ['LIST (\\NonExistent \\HasChildren) "/" Lone', 'LIST (\\HasNoChildren) "/" Lone/Child']);
+    await t.run('SELECT Lone', 'NO [NONEXISTENT]');
+
+    // Subscriptions: one that exists, one deep, one that does not exist.
+    for (const name of ['Projects/2024/Q1', 'Projects', 'Ghost/Child']) await t.run(`SUBSCRIBE ${name}`);
+    assert.deepEqual(await list('(SUBSCRIBED) "" *'), [
+      'LIST (\\HasChildren \\Subscribed) "/" Projects',
+      'LIST (\\HasNoChildren \\Subscribed) "/" Projects/2024/Q1',
+      'LIST (\\NonExistent \\Subscribed) "/" Ghost/Child',
+    ].sort(byName));
+    assert.deepEqual(
+      await list('"" * RETURN (SUBSCRIBED)').then((l) => l.filter((x) => /Subscribed|Ghost/.test(x))),
+      ['LIST (\\HasChildren \\Subscribed) "/" Projects', 'LIST (\\HasNoChildren \\Subscribed) "/" Projects/2024/Q1'],
+      'a LIST without the SUBSCRIBED selection lists no name that does not exist',
+    );
+    assert.deepEqual(await list('(SUBSCRIBED RECURSIVEMATCH) "" %'), [
+      'LIST (\\NonExistent) "/" Ghost ("CHILDINFO" ("SUBSCRIBED"))',
+      'LIST (\\HasChildren \\Subscribed) "/" Projects ("CHILDINFO" ("SUBSCRIBED"))',
+    ].sort(byName));
+    assert.deepEqual(await list('(SUBSCRIBED RECURSIVEMATCH) "" Projects/%'), ['LIST (\\HasChildren) "/" Projects/2024 ("CHILDINFO" ("SUBSCRIBED"))']);
+    await t.run('LIST (RECURSIVEMATCH) "" *', 'BAD');
+    assert.deepEqual(await list('"" % RETURN (CHILDREN SUBSCRIBED SPECIAL-USE)'), [
+      'LIST (\\HasNoChildren) "/" INBOX',
+      'LIST (\\HasNoChildren \\Archive) "/" Archive',
+      'LIST (\\HasNoChildren \\Drafts) "/" Drafts',
+      'LIST (\\HasNoChildren \\Flagged) "/" Important',
+      'LIST (\\HasNoChildren \\Junk) "/" Junk',
+      'LIST (\\NonExistent \\HasChildren) "/" Lone',
+      'LIST (\\HasChildren \\Subscribed) "/" Projects',
+      'LIST (\\HasNoChildren \\Sent) "/" Sent',
+      'LIST (\\HasNoChildren \\Trash) "/" Trash',
+    ]);
+
+    // LIST-STATUS and STATUS=SIZE: a message appended to Projects/2025.
+    const msg = plainMessage({ subject: 'sized', to: who('heidi') });
+    await t.run(`APPEND Projects/2025 (\\Seen) {${msg.length}+}\r\n${msg}`);
+    const status = await list('"" Projects/% RETURN (STATUS (MESSAGES UNSEEN SIZE UIDNEXT))');
+    assert.deepEqual(status, [
+      'LIST (\\HasChildren) "/" Projects/2024',
+      'STATUS Projects/2024 (MESSAGES 0 UNSEEN 0 SIZE 0 UIDNEXT 1)',
+      'LIST (\\HasNoChildren) "/" Projects/2025',
+      `STATUS Projects/2025 (MESSAGES 1 UNSEEN 0 SIZE ${msg.length} UIDNEXT 2)`,
+    ]);
+    // imapflow reads the same tree.
+    const client = await flow('heidi');
+    const tree = await client.list({ statusQuery: { messages: true } });
+    const byPath = new Map(tree.map((m) => [m.path, m]));
+    assert.equal(byPath.get('Sent')?.specialUse, '\\Sent');
+    assert.equal(byPath.get('Important')?.specialUse, '\\Flagged');
+    assert.equal(byPath.get('Projects/2025')?.status?.messages, 1);
+    assert.ok(byPath.get('Projects')?.flags.has('\\HasChildren'));
+  });
+
+  it('NAMESPACE, ID, ENABLE, UNSELECT; RENAME of a folder with children (MAILBOXID kept, subscriptions follow); RENAME INBOX; DELETE', async () => {
+    const t = await raw('heidi');
+    assert.deepEqual((await t.run('NAMESPACE')).untagged, ['NAMESPACE (("" "/")) NIL NIL']);
+    const id = await t.run('ID ("name" "test-suite" "version" "1")');
+    assert.match(id.untagged[0], /^ID \("name" "mailgrid"/);
+    assert.deepEqual((await t.run('ENABLE CONDSTORE X-UNKNOWN')).untagged, ['ENABLED CONDSTORE']);
+    assert.deepEqual((await t.run('ENABLE CONDSTORE')).untagged, ['ENABLED'], 'enabled once');
+    await t.run('SELECT INBOX');
+    const unselect = await t.run('UNSELECT');
+    assert.deepEqual(unselect.untagged, []);
+    await t.run('FETCH 1 FLAGS', 'BAD');
+
+    for (const name of ['Work', 'Work/Alpha', 'Work/Alpha/Deep', 'Work/Beta']) await t.run(`CREATE ${name}`);
+    await t.run('SUBSCRIBE Work/Alpha');
+    const idOf = async (name: string) => /MAILBOXID \(([^)]+)\)/.exec((await t.run(`STATUS ${name} (MAILBOXID)`)).untagged[0])![1];
+    const before = { work: await idOf('Work'), deep: await idOf('Work/Alpha/Deep') };
+    const msg = plainMessage({ subject: 'in deep', to: who('heidi') });
+    await t.run(`APPEND Work/Alpha/Deep {${msg.length}+}\r\n${msg}`);
+    await t.run('RENAME Work Job');
+    assert.deepEqual(await t.run('LIST "" Job*').then((r) => r.untagged), [
+      'LIST (\\HasChildren) "/" Job',
+      'LIST (\\HasChildren) "/" Job/Alpha',
+      'LIST (\\HasNoChildren) "/" Job/Alpha/Deep',
+      'LIST (\\HasNoChildren) "/" Job/Beta',
+    ]);
+    assert.deepEqual((await t.run('LIST "" Work*')).untagged, [], 'nothing left under the old name');
+    assert.equal(await idOf('Job'), before.work, 'MAILBOXID stays across RENAME');
+    assert.equal(await idOf('Job/Alpha/Deep'), before.deep, 'and for the children');
+    assert.deepEqual((await t.run('STATUS Job/Alpha/Deep (MESSAGES)')).untagged, ['STATUS Job/Alpha/Deep (MESSAGES 1)']);
+    assert.deepEqual((await t.run('LIST (SUBSCRIBED) "" J*')).untagged, ['LIST (\\HasChildren \\Subscribed) "/" Job/Alpha'], 'the subscription follows the rename');
+    await t.run('RENAME Job Projects', 'NO [ALREADYEXISTS]');
+    await t.run('RENAME Nowhere Somewhere', 'NO [NONEXISTENT]');
+
+    // RENAME INBOX: its messages move to the new folder, INBOX stays (empty). A session that has INBOX selected is told they left.
+    for (let i = 1; i <= 2; i++) await deliver('heidi', plainMessage({ subject: `inbox ${i}`, to: who('heidi') }));
+    await inboxHolds('heidi', 2);
+    const watcher = await raw('heidi');
+    const selected = await watcher.run('SELECT INBOX');
+    assert.ok(selected.untagged.includes('2 EXISTS'));
+    const inboxId = await idOf('INBOX');
+    await t.run('RENAME INBOX Saved');
+    assert.deepEqual((await t.run('STATUS INBOX (MESSAGES)')).untagged, ['STATUS INBOX (MESSAGES 0)']);
+    assert.deepEqual((await t.run('STATUS Saved (MESSAGES)')).untagged, ['STATUS Saved (MESSAGES 2)']);
+    assert.equal(await idOf('INBOX'), inboxId, 'INBOX is still INBOX');
+    const told = await watcher.run('NOOP');
+    assert.deepEqual(ImapTranscript.pick(told, /EXPUNGE/), ['2 EXPUNGE', '1 EXPUNGE'], 'the INBOX session hears that the messages left');
+    await watcher.run('FETCH 1 FLAGS', 'BAD');
+    await t.run('EXAMINE Saved');
+    const moved = await t.run('FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+    assert.deepEqual(moved.untagged.map((l) => /Subject: (.*)\r\n/.exec(l)?.[1]), ['inbox 1', 'inbox 2']);
+    await t.run('UNSELECT');
+
+    // DELETE: a folder with children goes, its children stay (the name remains as their parent); INBOX cannot go.
+    await t.run('DELETE Job');
+    assert.deepEqual((await t.run('LIST "" Job')).untagged, ['LIST (\\Noselect \\HasChildren) "/" Job']);
+    await t.run('DELETE Job/Alpha/Deep');
+    await t.run('DELETE Job/Alpha/Deep', 'NO [NONEXISTENT]');
+    await t.run('DELETE INBOX', 'NO');
+    await t.run('SELECT Job/Alpha/Deep', 'NO [NONEXISTENT]');
+    await t.run('STATUS Job/Alpha/Deep (MESSAGES)', 'NO [NONEXISTENT]');
   });
 
   // ---- 15. Python's imaplib ---------------------------------------------------------------------
