@@ -49,6 +49,9 @@ const byName = (a: string, b: string) => {
 /** The tagged text without the status (for response codes). */
 const codeOf = (r: ImapReply) => /^\w+ (\[[^\]]*\])?/.exec(r.tagged)?.[1];
 
+/** The tag of the command a transcript sends next, as a number (ESEARCH names it). */
+const tagNow = (t: ImapTranscript) => Number(t.peekTag().slice(1));
+
 /** The literal's bytes of an untagged response (`... {n}\r\n<bytes>...`). */
 function literalOf(response: string): Buffer {
   const m = /\{(\d+)\}\r\n/.exec(response)!;
@@ -100,7 +103,8 @@ describe('IMAP on a single node', () => {
 
   /** A message by SMTP to `user`'s INBOX: 250 asserted. */
   async function deliver(user: string, data: string | Buffer): Promise<void> {
-    const text = Buffer.isBuffer(data) ? data.toString('latin1') : data;
+    // sendMail writes a string as UTF-8.
+    const text = Buffer.isBuffer(data) ? data.toString('utf8') : data;
     const reply = await sendMail(node.smtpPort, { to: [who(user)], data: text });
     assert.match(reply, /^250 /, reply);
   }
@@ -628,6 +632,79 @@ describe('IMAP on a single node', () => {
     await t.run('DELETE INBOX', 'NO');
     await t.run('SELECT Job/Alpha/Deep', 'NO [NONEXISTENT]');
     await t.run('STATUS Job/Alpha/Deep (MESSAGES)', 'NO [NONEXISTENT]');
+  });
+
+  // ---- 7. SEARCH, SORT, THREAD ------------------------------------------------------------------
+
+  it('ESEARCH, SEARCHRES, WITHIN, SEARCH with UTF-8 strings; SORT (ARRIVAL, DATE, FROM, SUBJECT, SIZE, REVERSE, DISPLAYFROM); THREAD=REFERENCES and ORDEREDSUBJECT', async () => {
+    const t = await raw('ivan');
+    const messages = [
+      { from: '"Zoe Adams" <aaa@x.test>', subject: 'Apple pie', date: 'Mon, 01 Jan 2024 10:00:00 +0000', id: 'a1@x', at: '01-Jan-2020 10:00:00 +0000', extra: ['Keywords: =?UTF-8?Q?K=C3=A4se?=', 'Content-Type: text/plain; charset=utf-8', 'Content-Transfer-Encoding: 8bit'], body: 'Grüße aus Köln\r\n' },
+      { from: '"Bob Brown" <bob@x.test>', subject: 'Re: Apple pie', date: 'Tue, 02 Jan 2024 10:00:00 +0000', id: 'a2@x', reply: 'a1@x', refs: '<a1@x>', at: '02-Feb-2024 10:00:00 +0000', body: 'reply one\r\n' },
+      { from: 'amy@x.test', subject: 'Banana', date: 'Wed, 03 Jan 2024 09:00:00 +0000', id: 'b1@x', at: '01-Mar-2024 10:00:00 +0000', body: 'a longer body, so that this message is the largest one of them all\r\n' },
+      { from: '"Carl" <carl@x.test>', subject: 'RE: Re: apple pie', date: 'Sun, 31 Dec 2023 10:00:00 +0000', id: 'a3@x', reply: 'a2@x', refs: '<a1@x> <a2@x>', at: '04-Feb-2024 10:00:00 +0000', body: 'reply two\r\n' },
+      { from: '"Yan" <yan@x.test>', subject: 'Fwd: Banana', date: 'Thu, 04 Jan 2024 10:00:00 +0000', id: 'b2@x', body: 'forwarded\r\n' },
+    ];
+    const sizes: number[] = [];
+    for (const m of messages) {
+      const text = plainMessage({ from: m.from, to: who('ivan'), subject: m.subject, date: m.date, messageId: m.id, inReplyTo: m.reply, references: m.refs, extra: m.extra }, m.body);
+      const bytes = Buffer.from(text);
+      sizes.push(bytes.length);
+      await t.run(Buffer.concat([Buffer.from(`APPEND INBOX ${m.at ? `"${m.at}" ` : ''}{${bytes.length}+}\r\n`), bytes]));
+    }
+    await t.run('SELECT INBOX');
+    const search = async (command: string) => (await t.run(command)).untagged;
+
+    // ESEARCH (RFC 4731).
+    assert.deepEqual(await search('SEARCH RETURN (MIN MAX COUNT ALL) SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") MIN 1 MAX 4 ALL 1:2,4 COUNT 3`]);
+    assert.deepEqual(await search('UID SEARCH RETURN () NOT SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") UID ALL 3,5`]);
+    assert.deepEqual(await search('SEARCH RETURN (COUNT) SUBJECT nothing'), [`ESEARCH (TAG "T${tagNow(t)}") COUNT 0`]);
+    assert.deepEqual(await search('SEARCH RETURN (MIN MAX) SUBJECT nothing'), [`ESEARCH (TAG "T${tagNow(t)}")`]);
+    // SEARCHRES (RFC 5182): SAVE says nothing; $ is the result, for FETCH and SEARCH.
+    assert.deepEqual(await search('SEARCH RETURN (SAVE) SUBJECT banana'), []);
+    assert.deepEqual(await search('UID FETCH $ (UID)'), ['3 FETCH (UID 3)', '5 FETCH (UID 5)']);
+    assert.deepEqual(await search('SEARCH $'), ['SEARCH 3 5']);
+    assert.deepEqual(await search('SEARCH NOT $'), ['SEARCH 1 2 4']);
+    assert.deepEqual(await search('SEARCH RETURN (SAVE MIN) FROM x.test'), []);
+    assert.deepEqual(await search('FETCH $ (UID)'), ['1 FETCH (UID 1)']);
+    // WITHIN (RFC 5032): by INTERNALDATE, in seconds.
+    assert.deepEqual(await search('SEARCH YOUNGER 3600'), ['SEARCH 5']);
+    assert.deepEqual(await search('SEARCH OLDER 3600'), ['SEARCH 1 2 3 4']);
+    // Strings: headers (encoded words decoded), body and text, case folded, in UTF-8.
+    assert.deepEqual(await search('SEARCH CHARSET UTF-8 BODY "grüße"'), ['SEARCH 1']);
+    assert.deepEqual(await search('SEARCH CHARSET UTF-8 TEXT "KÖLN"'), ['SEARCH 1']);
+    assert.deepEqual(await search(`SEARCH CHARSET UTF-8 HEADER Keywords {${Buffer.byteLength('käse')}+}\r\nkäse`), ['SEARCH 1']);
+    assert.deepEqual(await search('SEARCH FROM brown'), ['SEARCH 2']);
+    assert.deepEqual(await search('SEARCH HEADER In-Reply-To "<a1@x>"'), ['SEARCH 2']);
+    assert.deepEqual(await search('SEARCH OR SUBJECT fwd BODY reply'), ['SEARCH 2 4 5']);
+    assert.deepEqual(await search('SEARCH SENTBEFORE 1-Jan-2024'), ['SEARCH 4']);
+    assert.deepEqual(await search('SEARCH BEFORE 1-Feb-2024'), ['SEARCH 1']);
+    await t.run('SEARCH CHARSET KOI8-U ALL', 'NO [BADCHARSET');
+
+    // SORT (RFC 5256) and SORT=DISPLAY (RFC 5957).
+    const sortOf = async (keys: string) => (await search(`SORT (${keys}) UTF-8 ALL`))[0];
+    assert.equal(await sortOf('ARRIVAL'), 'SORT 1 2 4 3 5');
+    assert.equal(await sortOf('REVERSE ARRIVAL'), 'SORT 5 3 4 2 1');
+    assert.equal(await sortOf('DATE'), 'SORT 4 1 2 3 5');
+    assert.equal(await sortOf('FROM'), 'SORT 1 3 2 4 5', 'by the mailbox part: aaa, amy, bob, carl, yan');
+    assert.equal(await sortOf('DISPLAYFROM'), 'SORT 3 2 4 5 1', 'by the display name: amy@x.test, bob brown, carl, yan, zoe adams');
+    assert.equal(await sortOf('SUBJECT'), 'SORT 1 2 4 3 5', 'base subjects: apple pie, then banana; ties by number');
+    assert.equal(await sortOf('SUBJECT REVERSE DATE'), 'SORT 2 1 4 5 3');
+    const bySize = [1, 2, 3, 4, 5].sort((a, b) => sizes[a - 1] - sizes[b - 1] || a - b);
+    assert.equal(await sortOf('SIZE'), `SORT ${bySize.join(' ')}`);
+    assert.equal(await sortOf('REVERSE SIZE'), `SORT ${[...bySize].reverse().join(' ')}`);
+    assert.deepEqual(await search('UID SORT RETURN (COUNT ALL) (DATE) UTF-8 SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") UID ALL 4,1,2 COUNT 3`]);
+
+    // THREAD (RFC 5256): by references (a forward without references joins by its base subject), and by subject.
+    assert.deepEqual(await search('THREAD REFERENCES UTF-8 ALL'), ['THREAD (1 2 4)(3 5)']);
+    assert.deepEqual(await search('THREAD ORDEREDSUBJECT UTF-8 ALL'), ['THREAD (4 (1)(2))(3 5)']);
+    assert.deepEqual(await search('UID THREAD REFERENCES UTF-8 SUBJECT banana'), ['THREAD (3 5)']);
+
+    // imapflow's search, as a client sees it.
+    const client = await flow('ivan');
+    await client.mailboxOpen('INBOX');
+    assert.deepEqual(await client.search({ subject: 'apple' }, { uid: true }), [1, 2, 4]);
+    assert.deepEqual(await client.search({ body: 'grüße' }), [1]);
   });
 
   // ---- 15. Python's imaplib ---------------------------------------------------------------------

@@ -44,6 +44,11 @@ export class ImapTranscript extends Transcript {
     return text;
   }
 
+  /** The tag the next command gets. */
+  peekTag(): string {
+    return `T${this.tags + 1}`;
+  }
+
   /** A new tag. */
   tag(): string {
     return `T${++this.tags}`;
