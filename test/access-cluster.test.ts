@@ -100,9 +100,8 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
   /** An IMAP session straight to a frontend from `from` (not the balancer's address: no PROXY header), logged in as eve. */
   const imap = async (fe: string, from: string, qresync = false) => {
     const s = await ImapTranscript.open(proc(fe).ports.imaps, { tls: true, localAddress: from });
-    await s.line();
-    await s.ok('LOGIN eve@example.test secret');
-    if (qresync) await s.ok('ENABLE QRESYNC');
+    await s.login('eve@example.test', 'secret');
+    if (qresync) await s.run('ENABLE QRESYNC');
     return s;
   };
   /** Mail for eve through one frontend (its PROXY header names an outside client). */
@@ -111,7 +110,7 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
 
   it('IMAP: IDLE on one frontend wakes for mail delivered through the other', async () => {
     const a = await imap('fe-1', '127.0.0.7');
-    const exists = Number(/\* (\d+) EXISTS/.exec((await a.ok('SELECT INBOX')).join('\n'))![1]);
+    const exists = Number(/^(\d+) EXISTS$/m.exec((await a.run('SELECT INBOX')).untagged.join('\n'))![1]);
     a.write('i1 IDLE\r\n');
     assert.match(await a.line(), /^\+ /);
     await deliverVia('fe-2', 'idle wake');
@@ -127,30 +126,30 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
     const b = await imap('fe-2', '127.0.0.8');
     /** What a client knows: its message numbers' uids, kept from the answers it was given (EXPUNGE renumbers). */
     const tracked = async (s: ImapTranscript) => {
-      const view = ((await s.ok('UID SEARCH ALL'))[0].match(/\d+/g) ?? []).map(Number);
+      const view = ((await s.run('UID SEARCH ALL')).untagged[0].match(/\d+/g) ?? []).map(Number);
       const apply = (lines: string[], during: string) => {
         for (const l of lines) {
-          const m = /^\* (\d+) EXPUNGE$/.exec(l);
+          const m = /^(\d+) EXPUNGE$/.exec(l);
           if (m) {
             assert.doesNotMatch(during, /^(FETCH|STORE|SEARCH) /, `EXPUNGE told during ${during}`);
             view.splice(Number(m[1]) - 1, 1);
           }
           // Every FETCH names a message by its number: it must be the uid the client holds there.
-          const f = /^\* (\d+) FETCH \(.*UID (\d+)/.exec(l);
+          const f = /^(\d+) FETCH \(.*UID (\d+)/.exec(l);
           if (f) assert.equal(view[Number(f[1]) - 1], Number(f[2]), `message ${f[1]} is uid ${view[Number(f[1]) - 1]} to the client, not ${f[2]} (${during})`);
         }
       };
       return {
         view,
         run: async (command: string) => {
-          const r = await s.command(command);
+          const r = await s.run(command, null);
           apply(r.untagged, command);
           return r;
         },
       };
     };
-    await a.ok('SELECT INBOX');
-    await b.ok('SELECT INBOX');
+    await a.run('SELECT INBOX');
+    await b.run('SELECT INBOX');
     const ta = await tracked(a);
     const tb = await tracked(b);
     const [u1, u2, u3, u4, u5, u6, u7] = ta.view;
@@ -163,7 +162,7 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
     await ta.run('NOOP');
     await tb.run('NOOP');
     const state = async (t: Awaited<ReturnType<typeof tracked>>) =>
-      (await t.run('FETCH 1:* (UID FLAGS)')).untagged.map((l) => /^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)/.exec(l)!.slice(1).join(' '));
+      (await t.run('FETCH 1:* (UID FLAGS)')).untagged.map((l) => /^(\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\)/.exec(l)!.slice(1).join(' '));
     const seenByA = await state(ta);
     const seenByB = await state(tb);
     assert.deepEqual(seenByA, seenByB, 'the same messages, numbers and flags in both sessions');
@@ -191,14 +190,14 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
     await pop.send('DELE 1', '+OK');
     // And an IMAP client of eve's: the state it knows, then an expunge it saw.
     const imapBefore = await imap('fe-2', '127.0.0.8', true);
-    const selected = (await imapBefore.ok('SELECT INBOX')).join('\n');
+    const selected = (await imapBefore.run('SELECT INBOX')).untagged.join('\n');
     const uidValidity = Number(/UIDVALIDITY (\d+)/.exec(selected)![1]);
     const known = Number(/HIGHESTMODSEQ (\d+)/.exec(selected)![1]);
-    const uids = ((await imapBefore.ok('UID SEARCH ALL'))[0].match(/\d+/g) ?? []).map(Number);
+    const uids = ((await imapBefore.run('UID SEARCH ALL')).untagged[0].match(/\d+/g) ?? []).map(Number);
     const gone = uids[0];
-    await imapBefore.ok(`UID STORE ${gone} +FLAGS.SILENT (\\Deleted)`);
-    assert.ok((await imapBefore.ok(`UID EXPUNGE ${gone}`)).includes(`* VANISHED ${gone}`));
-    const acknowledged = Number(/HIGHESTMODSEQ (\d+)/.exec((await imapBefore.ok('STATUS INBOX (HIGHESTMODSEQ)')).join())![1]);
+    await imapBefore.run(`UID STORE ${gone} +FLAGS.SILENT (\\Deleted)`);
+    assert.ok((await imapBefore.run(`UID EXPUNGE ${gone}`)).untagged.includes(`VANISHED ${gone}`));
+    const acknowledged = Number(/HIGHESTMODSEQ (\d+)/.exec((await imapBefore.run('STATUS INBOX (HIGHESTMODSEQ)')).untagged.join())![1]);
     const old = await primary();
     process.kill(proc(old).pid, 'SIGKILL');
     await eventually('a new primary', async () => ((await primary()) !== old && (await primary()) !== '-' ? true : undefined), 30_000);
@@ -225,13 +224,13 @@ describe('access in a cluster: logins at the owning group, a shared lockout, IMA
     assert.match(await imapBefore.line(), /^\* BYE \[UNAVAILABLE\]/);
     await imapBefore.closed();
     const after = await imap('fe-1', '127.0.0.7', true);
-    const resync = (await after.ok(`SELECT INBOX (QRESYNC (${uidValidity} ${known}))`)).join('\n');
+    const resync = (await after.run(`SELECT INBOX (QRESYNC (${uidValidity} ${known}))`)).untagged.join('\n');
     assert.equal(Number(/UIDVALIDITY (\d+)/.exec(resync)![1]), uidValidity, 'UIDVALIDITY kept');
     assert.ok(Number(/HIGHESTMODSEQ (\d+)/.exec(resync)![1]) >= acknowledged, 'HIGHESTMODSEQ never lower than what a client was told');
-    assert.match(resync, new RegExp(`^\\* VANISHED \\(EARLIER\\) ${gone}$`, 'm'), 'the expunge told exactly');
+    assert.match(resync, new RegExp(`^VANISHED \\(EARLIER\\) ${gone}$`, 'm'), 'the expunge told exactly');
     await deliverVia('fe-1', 'after failover');
     const now = await eventually('the new message', async () => {
-      const found = ((await after.ok('UID SEARCH ALL'))[0].match(/\d+/g) ?? []).map(Number);
+      const found = ((await after.run('UID SEARCH ALL')).untagged[0].match(/\d+/g) ?? []).map(Number);
       return found.length === uids.length ? found : undefined;
     });
     assert.ok(now[now.length - 1] > Math.max(...uids), 'a new uid, never one given before');

@@ -117,33 +117,32 @@ describe('account moves between hosting groups', () => {
     /** A session through the balancer, logged in with QRESYNC on. */
     const session = async () => {
       const s = await ImapTranscript.open(imaps(), { tls: true });
-      await s.line();
-      const login = await s.command('LOGIN reader@example.test secret');
+      const login = await s.login('reader@example.test', 'secret', '');
       if (!login.tagged.startsWith('OK')) {
         s.close();
         return undefined;
       }
-      await s.ok('ENABLE QRESYNC');
+      await s.run('ENABLE QRESYNC');
       return s;
     };
     const first = await eventually('a login with the imported hash', session, 30_000);
-    const selected = (await first.ok('SELECT INBOX')).join('\n');
+    const selected = (await first.run('SELECT INBOX')).untagged.join('\n');
     const uidValidity = Number(/UIDVALIDITY (\d+)/.exec(selected)![1]);
     const before = Number(/HIGHESTMODSEQ (\d+)/.exec(selected)![1]);
-    assert.match((await first.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 1 2 3$/m, 'the three messages, delivered by SMTP');
-    await first.ok('UID STORE 1 +FLAGS.SILENT (\\Deleted)');
-    assert.ok((await first.ok('UID EXPUNGE 1')).includes('* VANISHED 1'));
-    const expunged = Number(/HIGHESTMODSEQ (\d+)/.exec((await first.ok('STATUS INBOX (HIGHESTMODSEQ)')).join())![1]);
+    assert.match((await first.run('UID SEARCH ALL')).untagged.join('\n'), /^SEARCH 1 2 3$/m, 'the three messages, delivered by SMTP');
+    await first.run('UID STORE 1 +FLAGS.SILENT (\\Deleted)');
+    assert.ok((await first.run('UID EXPUNGE 1')).untagged.includes('VANISHED 1'));
+    const expunged = Number(/HIGHESTMODSEQ (\d+)/.exec((await first.run('STATUS INBOX (HIGHESTMODSEQ)')).untagged.join())![1]);
     assert.ok(expunged > before);
 
     // Marked as moving: reads go on, writes are refused for now.
     await markMoving('reader@example.test', 'g1', 'g2');
     const refused = await eventually('a write refused while the account moves', async () => {
-      const r = await first.command('UID STORE 2 +FLAGS (\\Flagged)');
+      const r = await first.run('UID STORE 2 +FLAGS (\\Flagged)', null);
       return r.tagged.startsWith('NO') ? r.tagged : undefined;
     });
     assert.match(refused, /^NO \[UNAVAILABLE\]/);
-    assert.match((await first.ok('UID FETCH 2 (FLAGS)')).join('\n'), /UID 2 FLAGS \(\)/);
+    assert.match((await first.run('UID FETCH 2 (FLAGS)')).untagged.join('\n'), /UID 2 FLAGS \(\)/);
 
     assert.equal(JSON.parse((await ok('account', 'move', 'reader@example.test', '--resume', '--json')).stdout).done, 'resumed');
     // The old group lets the session go: it is told, and closed.
@@ -157,15 +156,15 @@ describe('account moves between hosting groups', () => {
     await first.closed();
 
     const next = (await eventually('a session at the new group', session, 30_000))!;
-    const again = (await next.ok(`SELECT INBOX (QRESYNC (${uidValidity} ${before}))`)).join('\n');
+    const again = (await next.run(`SELECT INBOX (QRESYNC (${uidValidity} ${before}))`)).untagged.join('\n');
     assert.equal(Number(/UIDVALIDITY (\d+)/.exec(again)![1]), uidValidity, 'UIDVALIDITY kept');
     assert.ok(Number(/HIGHESTMODSEQ (\d+)/.exec(again)![1]) >= expunged, 'HIGHESTMODSEQ never lower');
-    assert.match(again, /^\* VANISHED \(EARLIER\) 1$/m, 'the expunge told exactly');
-    assert.match((await next.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 2 3$/m);
+    assert.match(again, /^VANISHED \(EARLIER\) 1$/m, 'the expunge told exactly');
+    assert.match((await next.run('UID SEARCH ALL')).untagged.join('\n'), /^SEARCH 2 3$/m);
     await send('reader@example.test', 'r4');
-    await eventually('the new message seen', async () => ((await next.ok('NOOP')).some((l) => /^\* 3 EXISTS$/.test(l)) ? true : undefined));
-    assert.match((await next.ok('UID SEARCH ALL')).join('\n'), /^\* SEARCH 2 3 4$/m, 'no uid given twice');
-    await next.ok('LOGOUT');
+    await eventually('the new message seen', async () => ((await next.run('NOOP')).untagged.some((l) => /^3 EXISTS$/.test(l)) ? true : undefined));
+    assert.match((await next.run('UID SEARCH ALL')).untagged.join('\n'), /^SEARCH 2 3 4$/m, 'no uid given twice');
+    await next.run('LOGOUT');
     next.close();
   });
 

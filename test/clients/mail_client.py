@@ -1,4 +1,4 @@
-"""Independent POP3 and SMTP clients for the tests (Python's poplib and smtplib).
+"""Independent POP3, SMTP and IMAP clients for the tests (Python's poplib, smtplib and imaplib).
 
 Usage: python3 mail_client.py '<json steps>'  -> prints a JSON list, one result per step.
 A step is [name, *args]; a step that fails gives {"error": "..."} and the rest still run
@@ -8,9 +8,13 @@ A step is [name, *args]; a step that fails gives {"error": "..."} and the rest s
   dele <n> / quit / drop (close without QUIT) / capa / noop
   smtp <port> <starttls|implicit|plain> [source address]  open an SMTP session (EHLO sent)
   ehlo / starttls / login <user> <password> / cmd <line> / send <from> <to,to> <message text>
+  imap <port> <starttls|implicit|plain>  open an IMAP session: its capabilities (after STARTTLS)
+  imap_login <user> <password> / imap_select <mailbox> (its EXISTS) / imap_search <criteria> (numbers)
+  imap_fetch <set> <items> (each literal base64, each line as text) / imap_store <set> <+FLAGS ...> <flags>
+  imap_expunge (the expunged numbers) / imap_logout
   signal <file> (creates it) / wait_file <file> (until it exists): a test acts between steps
 """
-import base64, json, poplib, smtplib, socket, ssl, sys
+import base64, imaplib, json, poplib, smtplib, socket, ssl, sys
 
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
@@ -30,10 +34,18 @@ def text(b):
     return b.decode('latin1') if isinstance(b, bytes) else str(b)
 
 
+def imap_ok(res):
+    """imaplib's (type, data): the data, or the NO/BAD as an error."""
+    typ, data = res
+    if typ != 'OK':
+        raise imaplib.IMAP4.error(f'{typ} {text(data[0]) if data else ""}')
+    return [d if isinstance(d, tuple) or d is None else text(d) for d in data]
+
+
 def main():
     steps = json.loads(sys.argv[1])
     out = []
-    pop = smtp = None
+    pop = smtp = imap = None
     # Every session stays open until the script ends (a new one does not drop the last).
     kept = []
     for step in steps:
@@ -97,6 +109,24 @@ def main():
             elif name == 'send':
                 refused = smtp.sendmail(args[0], args[1].split(','), args[2].encode())
                 r = {k: [v[0], text(v[1])] for k, v in refused.items()}
+            elif name == 'imap':
+                port, mode = args[0], args[1]
+                if mode == 'implicit':
+                    imap = imaplib.IMAP4_SSL('127.0.0.1', port, ssl_context=ctx, timeout=30)
+                else:
+                    imap = imaplib.IMAP4('127.0.0.1', port, timeout=30)
+                    if mode == 'starttls':
+                        imap.starttls(ssl_context=ctx)
+                kept.append(imap)
+                r = sorted(imap.capabilities)
+            elif name == 'imap_login': r = imap_ok(imap.login(args[0], args[1]))
+            elif name == 'imap_select': r = int(imap_ok(imap.select(args[0]))[0])
+            elif name == 'imap_search': r = [int(n) for n in imap_ok(imap.search(None, args[0]))[0].split()]
+            elif name == 'imap_fetch':
+                r = [base64.b64encode(d[1]).decode() if isinstance(d, tuple) else text(d) for d in imap_ok(imap.fetch(args[0], args[1]))]
+            elif name == 'imap_store': r = [text(d) for d in imap_ok(imap.store(args[0], args[1], args[2]))]
+            elif name == 'imap_expunge': r = [int(n) for n in imap_ok(imap.expunge()) if n is not None]
+            elif name == 'imap_logout': r = text(imap.logout()[0])
             elif name == 'signal':
                 open(args[0], 'w').close()
                 r = 'signalled'

@@ -376,6 +376,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
    * folder and INBOX stays, empty, with its uids going on.
    */
   async renameMailbox(account: string, from: string, to: string): Promise<void> {
+    const changes: MailboxChange[] = [{ account, folder: '', modseq: 0, mailboxes: true }];
     await this.write(() => {
       this.mustTake(account);
       if (!this.mailboxes.get([account, from]) && from !== INBOX) throw Replies.noSuchMailbox(from);
@@ -386,22 +387,35 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         if (this.mailboxes.get([account, now])) throw Replies.mailboxExists(now);
         const box = this.mailbox(account, old, meta);
         const moved = old === INBOX ? { ...this.mailbox(account, now, meta), nextUid: box.nextUid, modseq: box.modseq } : box;
+        // INBOX stays, with its UIDVALIDITY: what leaves it has vanished from it (its sessions and QRESYNC clients are told).
+        const left: number[] = [];
+        const modseq = old === INBOX ? this.nextModseq(meta) : 0;
         for (const { key, value } of this.ofFolder(this.index, account, old)) {
           this.unset('index', key);
           this.set('index', [account, now, key[2]], value);
+          if (old === INBOX) left.push(key[2]);
         }
         for (const { key, value } of this.modseqsOf(account, old)) {
+          // INBOX's expunges stay with INBOX (its UIDVALIDITY stays); everything else goes with the name.
+          if (old === INBOX && value === 0) continue;
           this.unset('modseqs', key);
-          // INBOX starts again empty: its messages went with the rename, its expunges stay behind with nobody to tell.
-          if (old !== INBOX || value === 1) this.set('modseqs', [account, now, key[2], key[3]], value);
+          this.set('modseqs', [account, now, key[2], key[3]], value);
         }
+        for (const uid of left) this.set('modseqs', [account, INBOX, modseq, uid], 0);
         this.set('mailboxes', [account, now], moved);
-        if (old === INBOX) this.set('mailboxes', [account, INBOX], { ...box, modseq: this.nextModseq(meta) });
-        else this.unset('mailboxes', [account, old]);
+        if (old === INBOX) {
+          this.set('mailboxes', [account, INBOX], { ...box, modseq });
+          if (left.length) changes.push({ account, folder: INBOX, modseq, expunged: left });
+        } else this.unset('mailboxes', [account, old]);
+        // Subscriptions follow the folders they name (as Dovecot's do); INBOX's stays with INBOX.
+        if (old !== INBOX && this.subscriptions.get([account, old])) {
+          this.unset('subscriptions', [account, old]);
+          this.set('subscriptions', [account, now], true);
+        }
       }
       this.setAccount(account, meta);
     });
-    this.announce([{ account, folder: '', modseq: 0, mailboxes: true }]);
+    this.announce(changes);
   }
 
   async subscribe(account: string, folder: string, on: boolean): Promise<void> {

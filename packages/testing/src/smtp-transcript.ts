@@ -1,4 +1,5 @@
 import { connect as tcp, type Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { connect as tls, type TLSSocket } from 'node:tls';
 
 export interface TranscriptOptions {
@@ -22,9 +23,11 @@ export abstract class Transcript {
   private waiting: ((line: string) => void) | undefined;
   private readonly lines: string[] = [];
   private socket: Socket;
+  /** What is written to: the socket, or a compressor over it (IMAP's COMPRESS). */
+  private output: Writable;
 
   protected constructor(socket: Socket) {
-    this.socket = socket;
+    this.socket = this.output = socket;
     this.listen(socket);
   }
 
@@ -37,7 +40,7 @@ export abstract class Transcript {
     return secure(plain);
   }
 
-  private listen(socket: Socket): void {
+  private listen(socket: Readable): void {
     socket.setEncoding('latin1');
     socket.on('data', (d: string) => {
       this.buffer += d;
@@ -81,7 +84,7 @@ export abstract class Transcript {
 
   /** Raw bytes, exactly as given (for bodies with odd line endings, pipelined commands). */
   write(data: string | Buffer): void {
-    this.socket.write(data);
+    this.output.write(data);
   }
 
   /** STARTTLS/STLS after the server's go-ahead: the rest is TLS (lines read but not taken are dropped). */
@@ -90,7 +93,22 @@ export abstract class Transcript {
     this.buffer = '';
     this.lines.length = 0;
     this.socket = await secure(this.socket);
+    this.output = this.socket;
     this.listen(this.socket);
+  }
+
+  /** From now on the server's bytes come through `input` and ours go out through `output` (both over the socket). */
+  protected switchStreams(input: Readable, output: Writable): void {
+    this.socket.removeAllListeners('data');
+    this.buffer = '';
+    this.lines.length = 0;
+    this.output = output;
+    this.listen(input);
+  }
+
+  /** The connection itself (TLS once secure). */
+  protected get raw(): Socket {
+    return this.socket;
   }
 
   /** The TLS protocol version of the connection (`TLSv1.3`), once secure. */
@@ -184,36 +202,5 @@ export class Pop3Transcript extends Transcript {
   async login(user: string, password: string, expected = '+OK'): Promise<string> {
     await this.send(`USER ${user}`, '+OK');
     return this.send(`PASS ${password}`, expected);
-  }
-}
-
-/**
- * IMAP: commands get a tag of their own (`a1`, `a2`, ...); `command` reads every untagged
- * line up to the tagged one (literals in answers come as the lines they hold).
- */
-export class ImapTranscript extends Transcript {
-  private tags = 0;
-
-  static async open(port: number, options: TranscriptOptions = {}): Promise<ImapTranscript> {
-    return new ImapTranscript(await Transcript.connect(port, options));
-  }
-
-  /** Sends `text` with the next tag; the untagged lines, and the tagged one without its tag. */
-  async command(text: string, timeoutMs = 10_000): Promise<{ untagged: string[]; tagged: string }> {
-    const tag = `a${++this.tags}`;
-    this.write(`${tag} ${text}\r\n`);
-    const untagged: string[] = [];
-    for (;;) {
-      const line = await this.line(timeoutMs);
-      if (line.startsWith(`${tag} `)) return { untagged, tagged: line.slice(tag.length + 1) };
-      untagged.push(line);
-    }
-  }
-
-  /** A command that must end `OK`: its untagged lines. */
-  async ok(text: string): Promise<string[]> {
-    const r = await this.command(text);
-    if (!r.tagged.startsWith('OK')) throw new Error(`${text}: ${r.tagged}\n${r.untagged.join('\n')}`);
-    return r.untagged;
   }
 }

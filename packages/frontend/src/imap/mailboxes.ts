@@ -4,7 +4,8 @@ import { toCodedError } from '@mailgrid/core';
 import { Tagged, type Handlers, type ImapSession } from './session.js';
 
 const DELIMITER = '/';
-const SPECIAL_USES = new Set(['\\All', '\\Archive', '\\Drafts', '\\Flagged', '\\Junk', '\\Sent', '\\Trash']);
+/** The uses a folder can be made with (CREATE-SPECIAL-USE): not \\All, a virtual folder of every message, which a folder of its own is not. */
+const SPECIAL_USES = new Set(['\\Archive', '\\Drafts', '\\Flagged', '\\Junk', '\\Sent', '\\Trash']);
 
 /** A mailbox name on the wire: modified UTF-7 unless UTF8=ACCEPT, an atom, quoted or a literal. */
 export function mailboxString(s: ImapSession, name: string): string {
@@ -81,29 +82,38 @@ export const mailboxCommands: Handlers = {
     const boxes = await s.mailbox.calls.mailboxes(s.mailbox.account);
     const folders = new Map(boxes.folders.map((f) => [f.name, f]));
     const subscribed = new Set(boxes.subscribed);
-    // Every name there is: the folders, the parents they imply, and the names subscribed to.
-    const names = new Set<string>([...folders.keys(), ...subscribed]);
-    for (const n of [...names]) for (let at = n.indexOf(DELIMITER); at > 0; at = n.indexOf(DELIMITER, at + 1)) names.add(n.slice(0, at));
-    const hasChildren = (n: string) => [...names].some((o) => o.startsWith(n + DELIMITER) && folders.has(o));
+    const parents = (n: string) => {
+      const out: string[] = [];
+      for (let at = n.indexOf(DELIMITER); at > 0; at = n.indexOf(DELIMITER, at + 1)) out.push(n.slice(0, at));
+      return out;
+    };
+    // The names to list: the folders and the parents they imply; with the SUBSCRIBED selection the
+    // subscribed names (some may not exist) and, for RECURSIVEMATCH, their parents. A name that is
+    // only subscribed is never listed otherwise (RFC 5258 §3).
+    const base = subscribedOnly ? [...subscribed] : [...folders.keys()];
+    const names = new Set<string>(base);
+    for (const n of base) for (const p of parents(n)) names.add(p);
+    const hasChildren = (n: string) => [...folders.keys()].some((o) => o.startsWith(n + DELIMITER));
+    const hasSubscribedChild = (n: string) => [...subscribed].some((o) => o.startsWith(n + DELIMITER));
     const matches = patterns.map((p) => matcher(reference, p));
-    const listed: string[] = [];
     for (const name of [...names].sort(order)) {
       if (!matches.some((m) => m(name))) continue;
       const f = folders.get(name);
       const attrs: string[] = [];
       let extra = '';
-      if (subscribedOnly && !subscribed.has(name)) {
-        // RECURSIVEMATCH: a parent of a subscribed name is listed, saying so (RFC 5258 §3.5).
-        if (recursive && [...subscribed].some((o) => o.startsWith(name + DELIMITER))) extra = ' ("CHILDINFO" ("SUBSCRIBED"))';
-        else continue;
+      if (subscribedOnly) {
+        // RECURSIVEMATCH: a name with a subscribed child says so, whether or not it is subscribed itself (RFC 9051 §6.3.9.2).
+        const childInfo = recursive && hasSubscribedChild(name);
+        if (childInfo) extra = ' ("CHILDINFO" ("SUBSCRIBED"))';
+        if (!subscribed.has(name) && !childInfo) continue;
       }
       if (specialOnly && !f?.specialUse) continue;
       if (!f) attrs.push(extended ? '\\NonExistent' : '\\Noselect');
-      if (f || !extended) attrs.push(hasChildren(name) ? '\\HasChildren' : '\\HasNoChildren');
+      // Children are folders that exist (CHILDREN, RFC 3348): a name that is not a folder has them too when it is their parent.
+      if (f || hasChildren(name)) attrs.push(hasChildren(name) ? '\\HasChildren' : '\\HasNoChildren');
       if (showSubscribed && subscribed.has(name)) attrs.push('\\Subscribed');
       if (f?.specialUse) attrs.push(f.specialUse);
       s.out(listLine(s, name, attrs, extra));
-      if (f) listed.push(name);
       if (ret.status && f) s.out(statusItems(s, f, ret.status.items));
     }
   },
