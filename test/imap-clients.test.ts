@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ImapFlow } from 'imapflow';
-import { cliPath, eventually, sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
+import { cliPath, eventually, repoRoot, sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
 
 // mailgrid's IMAP with two real third-party clients: mbsync (isync) syncing a Maildir both
 // ways, over implicit TLS and STARTTLS, and Roundcube's command-line tools (msgimport.sh,
@@ -91,6 +91,8 @@ describe('IMAP with third-party clients: mbsync and Roundcube', () => {
     return imap(user, async (c) => {
       const state: Record<string, { uidValidity: string; uidNext: number; highestModseq: string; messages: { uid: number; flags: string[]; body: string }[] }> = {};
       for (const box of await c.list()) {
+        // A parent named by its children only (Imported of Imported/2026) has no state.
+        if (box.flags.has('\\Noselect') || box.flags.has('\\NonExistent')) continue;
         const st = await c.status(box.path, { uidValidity: true, uidNext: true, highestModseq: true, messages: true });
         if (!st) throw new Error(`no STATUS of ${box.path}`);
         const messages: { uid: number; flags: string[]; body: string }[] = [];
@@ -340,13 +342,13 @@ describe('IMAP with third-party clients: mbsync and Roundcube', () => {
   describe('Roundcube', () => {
     const user = accounts[1];
     let config: string;
-    let env: NodeJS.ProcessEnv;
     let php: (args: string[], input?: string) => Promise<Run>;
 
     before(() => {
-      // Roundcube's own config dir for these runs (ROUNDCUBE_CONFIG_DIR, read by its iniset.php), the
-      // system's defaults beside it; the system config is not touched. No database: the CLI
-      // tools never open one (the DSN names a file that must not appear).
+      // Roundcube's config for these runs in a folder of its own (ROUNDCUBE_CONFIG_DIR, read by
+      // its iniset.php), the system's defaults beside it: /etc/roundcube is not touched. The
+      // database is named but never opened: these tools need none (the test checks the file
+      // never appears).
       config = join(work, 'roundcube');
       mkdirSync(join(config, 'logs'), { recursive: true });
       mkdirSync(join(config, 'temp'));
@@ -360,20 +362,160 @@ describe('IMAP with third-party clients: mbsync and Roundcube', () => {
           `$config['log_dir'] = '${config}/logs/';`,
           `$config['temp_dir'] = '${config}/temp/';`,
           `$config['imap_host'] = 'ssl://localhost:${node.ports.imaps}';`,
+          // The webmail's way to a server with its own certificate: imap_conn_options.
+          `$config['imap_conn_options'] = ['ssl' => ['verify_peer' => true, 'verify_peer_name' => true, 'cafile' => '${cert}']];`,
+          "$config['imap_debug'] = true;",
           "$config['des_key'] = 'mailgrid-imap-clients-test';",
           "$config['plugins'] = [];",
           '',
         ].join('\n'),
       );
-      env = { ROUNDCUBE_CONFIG_DIR: config };
-      // msgimport.sh and msgexport.sh build their IMAP connection themselves, without the config's
+      // msgimport.sh and msgexport.sh make their IMAP connection themselves, without
       // imap_conn_options: PHP's OpenSSL is told to trust the node's certificate instead.
-      php = (args, input) => run('php', ['-d', `openssl.cafile=${cert}`, ...args], { env, input });
+      php = (args, input) => run('php', ['-d', `openssl.cafile=${cert}`, ...args], { env: { ROUNDCUBE_CONFIG_DIR: config }, input });
     });
 
+    /** The IMAP trace Roundcube wrote (imap_debug), for a failure's message. */
+    const trace = () => {
+      try {
+        return readFileSync(join(config, 'logs', 'imap.log'), 'utf8').slice(-20_000);
+      } catch {
+        return '(no IMAP log)';
+      }
+    };
+
     it('msgimport.sh imports an mbox into a folder and msgexport.sh exports the same messages', async () => {
-      // TODO
-      assert.ok(php);
+      const messages = [
+        'From: Carol <carol@example.test>\nTo: rc@example.test\nSubject: first imported\nMessage-ID: <imp1@example.test>\nDate: Mon, 07 Dec 2026 10:00:00 +0000\n\nFrom the start: a body line that begins with From.\n.and one with a dot\n\nA second paragraph.',
+        'From: =?UTF-8?Q?D=C3=A4ve?= <dave@example.test>\nTo: rc@example.test\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\nMessage-ID: <imp2@example.test>\nIn-Reply-To: <imp1@example.test>\nReferences: <imp1@example.test>\nDate: Mon, 07 Dec 2026 10:05:00 +0000\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGrüße aus Köln, 8-bit in the body.',
+        'From: Eve <eve@example.test>\nTo: rc@example.test\nSubject: with an attachment\nMessage-ID: <imp3@example.test>\nDate: Mon, 07 Dec 2026 10:10:00 +0000\nMIME-Version: 1.0\nContent-Type: multipart/mixed;\n boundary="sep"\n\n--sep\nContent-Type: text/plain; charset=us-ascii\n\nSee attached.\n--sep\nContent-Type: application/octet-stream; name="data.bin"\nContent-Disposition: attachment; filename="data.bin"\nContent-Transfer-Encoding: base64\n\n' +
+          Buffer.from(Array.from({ length: 600 }, (_, i) => i % 256)).toString('base64').replace(/.{76}/g, '$&\n') +
+          '\n--sep--',
+      ];
+      const mbox = join(work, 'import.mbox');
+      writeFileSync(mbox, messages.map((m, i) => `From - Mon Dec  7 10:0${i}:00 2026\n${m}\n\n`).join(''));
+      // msgimport.sh does not make the folder (APPEND answers TRYCREATE); a user would, in the webmail.
+      await imap(user, (c) => c.mailboxCreate('Imported/2026'));
+
+      const imported = await php([`${RC_BIN}/msgimport.sh`, `--host=ssl://localhost:${node.ports.imaps}`, `--user=${user}`, `--pass=${PASSWORD}`, '--mbox=Imported/2026', `--file=${mbox}`]);
+      assert.equal(imported.code, 0, imported.out);
+      assert.match(imported.out, /3 messages successfully added to Imported\/2026/, imported.out);
+
+      // What mailgrid holds: each message with CRLF line ends, nothing else changed.
+      const stored = (await serverState(user))['Imported/2026'].messages;
+      assert.deepEqual(
+        stored.map((m) => m.body),
+        messages.map((m) => Buffer.from(crlf(m)).toString('latin1').replace(/\r\n$/, '') + ''),
+      );
+
+      const exportBase = join(work, 'export.mbox');
+      const exported = await php([`${RC_BIN}/msgexport.sh`, `--host=ssl://localhost:${node.ports.imaps}`, `--user=${user}`, '--mbox=Imported/2026', `--file=${exportBase}`], `${PASSWORD}\n`);
+      assert.equal(exported.code, 0, exported.out);
+      assert.match(exported.out, /3 messages/);
+      // msgexport.sh names the file after the folder: export + "Imported2026" + .mbox.
+      const text = readFileSync(join(work, 'exportImported2026.mbox'), 'utf8');
+      const parts = text.split(/^From (\S+) .* UID (\d+)\n/m);
+      assert.equal(parts.shift(), '');
+      const back: { from: string; uid: number; body: string }[] = [];
+      for (let i = 0; i < parts.length; i += 3) back.push({ from: parts[i], uid: Number(parts[i + 1]), body: parts[i + 2] });
+      assert.deepEqual(
+        back.map((b) => [b.from, b.uid]),
+        [
+          ['carol@example.test', stored[0].uid],
+          ['dave@example.test', stored[1].uid],
+          ['eve@example.test', stored[2].uid],
+        ],
+      );
+      // Headers and bodies as imported: only the line ends (CRLF from IMAP) and the blank lines msgexport adds differ.
+      assert.deepEqual(
+        back.map((b) => b.body.replace(/\r\n/g, '\n').replace(/\n+$/, '')),
+        messages,
+      );
+      assert.ok(!existsSync(join(config, 'roundcube.db')), 'no database was needed');
+    });
+
+    it("the webmail's storage layer: folders, a message list sorted and threaded (REFERENCES), a search (ESEARCH), a message opened, flags, a move, a draft", async () => {
+      const conversation = [
+        ['a', 'Plan', '', '10:00'],
+        ['b', 'Re: Plan', '<a@x.test>', '11:00'],
+        ['c', 'Re: Re: Plan', '<a@x.test> <b@x.test>', '12:00'],
+        ['d', 'Other', '', '13:00'],
+      ];
+      for (const [id, subject, refs, time] of conversation) {
+        const data = `From: ${id}@x.test\r\nTo: ${user}\r\nSubject: ${subject}\r\nMessage-ID: <${id}@x.test>\r\n${refs ? `In-Reply-To: ${refs.split(' ').pop()}\r\nReferences: ${refs}\r\n` : ''}Date: Mon, 07 Dec 2026 ${time}:00 +0000\r\n\r\n${id}\r\n`;
+        assert.match(await sendMail(node.smtpPort, { to: [user], data }), /^250 /);
+      }
+      // The fifth answers the first, with a PDF attached.
+      const pdf = Buffer.from('%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n');
+      const e =
+        `From: Eve <e@x.test>\r\nTo: ${user}\r\nSubject: The plan, attached\r\nMessage-ID: <e@x.test>\r\nIn-Reply-To: <a@x.test>\r\nReferences: <a@x.test>\r\nDate: Mon, 07 Dec 2026 14:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="xx"\r\n\r\n` +
+        `--xx\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSee the plan =E2=80=94 attached.\r\n` +
+        `--xx\r\nContent-Type: application/pdf; name="plan.pdf"\r\nContent-Disposition: attachment; filename="plan.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n${pdf.toString('base64')}\r\n--xx--\r\n`;
+      assert.match(await sendMail(node.smtpPort, { to: [user], data: e }), /^250 /);
+      // A quota, for the webmail's quota bar (GETQUOTAROOT).
+      const q = await node.cli('account', 'set', user, 'quota', String(10 * 1024 * 1024));
+      assert.equal(q.code, 0, q.stderr);
+      await eventually('five in INBOX', async () => ((await imap(user, (c) => c.status('INBOX', { messages: true }))) || undefined)?.messages === 5 || undefined);
+
+      const r = await run('php', [join(repoRoot, 'test/clients/roundcube-webmail.php'), 'localhost', String(node.ports.imaps), user, PASSWORD], { env: { ROUNDCUBE_CONFIG_DIR: config } });
+      assert.equal(r.code, 0, `${r.out}\n${trace()}`);
+      const out = JSON.parse(r.out);
+      const why = `${r.out}\n${trace()}`;
+      assert.deepEqual(out.capabilities, ['LIST-EXTENDED', 'LIST-STATUS', 'ESEARCH', 'SORT', 'THREAD=REFERENCES', 'LITERAL+', 'UIDPLUS', 'SPECIAL-USE'], why);
+      // Folders: made and subscribed, the parent it implies, the special ones found by SPECIAL-USE.
+      assert.equal(out.created, true, why);
+      assert.ok(out.subscribed.includes('Lists/Threads'), why);
+      assert.deepEqual(out.folders.filter((f: string) => f.startsWith('Lists')), ['Lists', 'Lists/Threads'], why);
+      assert.deepEqual(out.special, { drafts: 'Drafts', sent: 'Sent', junk: 'Junk', trash: 'Trash' }, why);
+      assert.deepEqual(out.specialUse, ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash'], why);
+      out.specialUse.forEach((f: string, i: number) => assert.ok(out.specialUseFlags[i].includes(`\\${f}`), why));
+      // The list: by date, by subject (RFC 5256 base subjects), by arrival backwards, threaded.
+      assert.deepEqual([out.count, out.unseen], [5, 5], why);
+      assert.deepEqual(out.byDate.map((m: { subject: string }) => m.subject), ['Plan', 'Re: Plan', 'Re: Re: Plan', 'Other', 'The plan, attached'], why);
+      const uid = Object.fromEntries(out.byDate.map((m: { uid: number; subject: string }, i: number) => ['abcde'[i], m.uid]));
+      assert.deepEqual(out.bySubject.map(Number), [uid.d, uid.a, uid.b, uid.c, uid.e], why);
+      assert.deepEqual(out.byArrivalReverse.map(Number), [uid.e, uid.d, uid.c, uid.b, uid.a], why);
+      // THREAD=REFERENCES: a answered by b (answered by c) and by e; d alone.
+      assert.deepEqual(out.threadsRaw, { [uid.a]: { [uid.b]: { [uid.c]: [] }, [uid.e]: [] }, [uid.d]: [] }, why);
+      assert.deepEqual(
+        out.threaded.map((m: { uid: number; depth: number; parent: number }) => [m.uid, m.depth, m.parent]),
+        [
+          [uid.a, 0, 0],
+          [uid.b, 1, uid.a],
+          [uid.c, 2, uid.b],
+          [uid.e, 1, uid.a],
+          [uid.d, 0, 0],
+        ],
+        why,
+      );
+      assert.deepEqual(out.search.map(Number), [uid.a, uid.b, uid.c, uid.e], why);
+      assert.deepEqual(out.esearch, { count: 4, min: uid.a, max: uid.e }, why);
+      // The message opened: its text decoded (quoted-printable UTF-8), its attachment whole.
+      assert.deepEqual(out.opened, { subject: 'The plan, attached', from: 'Eve <e@x.test>', text: 'See the plan — attached.', attachments: { 2: { name: 'plan.pdf', type: 'application/pdf', size: pdf.length } } }, why);
+      assert.deepEqual(out.flagsAfter, { SEEN: true, FLAGGED: true }, why);
+      assert.deepEqual([out.moved, out.countAfterMove, out.inThreadsFolder], [true, 4, 1], why);
+      // The draft: APPEND with LITERAL+, flags kept, the bytes back as they went.
+      assert.equal(out.draftBack, out.draftSent, why);
+      assert.deepEqual(out.draftFlags, { SEEN: true, DRAFT: true }, why);
+      assert.equal(out.renamed, true, why);
+      const server = await serverState(user);
+      // The quota bar: the account's bytes in KiB (RFC 9208 STORAGE), of 10 MiB.
+      const bytes = Object.values(server).reduce((n, f) => n + f.messages.reduce((k, m) => k + Buffer.byteLength(m.body, 'latin1'), 0), 0);
+      assert.deepEqual([out.quota.used, out.quota.total], [Math.ceil(bytes / 1024), 10240], why);
+      assert.equal(server['Lists/Threads'], undefined);
+      assert.deepEqual(
+        server['Lists/Kept'].messages.map((m) => /Message-ID: <(\w)@x.test>/.exec(m.body)![1]),
+        ['e'],
+        'the moved message went with the renamed folder',
+      );
+      assert.deepEqual(server.INBOX.messages.find((m) => m.uid === uid.a)!.flags, ['\\Flagged', '\\Seen']);
+      assert.deepEqual(out.inboxStatus, {
+        MESSAGES: '4',
+        UNSEEN: '3',
+        UIDNEXT: String(server.INBOX.uidNext),
+        UIDVALIDITY: server.INBOX.uidValidity,
+        SIZE: String(server.INBOX.messages.reduce((n, m) => n + Buffer.byteLength(m.body, 'latin1'), 0)),
+      });
     });
   });
 });
