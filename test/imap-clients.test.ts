@@ -54,7 +54,7 @@ describe('IMAP with third-party clients: mbsync and Roundcube', () => {
   let node: NodeHandle;
   let cert: string;
   let work: string;
-  const accounts = ['sync@example.test', 'rc@example.test', 'names@example.test'];
+  const accounts = ['sync@example.test', 'rc@example.test', 'names@example.test', 'cache@example.test'];
 
   before(async () => {
     // The self-signed certificate is made for smtp.hostname: `localhost`, so PHP can verify it by name.
@@ -516,6 +516,55 @@ describe('IMAP with third-party clients: mbsync and Roundcube', () => {
         UIDVALIDITY: server.INBOX.uidValidity,
         SIZE: String(server.INBOX.messages.reduce((n, m) => n + Buffer.byteLength(m.body, 'latin1'), 0)),
       });
+    });
+
+    it("the webmail's message cache stays right across changes made elsewhere: QRESYNC's VANISHED (EARLIER) and CHANGEDSINCE, nothing fetched twice", async () => {
+      const who = accounts[3];
+      // The cache lives in Roundcube's database: SQLite in the test's folder, its schema from the package.
+      const db = join(config, 'cache.db');
+      const made = await run('php', ['-r', `$db = new PDO('sqlite:${db}'); $db->exec(file_get_contents('/usr/share/roundcube/SQL/sqlite.initial.sql'));`]);
+      assert.equal(made.code, 0, made.out);
+      // Roundcube reads any setting from ROUNDCUBE_<NAME> in the environment.
+      const env = { ROUNDCUBE_CONFIG_DIR: config, ROUNDCUBE_DB_DSNW: `sqlite:///${db}?mode=0600`, ROUNDCUBE_IMAP_CACHE: 'db', ROUNDCUBE_MESSAGES_CACHE: 'true' };
+      const list = async () => {
+        rmSync(join(config, 'logs', 'imap.log'), { force: true });
+        const r = await run('php', [join(repoRoot, 'test/clients/roundcube-cache.php'), 'localhost', String(node.ports.imaps), who, PASSWORD, 'INBOX'], { env });
+        assert.equal(r.code, 0, `${r.out}\n${trace()}`);
+        return { list: JSON.parse(r.out) as { uid: number; flags: string[] }[], trace: trace() };
+      };
+      /** What the server has, in the cache's terms (newest first, Roundcube's flag names). */
+      const truth = async () =>
+        (await serverState(who)).INBOX.messages
+          .map((m) => ({ uid: m.uid, flags: m.flags.map((f) => f.replace(/^\\/, '').toUpperCase()).sort() }))
+          .reverse();
+      for (let i = 1; i <= 6; i++) assert.match(await sendMail(node.smtpPort, { to: [who], data: `Subject: cached ${i}\r\nMessage-ID: <cached${i}@x.test>\r\n\r\n${i}\r\n` }), /^250 /);
+      await eventually('six in INBOX', async () => ((await imap(who, (c) => c.status('INBOX', { messages: true }))) || undefined)?.messages === 6 || undefined);
+
+      const first = await list();
+      assert.deepEqual(first.list.map((m) => ({ ...m, flags: m.flags.sort() })), await truth());
+
+      // Elsewhere: one flagged, one expunged, one more delivered.
+      const uids = first.list.map((m) => m.uid).sort((a, b) => a - b);
+      await imap(who, async (c) => {
+        const lock = await c.getMailboxLock('INBOX');
+        try {
+          await c.messageFlagsAdd(String(uids[1]), ['\\Flagged', '\\Seen'], { uid: true });
+          await c.messageDelete(String(uids[2]), { uid: true });
+        } finally {
+          lock.release();
+        }
+      });
+      assert.match(await sendMail(node.smtpPort, { to: [who], data: 'Subject: cached 7\r\nMessage-ID: <cached7@x.test>\r\n\r\n7\r\n' }), /^250 /);
+      await eventually('the seventh in INBOX', async () => ((await imap(who, (c) => c.status('INBOX', { messages: true }))) || undefined)?.messages === 6 || undefined);
+
+      const second = await list();
+      assert.deepEqual(second.list.map((m) => ({ ...m, flags: m.flags.sort() })), await truth(), second.trace);
+      // The cache learnt the expunge and the flags from QRESYNC, and fetched the headers of the new message only.
+      assert.match(second.trace, /C: \S+ ENABLE QRESYNC/);
+      assert.match(second.trace, new RegExp(`S: \\* VANISHED \\(EARLIER\\) ${uids[2]}\\b`), second.trace);
+      assert.match(second.trace, new RegExp(`FETCH \\(UID ${uids[1]} FLAGS \\((\\\\Flagged \\\\Seen|\\\\Seen \\\\Flagged)\\) MODSEQ`), second.trace);
+      const headerFetches = [...second.trace.matchAll(/C: \S+ UID FETCH (\S+) \(UID RFC822\.SIZE/g)].map((m) => m[1]);
+      assert.deepEqual(headerFetches, [String(Math.max(...(await truth()).map((m) => m.uid)))], second.trace);
     });
   });
 });
