@@ -13,33 +13,30 @@ export class MailboxNameError extends Error {
 
 /**
  * A mailbox name as the client wrote it, decoded. With `utf8` the bytes are UTF-8 and `&`
- * is itself; without, modified UTF-7 is decoded, and 8-bit bytes are still read as UTF-8
- * (clients that never learnt modified UTF-7 send that, and it is not ambiguous).
+ * is itself; without, modified UTF-7 is decoded, and 8-bit bytes are refused as Dovecot
+ * refuses them: the session lists names in modified UTF-7, so a folder made from raw UTF-8
+ * would come back under another name, and a syncing client (mbsync 1.4) then makes a
+ * second folder of it on its side and can never open the one it made.
  */
 export function decodeMailboxName(raw: Buffer, utf8: boolean): string {
-  let name: string;
-  if (utf8 || raw.some((b) => b >= 0x80)) {
-    try {
-      name = utf8Strict.decode(raw);
-    } catch {
-      throw new MailboxNameError('Mailbox name is not UTF-8');
-    }
-  } else {
-    const text = raw.toString('latin1');
-    name = text.includes('&') ? decodeUtf7(text) : text;
-  }
+  const name = decode(raw, utf8);
   return isInbox(name) ? 'INBOX' : name;
 }
 
 /** A list pattern or LIST reference: decoded like a name, but INBOX is left as written (the matcher folds its case). */
 export function decodeMailboxPattern(raw: Buffer, utf8: boolean): string {
-  if (utf8 || raw.some((b) => b >= 0x80)) {
+  return decode(raw, utf8);
+}
+
+function decode(raw: Buffer, utf8: boolean): string {
+  if (utf8) {
     try {
       return utf8Strict.decode(raw);
     } catch {
       throw new MailboxNameError('Mailbox name is not UTF-8');
     }
   }
+  if (raw.some((b) => b >= 0x80)) throw new MailboxNameError('Mailbox name is not valid modified UTF-7 (8-bit needs ENABLE UTF8=ACCEPT)');
   const text = raw.toString('latin1');
   return text.includes('&') ? decodeUtf7(text) : text;
 }

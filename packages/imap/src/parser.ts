@@ -71,9 +71,10 @@ export interface ParseOptions {
 /**
  * `PARSE`: not IMAP (a plain BAD). `TOOBIG`: a literal or the command over a limit.
  * `CLIENTBUG`: well-formed but a combination the RFC forbids. `BADCHARSET`: SEARCH's charset
- * unknown (a NO). `LIMIT`: nested too deeply.
+ * unknown (a NO). `LIMIT`: nested too deeply. `CANNOT`: a mailbox name that does not decode
+ * (a NO).
  */
-export type ParseErrorCode = 'PARSE' | 'TOOBIG' | 'CLIENTBUG' | 'BADCHARSET' | 'LIMIT';
+export type ParseErrorCode = 'PARSE' | 'TOOBIG' | 'CLIENTBUG' | 'BADCHARSET' | 'LIMIT' | 'CANNOT';
 
 // A brand, not instanceof: it survives duplicate installs of this package.
 const PARSE_ERROR = Symbol.for('mailgrid.ImapParseError');
@@ -453,7 +454,8 @@ class Reader {
     try {
       return decode(raw, this.options.utf8);
     } catch (err) {
-      if (err instanceof MailboxNameError) this.fail(err.message);
+      // A well-formed string that names no mailbox: NO, not BAD (RFC 9051 §6.3.4; mbsync drops the whole account on a BAD, one folder on a NO).
+      if (err instanceof MailboxNameError) this.fail(err.message, 'CANNOT', 'NO');
       throw err;
     }
   }
