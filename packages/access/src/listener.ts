@@ -138,6 +138,8 @@ export class AccessListener implements Service {
 
   private accept(p: Served, listener: AccessListenerName, implicitTls: boolean, socket: Socket): void {
     socket.on('error', () => undefined); // a reset by the client ends the connection (see close)
+    // Answers go out when written: with Nagle, a multi-line answer waits on the client's delayed ACK (40 ms).
+    socket.setNoDelay(true);
     this.sockets.add(socket);
     if (this._state !== 'running' || p.open >= p.settings.maxClients) {
       socket.once('close', () => this.sockets.delete(socket));

@@ -37,6 +37,8 @@ export abstract class LineSession implements AccessSession {
   private output: Writable;
   private deflate: DeflateRaw | undefined;
   private flushQueued = false;
+  /** The output holding this turn's writes, if it is. */
+  private corked: Writable | undefined;
   private finish!: () => void;
   private chunks: Buffer[] = [];
   private size = 0;
@@ -179,6 +181,7 @@ export abstract class LineSession implements AccessSession {
 
   protected write(data: Buffer): void {
     if (this.closed) return;
+    this.batch();
     this.output.write(data);
     // Compressed output goes out at the end of what this turn writes (a sync flush each turn, not each line).
     if (this.deflate && !this.flushQueued) {
@@ -188,6 +191,24 @@ export abstract class LineSession implements AccessSession {
         if (!this.closed) this.deflate?.flush(zlib.Z_SYNC_FLUSH);
       });
     }
+  }
+
+  /**
+   * What one turn writes (an answer's lines) is held and goes out together at its end: one
+   * TLS record and one TCP segment, not one per line (the sockets have no Nagle delay).
+   */
+  private batch(): void {
+    if (this.corked) return;
+    const out = (this.corked = this.output);
+    out.cork();
+    process.nextTick(() => this.unbatch(out));
+  }
+
+  /** Sends what the turn holds now (before STARTTLS or COMPRESS changes the stream under it). */
+  private unbatch(out = this.corked): void {
+    if (!out || this.corked !== out) return;
+    this.corked = undefined;
+    out.uncork();
   }
 
   /** Resolves once what was written has gone out (or the connection is gone): a long answer waits on a slow reader. */
@@ -210,6 +231,7 @@ export abstract class LineSession implements AccessSession {
    * Input still waiting here came after the command, so it is compressed already.
    */
   protected compress(): void {
+    this.unbatch();
     const waiting = this.chunks.length ? Buffer.concat(this.chunks, this.size) : undefined;
     this.chunks = [];
     this.size = 0;
@@ -243,6 +265,7 @@ export abstract class LineSession implements AccessSession {
    * the client sent after the command is dropped: nothing plain may ride into it.
    */
   protected startTls(): void {
+    this.unbatch();
     this.chunks = [];
     this.size = 0;
     const plain = this.socket;
