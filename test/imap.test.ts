@@ -49,8 +49,8 @@ const byName = (a: string, b: string) => {
 /** The tagged text without the status (for response codes). */
 const codeOf = (r: ImapReply) => /^\w+ (\[[^\]]*\])?/.exec(r.tagged)?.[1];
 
-/** The tag of the command a transcript sends next, as a number (ESEARCH names it). */
-const tagNow = (t: ImapTranscript) => Number(t.peekTag().slice(1));
+/** The tag of the command a transcript sent last (ESEARCH names it). */
+const lastTag = (t: ImapTranscript) => `T${Number(t.peekTag().slice(1)) - 1}`;
 
 /** The literal's bytes of an untagged response (`... {n}\r\n<bytes>...`). */
 function literalOf(response: string): Buffer {
@@ -656,16 +656,17 @@ describe('IMAP on a single node', () => {
     const search = async (command: string) => (await t.run(command)).untagged;
 
     // ESEARCH (RFC 4731).
-    assert.deepEqual(await search('SEARCH RETURN (MIN MAX COUNT ALL) SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") MIN 1 MAX 4 ALL 1:2,4 COUNT 3`]);
-    assert.deepEqual(await search('UID SEARCH RETURN () NOT SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") UID ALL 3,5`]);
-    assert.deepEqual(await search('SEARCH RETURN (COUNT) SUBJECT nothing'), [`ESEARCH (TAG "T${tagNow(t)}") COUNT 0`]);
-    assert.deepEqual(await search('SEARCH RETURN (MIN MAX) SUBJECT nothing'), [`ESEARCH (TAG "T${tagNow(t)}")`]);
+    assert.deepEqual(await search('SEARCH RETURN (MIN MAX COUNT ALL) SUBJECT apple'), [`ESEARCH (TAG "${lastTag(t)}") MIN 1 MAX 4 ALL 1:2,4 COUNT 3`]);
+    assert.deepEqual(await search('UID SEARCH RETURN () NOT SUBJECT apple'), [`ESEARCH (TAG "${lastTag(t)}") UID ALL 3,5`]);
+    assert.deepEqual(await search('SEARCH RETURN (COUNT) SUBJECT nothing'), [`ESEARCH (TAG "${lastTag(t)}") COUNT 0`]);
+    assert.deepEqual(await search('SEARCH RETURN (MIN MAX) SUBJECT nothing'), [`ESEARCH (TAG "${lastTag(t)}")`]);
     // SEARCHRES (RFC 5182): SAVE says nothing; $ is the result, for FETCH and SEARCH.
     assert.deepEqual(await search('SEARCH RETURN (SAVE) SUBJECT banana'), []);
     assert.deepEqual(await search('UID FETCH $ (UID)'), ['3 FETCH (UID 3)', '5 FETCH (UID 5)']);
     assert.deepEqual(await search('SEARCH $'), ['SEARCH 3 5']);
     assert.deepEqual(await search('SEARCH NOT $'), ['SEARCH 1 2 4']);
-    assert.deepEqual(await search('SEARCH RETURN (SAVE MIN) FROM x.test'), []);
+    // SAVE with MIN saves the minimum only, and MIN is still answered (RFC 5182 §2.1).
+    assert.deepEqual(await search('SEARCH RETURN (SAVE MIN) FROM x.test'), [`ESEARCH (TAG "${lastTag(t)}") MIN 1`]);
     assert.deepEqual(await search('FETCH $ (UID)'), ['1 FETCH (UID 1)']);
     // WITHIN (RFC 5032): by INTERNALDATE, in seconds.
     assert.deepEqual(await search('SEARCH YOUNGER 3600'), ['SEARCH 5']);
@@ -693,7 +694,7 @@ describe('IMAP on a single node', () => {
     const bySize = [1, 2, 3, 4, 5].sort((a, b) => sizes[a - 1] - sizes[b - 1] || a - b);
     assert.equal(await sortOf('SIZE'), `SORT ${bySize.join(' ')}`);
     assert.equal(await sortOf('REVERSE SIZE'), `SORT ${[...bySize].reverse().join(' ')}`);
-    assert.deepEqual(await search('UID SORT RETURN (COUNT ALL) (DATE) UTF-8 SUBJECT apple'), [`ESEARCH (TAG "T${tagNow(t)}") UID ALL 4,1,2 COUNT 3`]);
+    assert.deepEqual(await search('UID SORT RETURN (COUNT ALL) (DATE) UTF-8 SUBJECT apple'), [`ESEARCH (TAG "${lastTag(t)}") UID ALL 4,1,2 COUNT 3`]);
 
     // THREAD (RFC 5256): by references (a forward without references joins by its base subject), and by subject.
     assert.deepEqual(await search('THREAD REFERENCES UTF-8 ALL'), ['THREAD (1 2 4)(3 5)']);
