@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { open } from 'lmdb';
 import { DEFAULT_MAILBOXES, LmdbMailStore } from './lmdb-store.js';
 import type { AccountRecord, MailboxChange } from './store.js';
 
@@ -178,6 +179,63 @@ describe('LmdbMailStore for IMAP', () => {
       await appended;
     } finally {
       await held.close();
+    }
+  });
+  it("keeps each folder's figures with its messages, the same as counting them after every kind of change, and counts once for a store that never kept them", async () => {
+    const B = 'counts@x.test';
+    const counted = (s: LmdbMailStore, folder: string) => {
+      const list = s.list(B, folder);
+      return { messages: list.length, unseen: list.filter((m) => !m.flags.includes('\\Seen')).length, deleted: list.filter((m) => m.flags.includes('\\Deleted')).length, size: list.reduce((n, m) => n + m.size, 0) };
+    };
+    const figures = (s: LmdbMailStore, folder: string) => {
+      const { messages, unseen, deleted, size } = s.folderInfo(B, folder);
+      return { messages, unseen, deleted, size };
+    };
+    const check = (s: LmdbMailStore, step: string) => {
+      for (const f of s.folders(B)) assert.deepEqual(figures(s, f.name), counted(s, f.name), `${f.name} after ${step}`);
+    };
+    await store.ensureMailboxes(B);
+    for (let i = 0; i < 4; i++) await store.append({ body: msg(`c${i}`), receivedAt: i, recipients: [{ account: B, idempotencyKey: `c${i}` }] });
+    check(store, 'deliveries');
+    await store.storeFlags(B, 'INBOX', [1, 2], 'add', ['\\Seen', '\\Deleted']);
+    await store.storeFlags(B, 'INBOX', [2], 'remove', ['\\Seen']);
+    check(store, 'STORE');
+    await store.copyMessages(B, 'INBOX', 'Archive', [3], false);
+    await store.copyMessages(B, 'INBOX', 'Trash', [4], true);
+    check(store, 'COPY and MOVE');
+    await store.expunge(B, 'INBOX');
+    check(store, 'EXPUNGE');
+    await assert.rejects(store.copyMessages(B, 'INBOX', 'Nowhere', [3], false));
+    await store.createMailbox(B, 'Old');
+    await store.copyMessages(B, 'INBOX', 'Old', [3], false);
+    await store.renameMailbox(B, 'Old', 'New');
+    await store.renameMailbox(B, 'INBOX', 'Was-Inbox');
+    check(store, 'RENAME');
+    assert.equal(figures(store, 'INBOX').messages, 0);
+    await store.deleteMailbox(B, 'New');
+    await store.createMailbox(B, 'New');
+    check(store, 'DELETE and CREATE again');
+    assert.equal(figures(store, 'New').messages, 0);
+
+    // A store an older version wrote has no figures: they are counted, then kept from the next change.
+    const path = join(dir, 'older');
+    let older = new LmdbMailStore(path);
+    await older.ensureMailboxes(B);
+    for (let i = 0; i < 3; i++) await older.append({ body: msg(`o${i}`), receivedAt: i, recipients: [{ account: B, idempotencyKey: `o${i}` }] });
+    await older.close();
+    const raw = open({ path, maxDbs: 32 });
+    const kept = raw.openDB({ name: 'counts' });
+    for (const key of kept.getKeys()) await kept.remove(key);
+    await raw.close();
+    older = new LmdbMailStore(path);
+    try {
+      assert.deepEqual(figures(older, 'INBOX'), { messages: 3, unseen: 3, deleted: 0, size: counted(older, 'INBOX').size });
+      await older.storeFlags(B, 'INBOX', [1], 'add', ['\\Seen']);
+      await older.append({ body: msg('o3'), receivedAt: 3, recipients: [{ account: B, idempotencyKey: 'o3' }] });
+      check(older, 'changes to an older store');
+      assert.equal(figures(older, 'INBOX').messages, 4);
+    } finally {
+      await older.close();
     }
   });
 });

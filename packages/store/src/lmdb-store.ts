@@ -62,6 +62,14 @@ interface IndexEntry {
 }
 
 type IndexKey = [account: string, folder: string, uid: number];
+
+/** A folder's figures, kept with every change of its index so that STATUS, LIST and SELECT never count. */
+interface FolderCounts {
+  messages: number;
+  unseen: number;
+  deleted: number;
+  size: number;
+}
 type ModseqKey = [account: string, folder: string, modseq: number, uid: number];
 
 /**
@@ -111,6 +119,9 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private readonly vacation: Database<number, [string, string]>;
   private readonly accounts: Database<AccountMeta, string>;
   private readonly modseqs: Database<0 | 1, ModseqKey>;
+  private readonly counts: Database<FolderCounts, [string, string]>;
+  /** Inside a write: the figures of each folder it changed so far (by `[account, folder]` as JSON). */
+  private readonly counting = new Map<string, FolderCounts>();
   private readonly threads: Database<string, [string, string]>;
   private readonly subscriptions: Database<true, [string, string]>;
 
@@ -134,6 +145,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         { name: 'modseqs' },
         { name: 'threads' },
         { name: 'subscriptions' },
+        { name: 'counts' },
       ],
       options,
     );
@@ -148,6 +160,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     this.passwords = this.table('passwords');
     this.accounts = this.table('accounts');
     this.modseqs = this.table('modseqs');
+    this.counts = this.table('counts');
     this.threads = this.table('threads');
     this.subscriptions = this.table('subscriptions');
   }
@@ -205,7 +218,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     const uid = box.nextUid;
     const modseq = this.nextModseq(meta);
     this.set('mailboxes', [account, folder], { ...box, nextUid: uid + 1, modseq });
-    this.set('index', [account, folder, uid], { ...entry, modseq });
+    this.setEntry([account, folder, uid], { ...entry, modseq });
     this.changedAt(account, folder, uid, modseq, 1);
     meta.used! += entry.size;
     changes.push({ account, folder, modseq, appended: [uid] });
@@ -235,6 +248,38 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private changedAt(account: string, folder: string, uid: number, modseq: number, live: 0 | 1, before?: number): void {
     if (before !== undefined && this.modseqs.get([account, folder, before, uid]) !== undefined) this.unset('modseqs', [account, folder, before, uid]);
     this.set('modseqs', [account, folder, modseq, uid], live);
+  }
+
+  /** A folder's figures: as kept, or counted once if an older version never kept them. */
+  private countsOf(account: string, folder: string): FolderCounts {
+    const kept = this.counts.get([account, folder]);
+    if (kept) return { ...kept };
+    const c: FolderCounts = { messages: 0, unseen: 0, deleted: 0, size: 0 };
+    for (const { value } of this.ofFolder(this.index, account, folder)) count(c, value, 1);
+    return c;
+  }
+
+  /**
+   * Inside a write: a message's index entry set (or gone: `entry` undefined), `before` being
+   * what it was; its folder's figures change with it (counted before the entry changes).
+   */
+  private setEntry(key: IndexKey, entry: IndexEntry | undefined, before?: IndexEntry): void {
+    const folder = JSON.stringify([key[0], key[1]]);
+    let c = this.counting.get(folder);
+    if (!c) this.counting.set(folder, (c = this.countsOf(key[0], key[1])));
+    if (before) count(c, before, -1);
+    if (entry) count(c, entry, 1);
+    if (entry) this.set('index', key, entry);
+    else this.unset('index', key);
+  }
+
+  /** The figures of the folders this write changed, written once at its end. */
+  protected override workEnded(ok: boolean): void {
+    try {
+      if (ok) for (const [folder, c] of this.counting) this.set('counts', JSON.parse(folder) as [string, string], c);
+    } finally {
+      this.counting.clear();
+    }
   }
 
   /** The `modseqs` entries of a folder, or of those after a mod-sequence. */
@@ -278,24 +323,11 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   /** A folder's figures (counted from its messages); of one not made yet, what it will start with. */
   folderInfo(account: string, folder: string): FolderInfo {
     const box = this.mailbox(account, folder, this.accounts.get(account));
-    let messages = 0;
-    let unseen = 0;
-    let deleted = 0;
-    let size = 0;
-    for (const m of this.index.getRange({ start: [account, folder, 0], end: [account, folder, Number.MAX_SAFE_INTEGER] })) {
-      messages++;
-      size += m.value.size;
-      if (!m.value.flags.includes(SEEN)) unseen++;
-      if (m.value.flags.includes(DELETED)) deleted++;
-    }
     return {
       name: folder,
       uidValidity: box.uidValidity,
       uidNext: box.nextUid,
-      messages,
-      unseen,
-      deleted,
-      size,
+      ...this.countsOf(account, folder),
       highestModseq: box.modseq,
       id: box.id,
       specialUse: box.specialUse ?? '',
@@ -364,6 +396,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         meta.used! -= value.size;
       }
       for (const { key } of this.modseqsOf(account, folder)) this.unset('modseqs', key);
+      if (this.counts.get([account, folder])) this.unset('counts', [account, folder]);
       this.unset('mailboxes', [account, folder]);
       this.setAccount(account, meta);
     });
@@ -391,10 +424,11 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         const left: number[] = [];
         const modseq = old === INBOX ? this.nextModseq(meta) : 0;
         for (const { key, value } of this.ofFolder(this.index, account, old)) {
-          this.unset('index', key);
-          this.set('index', [account, now, key[2]], value);
+          this.setEntry(key, undefined, value);
+          this.setEntry([account, now, key[2]], value);
           if (old === INBOX) left.push(key[2]);
         }
+        if (this.counts.get([account, old])) this.unset('counts', [account, old]);
         for (const { key, value } of this.modseqsOf(account, old)) {
           // INBOX's expunges stay with INBOX (its UIDVALIDITY stays); everything else goes with the name.
           if (old === INBOX && value === 0) continue;
@@ -455,7 +489,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
         const next = op === 'replace' ? [...new Set(flags)] : op === 'add' ? [...new Set([...entry.flags, ...flags])] : entry.flags.filter((f) => !flags.includes(f));
         if (next.length === entry.flags.length && next.every((f) => entry.flags.includes(f))) continue;
         modseq ||= this.nextModseq(meta);
-        this.set('index', key, { ...entry, flags: next, modseq });
+        this.setEntry(key, { ...entry, flags: next, modseq }, entry);
         this.changedAt(account, folder, uid, modseq, 1, entry.modseq);
         result.changed.push({ uid, flags: next, modseq });
       }
@@ -710,7 +744,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
 
   /** Inside a write: one index entry goes, and its blob with the last entry that points at it. */
   private removeMessage(key: IndexKey, entry: IndexEntry): void {
-    this.unset('index', key);
+    this.setEntry(key, undefined, entry);
     const left = (this.refs.get(entry.blob) ?? 1) - 1;
     if (left > 0) this.set('refs', entry.blob, left);
     else {
@@ -827,7 +861,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
               bytes += body.length;
             }
             if (++b.refs > 1) this.set('refs', b.id, b.refs);
-            this.set('index', [account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags, modseq: r.modseq ?? 1, emailId: r.emailId ?? `B${r.blob}`, threadId: r.threadId ?? `B${r.blob}` });
+            this.setEntry([account, r.folder, r.uid], { size: r.size, receivedAt: r.receivedAt, blob: b.id, flags: r.flags, modseq: r.modseq ?? 1, emailId: r.emailId ?? `B${r.blob}`, threadId: r.threadId ?? `B${r.blob}` });
             this.set('modseqs', [account, r.folder, r.modseq ?? 1, r.uid], 1);
             messages++;
           } else if (r.kind === 'rules') this.set('rules', account, { source: r.source, at: r.at });
@@ -853,12 +887,21 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for (const { key } of this.ofAccount(this.modseqs, account)) this.unset('modseqs', key);
     for (const { key } of this.ofAccount(this.threads, account)) this.unset('threads', key);
     for (const { key } of this.ofAccount(this.subscriptions, account)) this.unset('subscriptions', key);
+    for (const { key } of this.ofAccount(this.counts, account)) this.unset('counts', key);
     if (this.accounts.get(account)) this.unset('accounts', account);
     if (this.rulesDb.get(account)) this.unset('rules', account);
     if (this.passwords.get(account)) this.unset('passwords', account);
     for (const key of dedupeKeys) this.unset('dedupe', key);
     return messages.length;
   }
+}
+
+/** Adds (`sign` 1) or takes away (-1) one message from a folder's figures. */
+function count(c: FolderCounts, e: IndexEntry, sign: 1 | -1): void {
+  c.messages += sign;
+  c.size += sign * e.size;
+  if (!e.flags.includes(SEEN)) c.unseen += sign;
+  if (e.flags.includes(DELETED)) c.deleted += sign;
 }
 
 /**

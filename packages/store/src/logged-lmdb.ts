@@ -95,6 +95,12 @@ export class LoggedLmdb extends EventEmitter {
     this.ops!.push(this.byReference.has(table) ? [2, table, key] : [0, table, key, value]);
   }
 
+  /**
+   * Inside `write`, once its work ends: what a subclass gathered over the transaction is
+   * written now, once (`ok`), or dropped with the transaction (the work threw).
+   */
+  protected workEnded(_ok: boolean): void {}
+
   /** A remove inside `write`, logged. */
   protected unset(table: string, key: Key): void {
     this.tables[table].remove(key);
@@ -122,14 +128,18 @@ export class LoggedLmdb extends EventEmitter {
     const result = await commit(this.root, () => {
       this.logged.writable?.();
       this.ops = [];
+      let done = false;
       try {
         const out = work();
+        done = true;
+        this.workEnded(true);
         if (this.ops.length) {
           seq = this.position().seq + 1;
           this.log.put(seq, { epoch: this.epoch, ops: this.ops });
         }
         return out;
       } finally {
+        if (!done) this.workEnded(false);
         this.ops = undefined;
       }
     });
