@@ -3,7 +3,7 @@ import { CodedError, Replies } from './errors.js';
 
 /** What a guarded write needs of an lmdb-js root database. */
 export interface WritableRoot {
-  transaction<T>(work: () => T): Promise<T>;
+  childTransaction<T>(work: () => T): Promise<T>;
   committed: PromiseLike<unknown>;
   flushed: PromiseLike<unknown>;
 }
@@ -17,11 +17,14 @@ const ignore = () => undefined;
  * rejected that nobody awaits: the cause (`commitError`) and the failed batch's own
  * (`committed` while the failure is being delivered). Both are consumed here, so a full
  * disk leaves no unhandled rejection behind. A MailError or AdminError thrown by `work` (a
- * check inside the transaction, e.g. the directory's "domain exists") comes out as itself.
+ * check inside the transaction, e.g. the directory's "domain exists") comes out as itself,
+ * and leaves nothing behind: lmdb-js's `transaction` commits what its callback wrote before
+ * a throw (the batch it shares goes on), so the work runs as a child transaction of the
+ * batch, which a throw aborts alone.
  */
 export async function commit<T>(root: WritableRoot, work: () => T): Promise<T> {
   try {
-    return await root.transaction(work);
+    return await root.childTransaction(work);
   } catch (err) {
     if (CodedError.is(err)) throw err;
     root.committed.then(ignore, ignore);
