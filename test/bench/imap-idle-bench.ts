@@ -4,7 +4,7 @@
  * one frontend under 300 MB RSS, and an IDLE notification p99 under 100 ms.
  *
  *   npm run bench:imap-idle -- [--connections 10000] [--users 100] [--rate 250] [--parallel 64]
- *                              [--messages 20] [--settle 15]
+ *                              [--messages 20] [--quiet 65] [--settle 15]
  *                              [--notify-users 10] [--notify-messages 100] [--notify-rate 5] [--via append|smtp]
  *                              [--rss-mb 300] [--p99-ms 100] [--key ec|rsa] [--env KEY=VALUE ...]
  *
@@ -12,7 +12,10 @@
  * throwaway certificate (ECDSA P-256 by default), `imap.maxClients` raised to take every
  * connection (the default cap is `listen.maxClients`, 1000; there is no per-account cap).
  * USERS accounts, each INBOX pre-filled with MESSAGES messages by APPEND (which also puts
- * every password in the node's credential cache: the ramp's logins do not hash).
+ * every password in the node's credential cache: the ramp's logins do not hash). The
+ * baseline waits QUIET seconds after the pre-fill: each of its sessions opened its account's
+ * change feed, which lingers a minute after the last session (ChangeFeeds), and a feed the
+ * idling sessions open is theirs to count.
  *
  * 1. Idle sessions: CONNECTIONS sessions over implicit TLS (the `imaps` port), spread evenly
  *    over the accounts (CONNECTIONS / USERS each), opened at RATE a second with at most
@@ -56,6 +59,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '250' },
     parallel: { type: 'string', default: '64' },
     messages: { type: 'string', default: '20' },
+    quiet: { type: 'string', default: '65' },
     settle: { type: 'string', default: '15' },
     'notify-users': { type: 'string', default: '10' },
     'notify-messages': { type: 'string', default: '100' },
@@ -79,6 +83,7 @@ const USERS = Math.min(Math.round(positive('users')), CONNECTIONS);
 const RATE = positive('rate');
 const PARALLEL = Math.round(positive('parallel'));
 const MESSAGES = Math.round(positive('messages', 0));
+const QUIET_S = positive('quiet', 0);
 const SETTLE_S = positive('settle', 0);
 const NOTIFY_USERS = Math.min(Math.round(positive('notify-users')), USERS);
 const NOTIFY_MESSAGES = Math.round(positive('notify-messages', 0));
@@ -110,11 +115,11 @@ const mb = (kb: number) => r1(kb / 1024);
 
 // ---- the node and what it says of itself ---------------------------------------------------
 
-/** VmRSS and VmHWM of a process, in KB. */
-function memory(pid: number): { rssKb: number; hwmKb: number } {
+/** VmRSS (and its anonymous and file-backed parts: the binary's code, LMDB's map) and VmHWM of a process, in KB. */
+function memory(pid: number): { rssKb: number; anonKb: number; fileKb: number; hwmKb: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssKb: field('VmRSS'), hwmKb: field('VmHWM') };
+  return { rssKb: field('VmRSS'), anonKb: field('RssAnon'), fileKb: field('RssFile'), hwmKb: field('VmHWM') };
 }
 
 /** utime+stime of a process (its threads included), in ms. */
@@ -455,8 +460,9 @@ async function main() {
     if (theirs < need) throw new Error(`the node's open-files limit is ${theirs}; ${CONNECTIONS} connections need about ${need}`);
     log(`pre-filling ${USERS} INBOXes with ${MESSAGES} messages`);
     await prefill(node.ports.imaps);
-    // What the pre-fill left (its sessions, garbage) settles before the baseline.
-    await sleep(Math.min(SETTLE_S, 5) * 1000);
+    // What the pre-fill left (its sessions' change feeds, garbage) is gone before the baseline.
+    log(`waiting ${QUIET_S} s for the pre-fill's change feeds to close`);
+    await sleep(QUIET_S * 1000);
     const mem0 = memory(pid);
     const heap0 = metricSum(await scrape(node), 'nodejs_heap_size_used_bytes');
     log(`baseline: RSS ${mb(mem0.rssKb)} MB, V8 heap used ${r1(heap0 / 2 ** 20)} MB; opening ${CONNECTIONS} sessions`);
@@ -485,6 +491,8 @@ async function main() {
     const rss = {
       beforeMb: mb(mem0.rssKb),
       idlingMb: mb(mem1.rssKb),
+      idlingAnonMb: mb(mem1.anonKb),
+      idlingFileMb: mb(mem1.fileKb),
       afterNotifyMb: mb(mem2.rssKb),
       peakMb: mb(mem2.hwmKb),
       perConnectionKb: opened ? r1((mem1.rssKb - mem0.rssKb) / opened) : NaN,
@@ -499,8 +507,8 @@ async function main() {
 
     console.log(`ramp              ${opened}/${CONNECTIONS} idling in ${rampResult.seconds} s (${rampResult.failed} failed); setup (connect, TLS, LOGIN, SELECT, IDLE) p50 ${rampResult.setupP50Ms} ms, p99 ${rampResult.setupP99Ms} ms; the node counts ${idleGauge} in IDLE`);
     for (const [e, k] of Object.entries(rampResult.errors).slice(0, 5)) console.log(`  !! x${k}: ${e}`);
-    console.log(`node RSS          ${rss.beforeMb} MB before, ${rss.idlingMb} MB with ${opened} idling: ${rss.perConnectionKb} KB per connection; ${rss.afterNotifyMb} MB after the notifications, peak ${rss.peakMb} MB`);
-    console.log(`node V8 heap used ${heap.beforeMb} MB before, ${heap.idlingMb} MB idling: ${heap.perConnectionKb} KB per connection (the rest of the RSS is outside V8's heap: TLS, sockets, buffers)`);
+    console.log(`node RSS          ${rss.beforeMb} MB before, ${rss.idlingMb} MB with ${opened} idling (${rss.idlingAnonMb} MB anonymous, ${rss.idlingFileMb} MB file-backed): ${rss.perConnectionKb} KB per connection; ${rss.afterNotifyMb} MB after the notifications, peak ${rss.peakMb} MB`);
+    console.log(`node V8 heap used ${heap.beforeMb} MB before, ${heap.idlingMb} MB idling: ${heap.perConnectionKb} KB per connection (used heap, garbage not collected yet included; the rest of the RSS is outside V8's heap: TLS, sockets, buffers)`);
     console.log(`idle CPU          ${r1(idleCpuMs / SETTLE_S)} ms/s of the node's CPU while ${opened} sessions idled ${SETTLE_S} s (machine ${busy(idleMachine0, idleMachine1)} % busy)`);
     console.log(`notify latency    p50 ${notifyResult.p50Ms} ms, p99 ${notifyResult.p99Ms} ms, max ${notifyResult.maxMs} ms over ${notifyResult.heard}/${notifyResult.expected} (message, idling session) pairs (${VIA}, from ${VIA === 'append' ? 'the APPEND sent' : 'the SMTP session start'} to * n EXISTS)`);
     console.log(`  node's histogram: ${notifyResult.server.observations} observations, p50 <= ${notifyResult.server.p50BucketMs} ms, p99 <= ${notifyResult.server.p99BucketMs} ms (commit at the primary to the client told)`);
