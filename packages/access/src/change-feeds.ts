@@ -14,6 +14,8 @@ interface Feed {
   close(): void;
   /** The feed is closed once it has had no listener this long, so sessions that come and go do not open and reset a stream each. */
   linger?: NodeJS.Timeout;
+  /** Reads under way that started after the feed's last change, by what they read (see `shared`). */
+  looks: Map<string, Promise<unknown>>;
 }
 
 /**
@@ -46,11 +48,35 @@ export class ChangeFeeds {
     };
   }
 
+  /**
+   * `read` once for every session of `account` that asks for the same `key` between two
+   * changes of its feed here: a change is durable before the feed tells it, so a read that
+   * started after the feed's last change sees every change a session was told of, and each
+   * session woken by that change may take its answer. Without a live feed in `epoch`, each
+   * reads for itself. (A session that must see what happened before it asked, not only what
+   * it was told, such as NOOP, reads for itself.)
+   */
+  shared<T>(account: string, epoch: number, key: string, read: () => Promise<T>): Promise<T> {
+    const feed = this.feeds.get(account);
+    if (!feed || feed.epoch !== epoch) return read();
+    const under = feed.looks.get(key) as Promise<T> | undefined;
+    if (under) return under;
+    const p = read();
+    feed.looks.set(key, p);
+    const done = () => {
+      if (feed.looks.get(key) === p) feed.looks.delete(key);
+    };
+    p.then(done, done);
+    return p;
+  }
+
   private open(account: string, calls: MailboxCalls, fromModseq: number): Feed {
-    const feed: Feed = { epoch: calls.epoch, listeners: new Set(), close: () => undefined };
+    const feed: Feed = { epoch: calls.epoch, listeners: new Set(), close: () => undefined, looks: new Map() };
     this.feeds.set(account, feed);
     const stream = calls.watch(account, fromModseq, {
       change: (c) => {
+        // A read that started before this change may not see it: the next ones start anew.
+        feed.looks.clear();
         for (const l of feed.listeners) l.change(c);
       },
       ended: (err) => {
@@ -65,6 +91,7 @@ export class ChangeFeeds {
   private end(account: string, feed: Feed): void {
     clearTimeout(feed.linger);
     if (this.feeds.get(account) === feed) this.feeds.delete(account);
+    feed.looks.clear();
     feed.close();
     for (const l of feed.listeners) l.ended();
     feed.listeners.clear();

@@ -1,11 +1,18 @@
 import { Replies, type Logger } from '@mailgrid/core';
 import type { HostingGroups } from '@mailgrid/directory';
 import type { Router } from '@mailgrid/mailflow';
-import { ClientPool, createMailboxClient, MailboxCalls, type ListResponse__Output, type MailboxClient, type MailboxHold, type Trace } from '@mailgrid/protocol';
+import { ClientPool, createMailboxClient, MailboxCalls, type ListResponse__Output, type MailboxClient, type MailboxHold, type SelectResponse__Output, type Trace } from '@mailgrid/protocol';
 import { ChangeFeeds, type ChangeListener } from './change-feeds.js';
 
 /** POP3's maildrop is the session's alone (RFC 1939: `[IN-USE]`); IMAP sessions share a mailbox. */
 export type HoldMode = 'exclusive' | 'shared';
+
+/** One hold of an account at its primary, for all of its shared sessions on this frontend. */
+interface SharedHold {
+  /** Sessions on it, and those waiting for its grant. */
+  users: number;
+  granted: Promise<MailboxHold>;
+}
 
 /**
  * The way from a frontend's access sessions to the accounts' groups: one Mailbox client per
@@ -14,6 +21,8 @@ export type HoldMode = 'exclusive' | 'shared';
 export class MailboxAccess {
   private readonly clients = new ClientPool<MailboxClient>(createMailboxClient);
   private readonly feeds: ChangeFeeds;
+  /** Shared holds by group, epoch and account: one for all the account's shared sessions here. */
+  private readonly shared = new Map<string, SharedHold>();
 
   constructor(
     private readonly deps: {
@@ -38,15 +47,59 @@ export class MailboxAccess {
 
   /**
    * An account's mailbox for one session, held at its group's primary now: `exclusive`
-   * fails with MAILBOX_IN_USE while another exclusive session holds it; `shared` never does.
+   * fails with MAILBOX_IN_USE while another exclusive session holds it; `shared` never does,
+   * and shares the hold of the account's other shared sessions here.
    */
   async open(account: string, options: { mode: HoldMode; session: string; log: Logger }): Promise<MailboxSession> {
     const route = await this.deps.router.route(account);
     if (route.kind === 'tempfail') throw route.reason;
     if (route.kind !== 'local') throw Replies.backendUnavailable(new Error(`${account} is not an account here now`));
     const calls = await this.calls(route.group, { session: options.session });
-    const hold = await calls.hold(route.account, `${this.deps.node}/${options.session}`, options.mode === 'shared');
+    const hold =
+      options.mode === 'shared' ? await this.sharedHold(route.account, route.group, calls, options.session) : await calls.hold(route.account, `${this.deps.node}/${options.session}`, false);
     return new MailboxSession(route.account, route.group, calls, hold, options.log, this.feeds);
+  }
+
+  /**
+   * The shared sessions of an account on this frontend hold it together: one Hold at its
+   * primary (named after the session that took it), taken by the first, let go by the last.
+   * Shared holds never conflict, so one stands for all of them; when it is lost, every
+   * session on it is. A hold that is lost, or being let go, is not joined: the next session
+   * takes a new one.
+   */
+  private async sharedHold(account: string, group: string, calls: MailboxCalls, session: string): Promise<MailboxHold> {
+    const key = `${group}\0${calls.epoch}\0${account}`;
+    const entry = this.shared.get(key) ?? this.takeShared(key, calls.hold(account, `${this.deps.node}/${session}`, true));
+    entry.users++;
+    let hold: MailboxHold;
+    try {
+      hold = await entry.granted;
+    } catch (err) {
+      entry.users--;
+      throw err;
+    }
+    let released = false;
+    return {
+      lost: hold.lost,
+      release: async () => {
+        if (released) return;
+        released = true;
+        if (--entry.users > 0) return;
+        if (this.shared.get(key) === entry) this.shared.delete(key);
+        await hold.release();
+      },
+    };
+  }
+
+  /** A shared hold being granted, joined until it is lost (or refused, or let go). */
+  private takeShared(key: string, granted: Promise<MailboxHold>): SharedHold {
+    const entry: SharedHold = { users: 0, granted };
+    const forget = () => {
+      if (this.shared.get(key) === entry) this.shared.delete(key);
+    };
+    granted.then((h) => h.lost.then(forget), forget);
+    this.shared.set(key, entry);
+    return entry;
   }
 
   close(): void {
@@ -102,6 +155,16 @@ export class MailboxSession {
   /** Hears the account's changes after `fromModseq` (from the frontend's one feed of it); returns the way to stop. */
   listen(fromModseq: number, listener: ChangeListener): () => void {
     return this.feeds.listen(this.account, this.calls, fromModseq, listener);
+  }
+
+  /**
+   * What changed in `folder` after `changedSince`, for a session that the feed told of a
+   * change: one Select for all of the account's sessions here that ask the same between
+   * the same two changes of the feed (an account's sessions woken together ask together).
+   * The answer is shared: read it, do not change it.
+   */
+  changesAfterFeed(folder: string, changedSince: number): Promise<SelectResponse__Output> {
+    return this.feeds.shared(this.account, this.epoch, `${folder}\0${changedSince}`, () => this.calls.select(this.account, folder, changedSince));
   }
 
   /** Lets go of the mailbox; resolves once the primary has (the next session finds it free). */

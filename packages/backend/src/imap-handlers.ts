@@ -29,6 +29,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
   'Open' | 'Mailboxes' | 'CreateMailbox' | 'DeleteMailbox' | 'RenameMailbox' | 'Subscribe' | 'Select' | 'StoreFlags' | 'Expunge' | 'Copy' | 'Append' | 'Search' | 'Quota' | 'SetQuota' | 'Watch'
 > {
   const { store } = deps;
+  const changes = new AccountChanges(store);
   /** A unary handler: the account resolved (fenced as a write when `write`), then `work`'s answer, or the error. */
   const unary =
     <Req extends { account: string }, Res>(write: boolean, work: (account: string, req: Req) => Promise<Res>): Unary<Req, Res> =>
@@ -118,7 +119,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
       return store.quota(acct);
     }),
     Watch(call) {
-      watch(call, deps).catch((err) => call.emit('error', toServiceError(err)));
+      watch(call, deps, changes).catch((err) => call.emit('error', toServiceError(err)));
     },
   };
 }
@@ -129,7 +130,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
  * it becomes durable, until the call ends or this member stops being the primary (the
  * Hold streams and the fence end it then).
  */
-async function watch(call: grpc.ServerWritableStream<{ account: string; fromModseq: number }, unknown>, deps: ImapHandlersDeps): Promise<void> {
+async function watch(call: grpc.ServerWritableStream<{ account: string; fromModseq: number }, unknown>, deps: ImapHandlersDeps, changes: AccountChanges): Promise<void> {
   const acct = await deps.account(call.request.account, call);
   deps.track(call, acct);
   const from = Number(call.request.fromModseq);
@@ -137,13 +138,10 @@ async function watch(call: grpc.ServerWritableStream<{ account: string; fromMods
   const pending: MailboxChange[] = [];
   let live = false;
   const send = (c: MailboxChange) => call.write({ ...changeWire(c), atMs: live ? Date.now() : 0 });
-  const onChange = (c: MailboxChange) => {
-    if (c.account !== acct) return;
+  const stop = changes.listen(acct, (c) => {
     if (live) send(c);
     else pending.push(c);
-  };
-  store.on('change', onChange);
-  const stop = () => store.off('change', onChange);
+  });
   call.on('cancelled', stop);
   call.on('close', stop);
   call.on('error', stop);
@@ -159,6 +157,33 @@ async function watch(call: grpc.ServerWritableStream<{ account: string; fromMods
   const sent = new Map(caught.map((c) => [c.folder, c.modseq]));
   for (const c of pending) if (c.mailboxes || c.modseq > (sent.get(c.folder) ?? from)) send(c);
   live = true;
+}
+
+/**
+ * The store's changes by account: a change goes to the feeds of its own account, not past
+ * every feed the primary serves (one per account and frontend: thousands), and the store
+ * has one listener, not one per feed.
+ */
+class AccountChanges {
+  private readonly feeds = new Map<string, Set<(c: MailboxChange) => void>>();
+
+  constructor(store: LmdbMailStore) {
+    store.on('change', (c: MailboxChange) => {
+      const feeds = this.feeds.get(c.account);
+      if (feeds) for (const f of feeds) f(c);
+    });
+  }
+
+  /** `f` hears `account`'s changes until the returned function is called. */
+  listen(account: string, f: (c: MailboxChange) => void): () => void {
+    let feeds = this.feeds.get(account);
+    if (!feeds) this.feeds.set(account, (feeds = new Set()));
+    feeds.add(f);
+    return () => {
+      feeds.delete(f);
+      if (!feeds.size && this.feeds.get(account) === feeds) this.feeds.delete(account);
+    };
+  }
 }
 
 function folderWire(f: FolderInfo) {

@@ -212,7 +212,7 @@ async function append(s: ImapSession, mailbox: string, messages: AppendMessage[]
     if (done.length) await calls.delete(account, done, mailbox).catch(() => undefined);
     tryCreate(err);
   }
-  if (s.selected?.folder === mailbox) s.selected.dirty = true;
+  if (s.selected?.folder === mailbox) s.selected.stale();
   return `[APPENDUID ${uidValidity} ${sequenceSet(done)}] APPEND completed`;
 }
 

@@ -90,7 +90,7 @@ async function copy(s: ImapSession, byUid: boolean, set: SequenceSet, target: st
   if (!uids.length) return;
   const res = await s.mailbox.calls.copy(s.mailbox.account, sel.folder, target, uids, move).catch(tryCreate);
   const copyUid = res.source.length ? `[COPYUID ${res.uidValidity} ${sequenceSet(res.source)} ${sequenceSet(res.target)}]` : '';
-  if (target === sel.folder) sel.dirty = true;
+  if (target === sel.folder) sel.stale();
   if (!move) return `${copyUid} COPY completed`.trim();
   // MOVE: the COPYUID first, untagged; then the expunges of the moved messages, then OK.
   if (copyUid) s.out(`* OK ${copyUid} Moved`);

@@ -1,5 +1,5 @@
 import { sequenceSet, type QresyncParams } from '@mailgrid/imap';
-import { metaOf, Selected } from './selected.js';
+import { Selected } from './selected.js';
 import { Tagged, type Handlers, type ImapSession } from './session.js';
 import { MailboxView } from './view.js';
 import { flagList, listLine } from './mailboxes.js';
@@ -33,8 +33,9 @@ async function open(s: ImapSession, folder: string, readOnly: boolean, condstore
   const { account, calls } = s.mailbox;
   const res = await calls.select(account, folder, 0);
   const info = res.folder!;
-  const view = new MailboxView(res.messages.map(metaOf), Number(info.highestModseq));
-  const sel = new Selected(folder, readOnly, info.uidValidity, info.id, view);
+  const metas = s.metas.folder(account, info.id);
+  const view = new MailboxView(res.messages.map((m) => metas.of(m)), Number(info.highestModseq));
+  const sel = new Selected(folder, readOnly, info.uidValidity, info.id, view, metas);
 
   const keywords = new Set<string>();
   for (const m of res.messages) for (const f of m.flags) if (!f.startsWith('\\')) keywords.add(f);

@@ -3,8 +3,8 @@ import { LineSession, type AccessConnection, type Authenticator, type ChangeList
 import { sequenceSet, ImapParseError, readCommand, type Command, type TaggedCommand } from '@mailgrid/imap';
 import { capabilities, ENABLEABLE } from './capabilities.js';
 import { imapBye, imapRefusal } from './replies.js';
-import { metaOf, Selected } from './selected.js';
-import { MailboxView } from './view.js';
+import type { Selected } from './selected.js';
+import { MessageMetas } from './view.js';
 import { mailboxCommands } from './mailboxes.js';
 import { messageCommands } from './messages.js';
 import { selectCommands } from './select.js';
@@ -18,8 +18,10 @@ export interface ImapDeps {
 
 /** IMAP on the access layer: a session per connection. */
 export function imapProtocol(deps: ImapDeps): ProtocolHandler {
+  // The message states of every session's view, one object each however many sessions see it.
+  const metas = new MessageMetas();
   return {
-    open: (conn) => new ImapSession(conn, deps).run(),
+    open: (conn) => new ImapSession(conn, deps, metas).run(),
     refusal: imapBye,
   };
 }
@@ -79,6 +81,8 @@ export class ImapSession extends LineSession {
   constructor(
     conn: AccessConnection,
     readonly deps: ImapDeps,
+    /** This frontend's message states, shared by the views of every session. */
+    readonly metas: MessageMetas,
   ) {
     super(conn, { tls: deps.tls, idleTimeoutMs: () => deps.config().imap.idleTimeoutMs });
     this.login = deps.auth.forSession({ ip: conn.client, protocol: 'imap', session: conn.id });
@@ -240,7 +244,7 @@ export class ImapSession extends LineSession {
       },
       ended: () => {
         // A feed that broke while the hold stands (the hold's end ends the session): listen again, and look.
-        if (this.selected) this.selected.dirty = true;
+        this.selected?.stale();
         const again = setTimeout(() => !this.isClosed && this.listen(this.selected?.view.highestModseq ?? fromModseq), 1_000);
         again.unref();
         this.unlisten = () => clearTimeout(again);
@@ -259,29 +263,39 @@ export class ImapSession extends LineSession {
   /**
    * Brings the selected folder's changes into the view: those the feed announced, or with
    * `force` whatever changed since the view (NOOP, CHECK and IDLE look even if the feed has
-   * not spoken yet, so two sessions agree after a NOOP). One look at a time.
+   * not spoken yet, so two sessions agree after a NOOP). One look at a time. A look for
+   * what the feed told is shared with the account's other sessions here that look for the
+   * same at the same time (woken by one change, they ask one Select, not one each).
    */
   async refresh(force = false): Promise<void> {
     while (this.refreshing) await this.refreshing;
     const sel = this.selected;
     if (!sel || (!force && !sel.dirty)) return;
-    sel.dirty = false;
-    this.refreshing = this.look(sel).finally(() => (this.refreshing = undefined));
+    const alone = force || sel.lookAlone;
+    sel.dirty = sel.lookAlone = false;
+    this.refreshing = this.look(sel, alone).finally(() => (this.refreshing = undefined));
     return this.refreshing;
   }
 
-  private async look(sel: Selected): Promise<void> {
+  private async look(sel: Selected, alone: boolean): Promise<void> {
+    const { account, calls } = this.mailbox;
     let res;
     try {
-      res = await this.mailbox.calls.select(this.mailbox.account, sel.folder, sel.view.highestModseq);
+      res = await (alone ? calls.select(account, sel.folder, sel.view.highestModseq) : this.mailbox.changesAfterFeed(sel.folder, sel.view.highestModseq));
     } catch (err) {
       if (toCodedError(err).code === 'NOT_FOUND') return this.hangUp('* BYE [NONEXISTENT] The selected mailbox was deleted or renamed');
       sel.dirty = true;
+      sel.lookAlone ||= alone;
       throw err;
     }
     if (this.selected !== sel) return;
     if (res.folder!.uidValidity !== sel.uidValidity) return this.hangUp('* BYE [UIDVALIDITY] The selected mailbox was made anew');
-    sel.view.update(res.messages.map(metaOf), res.vanished, Number(res.folder!.highestModseq));
+    sel.metas.forget(res.vanished);
+    sel.view.update(
+      res.messages.map((m) => sel.metas.of(m)),
+      res.vanished,
+      Number(res.folder!.highestModseq),
+    );
   }
 
   /** Tells the client what the view holds back: expunges only where `expunges` (RFC 9051 §7.5.1). */
@@ -295,11 +309,6 @@ export class ImapSession extends LineSession {
     }
     if (news.exists !== undefined) this.send(`* ${news.exists} EXISTS`);
     for (const { seq, meta } of news.flags) this.send(`* ${seq} FETCH (UID ${meta.uid} FLAGS (${meta.flags.join(' ')})${this.condstore ? ` MODSEQ (${meta.modseq})` : ''})`);
-  }
-
-  /** A view of `folder` as it is now. */
-  newView(messages: Parameters<typeof metaOf>[0][], highestModseq: number): MailboxView {
-    return new MailboxView(messages.map(metaOf), highestModseq);
   }
 
   // ---- what the login commands need of the connection ---------------------------------------
