@@ -2,6 +2,7 @@
  * Mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) until the client enables
  * UTF8=ACCEPT (or IMAP4rev2), UTF-8 after. INBOX is case-insensitive.
  */
+import { MAX_FOLDER_NAME_BYTES } from '@mailgrid/core';
 import utf7 from 'utf7';
 
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
@@ -20,6 +21,8 @@ export class MailboxNameError extends Error {
  */
 export function decodeMailboxName(raw: Buffer, utf8: boolean): string {
   const name = decode(raw, utf8);
+  // Longer, it can name no folder (the store would not take it).
+  if (Buffer.byteLength(name) > MAX_FOLDER_NAME_BYTES) throw new MailboxNameError(`Mailbox name longer than ${MAX_FOLDER_NAME_BYTES} bytes`);
   return isInbox(name) ? 'INBOX' : name;
 }
 
