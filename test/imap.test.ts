@@ -982,6 +982,10 @@ describe('IMAP on a single node', () => {
       await t.run(command, answer);
       await t.run('NOOP');
     }
+    // A LIST pattern of many wildcards against a long name: matched in time linear in each (a backtracking one took minutes).
+    await t.run(`CREATE ${'a'.repeat(60)}`);
+    assert.deepEqual((await t.run(`LIST "" "${'*a'.repeat(40)}*b"`)).untagged, []);
+    assert.deepEqual((await t.run(`LIST "" "${'%a'.repeat(40)}%"`)).untagged, [`LIST (\\HasNoChildren) "/" ${'a'.repeat(60)}`]);
 
     // A line without end: refused once it passes what a command may be, and none of it kept.
     await t.run('SELECT INBOX');
