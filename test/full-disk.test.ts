@@ -5,10 +5,10 @@ import { describe, it } from 'node:test';
 import { MailError } from '@mailgrid/core';
 import { QueueStore } from '@mailgrid/queue';
 import { LmdbMailStore } from '@mailgrid/store';
-import { dataDirWith, eventually, freePort, MailboxProbe, mountTmpfs, sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
+import { dataDirWith, eventually, freePort, ImapTranscript, MailboxProbe, mountTmpfs, sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
 
-// Full disks, on real small disks (tmpfs; tests run as root in CI): 4xx only, nothing
-// acknowledged lost, the process alive, service back once space returns.
+// Full disks, on real small disks (tmpfs; tests run as root in CI): 4xx only (IMAP: a NO),
+// nothing acknowledged lost, the process alive, service back once space returns.
 
 const KB = 1024;
 const MB = 1024 * KB;
@@ -117,6 +117,39 @@ describe('a full disk never crashes a node or answers falsely', () => {
       assert.deepEqual(acked.filter((id) => seen.get(id) !== 1), [], 'every acknowledged message stored exactly once');
       assert.match(await sendMail(node.smtpPort, { to: ['alice@example.test'], data: message('back', 10 * KB) }), /^250 2\.0\.0 Ok: stored as /, 'service is back');
     } finally {
+      mailbox.close();
+      assert.equal(await node.stop(), 0, 'drains and exits cleanly');
+      disk.unmount();
+    }
+  });
+
+  it('an IMAP APPEND to a full disk gets NO [SERVERBUG], a MULTIAPPEND keeps none of its messages, the session goes on, and APPEND works once space returns', async () => {
+    const disk = mountTmpfs('16m');
+    // No floor: the disk itself runs out under the APPEND (ENOSPC in the backend's write).
+    const node = await startNode({ dataDir: dataDirWith(disk, 'store'), env: { MAILGRID_BACKEND_MIN_FREE_BYTES: '0' } });
+    const mailbox = await withAccount(node);
+    const account = 'alice@example.test';
+    assert.equal((await node.cliInput('secret\n', 'account', 'passwd', account)).code, 0);
+    const imap = await ImapTranscript.open(node.ports.imaps, { tls: true });
+    const append = (...messages: string[]) => imap.run(`APPEND INBOX ${messages.map((m) => `{${m.length}+}\r\n${m}`).join(' ')}`, null);
+    try {
+      await imap.login(account, 'secret');
+      assert.match((await append(message('before', KB))).tagged, /^OK /);
+      disk.fill(64 * KB);
+      const big = message('big', 300 * KB);
+      assert.match((await append(big)).tagged, /^NO \[SERVERBUG\] /);
+      // A MULTIAPPEND whose first message fits and second does not: the first is not kept either.
+      assert.match((await append(message('fits', 2 * KB), big)).tagged, /^NO \[SERVERBUG\] /);
+      await imap.run('NOOP');
+      assert.deepEqual((await imap.run('STATUS INBOX (MESSAGES)')).untagged, ['STATUS INBOX (MESSAGES 1)']);
+      assert.deepEqual([...(await storedIds(mailbox, account))], [['before', 1]], 'nothing of the refused APPENDs stored');
+      assert.equal(node.process.exitCode, null, 'the node is still running');
+      disk.empty();
+      // Uid 2 went to the first message of the MULTIAPPEND, written and taken back.
+      assert.match((await append(message('after', 8 * KB), big)).tagged, /^OK \[APPENDUID \d+ 3:4\] /);
+      assert.deepEqual([...(await storedIds(mailbox, account))].sort(), [['after', 1], ['before', 1], ['big', 1]]);
+    } finally {
+      imap.close();
       mailbox.close();
       assert.equal(await node.stop(), 0, 'drains and exits cleanly');
       disk.unmount();

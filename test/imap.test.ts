@@ -1,21 +1,25 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ImapFlow, type FetchMessageObject, type MessageStructureObject } from 'imapflow';
 import { simpleParser, type AddressObject } from 'mailparser';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type Mail from 'nodemailer/lib/mailer/index.js';
-import { eventually, ImapTranscript, pyClient, repoRoot, sendMail, startNode, utf8, type ImapReply, type NodeHandle } from '@mailgrid/testing';
+import { eventually, imapCorpus, ImapTranscript, mutate, pyClient, seeded, sendMail, startNode, utf8, type ImapReply, type NodeHandle } from '@mailgrid/testing';
 
 // IMAP4rev2 and its extensions on a single node, end to end: imapflow and Python's imaplib as
 // independent clients, raw transcripts where no library can say it (before TLS, IDLE before
-// SELECT, literals, malformed input, COMPRESS by hand). Messages are made by nodemailer and
-// read back by mailparser, so the MIME on both sides is someone else's.
+// SELECT, literals, malformed input and a seeded fuzz, COMPRESS by hand). Messages are made
+// by nodemailer and read back by mailparser, so the MIME on both sides is someone else's.
 
 const PASSWORD = 'correct horse';
 const DOMAIN = 'imap.test';
 const CRLF = '\r\n';
+/** APPENDLIMIT: the node's largest message (`smtp.maxMessageBytes`). */
+const APPEND_LIMIT = 2 * 1024 * 1024;
 
 /** A message built by nodemailer's composer (CRLF line ends), as bytes. */
 function compose(options: Mail.Options): Promise<Buffer> {
@@ -59,6 +63,42 @@ function literalOf(response: string): Buffer {
   return Buffer.from(response.slice(start, start + Number(m[1])), 'latin1');
 }
 
+/**
+ * A fuzz input as a live session is sent it: a literal announced at a line's end made
+ * non-synchronizing (LITERAL+), and its bytes made up with `x` where the input ends too
+ * soon. The server then always takes those bytes (as the literal, or as what recovery
+ * skips after a malformed line), or ends the session for a literal too large: what it
+ * reads is known. The input ends with a line end (a command goes on after a literal), so
+ * the next command is read as one.
+ */
+function framed(input: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let ended = true;
+  for (let pos = 0; pos < input.length; ) {
+    const lf = input.indexOf(0x0a, pos);
+    const end = lf < 0 ? input.length : lf;
+    const next = lf < 0 ? end : lf + 1;
+    const line = input.subarray(pos, end > pos && input[end - 1] === 0x0d ? end - 1 : end);
+    const m = /(~?)\{(\d+)\+?\}$/.exec(line.toString('latin1'));
+    if (!m) {
+      out.push(input.subarray(pos, next));
+      ended = lf >= 0;
+      pos = next;
+      continue;
+    }
+    const size = Number(m[2]);
+    out.push(line.subarray(0, line.length - m[0].length), Buffer.from(`${m[1]}{${size}+}\r\n`));
+    // Over APPENDLIMIT the session ends (BYE): nothing after it is read.
+    if (size > APPEND_LIMIT) return Buffer.concat(out);
+    const data = input.subarray(next, next + size);
+    out.push(data, Buffer.alloc(size - data.length, 'x'));
+    ended = false;
+    pos = next + data.length;
+  }
+  if (!ended) out.push(Buffer.from('\r\n'));
+  return Buffer.concat(out);
+}
+
 describe('IMAP on a single node', () => {
   let node: NodeHandle;
   const flows: ImapFlow[] = [];
@@ -67,15 +107,8 @@ describe('IMAP on a single node', () => {
   const who = (name: string) => `${name}@${DOMAIN}`;
   const ACCOUNTS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy', 'mallory', 'olivia', 'peggy'];
 
-  /** `mailgrid account passwd`, the password on standard input. */
-  const passwd = (address: string) =>
-    new Promise<{ code: number; stderr: string }>((resolve) => {
-      const child = execFile(process.execPath, [join(repoRoot, 'packages/cli/bin/mailgrid.js'), 'account', 'passwd', address], { env: { ...process.env, ...node.env } }, (err, _out, stderr) => resolve({ code: err ? 1 : 0, stderr }));
-      child.stdin!.end(`${PASSWORD}\n`);
-    });
-
   /** An imapflow client, logged in over IMAPS (or STARTTLS on the plain port with `secure: false`). */
-  async function flow(user: string, options: { secure?: boolean; qresync?: boolean; disableCompression?: boolean } = {}): Promise<ImapFlow> {
+  async function flow(user: string, options: { secure?: boolean; qresync?: boolean; transcript?: string[] } = {}): Promise<ImapFlow> {
     const secure = options.secure ?? true;
     const client = new ImapFlow({
       host: '127.0.0.1',
@@ -85,9 +118,11 @@ describe('IMAP on a single node', () => {
       tls: { rejectUnauthorized: false },
       logger: false,
       qresync: options.qresync,
-      disableCompression: options.disableCompression,
+      // The commands it sends (`C: ...`) and the lines it reads (`S: ...`), from the start.
+      emitLogs: !!options.transcript,
     });
     client.on('error', () => undefined);
+    if (options.transcript) client.on('log', (e: { src?: string; msg?: string }) => e.src && /^[cs]$/.test(e.src) && options.transcript!.push(`${e.src.toUpperCase()}: ${e.msg}`));
     await client.connect();
     flows.push(client);
     return client;
@@ -130,12 +165,12 @@ describe('IMAP on a single node', () => {
   }
 
   before(async () => {
-    node = await startNode({ env: { MAILGRID_AUTH_FAIL_DELAY_MS: '10', MAILGRID_SMTP_MAX_MESSAGE_BYTES: String(2 * 1024 * 1024) } });
+    node = await startNode({ env: { MAILGRID_AUTH_FAIL_DELAY_MS: '10', MAILGRID_SMTP_MAX_MESSAGE_BYTES: String(APPEND_LIMIT) } });
     const ok = (r: { code: number; stderr: string }) => assert.equal(r.code, 0, r.stderr);
     ok(await node.cli('domain', 'add', DOMAIN));
     // Two at a time (two cores): each is a CLI process.
     for (let i = 0; i < ACCOUNTS.length; i += 2) await Promise.all(ACCOUNTS.slice(i, i + 2).map(async (a) => ok(await node.cli('account', 'add', who(a)))));
-    for (let i = 0; i < ACCOUNTS.length; i += 2) await Promise.all(ACCOUNTS.slice(i, i + 2).map(async (a) => ok(await passwd(who(a)))));
+    for (let i = 0; i < ACCOUNTS.length; i += 2) await Promise.all(ACCOUNTS.slice(i, i + 2).map(async (a) => ok(await node.cliInput(`${PASSWORD}\n`, 'account', 'passwd', who(a)))));
   });
 
   after(async () => {
@@ -472,7 +507,7 @@ describe('IMAP on a single node', () => {
     // APPENDLIMIT is the SMTP limit.
     const caps = (await t.run('CAPABILITY')).untagged[0];
     const limit = Number(/\bAPPENDLIMIT=(\d+)/.exec(caps)?.[1]);
-    assert.equal(limit, 2 * 1024 * 1024);
+    assert.equal(limit, APPEND_LIMIT);
     t.write(`L1 APPEND Multi {${limit + 1}}\r\n`);
     const refused = await t.response();
     assert.match(refused, /^L1 NO \[TOOBIG\] /, 'refused without a "+": the client sends nothing more');
@@ -708,6 +743,383 @@ describe('IMAP on a single node', () => {
     assert.deepEqual(await client.search({ body: 'grüße' }), [1]);
   });
 
+  // ---- 8. OBJECTID ------------------------------------------------------------------------------
+
+  it('OBJECTID: MAILBOXID on CREATE, SELECT, STATUS and LIST; EMAILID and THREADID in FETCH, kept by COPY and MOVE, shared by a reply; SEARCH EMAILID and THREADID', async () => {
+    await deliver('judy', plainMessage({ subject: 'The root', to: who('judy'), messageId: 'root@objectid.test' }));
+    await deliver('judy', plainMessage({ subject: 'Unrelated', to: who('judy'), messageId: 'other@objectid.test' }));
+    await inboxHolds('judy', 2);
+    const t = await raw('judy');
+    // The reply by APPEND: a thread is joined there as at delivery.
+    const reply = plainMessage({ subject: 'Re: The root', to: who('judy'), messageId: 'reply@objectid.test', inReplyTo: 'root@objectid.test', references: '<root@objectid.test>' });
+    await t.run(`APPEND INBOX {${reply.length}+}\r\n${reply}`);
+    // RFC 8474 §4: objectid = 1*255(ALPHA / DIGIT / "_" / "-").
+    const OBJECTID = /^[\w-]{1,255}$/;
+    const keptId = /^OK \[MAILBOXID \(([^)]+)\)\]/.exec((await t.run('CREATE Kept')).tagged)?.[1] ?? '';
+    assert.match(keptId, OBJECTID);
+    const selected = await t.run('SELECT INBOX');
+    const inboxId = /^OK \[MAILBOXID \(([^)]+)\)\]/.exec(ImapTranscript.pick(selected, 'OK [MAILBOXID')[0] ?? '')?.[1] ?? '';
+    assert.match(inboxId, OBJECTID);
+    assert.notEqual(inboxId, keptId);
+    assert.deepEqual((await t.run('STATUS INBOX (MAILBOXID)')).untagged, [`STATUS INBOX (MAILBOXID (${inboxId}))`]);
+    assert.deepEqual((await t.run('LIST "" (INBOX Kept) RETURN (STATUS (MAILBOXID))')).untagged, [
+      'LIST (\\HasNoChildren) "/" INBOX',
+      `STATUS INBOX (MAILBOXID (${inboxId}))`,
+      'LIST (\\HasNoChildren) "/" Kept',
+      `STATUS Kept (MAILBOXID (${keptId}))`,
+    ]);
+
+    /** EMAILID and THREADID of each message of the selected folder, by uid. */
+    const ids = async () =>
+      (await t.run('FETCH 1:* (UID EMAILID THREADID)')).untagged.map((l) => {
+        const m = /^\d+ FETCH \(UID (\d+) EMAILID \(([^)]+)\) THREADID \(([^)]+)\)\)$/.exec(l);
+        assert.ok(m, l);
+        assert.match(m[2], OBJECTID);
+        assert.match(m[3], OBJECTID);
+        return { uid: Number(m[1]), email: m[2], thread: m[3] };
+      });
+    const [root, other, answer] = await ids();
+    assert.deepEqual([root.uid, other.uid, answer.uid], [1, 2, 3]);
+    assert.equal(new Set([root.email, other.email, answer.email]).size, 3, 'an EMAILID of its own for each message');
+    assert.equal(answer.thread, root.thread, 'the reply is in the thread of what it answers');
+    assert.notEqual(other.thread, root.thread);
+    // SEARCH by them (RFC 8474 §6).
+    assert.deepEqual((await t.run(`UID SEARCH THREADID ${root.thread}`)).untagged, ['SEARCH 1 3']);
+    assert.deepEqual((await t.run(`UID SEARCH EMAILID ${answer.email}`)).untagged, ['SEARCH 3']);
+    assert.deepEqual((await t.run('SEARCH EMAILID Mnosuch')).untagged, ['SEARCH']);
+    // COPY and MOVE keep both: the bytes are the same message.
+    await t.run('UID COPY 1 Kept');
+    await t.run('UID MOVE 3 Kept');
+    await t.run('EXAMINE Kept');
+    assert.deepEqual(
+      (await ids()).map((m) => [m.email, m.thread]),
+      [root, answer].map((m) => [m.email, m.thread]),
+    );
+    // imapflow reads the same ids.
+    const client = await flow('judy');
+    const kept = await client.mailboxOpen('Kept');
+    assert.equal(kept.mailboxId, keptId);
+    const viaFlow = await client.fetchAll('1:*', { uid: true, emailId: true, threadId: true });
+    assert.deepEqual(viaFlow.map((m) => [m.emailId, m.threadId]), [root, answer].map((m) => [m.email, m.thread]));
+  });
+
+  // ---- 9. COMPRESS ------------------------------------------------------------------------------
+
+  it('COMPRESS=DEFLATE: commands go on through it, a large message comes back byte for byte, a second COMPRESS is refused; imapflow compresses by itself and reads the same bytes', async () => {
+    const t = await raw('judy');
+    assert.match((await t.run('CAPABILITY')).untagged[0], /\bCOMPRESS=DEFLATE\b/);
+    await t.compress();
+    assert.doesNotMatch((await t.run('CAPABILITY')).untagged[0], /COMPRESS=/, 'offered until it is on');
+    await t.run('COMPRESS DEFLATE', 'NO [COMPRESSIONACTIVE]');
+    // About 1.2 MB: text DEFLATE shrinks, and random bytes (base64) it cannot.
+    const noise = randomBytes(600 * 1024).toString('base64').replace(/.{76}/g, '$&\r\n');
+    const big = Buffer.from(plainMessage({ subject: 'big', to: who('judy') }, `${'a line DEFLATE makes small\r\n'.repeat(12_000)}${noise}\r\n`));
+    await t.run('CREATE Big');
+    await t.run(Buffer.concat([Buffer.from(`APPEND Big {${big.length}+}\r\n`), big]));
+    await t.run('SELECT Big');
+    assert.ok(literalOf((await t.run('FETCH 1 (BODY.PEEK[])')).untagged[0]).equals(big), 'BODY[] through DEFLATE is the bytes appended');
+    await t.run('NOOP');
+
+    // imapflow asks for COMPRESS when it is offered (unless told disableCompression).
+    const transcript: string[] = [];
+    const client = await flow('judy', { transcript });
+    const compress = transcript.find((l) => /^C: \S+ COMPRESS DEFLATE$/.test(l));
+    assert.ok(compress, transcript.join('\n'));
+    assert.ok(transcript.some((l) => l.startsWith(`S: ${compress.split(' ')[1]} OK `)), 'and the server took it');
+    await client.mailboxOpen('Big');
+    const viaFlow = await client.fetchOne('1', { source: true });
+    assert.ok(viaFlow && viaFlow.source!.equals(big), "imapflow's inflated bytes are the message");
+  });
+
+  // ---- 10. QUOTA --------------------------------------------------------------------------------
+
+  it('QUOTA: no root until the account has a quota; then GETQUOTAROOT and GETQUOTA give STORAGE in KiB that grows with an APPEND; an APPEND or MULTIAPPEND over it is NO [OVERQUOTA] and stores nothing', async () => {
+    const t = await raw('olivia');
+    const caps = (await t.run('CAPABILITY')).untagged[0];
+    assert.match(caps, /\bQUOTA\b/);
+    assert.match(caps, /\bQUOTA=RES-STORAGE\b/);
+    assert.doesNotMatch(caps, /QUOTA=RES-MESSAGE/, 'STORAGE is the one resource');
+    assert.deepEqual((await t.run('GETQUOTAROOT INBOX')).untagged, ['QUOTAROOT INBOX']);
+    await t.run('GETQUOTA ""', 'NO');
+    const set = await node.cli('account', 'set', who('olivia'), 'quota', '48k');
+    assert.equal(set.code, 0, set.stderr);
+    const quota = async (usedKiB: number) => assert.deepEqual((await t.run('GETQUOTAROOT INBOX')).untagged, ['QUOTAROOT INBOX ""', `QUOTA "" (STORAGE ${usedKiB} 48)`]);
+    await quota(0);
+    await t.run('SETQUOTA "" (STORAGE 1000)', 'NO');
+
+    /** A message of about `kib` KiB. */
+    const sized = (subject: string, kib: number) => plainMessage({ subject, to: who('olivia') }, `${'q'.repeat(1022)}\r\n`.repeat(kib));
+    const first = sized('first', 10);
+    await t.run(`APPEND INBOX {${first.length}+}\r\n${first}`);
+    const used = Math.ceil(first.length / 1024);
+    await quota(used);
+    assert.deepEqual((await t.run('GETQUOTA ""')).untagged, [`QUOTA "" (STORAGE ${used} 48)`]);
+    // Over it: refused whole, nothing stored, the use as it was.
+    const big = sized('too big', 40);
+    await t.run(`APPEND INBOX {${big.length}+}\r\n${big}`, 'NO [OVERQUOTA]');
+    const second = sized('second', 10);
+    await t.run(`APPEND INBOX {${second.length}+}\r\n${second} {${big.length}+}\r\n${big}`, 'NO [OVERQUOTA]');
+    assert.deepEqual((await t.run('STATUS INBOX (MESSAGES)')).untagged, ['STATUS INBOX (MESSAGES 1)']);
+    await quota(used);
+    // imapflow reads it (in bytes).
+    const client = await flow('olivia');
+    const q = await client.getQuota('INBOX');
+    assert.ok(q);
+    assert.deepEqual(q.storage && { usage: q.storage.usage, limit: q.storage.limit }, { usage: used * 1024, limit: 48 * 1024 });
+  });
+
+  // ---- 11. UTF8=ACCEPT and IMAP4rev2 ------------------------------------------------------------
+
+  it('UTF8=ACCEPT: a UTF-8 name made and listed as it is (modified UTF-7 to a session without it); APPEND UTF8 (~{n}) keeps raw UTF-8 headers byte for byte. IMAP4rev2: UTF-8 names, no RECENT, a LIST in SELECT, SEARCH answered by ESEARCH, \\NonExistent', async () => {
+    const name = 'Entwürfe ☕';
+    const utf7 = '"Entw&APw-rfe &JhU-"';
+    const plain = await raw('peggy');
+    const t = await raw('peggy');
+    assert.deepEqual((await t.run('ENABLE UTF8=ACCEPT')).untagged, ['ENABLED UTF8=ACCEPT']);
+    await t.run(`CREATE "${name}"`);
+    assert.deepEqual((await t.run('LIST "" Entw*')).untagged.map(utf8), [`LIST (\\HasNoChildren) "/" "${name}"`]);
+    // Without UTF8=ACCEPT the same folder is modified UTF-7 both ways, and raw 8-bit is no name.
+    assert.deepEqual((await plain.run('LIST "" Entw*')).untagged, [`LIST (\\HasNoChildren) "/" ${utf7}`]);
+    assert.deepEqual((await plain.run(`STATUS ${utf7} (MESSAGES)`)).untagged, [`STATUS ${utf7} (MESSAGES 0)`]);
+    await plain.run(`STATUS "${name}" (MESSAGES)`, 'NO [CANNOT]');
+
+    // RFC 6855 §4: a message with UTF-8 headers comes as UTF8 (literal8).
+    const message = Buffer.from(
+      [
+        'From: Jörg Müller <jörg@bücher.example>',
+        `To: ${who('peggy')}`,
+        'Subject: Grüße ☕',
+        'Date: Mon, 01 Jan 2024 10:00:00 +0000',
+        'Message-ID: <grüße@bücher.example>',
+        'MIME-Version: 1.0',
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Transfer-Encoding: 8bit',
+        '',
+        'Tschüß',
+        '',
+      ].join(CRLF),
+    );
+    const appendUtf8 = (mailbox: string) => Buffer.concat([Buffer.from(`APPEND ${mailbox} UTF8 (~{${message.length}+}\r\n`), message, Buffer.from(')')]);
+    await plain.run(appendUtf8(utf7), 'BAD');
+    await plain.run('NOOP');
+    assert.match((await t.run(appendUtf8(`"${name}"`))).tagged, /^OK \[APPENDUID \d+ 1\] /);
+    await t.run(`EXAMINE "${name}"`);
+    const fetched = await t.run('FETCH 1 (BODY.PEEK[] ENVELOPE)');
+    assert.ok(literalOf(fetched.untagged[0]).equals(message), 'the raw UTF-8 headers, byte for byte');
+    assert.match(utf8(fetched.untagged[0]), / ENVELOPE \("Mon, 01 Jan 2024 10:00:00 \+0000" "Grüße ☕" \(\("Jörg Müller" NIL "jörg" "bücher\.example"\)\)/);
+
+    // IMAP4rev2 (RFC 9051): names are UTF-8 (§5.1) with no ENABLE UTF8=ACCEPT.
+    const rev2 = await raw('peggy');
+    assert.deepEqual((await rev2.run('ENABLE IMAP4rev2')).untagged, ['ENABLED IMAP4rev2']);
+    assert.deepEqual((await rev2.run('LIST "" Entw*')).untagged.map(utf8), [`LIST (\\HasNoChildren) "/" "${name}"`]);
+    await rev2.run('CREATE Rev2');
+    const seen = plainMessage({ subject: 'seen', to: who('peggy') });
+    const unseen = plainMessage({ subject: 'unseen', to: who('peggy') });
+    await rev2.run(`APPEND Rev2 (\\Seen) {${seen.length}+}\r\n${seen} {${unseen.length}+}\r\n${unseen}`);
+    // SELECT: no RECENT and no UNSEEN (Appendix E items 11, 12), a LIST of the folder (item 10); \Recent is nowhere.
+    const sel = await rev2.run('SELECT Rev2');
+    assert.deepEqual(ImapTranscript.pick(sel, /RECENT|UNSEEN|\\Recent/), []);
+    assert.deepEqual(ImapTranscript.pick(sel, 'LIST'), ['LIST () "/" Rev2'], 'as in the example of RFC 9051 §6.3.2');
+    assert.ok(sel.untagged.includes('2 EXISTS'));
+    // SEARCH is answered by ESEARCH (item 4), its TAG the command's.
+    assert.deepEqual((await rev2.run('SEARCH UNSEEN')).untagged, [`ESEARCH (TAG "${lastTag(rev2)}") ALL 2`]);
+    assert.deepEqual((await rev2.run('UID SEARCH ALL')).untagged, [`ESEARCH (TAG "${lastTag(rev2)}") UID ALL 1:2`]);
+    assert.deepEqual((await rev2.run('SEARCH DELETED')).untagged, [`ESEARCH (TAG "${lastTag(rev2)}")`]);
+    // A name that is only a parent is \NonExistent in rev2, \Noselect in rev1 (RFC 9051 §6.3.9).
+    await rev2.run('CREATE Lone/Child');
+    assert.deepEqual((await rev2.run('LIST "" Lone')).untagged, ['LIST (\\NonExistent \\HasChildren) "/" Lone']);
+    assert.deepEqual((await plain.run('LIST "" Lone')).untagged, ['LIST (\\Noselect \\HasChildren) "/" Lone']);
+  });
+
+  // ---- 12. malformed input ----------------------------------------------------------------------
+
+  it('malformed commands get a tagged BAD (NO where the RFC says) and the session goes on; a line without end is refused with BYE, the node holding none of it and serving others', async () => {
+    const t = await raw('mallory');
+    // Commands of the selected state before SELECT, and of the not-authenticated one after LOGIN.
+    for (const c of ['FETCH 1 FLAGS', 'STORE 1 +FLAGS (\\Seen)', 'EXPUNGE', 'CLOSE', 'SEARCH ALL', 'UID FETCH 1 UID', 'LOGIN a b', 'AUTHENTICATE PLAIN', 'STARTTLS']) {
+      await t.run(c, 'BAD');
+      await t.run('NOOP');
+    }
+    const msg = plainMessage({ subject: 'target', to: who('mallory') });
+    await t.run(`APPEND INBOX {${msg.length}+}\r\n${msg}`);
+    await t.run('SELECT INBOX');
+    const table: [command: string, answer: string][] = [
+      ['FOO', 'BAD'],
+      ['UID FOO 1', 'BAD'],
+      ['', 'BAD'],
+      ['SELECT', 'BAD'],
+      ['FETCH 1', 'BAD'],
+      ['STORE 1 +FLAGS', 'BAD'],
+      ['RENAME Alone', 'BAD'],
+      ['FETCH 0:x FLAGS', 'BAD'],
+      ['FETCH 0 FLAGS', 'BAD'],
+      ['FETCH 1:4294967296 FLAGS', 'BAD'],
+      // Message 2 of a folder of one.
+      ['FETCH 2 FLAGS', 'BAD'],
+      ['FETCH 1 (FLAGS', 'BAD'],
+      ['FETCH 1 FLAGS)', 'BAD'],
+      ['SEARCH (ALL', 'BAD'],
+      ['SEARCH ALL)', 'BAD'],
+      ['STORE 1 +FLAGS (\\Seen', 'BAD'],
+      ['FETCH 1 BODY[HEADER.FIELDS (SUBJECT]', 'BAD'],
+      ['LIST "" "unterminated', 'BAD'],
+      ['STATUS {abc}', 'BAD'],
+      // A synchronizing literal too large: refused before a "+", so nothing of it comes.
+      ['STATUS {99999999999999999999}', 'BAD'],
+      ['STORE 1 +FLAGS (\\Recent)', 'BAD'],
+      ['SEARCH CHARSET X-UNKNOWN ALL', 'NO [BADCHARSET'],
+      // A well-formed name that names no mailbox is NO, not BAD (RFC 9051 §6.3.4).
+      ['STATUS "&Jjo" (MESSAGES)', 'NO [CANNOT]'],
+      ['CREATE INBOX', 'NO'],
+      // A name longer than any folder can have (1024 bytes): a refusal, not a store fault.
+      [`CREATE "${'n'.repeat(1025)}"`, 'NO [CANNOT]'],
+      [`STATUS "${'n'.repeat(5000)}" (MESSAGES)`, 'NO [CANNOT]'],
+      ['COPY 1 Nosuch', 'NO [TRYCREATE]'],
+      // Last: a failed SELECT leaves no folder selected.
+      ['SELECT Nosuch', 'NO [NONEXISTENT]'],
+    ];
+    for (const [command, answer] of table) {
+      await t.run(command, answer);
+      await t.run('NOOP');
+    }
+    // A LIST pattern of many wildcards against a long name: matched in time linear in each (a backtracking one took minutes).
+    await t.run(`CREATE ${'a'.repeat(60)}`);
+    assert.deepEqual((await t.run(`LIST "" "${'*a'.repeat(40)}*b"`)).untagged, []);
+    assert.deepEqual((await t.run(`LIST "" "${'%a'.repeat(40)}%"`)).untagged, [`LIST (\\HasNoChildren) "/" ${'a'.repeat(60)}`]);
+
+    // A line without end: refused once it passes what a command may be, and none of it kept.
+    await t.run('SELECT INBOX');
+    const rss = () => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${node.process.pid}/status`, 'utf8'))![1]) * 1024;
+    const before = rss();
+    // On the plain port, and writing on after the server's FIN (half open), as a hostile client would.
+    const flood = net.connect({ host: '127.0.0.1', port: node.ports.imap, allowHalfOpen: true });
+    let heard = '';
+    flood.setEncoding('latin1').on('data', (d: string) => (heard += d));
+    flood.on('error', () => undefined);
+    const closed = new Promise((resolve) => flood.once('close', resolve));
+    await once(flood, 'connect');
+    await eventually('the greeting', async () => (heard.includes('\r\n') ? true : undefined));
+    // As fast as the server takes it, and on after its answer: 32 MB.
+    const chunk = Buffer.alloc(64 * 1024, 'a');
+    flood.write('A1 LOGIN ');
+    for (let sent = 0; sent < 32 * 1024 * 1024 && !flood.destroyed; sent += chunk.length) {
+      if (!flood.write(chunk)) await Promise.race([new Promise((resolve) => flood.once('drain', resolve)), closed]);
+    }
+    flood.end();
+    await closed;
+    assert.match(heard, /\r\n\* BYE \[TOOBIG\] /);
+    const grown = rss() - before;
+    assert.ok(grown < 8 * 1024 * 1024, `the node grew by ${grown} bytes`);
+    await t.run('NOOP');
+    await (await raw('mallory')).run('SELECT INBOX');
+  });
+
+  it('a live fuzz: a few hundred mutated commands to selected sessions get only tagged OK, NO or BAD (or BYE), never SERVERBUG; the node logs no error and serves a fresh login after', async () => {
+    const SEED = Number(process.env.MAILGRID_FUZZ_SEED ?? 20260301);
+    // COMPRESS and IDLE change what the connection carries: not mutated here (the parser's fuzz has them).
+    const corpus = imapCorpus().filter((s) => !/compress|idle/.test(s.name));
+    const random = seeded(SEED);
+    const logsBefore = node.logs.length;
+    const multipart = await compose({ from: 'a@sender.test', to: who('mallory'), subject: 'parts', text: 'text\n', attachments: [{ filename: 'a.txt', content: 'abc' }] });
+    const t0 = await raw('mallory');
+    await t0.run(Buffer.concat([Buffer.from(`APPEND INBOX {${multipart.length}+}\r\n`), multipart]));
+    const open = async () => {
+      const t = await raw('mallory');
+      await t.run('SELECT INBOX');
+      return t;
+    };
+    let t = await open();
+    let byes = 0;
+    for (let i = 0; i < 320; i++) {
+      const seed = random.pick(corpus);
+      const parts = [mutate(random, seed.data, corpus)];
+      if (random.next() < 0.3) parts.push(random.next() < 0.5 ? mutate(random, random.pick(corpus).data, corpus) : random.pick(corpus).data);
+      const input = framed(Buffer.concat(parts));
+      const text = input.toString('latin1');
+      // CHECK says both that the input was read whole and that a folder is still selected.
+      const sentinel = `Z${i}`;
+      t.write(Buffer.concat([input, Buffer.from(`${sentinel} CHECK\r\n`)]));
+      const where = `seed ${SEED}, input ${i} (from ${seed.name}): ${JSON.stringify(text.slice(0, 300))}`;
+      for (;;) {
+        const r = await t.response().catch((err: Error) => assert.fail(`${err.message}: ${where}`));
+        assert.ok(!r.startsWith('+'), `a continuation: ${where}`);
+        if (r.startsWith('* BYE')) {
+          byes++;
+          await t.closed();
+          t = await open();
+          break;
+        }
+        if (r.startsWith('* ')) continue;
+        const m = /^(\S+) (OK|NO|BAD)(?: |$)/.exec(r);
+        assert.ok(m, `not a tagged status: ${r.slice(0, 200)}\n${where}`);
+        assert.doesNotMatch(r, /\[SERVERBUG\]/, where);
+        if (m[1] !== sentinel) {
+          assert.ok(text.includes(m[1]), `a tag that was not sent: ${r.slice(0, 200)}\n${where}`);
+          continue;
+        }
+        if (m[2] !== 'OK') await t.run('SELECT INBOX');
+        break;
+      }
+    }
+    assert.ok(byes < 100, `${byes} of 320 inputs ended their session`);
+    assert.equal(node.process.exitCode, null, 'the node is up');
+    await (await open()).run('FETCH 1:* (FLAGS)');
+    const bad = node.logs.slice(logsBefore).filter((l) => Number(l.level) >= 50 || /command-failed|unhandled/.test(String(l.event)));
+    assert.deepEqual(bad, [], 'no error logged');
+  });
+
+  // ---- 13. two sessions -------------------------------------------------------------------------
+
+  it("two sessions on one folder: another's STORE, EXPUNGE and MOVE reach a session only where RFC 9051 §7.5.1 allows (no EXPUNGE during FETCH, STORE or SEARCH), its message numbers right throughout; NOOP and IDLE tell them", async () => {
+    const a = await raw('peggy');
+    for (let i = 1; i <= 5; i++) {
+      const m = plainMessage({ subject: `shared ${i}`, to: who('peggy') });
+      await a.run(`APPEND INBOX {${m.length}+}\r\n${m}`);
+    }
+    const b = await raw('peggy');
+    assert.ok((await b.run('SELECT INBOX')).untagged.includes('5 EXISTS'));
+    await a.run('SELECT INBOX');
+    await a.run('STORE 2 +FLAGS (\\Flagged)');
+    await a.run('STORE 3 +FLAGS.SILENT (\\Deleted)');
+    await a.run('EXPUNGE');
+    await a.run('UID MOVE 4 Trash');
+
+    // B takes the changes in as the feed tells them; meanwhile a FETCH by number keeps B's numbers, and says some are gone.
+    const replies: ImapReply[] = [];
+    await eventually("B's view has the expunges", async () => {
+      const r = await b.run('FETCH 1:5 (UID)');
+      replies.push(r);
+      return r.tagged.startsWith('OK [EXPUNGEISSUED]') ? true : undefined;
+    });
+    assert.deepEqual(ImapTranscript.pick(replies.at(-1)!, /^\d+ FETCH \(UID \d+\)$/), ['1 FETCH (UID 1)', '2 FETCH (UID 2)', '5 FETCH (UID 5)']);
+    const store = await b.run('STORE 5 +FLAGS (\\Answered)');
+    replies.push(store);
+    assert.deepEqual(ImapTranscript.pick(store, /^5 FETCH/), ['5 FETCH (FLAGS (\\Answered))'], 'message 5 is still 5');
+    const search = await b.run('SEARCH ALL');
+    replies.push(search);
+    assert.deepEqual(ImapTranscript.pick(search, 'SEARCH'), ['SEARCH 1 2 5']);
+    assert.deepEqual(replies.flatMap((r) => ImapTranscript.pick(r, /EXPUNGE/)), [], 'no EXPUNGE during FETCH, STORE or SEARCH');
+    // NOOP tells the expunges, from the highest number down; the flag change is told once, by NOOP at the latest.
+    const noop = await b.run('NOOP');
+    assert.deepEqual(ImapTranscript.pick(noop, /EXPUNGE/), ['4 EXPUNGE', '3 EXPUNGE']);
+    assert.deepEqual([...replies, noop].flatMap((r) => ImapTranscript.pick(r, /^2 FETCH \(UID 2 FLAGS/)), ['2 FETCH (UID 2 FLAGS (\\Flagged))']);
+    assert.deepEqual((await b.run('FETCH 1:* (UID FLAGS)')).untagged, ['1 FETCH (UID 1 FLAGS ())', '2 FETCH (UID 2 FLAGS (\\Flagged))', '3 FETCH (UID 5 FLAGS (\\Answered))']);
+
+    // IDLE: changes are told as they come, expunges too.
+    b.write('I1 IDLE\r\n');
+    assert.match(await b.response(), /^\+ /);
+    await a.run('UID STORE 5 +FLAGS (\\Flagged)');
+    assert.equal(await b.response(), '* 3 FETCH (UID 5 FLAGS (\\Answered \\Flagged))');
+    await a.run('UID STORE 1 +FLAGS.SILENT (\\Deleted)');
+    await a.run('UID EXPUNGE 1');
+    const idled: string[] = [];
+    while (idled.at(-1) !== '* 1 EXPUNGE') idled.push(await b.response());
+    assert.deepEqual(idled.filter((l) => l !== '* 1 FETCH (UID 1 FLAGS (\\Deleted))'), ['* 1 EXPUNGE']);
+    b.write('DONE\r\n');
+    assert.match((await b.until('I1')).tagged, /^OK /);
+    assert.deepEqual((await b.run('FETCH 1:* (UID)')).untagged, ['1 FETCH (UID 2)', '2 FETCH (UID 5)']);
+  });
+
   // ---- 15. Python's imaplib ---------------------------------------------------------------------
 
   it("imaplib end to end over IMAPS: login, select, search, fetch RFC822 (the stored bytes), store \\Deleted, expunge, logout", async () => {
@@ -743,6 +1155,36 @@ describe('IMAP on a single node', () => {
     await t.run('EXAMINE INBOX');
     const flags = await t.run('FETCH 1:* (FLAGS)');
     assert.deepEqual(flags.untagged, ['1 FETCH (FLAGS ())', '2 FETCH (FLAGS ())'], 'the expunged one was the \\Seen one');
+  });
+
+  // ---- 16. metrics ------------------------------------------------------------------------------
+
+  it("metrics: the tests' commands counted by command and result; IDLE sessions a gauge", async () => {
+    const metrics = async () => (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+    const value = (text: string, series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1));
+    const text = await metrics();
+    for (const [command, result] of [
+      ['LOGIN', 'ok'],
+      ['LOGIN', 'no'],
+      ['AUTHENTICATE', 'ok'],
+      ['SELECT', 'ok'],
+      ['FETCH', 'ok'],
+      ['FETCH', 'bad'],
+      ['APPEND', 'ok'],
+      ['APPEND', 'no'],
+      ['IDLE', 'ok'],
+      ['UNPARSED', 'bad'],
+    ]) {
+      const series = `mailgrid_imap_commands_total{command="${command}",result="${result}"}`;
+      assert.ok(value(text, series) > 0, `${series} in:\n${text.split('\n').filter((l) => l.startsWith('mailgrid_imap')).join('\n')}`);
+    }
+    assert.match(text, /^mailgrid_imap_idle_sessions \d+$/m);
+    const t = await raw('mallory');
+    t.write('M1 IDLE\r\n');
+    assert.match(await t.response(), /^\+ /);
+    await eventually('the IDLE in the gauge', async () => (value(await metrics(), 'mailgrid_imap_idle_sessions') >= 1 ? true : undefined));
+    t.write('DONE\r\n');
+    assert.match((await t.until('M1')).tagged, /^OK /);
   });
 
   /** What a structure is, briefly: `part type/subtype charset filename`, nested. */

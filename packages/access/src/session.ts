@@ -297,6 +297,10 @@ export abstract class LineSession implements AccessSession {
     if (this.closed) return;
     if (last) this.send(last);
     this.closed = true;
+    // Nothing more is read: what a client sends on (a flood past the input limit) stays in its socket until the destroy, not in memory here.
+    this.input.pause();
+    this.chunks = [];
+    this.size = 0;
     // The compressor ends the socket after its last bytes.
     this.output.end();
     setTimeout(() => this.socket.destroy(), 1_000).unref();

@@ -11,6 +11,12 @@ export interface WritableRoot {
 const ignore = () => undefined;
 
 /**
+ * The longest folder name taken, in UTF-8 bytes. A name is part of the mail store's keys
+ * (with the account, a mod-sequence and a uid), which LMDB bounds at 1978 bytes.
+ */
+export const MAX_FOLDER_NAME_BYTES = 1024;
+
+/**
  * One write transaction, resolved at commit. A failed commit (a full or failing disk,
  * ENOSPC, EIO, MDB_MAP_FULL) rejects with `451 4.3.0` carrying the system's own error.
  * lmdb-js rejects the caller with a generic "Commit failed" and leaves two more promises

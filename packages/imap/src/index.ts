@@ -2,7 +2,7 @@ export type * from './types.js';
 export { readCommand, ImapParseError, parseSequenceSet, parseDateTime } from './parser.js';
 export type { CommandInput, LiteralContext, ParseOptions, ParseErrorCode } from './parser.js';
 export { astring, quoted, nstring, literal, list, flagList, mailboxName, sequenceSet, sequenceSetText, formatEnvelope, formatBodyStructure, dateTime } from './format.js';
-export { decodeMailboxName, decodeMailboxPattern, encodeMailboxName, isInbox, MailboxNameError } from './mailbox-name.js';
+export { decodeMailboxName, decodeMailboxPattern, encodeMailboxName, isInbox, listMatcher, MailboxNameError } from './mailbox-name.js';
 export * from './mime.js';
 export * from './subject.js';
 export * from './collation.js';

@@ -2,6 +2,7 @@
  * Mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) until the client enables
  * UTF8=ACCEPT (or IMAP4rev2), UTF-8 after. INBOX is case-insensitive.
  */
+import { MAX_FOLDER_NAME_BYTES } from '@mailgrid/core';
 import utf7 from 'utf7';
 
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
@@ -20,6 +21,8 @@ export class MailboxNameError extends Error {
  */
 export function decodeMailboxName(raw: Buffer, utf8: boolean): string {
   const name = decode(raw, utf8);
+  // Longer, it can name no folder (the store would not take it).
+  if (Buffer.byteLength(name) > MAX_FOLDER_NAME_BYTES) throw new MailboxNameError(`Mailbox name longer than ${MAX_FOLDER_NAME_BYTES} bytes`);
   return isInbox(name) ? 'INBOX' : name;
 }
 
@@ -45,6 +48,50 @@ function decode(raw: Buffer, utf8: boolean): string {
 export function encodeMailboxName(name: string, utf8: boolean): string {
   if (utf8) return name;
   return /[^\x20-\x25\x27-\x7e]/.test(name) ? utf7.imap.encode(name) : name;
+}
+
+/**
+ * A LIST pattern (RFC 9051 §6.3.9) as a test of names: `*` matches anything, `%` anything
+ * but the delimiter. Matched as a set of pattern positions read along the name, in time
+ * linear in each: a backtracking regular expression of many wildcards takes exponential
+ * time on a long name, and one LIST would stall every session of the process.
+ */
+export function listMatcher(pattern: string, delimiter = '/'): (name: string) => boolean {
+  // A run of wildcards is one: `*` if it has one, else `%`.
+  const p: string[] = [];
+  for (const c of pattern) {
+    const last = p.length - 1;
+    if ((c === '*' || c === '%') && (p[last] === '*' || p[last] === '%')) {
+      if (c === '*') p[last] = '*';
+    } else p.push(c);
+  }
+  const literals = p.filter((c) => c !== '*' && c !== '%').length;
+  // A wildcard may match nothing: where one stands, the position after it is reached too.
+  const spread = (at: Uint8Array) => {
+    for (let i = 0; i < p.length; i++) if (at[i] && (p[i] === '*' || p[i] === '%')) at[i + 1] = 1;
+  };
+  return (name) => {
+    const chars = [...name];
+    if (literals > chars.length) return false;
+    let at = new Uint8Array(p.length + 1);
+    at[0] = 1;
+    spread(at);
+    for (const c of chars) {
+      const next = new Uint8Array(p.length + 1);
+      let any = false;
+      for (let i = 0; i < p.length; i++) {
+        if (!at[i]) continue;
+        if (p[i] === '*' || (p[i] === '%' && c !== delimiter)) next[i] = 1;
+        else if (p[i] === c) next[i + 1] = 1;
+        else continue;
+        any = true;
+      }
+      if (!any) return false;
+      spread(next);
+      at = next;
+    }
+    return at[p.length] === 1;
+  };
 }
 
 export function isInbox(name: string): boolean {

@@ -1,7 +1,8 @@
 /**
  * Fuzzing the command parser: seeded mutations (byte flips, insertions of IMAP's special
- * characters, truncation, splices, random literals, deep nesting) of the valid commands in
- * packages/imap/fuzz/corpus/*.txt (wire bytes, CRLF and all), read as a session would, one
+ * characters, truncation, splices, random literals, deep nesting; the mutator is
+ * @mailgrid/testing's, which test/imap.test.ts also sends to a live node) of the valid
+ * commands in packages/imap/fuzz/corpus/*.txt (wire bytes, CRLF and all), read as a session would, one
  * command after another until the input ends. The parser must only ever resolve a command
  * or throw an ImapParseError, on bounded input never loop or ask for input it does not
  * consume, and never recurse without bound.
@@ -11,113 +12,15 @@
  * A failure names its seed and iteration and prints the input.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { imapCorpus, mutate, seeded, type Random } from '@mailgrid/testing';
 import { ImapParseError, readCommand, type ParseOptions } from './parser.js';
 import { BufferInput, EndOfInput, testOptions } from './test-input.js';
 import type { TaggedCommand } from './types.js';
 
 const ITERATIONS = Number(process.env.MAILGRID_FUZZ_ITERATIONS ?? 3000);
 const SEED = Number(process.env.MAILGRID_FUZZ_SEED ?? 20260201);
-const CORPUS_DIR = new URL('../fuzz/corpus/', import.meta.url);
-
-const corpus = readdirSync(CORPUS_DIR)
-  .filter((name) => name.endsWith('.txt'))
-  .sort()
-  .map((name) => ({ name, data: readFileSync(new URL(name, CORPUS_DIR)) }));
-
-/** mulberry32: small, seeded, good enough to pick mutations. */
-function generator(seed: number) {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { next, int, pick: <T>(list: readonly T[]): T => list[int(list.length)] };
-}
-type Random = ReturnType<typeof generator>;
-
-const TOKENS = [
-  '(', ')', '{', '}', '"', '\\', ' ', '\r\n', '\n', '\r', '\0', '\xff', '~', '+', '*', '$', '[', ']', '<', '>', '%', ':', ',', '.', '-',
-  'NIL', 'UID ', 'OR ', 'NOT ', '&', '&-', '&Jjo', '0', '4294967296', '99999999999999999999', 'BODY[', 'HEADER.FIELDS (', '<0.', '\\Seen',
-].map((t) => Buffer.from(t, 'latin1'));
-
-function literalAnnouncement(random: Random): Buffer {
-  const size = random.pick([0, 1, 2, 5, 100, 4096, 4097, 70000, 2 ** 31, Number.MAX_SAFE_INTEGER, random.int(64)]);
-  const form = random.pick(['{n}', '{n+}', '~{n}', '~{n+}', '{n', 'n}']);
-  const body = Buffer.alloc(Math.min(size, 200), random.pick([0x61, 0x00, 0x0a, 0x28, 0x7b]));
-  return Buffer.concat([Buffer.from(form.replace('n', String(size)) + '\r\n', 'latin1'), random.next() < 0.5 ? body : Buffer.alloc(0)]);
-}
-
-function nesting(random: Random): Buffer {
-  const depth = random.pick([31, 32, 33, 64, 129, 1000, 20000]);
-  const unit = random.pick(['(', 'NOT ', 'OR ALL ', '((', '(OR ']);
-  return Buffer.from(unit.repeat(depth) + (random.next() < 0.5 ? 'ALL' + ')'.repeat(depth) : ''), 'latin1');
-}
-
-/** One to four mutations of a corpus command. */
-function mutate(random: Random, seed: Buffer): Buffer {
-  let data = Buffer.from(seed);
-  const at = () => random.int(data.length + 1);
-  const rounds = 1 + random.int(4);
-  for (let round = 0; round < rounds; round++) {
-    switch (random.int(9)) {
-      case 0: {
-        if (!data.length) break;
-        const i = random.int(data.length);
-        data[i] = random.next() < 0.5 ? random.int(256) : random.pick(TOKENS)[0];
-        break;
-      }
-      case 1: {
-        const i = at();
-        data = Buffer.concat([data.subarray(0, i), random.pick(TOKENS), data.subarray(i)]);
-        break;
-      }
-      case 2: {
-        const i = at();
-        data = Buffer.concat([data.subarray(0, i), data.subarray(Math.min(data.length, i + 1 + random.int(8)))]);
-        break;
-      }
-      case 3:
-        data = data.subarray(0, at());
-        break;
-      case 4: {
-        const i = at();
-        const j = Math.min(data.length, i + random.int(16));
-        const k = at();
-        data = Buffer.concat([data.subarray(0, k), data.subarray(i, j), data.subarray(k)]);
-        break;
-      }
-      case 5: {
-        const other = random.pick(corpus).data;
-        const i = random.int(other.length);
-        const k = at();
-        data = Buffer.concat([data.subarray(0, k), other.subarray(i, i + random.int(40)), data.subarray(k)]);
-        break;
-      }
-      case 6: {
-        const i = at();
-        data = Buffer.concat([data.subarray(0, i), literalAnnouncement(random), data.subarray(i)]);
-        break;
-      }
-      case 7: {
-        const i = at();
-        data = Buffer.concat([data.subarray(0, i), nesting(random), data.subarray(i)]);
-        break;
-      }
-      default: {
-        // Flip the case of a run of letters: names and keywords are case-insensitive.
-        const i = random.int(Math.max(1, data.length));
-        for (let k = i; k < Math.min(data.length, i + 12); k++) if (/[a-z]/i.test(String.fromCharCode(data[k]))) data[k] ^= 0x20;
-      }
-    }
-  }
-  return data;
-}
+const corpus = imapCorpus();
 
 function randomOptions(random: Random): ParseOptions {
   const small = random.pick([0, 10, 4096, 8192]);
@@ -175,20 +78,21 @@ describe('parser fuzz', () => {
     assert.ok(corpus.length >= 30, `${corpus.length} seeds`);
     for (const { name, data } of corpus) {
       const input = new BufferInput(data);
-      await readCommand(input, testOptions()).catch((err: unknown) => assert.fail(`${name}: ${String(err)}`));
+      // UTF8=ACCEPT on: some forms (a UTF-8 name, APPEND UTF8) are valid only then.
+      await readCommand(input, testOptions({ utf8: true })).catch((err: unknown) => assert.fail(`${name}: ${String(err)}`));
       assert.ok(input.done, `${name}: ${input.rest()}`);
     }
   });
 
   it(`only resolves commands or throws ImapParseError, over ${ITERATIONS} mutated inputs (seed ${SEED})`, { timeout: 600_000 }, async () => {
-    const random = generator(SEED);
+    const random = seeded(SEED);
     let commands = 0;
     let errors = 0;
     for (let i = 0; i < ITERATIONS; i++) {
       const seed = random.pick(corpus);
       // Several commands in a row, as a pipelining client sends them: recovery is exercised too.
-      const parts = [mutate(random, seed.data)];
-      while (random.next() < 0.3) parts.push(random.next() < 0.5 ? mutate(random, random.pick(corpus).data) : random.pick(corpus).data);
+      const parts = [mutate(random, seed.data, corpus)];
+      while (random.next() < 0.3) parts.push(random.next() < 0.5 ? mutate(random, random.pick(corpus).data, corpus) : random.pick(corpus).data);
       const data = Buffer.concat(parts);
       const started = performance.now();
       try {

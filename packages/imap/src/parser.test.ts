@@ -520,6 +520,7 @@ const malformed: [string, { code?: ParseErrorCode; status?: 'BAD' | 'NO'; tag?: 
   // Raw UTF-8 before ENABLE UTF8=ACCEPT (the session would list it back in modified UTF-7).
   ['A1 CREATE "Entwürfe"', { code: 'CANNOT', status: 'NO', message: /modified UTF-7/ }],
   ['A1 LIST "" "Entwürfe*"', { code: 'CANNOT', status: 'NO', message: /modified UTF-7/ }],
+  [`A1 CREATE "${'n'.repeat(1025)}"`, { code: 'CANNOT', status: 'NO', message: /longer than 1024 bytes/ }],
   ['A1 SELECT INBOX (QRESYNC (1 2 1:*))', { message: /\*/ }],
   ['A1 SELECT INBOX (QRESYNC (0 2))', {}],
   ['A1 SELECT INBOX (QRESYNC (1 9223372036854775808))', { message: /range/ }],
@@ -691,6 +692,27 @@ describe('readCommand: literals', () => {
     const login = await parseError(Buffer.from('A1 LOGIN {3}\r\na\0b x\r\nZ9 NOOP\r\n'));
     assert.match(login.err.message, /NUL/);
     assert.equal((await readCommand(login.input, testOptions())).tag, 'Z9');
+  });
+
+  it('reads APPEND UTF8 (~{n}) once UTF8=ACCEPT is on (RFC 6855 §4), as a message of text; BAD before', async () => {
+    const message = Buffer.from('Subject: Grüße\r\n\r\nhi');
+    const wire = Buffer.concat([Buffer.from(`a APPEND INBOX (\\Seen) UTF8 (~{${message.length}}\r\n`), message, Buffer.from(') {2}\r\nhi\r\n')]);
+    const ok = await parse(wire, { utf8: true });
+    assert.deepEqual(ok.command, {
+      name: 'APPEND',
+      mailbox: 'INBOX',
+      messages: [
+        { flags: ['\\Seen'], message, binary: false },
+        { flags: [], message: Buffer.from('hi'), binary: false },
+      ],
+    });
+    assert.deepEqual(ok.options.continuations.map((c) => c.size), [message.length, 2]);
+    const before = await parseError(Buffer.concat([Buffer.from(`A1 APPEND INBOX UTF8 (~{${message.length}+}\r\n`), message, Buffer.from(')\r\nZ9 NOOP\r\n')]));
+    assert.equal(before.err.response(), 'A1 BAD UTF8 needs ENABLE UTF8=ACCEPT');
+    assert.equal((await readCommand(before.input, testOptions())).tag, 'Z9');
+    for (const bad of ['A1 APPEND INBOX UTF8 ({3}\r\nabc)\r\n', 'A1 APPEND INBOX UTF8 (~{3}\r\nabc\r\n', 'A1 APPEND INBOX UTF8 ~{3}\r\nabc\r\n']) {
+      assert.equal((await parseError(bad, { utf8: true })).err.status, 'BAD', bad);
+    }
   });
 
   it('bounds a command: lines and literals past maxCommandBytes are TOOBIG', async () => {

@@ -771,10 +771,19 @@ async function appendCommand(r: Reader): Promise<Command> {
       if (!parseDateTime(date)) r.fail('Invalid date-time');
       r.sp();
     }
-    const c = r.peek();
-    if (c !== LBRACE && c !== TILDE) r.fail('Expected a literal for the message');
-    const { data, binary } = await r.literal(true, mailbox);
-    messages.push(date === undefined ? { flags, message: data, binary } : { flags, date, message: data, binary });
+    // RFC 6855 §4: a message with UTF-8 headers comes as `UTF8 (` literal8 `)`, once UTF8=ACCEPT is on.
+    const utf8 = r.takeWord('UTF8');
+    if (utf8) {
+      if (!r.options.utf8) r.fail('UTF8 needs ENABLE UTF8=ACCEPT');
+      r.sp('UTF8');
+      r.expect(LPAREN, '(');
+      if (!r.has(TILDE)) r.fail('Expected a literal8 (~{n}) in UTF8');
+    } else if (!r.has(LBRACE) && !r.has(TILDE)) r.fail('Expected a literal for the message');
+    const literal = await r.literal(true, mailbox);
+    if (utf8) r.expect(RPAREN, ')');
+    // UTF8's literal8 holds a message as text (its line ends checked), not BINARY content.
+    const binary = literal.binary && !utf8;
+    messages.push(date === undefined ? { flags, message: literal.data, binary } : { flags, date, message: literal.data, binary });
     // MULTIAPPEND: another message follows when the line after the literal goes on.
   } while (!r.eol());
   return { name: 'APPEND', mailbox, messages };

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MAX_FOLDER_NAME_BYTES } from '@mailgrid/core';
 import { open } from 'lmdb';
 import { DEFAULT_MAILBOXES, LmdbMailStore } from './lmdb-store.js';
 import type { AccountRecord, MailboxChange } from './store.js';
@@ -37,6 +38,24 @@ describe('LmdbMailStore for IMAP', () => {
     assert.notEqual(again.id, made.id);
     await assert.rejects(store.createMailbox(A, 'Projects/2026'), (e: { code?: string }) => e.code === 'ALREADY_EXISTS');
     await assert.rejects(store.deleteMailbox(A, 'INBOX'), (e: { code?: string }) => e.code === 'FAILED_PRECONDITION');
+  });
+
+  it('refuses a folder name longer than its keys can hold (made, subscribed, or renamed to, children included), and writes nothing', async () => {
+    const refused = (e: { code?: string }) => e.code === 'FAILED_PRECONDITION';
+    const long = 'n'.repeat(MAX_FOLDER_NAME_BYTES + 1);
+    await assert.rejects(store.createMailbox(A, long), refused);
+    await assert.rejects(store.subscribe(A, long, true), refused);
+    await store.createMailbox(A, 'Short');
+    await store.createMailbox(A, 'Short/Child');
+    // The parent fits; its child would not.
+    await assert.rejects(store.renameMailbox(A, 'Short', 'n'.repeat(MAX_FOLDER_NAME_BYTES - 2)), refused);
+    assert.deepEqual(store.folders(A).map((f) => f.name).filter((n) => n.startsWith('Short') || n.startsWith('nnn')), ['Short', 'Short/Child']);
+  });
+
+  it('renames a folder with its children or not at all: a child whose new name is taken leaves every name as it was', async () => {
+    for (const name of ['Left', 'Left/Kid', 'Right/Kid']) await store.createMailbox(A, name);
+    await assert.rejects(store.renameMailbox(A, 'Left', 'Right'), (e: { code?: string }) => e.code === 'ALREADY_EXISTS');
+    assert.deepEqual(store.folders(A).map((f) => f.name).filter((n) => /^(Left|Right)/.test(n)).sort(), ['Left', 'Left/Kid', 'Right/Kid']);
   });
 
   it('gives every change the account\'s next mod-sequence; STORE honours UNCHANGEDSINCE; HIGHESTMODSEQ follows', async () => {

@@ -1,4 +1,4 @@
-import { Replies } from '@mailgrid/core';
+import { MAX_FOLDER_NAME_BYTES, Replies } from '@mailgrid/core';
 import type { Database, Key } from 'lmdb';
 import { randomBytes } from 'node:crypto';
 import { LoggedLmdb, type LoggedOptions } from './logged-lmdb.js';
@@ -375,6 +375,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   async createMailbox(account: string, folder: string, specialUse?: string): Promise<FolderInfo> {
     await this.write(() => {
       this.mustTake(account);
+      mustFit(folder);
       if (folder === INBOX || this.mailboxes.get([account, folder])) throw Replies.mailboxExists(folder);
       const meta = this.accountMeta(account);
       this.set('mailboxes', [account, folder], { ...this.mailbox(account, folder, meta), ...(specialUse ? { specialUse } : {}) });
@@ -416,8 +417,12 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
       if (to === INBOX || this.mailboxes.get([account, to])) throw Replies.mailboxExists(to);
       const meta = this.accountMeta(account);
       const moves = from === INBOX ? [[INBOX, to]] : this.ofAccount(this.mailboxes, account).map((e) => e.key[1]).filter((n) => n === from || n.startsWith(`${from}/`)).map((n) => [n, to + n.slice(from.length)]);
-      for (const [old, now] of moves) {
+      // Every new name is checked before anything moves: lmdb-js keeps what a transaction wrote before a throw.
+      for (const [, now] of moves) {
+        mustFit(now);
         if (this.mailboxes.get([account, now])) throw Replies.mailboxExists(now);
+      }
+      for (const [old, now] of moves) {
         const box = this.mailbox(account, old, meta);
         const moved = old === INBOX ? { ...this.mailbox(account, now, meta), nextUid: box.nextUid, modseq: box.modseq } : box;
         // INBOX stays, with its UIDVALIDITY: what leaves it has vanished from it (its sessions and QRESYNC clients are told).
@@ -455,6 +460,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   async subscribe(account: string, folder: string, on: boolean): Promise<void> {
     await this.write(() => {
       this.mustTake(account);
+      mustFit(folder);
       if (on) this.set('subscriptions', [account, folder], true);
       else if (this.subscriptions.get([account, folder])) this.unset('subscriptions', [account, folder]);
     });
@@ -910,6 +916,11 @@ function count(c: FolderCounts, e: IndexEntry, sign: 1 | -1): void {
  */
 function info([, folder, uid]: IndexKey, e: IndexEntry): MessageInfo {
   return { folder, uid, size: e.size, receivedAt: e.receivedAt, flags: e.flags, modseq: e.modseq ?? 1, emailId: e.emailId ?? `B${e.blob}`, threadId: e.threadId ?? `B${e.blob}` };
+}
+
+/** A folder name the store's keys can hold, or a refusal (`[CANNOT]`), not a failed write. */
+function mustFit(folder: string): void {
+  if (Buffer.byteLength(folder) > MAX_FOLDER_NAME_BYTES) throw Replies.mailboxRefused(`mailbox name longer than ${MAX_FOLDER_NAME_BYTES} bytes`);
 }
 
 /** A new object id (RFC 8474: letters, digits, `-`, `_`): a prefix and 96 random bits. */

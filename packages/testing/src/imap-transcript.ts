@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { constants as zlib, createDeflateRaw, createInflateRaw } from 'node:zlib';
 import { Transcript, type TranscriptOptions } from './smtp-transcript.js';
 
@@ -98,18 +99,18 @@ export class ImapTranscript extends Transcript {
     await this.run('COMPRESS DEFLATE');
     const inflate = createInflateRaw();
     const deflate = createDeflateRaw();
-    this.switchStreams(inflate, deflate);
+    // Each command goes out at once: a sync flush after every write (zlib's own flush writes to the deflater, so not inside its write).
+    const output = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        deflate.write(chunk);
+        deflate.flush(zlib.Z_SYNC_FLUSH, () => done());
+      },
+    });
+    this.switchStreams(inflate, output);
     // The socket gives latin1 strings (the transcript set that): back to bytes for the inflater.
     const socket = this.raw;
     socket.on('data', (d: string) => inflate.write(Buffer.from(d, 'latin1')));
     deflate.on('data', (d: Buffer) => socket.write(d));
-    const write = deflate.write.bind(deflate);
-    // Each command goes out at once: a sync flush after every write.
-    deflate.write = ((chunk: Buffer, ...rest: never[]) => {
-      const r = write(chunk, ...rest);
-      deflate.flush(zlib.Z_SYNC_FLUSH);
-      return r;
-    }) as typeof deflate.write;
   }
 }
 

@@ -2,6 +2,7 @@ export * from './ports.js';
 export * from './node-process.js';
 export * from './smtp-transcript.js';
 export * from './imap-transcript.js';
+export * from './imap-fuzz.js';
 export * from './grpc.js';
 export * from './sink.js';
 export * from './wait.js';

@@ -15,12 +15,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `mailgrid ARGS` with the given environment; never throws for a non-zero exit. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<CliResult> {
+/** Runs `mailgrid ARGS` with the given environment (and `input` on standard input); never throws for a non-zero exit. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string, input?: string): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cliPath, ...args], { cwd, env: { ...process.env, ...env }, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [cliPath, ...args], { cwd, env: { ...process.env, ...env }, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: stdout.toString('latin1'), stderr: stderr.toString() });
     });
+    if (input !== undefined) child.stdin!.end(input);
   });
 }
 
@@ -35,6 +36,8 @@ export interface NodeHandle {
   /** Every log line the node printed, parsed. */
   logs: Record<string, unknown>[];
   cli(...args: string[]): Promise<CliResult>;
+  /** `mailgrid ARGS` with `input` on standard input (`account passwd` reads the password there). */
+  cliInput(input: string, ...args: string[]): Promise<CliResult>;
   /** SIGTERM and wait for exit; returns the exit code. */
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
@@ -113,6 +116,7 @@ export async function startNode(
     process: child,
     logs,
     cli: (...args) => runCli(args, env),
+    cliInput: (input, ...args) => runCli(args, env, undefined, input),
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;

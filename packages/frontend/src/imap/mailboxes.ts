@@ -1,4 +1,4 @@
-import { mailboxName, sequenceSet, parseDateTime, type AppendMessage, type StatusItems } from '@mailgrid/imap';
+import { listMatcher, mailboxName, sequenceSet, parseDateTime, type AppendMessage, type StatusItems } from '@mailgrid/imap';
 import type { FolderInfo__Output } from '@mailgrid/protocol';
 import { toCodedError } from '@mailgrid/core';
 import { Tagged, type Handlers, type ImapSession } from './session.js';
@@ -25,12 +25,11 @@ function canonical(name: string): string {
   return name.endsWith(DELIMITER) ? name.slice(0, -1) : name;
 }
 
-/** A LIST pattern (RFC 9051 §6.3.9): `*` matches anything, `%` anything but the delimiter; INBOX in any case. */
+/** A LIST pattern (RFC 9051 §6.3.9) after its reference; INBOX (and what is under it) in any case. */
 function matcher(reference: string, pattern: string): (name: string) => boolean {
-  const source = [...(reference + pattern)].map((c) => (c === '*' ? '.*' : c === '%' ? '[^/]*' : c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('');
-  const re = new RegExp(`^${source}$`, 'su');
-  const inboxRe = new RegExp(`^${source}$`, 'isu');
-  return (name) => re.test(name) || ((name === 'INBOX' || name.startsWith('INBOX/')) && inboxRe.test(name));
+  const match = listMatcher(reference + pattern, DELIMITER);
+  const folded = listMatcher((reference + pattern).toLowerCase(), DELIMITER);
+  return (name) => match(name) || ((name === 'INBOX' || name.startsWith('INBOX/')) && folded(name.toLowerCase()));
 }
 
 function order(a: string, b: string): number {

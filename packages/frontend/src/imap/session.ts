@@ -96,8 +96,9 @@ export class ImapSession extends LineSession {
     return this.enabled.has('IMAP4REV2');
   }
 
+  /** UTF-8 in names and quoted strings: UTF8=ACCEPT, or IMAP4rev2, whose names are UTF-8 (RFC 9051 §5.1, Appendix A). */
   get utf8(): boolean {
-    return this.enabled.has('UTF8=ACCEPT');
+    return this.enabled.has('UTF8=ACCEPT') || this.rev2;
   }
 
   get appendLimit(): number {
