@@ -156,7 +156,7 @@ describe('a full disk never crashes a node or answers falsely', () => {
     }
   });
 
-  it('a backend keeps its store disk above backend.minFreeBytes: past the floor deliveries are queued, never stored', async () => {
+  it('a backend keeps its store disk above backend.minFreeBytes: past the floor deliveries are queued, never stored, and an IMAP APPEND gets NO [UNAVAILABLE]', async () => {
     const disk = mountTmpfs('16m');
     const node = await startNode({
       dataDir: dataDirWith(disk, 'store'),
@@ -169,10 +169,21 @@ describe('a full disk never crashes a node or answers falsely', () => {
       assert.deepEqual(replies.filter((r) => !r.startsWith('250')), [], 'every message acknowledged: stored, or queued');
       assert.ok(replies.some((r) => r.includes('queued as')), 'some were queued at the floor');
       assert.ok(disk.free() >= 4 * MB - 3 * 200 * KB, `the disk stayed near its floor (${disk.free()} bytes free)`);
+      // IMAP's writes keep the same floor: an APPEND past it is a passing refusal, and stores nothing.
+      assert.equal((await node.cliInput('secret\n', 'account', 'passwd', 'alice@example.test')).code, 0);
+      const imap = await ImapTranscript.open(node.ports.imaps, { tls: true });
+      try {
+        await imap.login('alice@example.test', 'secret');
+        const big = message('append-floor', 3 * MB);
+        assert.match((await imap.run(`APPEND INBOX {${big.length}+}\r\n${big}`, null)).tagged, /^NO \[UNAVAILABLE\] /);
+      } finally {
+        imap.close();
+      }
       disk.empty();
       await queueEmpty(node);
       const seen = await storedIds(mailbox, 'alice@example.test');
       assert.deepEqual(acked.filter((id) => seen.get(id) !== 1), [], 'every acknowledged message stored exactly once');
+      assert.equal(seen.get('append-floor'), undefined, 'the refused APPEND stored nothing');
     } finally {
       mailbox.close();
       await node.stop();

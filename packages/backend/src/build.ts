@@ -85,6 +85,7 @@ export function buildBackend(deps: BackendDeps): RoleParts & { apply(config: Con
         epoch: deps.epoch,
         cacheMs: () => current.auth.cacheMs,
         holds,
+        disk,
         log,
       }),
       rulesService({ group, router, store, epoch: deps.epoch }),

@@ -1,6 +1,6 @@
 import { threadKeys } from './thread-keys.js';
 import type * as grpc from '@grpc/grpc-js';
-import { Replies, type Logger } from '@mailgrid/core';
+import { Replies, type DiskGuard, type Logger } from '@mailgrid/core';
 import { toServiceError, type MailboxHandlers } from '@mailgrid/protocol';
 import { INBOX, type FolderInfo, type LmdbMailStore, type MailboxChange, type MessageInfo } from '@mailgrid/store';
 
@@ -8,6 +8,8 @@ export interface ImapHandlersDeps {
   store: LmdbMailStore;
   /** The account an address names here, fenced like every Mailbox call (a write also by its epoch). */
   account: (address: string, write?: { metadata: grpc.Metadata }) => Promise<string>;
+  /** The store's disk floor (`backend.minFreeBytes`): APPEND and COPY stop above it, as deliveries do. */
+  disk: DiskGuard;
   /** Bytes of an APPEND chunk and of the largest message taken. */
   maxMessageBytes: () => number;
   /** SEARCH, SORT and THREAD over a folder (the IMAP library's evaluation, on this member's copy). */
@@ -40,7 +42,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
         .then((res) => callback(null, res))
         .catch((err) => callback(toServiceError(err)));
     };
-  const mailboxes = (acct: string) => store.readDurable(() => ({ folders: store.folders(acct).map(folderWire), subscribed: store.subscribed(acct), modseq: store.modseq(acct) }));
+  const mailboxes = (acct: string) => store.readDurable(() => ({ folders: store.folders(acct).map(folderWire), subscribed: store.subscribed(acct), modseq: store.modseq(acct) }), acct);
 
   return {
     Open: unary(true, async (acct) => {
@@ -69,7 +71,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
         if (!req.changedSince) return { folder: folderWire(info), messages: store.list(acct, folder).map(messageWire), vanished: [] };
         const { changed, vanished } = store.changedSince(acct, folder, Number(req.changedSince));
         return { folder: folderWire(info), messages: changed.map(messageWire), vanished };
-      }),
+      }, acct),
     ),
     StoreFlags: unary(true, async (acct, req) => {
       if (req.op !== 'add' && req.op !== 'remove' && req.op !== 'replace') throw Replies.malformedRequest(`STORE op ${req.op}`);
@@ -78,6 +80,8 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
     }),
     Expunge: unary(true, async (acct, req) => ({ uids: await store.expunge(acct, req.folder || INBOX, req.all ? undefined : req.uids) })),
     Copy: unary(true, async (acct, req) => {
+      // A copy shares its bytes (a reference, not a second blob): it only needs the floor not crossed.
+      await mustHaveRoom(deps.disk, 0);
       const r = await store.copyMessages(acct, req.from || INBOX, req.to || INBOX, req.uids, req.move);
       return { uidValidity: r.uidValidity, source: r.pairs.map((p) => p[0]), target: r.pairs.map((p) => p[1]) };
     }),
@@ -104,7 +108,8 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
         const f = first;
         deps
           .account(f.account, call)
-          .then((acct) => {
+          .then(async (acct) => {
+            await mustHaveRoom(deps.disk, bytes);
             const body = Buffer.concat(chunks, bytes);
             return store.appendMessage(acct, f.folder, body, f.flags, f.receivedAtMs || Date.now(), threadKeys(body));
           })
@@ -113,7 +118,7 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
       });
     },
     Search: unary(false, (acct, req) => deps.search(acct, req.folder || INBOX, req)),
-    Quota: unary(false, (acct) => store.readDurable(() => store.quota(acct))),
+    Quota: unary(false, (acct) => store.readDurable(() => store.quota(acct), acct)),
     SetQuota: unary(true, async (acct, req) => {
       await store.setQuota(acct, Number(req.limit));
       return store.quota(acct);
@@ -122,6 +127,12 @@ export function imapHandlers(deps: ImapHandlersDeps): Pick<
       watch(call, deps, changes).catch((err) => call.emit('error', toServiceError(err)));
     },
   };
+}
+
+/** Refuses (`NO [UNAVAILABLE]`, a passing fault) a write of `bytes` that would take the disk below its floor. */
+async function mustHaveRoom(disk: DiskGuard, bytes: number): Promise<void> {
+  const refused = await disk.reserve(bytes);
+  if (refused) throw refused;
 }
 
 /**
@@ -152,6 +163,7 @@ async function watch(call: grpc.ServerWritableStream<{ account: string; fromMods
       const { changed, vanished } = store.changedSince(acct, f.name, from);
       return [{ folder: f.name, modseq: f.highestModseq, changed, vanished }];
     }),
+    acct,
   );
   for (const c of caught) call.write({ folder: c.folder, modseq: c.modseq, appended: [], flags: c.changed.map(messageWire), expunged: c.vanished, mailboxes: false, resync: false });
   const sent = new Map(caught.map((c) => [c.folder, c.modseq]));

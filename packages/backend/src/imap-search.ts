@@ -19,7 +19,7 @@ export async function searchFolder(store: LmdbMailStore, account: string, folder
   const sortKeys = req.sort ? (JSON.parse(req.sort) as SortKey[]) : undefined;
   const algorithm = req.thread === 'REFERENCES' || req.thread === 'ORDEREDSUBJECT' ? req.thread : undefined;
   const scope = new Set(req.scope);
-  const messages = (await store.readDurable(() => store.list(account, folder))).filter((m) => scope.has(m.uid));
+  const messages = (await store.readDurable(() => store.list(account, folder), account)).filter((m) => scope.has(m.uid));
   const maxUid = messages.length ? messages[messages.length - 1].uid : 0;
   const need = searchNeeds(key);
   const context = { now: Date.now(), maxSeq: maxUid, maxUid, saved: new Set(req.saved) };

@@ -18,6 +18,7 @@ export interface MailboxServiceDeps {
   /** How long a verified password is trusted without hashing it again (0: never). */
   cacheMs: () => number;
   holds: MailboxHolds;
+  disk: ImapHandlersDeps['disk'];
   log: Logger;
 }
 
@@ -56,7 +57,7 @@ export function mailboxService(deps: MailboxServiceDeps): GrpcService {
   const credentials = new CredentialCache(deps.cacheMs);
 
   const handlers: MailboxHandlers = {
-    ...imapHandlers({ store: deps.store, account, maxMessageBytes: deps.maxMessageBytes, search: deps.search, track: (call, acct) => deps.holds.track(call, acct), log: deps.log }),
+    ...imapHandlers({ store: deps.store, disk: deps.disk, account, maxMessageBytes: deps.maxMessageBytes, search: deps.search, track: (call, acct) => deps.holds.track(call, acct), log: deps.log }),
     List(call, callback) {
       account(call.request.account)
         .then((acct) => {

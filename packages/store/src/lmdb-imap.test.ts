@@ -182,6 +182,33 @@ describe('LmdbMailStore for IMAP', () => {
     }
   });
 
+  it("a read of one account waits for that account's last write only, not for another account's later one", async () => {
+    let release = () => {};
+    let gate = Promise.resolve();
+    const held = new LmdbMailStore(join(dir, 'held-accounts'), { durable: () => gate });
+    const B = 'other@x.test';
+    try {
+      await held.append({ body: msg('a'), receivedAt: 1, recipients: [{ account: A, idempotencyKey: 'e1' }] });
+      assert.equal(await held.readDurable(() => held.list(A).length, A), 1);
+      gate = new Promise((r) => (release = r));
+      const appended = held.append({ body: msg('b'), receivedAt: 2, recipients: [{ account: B, idempotencyKey: 'e2' }] });
+      await held.barrier();
+      assert.equal(await held.readDurable(() => held.list(A).length, A), 1, "A's read does not wait for B's write");
+      let answered = false;
+      const read = held.readDurable(() => held.list(B).length, B).then((n) => ((answered = true), n));
+      const whole = held.readDurable(() => held.list(B).length);
+      await new Promise((r) => setImmediate(r));
+      assert.equal(answered, false, "B's read waits for B's write to be on the replicas");
+      release();
+      assert.equal(await read, 1);
+      assert.equal(await whole, 1);
+      await appended;
+    } finally {
+      release();
+      await held.close();
+    }
+  });
+
   it('answers a durable read only once the log it saw is durable', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

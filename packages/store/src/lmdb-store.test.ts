@@ -257,12 +257,18 @@ describe('LmdbMailStore log under faults', () => {
   });
 
   it('answers a duplicate only once what it found is durable', async () => {
-    const waited: number[] = [];
-    const s = make({ durable: async (seq) => void waited.push(seq) });
-    await put(s, 'd1');
-    const [again] = await put(s, 'd1');
-    assert.equal(again.duplicate, true);
-    assert.deepEqual(waited, [1, 1]);
+    let release = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const s = make({ durable: () => gate });
+    const first = put(s, 'd1');
+    await s.barrier();
+    let answered = false;
+    const again = put(s, 'd1').then((r) => ((answered = true), r));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(answered, false, 'the retry found the first write, not yet on the replicas: it waits as the first does');
+    release();
+    assert.equal((await again)[0].duplicate, true);
+    await first;
   });
 });
 

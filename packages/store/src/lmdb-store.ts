@@ -5,6 +5,7 @@ import { LoggedLmdb, type LoggedOptions } from './logged-lmdb.js';
 import {
   INBOX,
   type AccountRecord,
+  type Op,
   type AppendRequest,
   type AppendResult,
   type FolderInfo,
@@ -120,6 +121,11 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   private readonly accounts: Database<AccountMeta, string>;
   private readonly modseqs: Database<0 | 1, ModseqKey>;
   private readonly counts: Database<FolderCounts, [string, string]>;
+  /** The seq of each account's last write (as long as it may not be durable yet). */
+  private readonly written = new Map<string, number>();
+  /** The seq of the last write that changed a table not kept by account. */
+  private unattributed = 0;
+  private start = { epoch: NaN, seq: 0 };
   /** Inside a write: the figures of each folder it changed so far (by `[account, folder]` as JSON). */
   private readonly counting = new Map<string, FolderCounts>();
   private readonly threads: Database<string, [string, string]>;
@@ -640,13 +646,33 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   /**
    * A read of what is durable: `read` runs on one snapshot, and its answer waits until the
    * log's end at that snapshot is on the in-sync replicas, so a client never sees a uid or
-   * mod-sequence that a failover could take back (and hand out again).
+   * mod-sequence that a failover could take back (and hand out again). A read of one
+   * `account` waits only for that account's last write (and what this store holds from
+   * before it began writing in its epoch), not for every write after it.
    */
-  async readDurable<T>(read: () => T): Promise<T> {
+  async readDurable<T>(read: () => T, account?: string): Promise<T> {
     const out = read();
-    const seq = this.position().seq;
-    await this.durableUpTo(seq);
+    const end = this.position().seq;
+    await this.durableUpTo(account === undefined ? end : Math.min(end, Math.max(this.written.get(account) ?? 0, this.unattributed, this.startSeq())));
     return out;
+  }
+
+  /** The log's end when this store began writing in its epoch: what it holds from before is known durable by no write here. */
+  private startSeq(): number {
+    if (this.start.epoch !== this.epoch) this.start = { epoch: this.epoch, seq: this.position().seq };
+    return this.start.seq;
+  }
+
+  /** Inside a write: each account its ops touch last changed at `seq`. */
+  protected override logging(seq: number, ops: readonly Op[]): void {
+    for (const op of ops) {
+      const account = accountOf(op[1], op[2]);
+      if (account === null) continue;
+      if (account === undefined) this.unattributed = seq;
+      else this.written.set(account, seq);
+    }
+    // Forgetting what is durable already keeps the map to the accounts written lately.
+    if (this.written.size > 100_000) for (const [a, s] of this.written) if (this.knownDurable(s)) this.written.delete(a);
   }
 
   passwordHash(account: string): { hash: string; at: number } | undefined {
@@ -900,6 +926,20 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
     for (const key of dedupeKeys) this.unset('dedupe', key);
     return messages.length;
   }
+}
+
+/**
+ * Tables whose keys are not an account's: a message's bytes and reference count (read only
+ * through an account's index), idempotency keys and the blob counter (never read for one).
+ */
+const SHARED_TABLES = new Set(['blobs', 'refs', 'dedupe', 'meta']);
+
+/** The account a logged op's key belongs to; null for a shared table; undefined when not known (counts for every account). */
+function accountOf(table: string, key: unknown): string | null | undefined {
+  if (SHARED_TABLES.has(table)) return null;
+  if (Array.isArray(key) && typeof key[0] === 'string') return key[0];
+  if (typeof key === 'string' && (table === 'accounts' || table === 'passwords' || table === 'rules')) return key;
+  return undefined;
 }
 
 /** Adds (`sign` 1) or takes away (-1) one message from a folder's figures. */

@@ -63,6 +63,11 @@ export class LoggedLmdb extends EventEmitter {
   private ops: Op[] | undefined;
   /** The epoch new log entries are written in: a group primary's (0 elsewhere). */
   epoch = 0;
+  /**
+   * The log's end known durable (on disk here and wherever `durable` says) while writing in
+   * `epoch`: what is at or before it needs no wait. A new epoch or an applied copy forgets it.
+   */
+  private durableMark = { seq: 0, epoch: NaN };
 
   constructor(
     path: string,
@@ -136,6 +141,7 @@ export class LoggedLmdb extends EventEmitter {
         if (this.ops.length) {
           seq = this.position().seq + 1;
           this.log.put(seq, { epoch: this.epoch, ops: this.ops });
+          this.logging(seq, this.ops);
         }
         return out;
       } finally {
@@ -153,10 +159,33 @@ export class LoggedLmdb extends EventEmitter {
     return this.durableUpTo(this.position().seq);
   }
 
-  /** Resolves once the log up to `seq` is on disk here and wherever `durable` says. */
+  /**
+   * Inside `write`, once its entry is in the log (its seq and ops): for a subclass that
+   * remembers what each part of its data last changed in.
+   */
+  protected logging(_seq: number, _ops: readonly Op[]): void {}
+
+  /**
+   * Resolves once the log up to `seq` is on disk here and wherever `durable` says; at once
+   * when that was known already (a read need not wait on the flush of writes after it).
+   */
   protected async durableUpTo(seq: number): Promise<void> {
+    if (seq && this.durableMark.epoch === this.epoch && seq <= this.durableMark.seq) return;
+    const epoch = this.epoch;
     await flushed(this.root);
-    if (seq) await this.logged.durable?.(seq);
+    if (!seq) return;
+    await this.logged.durable?.(seq);
+    if (epoch === this.epoch && (this.durableMark.epoch !== epoch || seq > this.durableMark.seq)) this.durableMark = { seq, epoch };
+  }
+
+  /** Whether the log up to `seq` is known durable (see durableUpTo). */
+  protected knownDurable(seq: number): boolean {
+    return this.durableMark.epoch === this.epoch && seq <= this.durableMark.seq;
+  }
+
+  /** What another log wrote here is not known durable by this one's measure. */
+  private forgetDurable(): void {
+    this.durableMark = { seq: 0, epoch: NaN };
   }
 
   /**
@@ -274,6 +303,7 @@ export class LoggedLmdb extends EventEmitter {
    */
   async apply(entries: LogEntry[]): Promise<void> {
     if (!entries.length) return;
+    this.forgetDurable();
     await commit(this.root, () => {
       let last = this.position().seq;
       for (const e of entries) {
@@ -325,6 +355,7 @@ export class LoggedLmdb extends EventEmitter {
 
   /** Starts taking a full copy: everything here goes, and the data counts as not whole until `endCopy`. */
   async beginCopy(): Promise<void> {
+    this.forgetDurable();
     await commit(this.root, () => {
       this.replication.put('copying', true);
       this.replication.remove('ready');
@@ -334,6 +365,7 @@ export class LoggedLmdb extends EventEmitter {
   }
 
   async copy(ops: Op[]): Promise<void> {
+    this.forgetDurable();
     await commit(this.root, () => this.applyOps(ops));
   }
 
