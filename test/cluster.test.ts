@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectEtcd, EtcdDirectory, Keys } from '@mailgrid/cluster';
 import { LmdbMailStore } from '@mailgrid/store';
-import { freePort } from '@mailgrid/core';
+import { ACCESS_LISTENERS, freePort } from '@mailgrid/core';
 import { cliPath, eventually, MailboxProbe, nodeLog, runCli, sendMail, SmtpTranscript, startTcpProxy } from '@mailgrid/testing';
 import { pino } from 'pino';
 
@@ -117,7 +117,7 @@ describe('cluster: 2 frontends, 2 hosting groups, etcd and HAProxy as real proce
       assert.equal(m.grpc, `127.0.0.1:${p.ports.grpc}`, `${m.id} advertises its one gRPC port`);
       assert.deepEqual(m.services, m.role === 'frontend' ? ['Queue', 'Submit', 'QueueCopy'] : ['Delivery', 'Mailbox', 'Rules', 'Backup', 'Queue', 'Submit', 'Replication', 'AccountMove', 'QueueCopy'], `${m.id} services`);
       assert.ok(Number.isInteger(m.epoch) && m.epoch > 0, `${m.id} has an epoch`);
-      assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', 'pop3', 'pop3s', 'smtp', 'submission', 'submissions'] : ['grpc', 'http'], `${m.id} listens on no other port`);
+      assert.deepEqual(Object.keys(p.ports).sort(), m.role === 'frontend' ? ['grpc', 'http', ...ACCESS_LISTENERS.map((l) => l.name)].sort() : ['grpc', 'http'], `${m.id} listens on no other port`);
     }
   });
 

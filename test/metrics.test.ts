@@ -86,7 +86,8 @@ describe('metrics: every node of a cluster, read by an independent parser', () =
     assert.ok(d('mailgrid_smtp_replies_total', { class: '3xx' }) >= 7, 'a 354 for each DATA');
     assert.equal(total(after, 'mailgrid_queue_messages'), 0);
     assert.equal(total(after, 'mailgrid_queue_oldest_age_seconds'), 0);
-    assert.equal(total(after, 'mailgrid_queue_protected'), 2, "each frontend's queue has its partner's copy");
+    // A partnership is set up after the node is ready: wait for both, not for a moment.
+    await eventually("each frontend's queue has its partner's copy", async () => (total(await pages('frontend'), 'mailgrid_queue_protected') === 2 ? true : undefined), 30_000);
     assert.equal(after[0].types.mailgrid_messages_accepted, 'counter');
     assert.equal(after[0].types.mailgrid_delivery_duration_seconds, 'histogram');
 

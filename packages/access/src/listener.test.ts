@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createLogger, loadConfig, type CodedError, type Config } from '@mailgrid/core';
 import { Pop3Transcript } from '@mailgrid/testing';
@@ -49,11 +50,11 @@ const config = (env: Record<string, string>): Config => {
   return loadConfig({ env: { MAILGRID_DATA_DIR: dataDir, MAILGRID_POP3_PORT: '0', MAILGRID_POP3_TLS_PORT: '0', ...env } });
 };
 
-async function layer(env: Record<string, string> = {}, greetingDelayMs = 0) {
+async function layer(env: Record<string, string> = {}, greetingDelayMs = 0, tlsPort?: number) {
   const c = config(env);
   // Port 0 is "off" for a listener that is not always on: a real port each.
   const free = async () => (await import('@mailgrid/core')).freePort();
-  const cfg: Config = { ...c, pop3: { ...c.pop3, port: await free(), tlsPort: await free() } };
+  const cfg: Config = { ...c, pop3: { ...c.pop3, port: await free(), tlsPort: tlsPort ?? (await free()) } };
   const log = createLogger({ level: 'silent' });
   const tls = new TlsSource(cfg, log);
   await tls.start();
@@ -117,6 +118,21 @@ describe('AccessListener', () => {
 });
 
 describe('AccessListener limits and drain', () => {
+  it('a port it cannot have fails the start and lets go of the ports it took before (nothing keeps the process alive)', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    const servers = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
+    const before = servers();
+    try {
+      // The plain port is had first, then the TLS port is not.
+      await assert.rejects(layer({}, 0, port), /EADDRINUSE/);
+      assert.equal(servers(), before, 'no listener left open');
+    } finally {
+      taken.close();
+    }
+  });
+
   it("refuses a connection past the protocol's maxClients in its own words, and applies a live change", async () => {
     const l = await layer({ MAILGRID_POP3_MAX_CLIENTS: '3' });
     try {

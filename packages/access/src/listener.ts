@@ -89,6 +89,18 @@ export class AccessListener implements Service {
 
   async start(): Promise<void> {
     this._state = 'starting';
+    try {
+      await this.listen();
+    } catch (err) {
+      // A port that cannot be had ends the start: the ports taken before it are let go, or they would keep the process alive.
+      for (const p of this.served) for (const { server } of p.servers.splice(0)) server.close();
+      this._state = 'stopped';
+      throw err;
+    }
+    this._state = 'running';
+  }
+
+  private async listen(): Promise<void> {
     for (const p of this.served) {
       for (const l of p.settings.listeners) {
         const server = createServer({ pauseOnConnect: true }, (socket) => this.accept(p, l.name, l.tls === 'implicit', socket));
@@ -108,7 +120,6 @@ export class AccessListener implements Service {
         p.log.info({ event: `${p.protocol}.listening`, listener: l.name, host: p.settings.host, port, tls: l.tls }, `${l.name} listening`);
       }
     }
-    this._state = 'running';
   }
 
   /**
