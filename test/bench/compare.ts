@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createAdminClient, deadline } from '@mailgrid/protocol';
 import { fillerMessage, freePort, MailboxProbe, SmtpTranscript, startNode, type NodeHandle } from '@mailgrid/testing';
+import { CLK_TCK, treeTicks } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -46,7 +47,6 @@ const PER_CONNECTION = Number(values['per-connection']);
 const SYSTEMS = values.systems.split(',').map((s) => s.trim().toUpperCase());
 const DOMAIN = 'example.test';
 const USERS = 1_000;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 interface System {
@@ -69,33 +69,6 @@ interface Round {
   mbPerSec: number;
   cpuMsPerMsg: number;
   delivered: number;
-}
-
-/** utime+stime of a process and its live descendants, plus what its reaped children used. */
-function treeTicks(root: number): number {
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const f = readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1].split(' ');
-      // After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 1-based.
-      parent.set(Number(name), Number(f[1]));
-      ticks.set(Number(name), Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  let sum = 0;
-  for (const [pid, t] of ticks) {
-    for (let p: number | undefined = pid; p && p > 1; p = parent.get(p)) {
-      if (p === root) {
-        sum += t;
-        break;
-      }
-    }
-  }
-  return sum;
 }
 
 function run(cmd: string, args: string[], terminal = false): void {

@@ -57,6 +57,7 @@ import { parseArgs } from 'node:util';
 import { createAdminClient, createMailboxClient, deadline, MailboxCalls } from '@mailgrid/protocol';
 import { freePort, startNode, type NodeHandle } from '@mailgrid/testing';
 import { ImapClient, type Reply } from './imap-client.js';
+import { CLK_TCK, machineTicks, treeTicks } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -88,7 +89,6 @@ if (!['ec', 'rsa'].includes(values.key)) throw new Error('--key ec or rsa');
 const DOMAIN = 'example.test';
 const PASSWORD = 'bench-secret';
 const user = (i: number) => `u${i}@${DOMAIN}`;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -139,41 +139,7 @@ interface System {
   stop(): Promise<void>;
 }
 
-/** utime+stime of a process and its live descendants, plus what its reaped children used (as compare.ts). */
-function treeTicks(root: number): number {
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const f = readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1].split(' ');
-      parent.set(Number(name), Number(f[1]));
-      ticks.set(Number(name), Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  let sum = 0;
-  for (const [pid, t] of ticks) {
-    for (let p: number | undefined = pid; p && p > 1; p = parent.get(p)) {
-      if (p === root) {
-        sum += t;
-        break;
-      }
-    }
-  }
-  return sum;
-}
-
 const systemTicks = (s: System) => s.pids().reduce((n, p) => n + treeTicks(p), 0);
-
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function machineTicks(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3] + f[4];
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
 
 function waitPort(port: number, timeoutMs = 30_000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -51,6 +51,7 @@ import { hashPassword } from '@mailgrid/core';
 import { createAdminClient, createMailboxClient, deadline, MailboxCalls } from '@mailgrid/protocol';
 import { sendMail, startNode, type NodeHandle } from '@mailgrid/testing';
 import { ImapClient, type Reply } from './imap-client.js';
+import { CLK_TCK, machineTicks } from './proc.js';
 
 const { values } = parseArgs({
   options: {
@@ -106,7 +107,6 @@ const PASSWORD = 'bench-secret';
 const user = (i: number) => `u${i}@${DOMAIN}`;
 /** Connection i belongs to account i mod USERS: every account gets its share, the first ones one more when it does not divide. */
 const userOf = (i: number) => i % USERS;
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
@@ -126,13 +126,6 @@ function memory(pid: number): { rssKb: number; anonKb: number; fileKb: number; h
 function cpuMs(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-}
-
-/** Busy and total jiffies of the whole machine (/proc/stat): is something else using the cores? */
-function machineTicks(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - f[3] - f[4], total };
 }
 
 /** A process's soft limit of open files. */
