@@ -235,12 +235,22 @@ function messageHeaders(h: HeaderFields): MessageHeaders {
     from: addressList(h, 'from'),
     to: addressList(h, 'to'),
     cc: addressList(h, 'cc'),
-    references: msgIds(h.values('references').join(' ')),
+    ...threadIds(h),
   };
   if (Number.isFinite(sent)) {
     out.sent = sent;
     out.sentZone = dateZone(date!);
   }
+  return out;
+}
+
+/**
+ * The ids that place a message in its thread (Message-ID, In-Reply-To, References), and
+ * nothing else of its header: what every delivery asks, so no subject or address is decoded.
+ */
+export function threadIds(message: Buffer | HeaderFields): Pick<MessageHeaders, 'messageId' | 'inReplyTo' | 'references'> {
+  const h = asFields(message);
+  const out: Pick<MessageHeaders, 'messageId' | 'inReplyTo' | 'references'> = { references: msgIds(h.values('references').join(' ')) };
   const messageId = msgIds(h.first('message-id') ?? '')[0];
   if (messageId) out.messageId = messageId;
   const inReplyTo = msgIds(h.first('in-reply-to') ?? '')[0];

@@ -126,8 +126,8 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   /** The seq of the last write that changed a table not kept by account. */
   private unattributed = 0;
   private start = { epoch: NaN, seq: 0 };
-  /** Inside a write: the figures of each folder it changed so far (by `[account, folder]` as JSON). */
-  private readonly counting = new Map<string, FolderCounts>();
+  /** Inside a write: the figures of each folder it changed so far, by account and folder (NUL between). */
+  private readonly counting = new Map<string, { key: [string, string]; counts: FolderCounts }>();
   private readonly threads: Database<string, [string, string]>;
   private readonly subscriptions: Database<true, [string, string]>;
 
@@ -270,9 +270,10 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
    * what it was; its folder's figures change with it (counted before the entry changes).
    */
   private setEntry(key: IndexKey, entry: IndexEntry | undefined, before?: IndexEntry): void {
-    const folder = JSON.stringify([key[0], key[1]]);
-    let c = this.counting.get(folder);
-    if (!c) this.counting.set(folder, (c = this.countsOf(key[0], key[1])));
+    const id = `${key[0]}\0${key[1]}`;
+    let kept = this.counting.get(id);
+    if (!kept) this.counting.set(id, (kept = { key: [key[0], key[1]], counts: this.countsOf(key[0], key[1]) }));
+    const c = kept.counts;
     if (before) count(c, before, -1);
     if (entry) count(c, entry, 1);
     if (entry) this.set('index', key, entry);
@@ -282,7 +283,7 @@ export class LmdbMailStore extends LoggedLmdb implements MailStore {
   /** The figures of the folders this write changed, written once at its end. */
   protected override workEnded(ok: boolean): void {
     try {
-      if (ok) for (const [folder, c] of this.counting) this.set('counts', JSON.parse(folder) as [string, string], c);
+      if (ok) for (const { key, counts } of this.counting.values()) this.set('counts', key, counts);
     } finally {
       this.counting.clear();
     }
